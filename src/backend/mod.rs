@@ -1,0 +1,398 @@
+//! The op-level backend trait: one method per kernel entry point.
+//!
+//! [`cpu::CpuBackend`] is the readable reference; [`gpu::GpuBackend`] records the same ops as
+//! WGSL compute dispatches. The network and the training step are generic over [`Backend`], so
+//! one step runs on both and can be compared end to end.
+//!
+//! Conventions:
+//! - outputs come first in argument lists; every output is fully overwritten (never
+//!   accumulated into) unless the method says "accumulates";
+//! - layer weights live in one flat parameter buffer (and gradients in a twin of it), so ops
+//!   that read or write weights take the whole buffer plus element offsets;
+//! - buffers are allocated for the largest batch; ops touch only the first `shape`-many
+//!   elements, so a smaller last batch reuses them;
+//! - wrong shapes or lengths are bugs and panic (assert); they are never user errors.
+//! - GPU backends may queue work: [`Backend::submit`] ends a batch's recording, and any
+//!   `download_*` waits for the queued work first.
+
+pub mod cpu;
+pub mod gpu;
+
+use crate::shape::{Conv2dShape, DenseShape, PoolShape};
+
+/// Element-wise activation functions. Each derivative is computed from the activation's
+/// *output* `y`, so backward never needs the pre-activation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Activation {
+    /// `max(x, 0)`; derivative 1 where `y > 0`, else 0.
+    Relu,
+    /// `x` for `x > 0`, else `α(eˣ − 1)` with α = 1; derivative `y + α` where `y ≤ 0`.
+    Elu,
+    /// `λ·x` for `x > 0`, else `λα(eˣ − 1)` (λ ≈ 1.0507, α ≈ 1.67326); derivative `y + λα`
+    /// where `y ≤ 0`.
+    Selu,
+    /// `1 / (1 + e⁻ˣ)`; derivative `y(1 − y)`.
+    Sigmoid,
+    /// `tanh x`; derivative `1 − y²`.
+    Tanh,
+    /// Identity (a layer with no activation); derivative 1.
+    Linear,
+}
+
+/// SELU's scale λ (Klambauer et al. 2017), as Keras and PyTorch use.
+pub const SELU_SCALE: f32 = 1.050_700_987_355_480_5;
+/// SELU's α.
+pub const SELU_ALPHA: f32 = 1.673_263_242_354_377_3;
+/// ELU's α (Keras default).
+pub const ELU_ALPHA: f32 = 1.0;
+
+impl Activation {
+    /// Every activation, in the order of [`Activation::code`].
+    pub const ALL: [Activation; 6] = [
+        Activation::Relu,
+        Activation::Elu,
+        Activation::Selu,
+        Activation::Sigmoid,
+        Activation::Tanh,
+        Activation::Linear,
+    ];
+
+    /// A stable small integer for shader uniforms (0 relu, 1 elu, 2 selu, 3 sigmoid, 4 tanh,
+    /// 5 linear).
+    pub fn code(self) -> u32 {
+        Activation::ALL.iter().position(|&a| a == self).unwrap() as u32
+    }
+
+    /// Lowercase name, as on the command line and in model files.
+    pub fn name(self) -> &'static str {
+        match self {
+            Activation::Relu => "relu",
+            Activation::Elu => "elu",
+            Activation::Selu => "selu",
+            Activation::Sigmoid => "sigmoid",
+            Activation::Tanh => "tanh",
+            Activation::Linear => "linear",
+        }
+    }
+
+    /// Parses a lowercase name (`relu`, `elu`, `selu`, `sigmoid`, `tanh`, `linear`).
+    pub fn from_name(s: &str) -> Option<Activation> {
+        Activation::ALL
+            .into_iter()
+            .find(|a| a.name() == s.trim().to_ascii_lowercase())
+    }
+
+    /// The activation of one value (the scalar definition both backends follow).
+    pub fn apply(self, x: f32) -> f32 {
+        match self {
+            Activation::Relu => x.max(0.0),
+            Activation::Elu => {
+                if x > 0.0 {
+                    x
+                } else {
+                    ELU_ALPHA * x.exp_m1()
+                }
+            }
+            Activation::Selu => {
+                if x > 0.0 {
+                    SELU_SCALE * x
+                } else {
+                    SELU_SCALE * SELU_ALPHA * x.exp_m1()
+                }
+            }
+            Activation::Sigmoid => 1.0 / (1.0 + (-x).exp()),
+            Activation::Tanh => x.tanh(),
+            Activation::Linear => x,
+        }
+    }
+
+    /// The derivative dy/dx expressed through the output `y = apply(x)`.
+    pub fn derivative_from_output(self, y: f32) -> f32 {
+        match self {
+            Activation::Relu => {
+                if y > 0.0 {
+                    1.0
+                } else {
+                    0.0
+                }
+            }
+            Activation::Elu => {
+                if y > 0.0 {
+                    1.0
+                } else {
+                    y + ELU_ALPHA
+                }
+            }
+            Activation::Selu => {
+                if y > 0.0 {
+                    SELU_SCALE
+                } else {
+                    y + SELU_SCALE * SELU_ALPHA
+                }
+            }
+            Activation::Sigmoid => y * (1.0 - y),
+            Activation::Tanh => 1.0 - y * y,
+            Activation::Linear => 1.0,
+        }
+    }
+}
+
+/// One Adam update's scalars. The learning rate is a per-step value (schedules change it on
+/// the host), and bias correction is folded into `lr_t` on the host, Keras-style:
+/// `lr_t = lr·√(1−β₂ᵗ)/(1−β₁ᵗ)`, `m ← β₁m + (1−β₁)g`, `v ← β₂v + (1−β₂)g²`,
+/// `p ← p − lr_t·m/(√v + ε)`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdamStep {
+    /// Bias-corrected step size for this step, `lr·√(1−β₂ᵗ)/(1−β₁ᵗ)`.
+    pub lr_t: f32,
+    /// First-moment decay β₁ (0.9).
+    pub beta1: f32,
+    /// Second-moment decay β₂ (0.999).
+    pub beta2: f32,
+    /// ε added to √v (1e-7, as Keras).
+    pub eps: f32,
+}
+
+impl AdamStep {
+    /// The scalars of step `t` (1-based) for base learning rate `lr`.
+    pub fn new(lr: f32, beta1: f32, beta2: f32, eps: f32, t: u64) -> AdamStep {
+        let t = t as i32;
+        let lr_t = (lr as f64 * (1.0 - (beta2 as f64).powi(t)).sqrt()
+            / (1.0 - (beta1 as f64).powi(t))) as f32;
+        AdamStep {
+            lr_t,
+            beta1,
+            beta2,
+            eps,
+        }
+    }
+}
+
+/// Index of each field in the loss statistics buffer `(4)` that
+/// [`Backend::softmax_cross_entropy_forward`] accumulates into.
+pub mod stats {
+    /// Sum over samples of the class-weighted cross-entropy `w[y]·(−log p[y])`.
+    pub const LOSS_SUM: usize = 0;
+    /// Count of samples whose arg-max probability is the label.
+    pub const CORRECT: usize = 1;
+    /// Count of samples seen.
+    pub const SAMPLES: usize = 2;
+    /// Sum over samples of the class weights `w[y]` (the weighted mean's denominator).
+    pub const WEIGHT_SUM: usize = 3;
+    /// Length of the statistics buffer.
+    pub const LEN: usize = 4;
+}
+
+/// The op-level compute backend. Each method is one kernel entry point of the same name in
+/// `shaders/*.wgsl` and in [`cpu::CpuBackend`].
+pub trait Backend {
+    /// A device buffer of `f32`.
+    type Tensor;
+    /// A device buffer of `u32` (labels, argmax indices, permutations, confusion counts).
+    type Indices;
+    /// A whole data set resident on the device: `u8` pixels (packed four to a `u32` word on
+    /// the GPU) and `u8` labels, uploaded once.
+    type Images;
+
+    /// A short human-readable name of the device ("CPU reference (2 threads)", adapter name).
+    fn name(&self) -> String;
+
+    // ---- memory -------------------------------------------------------------------------
+
+    /// A zero-filled tensor of `len` elements.
+    fn zeros(&self, len: usize) -> Self::Tensor;
+    /// A tensor holding a copy of `data`.
+    fn upload(&self, data: &[f32]) -> Self::Tensor;
+    /// Overwrites the first `data.len()` elements of `dst`.
+    fn write(&self, dst: &mut Self::Tensor, data: &[f32]);
+    /// Copies the whole tensor back to the host (waits for queued work).
+    fn download(&self, src: &Self::Tensor) -> Vec<f32>;
+    /// A zero-filled index buffer of `len` elements.
+    fn zeros_indices(&self, len: usize) -> Self::Indices;
+    /// An index buffer holding a copy of `data`.
+    fn upload_indices(&self, data: &[u32]) -> Self::Indices;
+    /// Overwrites the first `data.len()` elements of `dst`.
+    fn write_indices(&self, dst: &mut Self::Indices, data: &[u32]);
+    /// Copies the whole index buffer back to the host (waits for queued work).
+    fn download_indices(&self, src: &Self::Indices) -> Vec<u32>;
+    /// Uploads a data set once: `pixels` is `(n, 48·48)` u8, `labels` is `(n)` in 0..7.
+    fn upload_images(&self, pixels: &[u8], labels: &[u8]) -> Self::Images;
+    /// Ends the recording of a batch's work and hands it to the device (no-op on the CPU).
+    fn submit(&self);
+
+    // ---- data ---------------------------------------------------------------------------
+
+    /// Gathers one batch: for `i < batch`, image `r = order[offset + i]` of `images` goes to
+    /// `x[i]` scaled by 1/255, and its label to `labels[i]`.
+    /// Buffers: x `(batch, 1, 48, 48)`, labels `(batch)`, order `(n)`.
+    fn gather_batch(
+        &self,
+        x: &mut Self::Tensor,
+        labels: &mut Self::Indices,
+        images: &Self::Images,
+        order: &Self::Indices,
+        offset: usize,
+        batch: usize,
+    );
+
+    // ---- convolution --------------------------------------------------------------------
+
+    /// `out[b,o,y,x] = bias[o] + Σ_{c,i,j} input[b,c,y+i,x+j]·weight[o,c,i,j]`.
+    /// weight `(out_c, in_c, k, k)` at `params[w_off..]`, bias `(out_c)` at `params[b_off..]`.
+    fn conv2d_forward(
+        &self,
+        out: &mut Self::Tensor,
+        input: &Self::Tensor,
+        params: &Self::Tensor,
+        w_off: usize,
+        b_off: usize,
+        s: &Conv2dShape,
+    );
+    /// `d_input[b,c,y,x] = Σ_{o,i,j} d_out[b,o,y−i,x−j]·weight[o,c,i,j]` (terms inside the
+    /// output only). d_input `(batch, in_c, in_h, in_w)`, d_out `(batch, out_c, out_h, out_w)`.
+    fn conv2d_backward_input(
+        &self,
+        d_input: &mut Self::Tensor,
+        d_out: &Self::Tensor,
+        params: &Self::Tensor,
+        w_off: usize,
+        s: &Conv2dShape,
+    );
+    /// `d_weight[o,c,i,j] = Σ_{b,y,x} d_out[b,o,y,x]·input[b,c,y+i,x+j]` written to
+    /// `grads[w_off..]`, and `d_bias[o] = Σ_{b,y,x} d_out[b,o,y,x]` to `grads[b_off..]`.
+    fn conv2d_backward_weight(
+        &self,
+        grads: &mut Self::Tensor,
+        w_off: usize,
+        b_off: usize,
+        d_out: &Self::Tensor,
+        input: &Self::Tensor,
+        s: &Conv2dShape,
+    );
+
+    // ---- pooling ------------------------------------------------------------------------
+
+    /// Max over each window; `argmax` records the chosen element (see [`PoolShape`]).
+    fn maxpool_forward(
+        &self,
+        out: &mut Self::Tensor,
+        argmax: &mut Self::Indices,
+        input: &Self::Tensor,
+        s: &PoolShape,
+    );
+    /// Routes each `d_out` element to its argmax position; every other element of `d_input`
+    /// is zero (dropped floor rows/columns included). Written as a gather, deterministic.
+    fn maxpool_backward(
+        &self,
+        d_input: &mut Self::Tensor,
+        d_out: &Self::Tensor,
+        argmax: &Self::Indices,
+        s: &PoolShape,
+    );
+
+    // ---- dense --------------------------------------------------------------------------
+
+    /// `out[b,o] = bias[o] + Σ_i input[b,i]·weight[o,i]`.
+    fn dense_forward(
+        &self,
+        out: &mut Self::Tensor,
+        input: &Self::Tensor,
+        params: &Self::Tensor,
+        w_off: usize,
+        b_off: usize,
+        s: &DenseShape,
+    );
+    /// `d_input[b,i] = Σ_o d_out[b,o]·weight[o,i]`.
+    fn dense_backward_input(
+        &self,
+        d_input: &mut Self::Tensor,
+        d_out: &Self::Tensor,
+        params: &Self::Tensor,
+        w_off: usize,
+        s: &DenseShape,
+    );
+    /// `d_weight[o,i] = Σ_b d_out[b,o]·input[b,i]` to `grads[w_off..]`,
+    /// `d_bias[o] = Σ_b d_out[b,o]` to `grads[b_off..]`.
+    fn dense_backward_weight(
+        &self,
+        grads: &mut Self::Tensor,
+        w_off: usize,
+        b_off: usize,
+        d_out: &Self::Tensor,
+        input: &Self::Tensor,
+        s: &DenseShape,
+    );
+
+    // ---- activations --------------------------------------------------------------------
+
+    /// `out[i] = act(input[i])` for `i < len`.
+    fn activation_forward(
+        &self,
+        out: &mut Self::Tensor,
+        input: &Self::Tensor,
+        act: Activation,
+        len: usize,
+    );
+    /// `d_input[i] = d_out[i]·act'(…)` computed from the forward output `y`, for `i < len`.
+    fn activation_backward(
+        &self,
+        d_input: &mut Self::Tensor,
+        d_out: &Self::Tensor,
+        y: &Self::Tensor,
+        act: Activation,
+        len: usize,
+    );
+
+    // ---- loss ---------------------------------------------------------------------------
+
+    /// Numerically stable softmax of `logits (batch, classes)` into `probs (batch, classes)`,
+    /// and *accumulates* into `stats (4)` (see [`stats`]): the class-weighted cross-entropy
+    /// `w[y]·(−log p[y])` summed, correct predictions (first maximum wins ties), samples, and
+    /// `w[y]` summed. `class_weights (classes)`, `labels (batch)`.
+    #[allow(clippy::too_many_arguments)]
+    fn softmax_cross_entropy_forward(
+        &self,
+        probs: &mut Self::Tensor,
+        stats: &mut Self::Tensor,
+        logits: &Self::Tensor,
+        labels: &Self::Indices,
+        class_weights: &Self::Tensor,
+        batch: usize,
+        classes: usize,
+    );
+    /// Gradient of the batch loss `L = (1/batch)·Σ_b w[y_b]·(−log p[b, y_b])` (Keras' weighted
+    /// sum over batch size): `d_logits[b,c] = w[y_b]·(p[b,c] − [c = y_b]) / batch`.
+    fn softmax_cross_entropy_backward(
+        &self,
+        d_logits: &mut Self::Tensor,
+        probs: &Self::Tensor,
+        labels: &Self::Indices,
+        class_weights: &Self::Tensor,
+        batch: usize,
+        classes: usize,
+    );
+    /// *Accumulates* the confusion matrix `confusion (classes, classes)`, rows true label,
+    /// columns predicted (first maximum of `probs (batch, classes)`).
+    fn confusion_accumulate(
+        &self,
+        confusion: &mut Self::Indices,
+        probs: &Self::Tensor,
+        labels: &Self::Indices,
+        batch: usize,
+        classes: usize,
+    );
+
+    // ---- optimizer ----------------------------------------------------------------------
+
+    /// One Adam step over every parameter at once (see [`AdamStep`]); all four buffers have
+    /// the same length.
+    fn adam_step(
+        &self,
+        params: &mut Self::Tensor,
+        grads: &Self::Tensor,
+        m: &mut Self::Tensor,
+        v: &mut Self::Tensor,
+        step: &AdamStep,
+    );
+}

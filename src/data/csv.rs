@@ -1,0 +1,1 @@
+//! FER2013 CSV reading (in progress).

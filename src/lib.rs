@@ -1,0 +1,27 @@
+//! fergpu: facial-expression classifiers on FER2013, trained through WGSL compute shaders on
+//! any GPU wgpu reaches (Vulkan, Metal, DX12), with a CPU reference backend that implements
+//! every op too.
+//!
+//! Module map:
+//! - [`data`]: CSV reading and validation, splits, generated demo faces;
+//! - [`shape`]: every layer's sizes, the single source of truth;
+//! - [`backend`]: the op-level [`backend::Backend`] trait, the CPU reference and the GPU backend;
+//! - [`model`]: layer lists, presets, the flat parameter layout, the generic network;
+//! - [`train`], [`eval`], [`checkpoint`]: the training loop, evaluation, safetensors files;
+//! - [`metrics`], [`report`]: confusion matrices, per-class scores, plots and HTML tables;
+//! - [`experiment`]: cross-validation folds, sweeps, schedules, early stopping.
+
+pub mod backend;
+pub mod checkpoint;
+pub mod data;
+pub mod error;
+pub mod eval;
+pub mod experiment;
+pub mod metrics;
+pub mod model;
+pub mod report;
+pub mod rng;
+pub mod shape;
+pub mod train;
+
+pub use error::{Error, Result};

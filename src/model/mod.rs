@@ -1,0 +1,1 @@
+//! Layers, presets, parameter layout (in progress).
