@@ -1,1 +1,175 @@
-//! checkpoint (in progress).
+//! Checkpoints as safetensors files that PyTorch can load.
+//!
+//! Tensors are named by layer in PyTorch layout (`conv1.weight [out, in, kh, kw]`,
+//! `dense1.weight [out, in]`, biases `[out]`); the flatten is in channel, row, column order, as
+//! `torch.flatten` of an NCHW tensor. The model description is stored as JSON in the file's
+//! metadata under `fergpu.model`, so `eval` needs no model flags. A checkpoint written during
+//! training also carries Adam's moments (`optimizer.m`, `optimizer.v`, flat `(P)`) and the
+//! trainer's resumable state (`fergpu.train_state`, JSON). Files are written atomically.
+
+use crate::error::{Error, Result};
+use crate::model::{ModelSpec, Plan};
+use safetensors::{Dtype, SafeTensors};
+use std::collections::HashMap;
+use std::path::Path;
+
+const FORMAT_KEY: &str = "fergpu.format";
+const FORMAT: &str = "fergpu-checkpoint-1";
+const MODEL_KEY: &str = "fergpu.model";
+const STATE_KEY: &str = "fergpu.train_state";
+
+/// Adam's state, flat in the parameter layout.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OptimizerState {
+    /// First moments `(P)`.
+    pub m: Vec<f32>,
+    /// Second moments `(P)`.
+    pub v: Vec<f32>,
+    /// Steps taken.
+    pub t: u64,
+}
+
+/// Everything a checkpoint holds.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Checkpoint {
+    /// The model.
+    pub spec: ModelSpec,
+    /// Parameters, flat `(P)` in the layout of `Plan::new(&spec, _)`.
+    pub params: Vec<f32>,
+    /// Adam's state, when saved by a training run.
+    pub optimizer: Option<OptimizerState>,
+    /// The trainer's resumable state (opaque JSON), when saved by a training run.
+    pub train_state: Option<String>,
+}
+
+impl Checkpoint {
+    /// Writes the checkpoint to `path` atomically.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let plan = Plan::new(&self.spec, 1)?;
+        assert_eq!(self.params.len(), plan.num_params);
+        let mut tensors: Vec<(String, Vec<usize>, &[f32])> = plan
+            .params
+            .iter()
+            .map(|t| (t.name.clone(), t.shape.clone(), &self.params[t.offset..t.offset + t.len()]))
+            .collect();
+        let mut meta = HashMap::new();
+        meta.insert(FORMAT_KEY.to_string(), FORMAT.to_string());
+        meta.insert("fergpu.version".to_string(), env!("CARGO_PKG_VERSION").to_string());
+        meta.insert(MODEL_KEY.to_string(), serde_json::to_string(&self.spec).expect("spec json"));
+        if let Some(opt) = &self.optimizer {
+            tensors.push(("optimizer.m".into(), vec![opt.m.len()], &opt.m));
+            tensors.push(("optimizer.v".into(), vec![opt.v.len()], &opt.v));
+            meta.insert("fergpu.optimizer_step".to_string(), opt.t.to_string());
+        }
+        if let Some(state) = &self.train_state {
+            meta.insert(STATE_KEY.to_string(), state.clone());
+        }
+        let views = tensors.iter().map(|(name, shape, data)| {
+            let view = safetensors::tensor::TensorView::new(
+                Dtype::F32,
+                shape.clone(),
+                bytemuck::cast_slice(data),
+            )
+            .expect("tensor view of matching length");
+            (name.clone(), view)
+        });
+        let bytes = safetensors::serialize(views, Some(meta))
+            .map_err(|e| Error::BadCheckpoint { path: path.into(), problem: e.to_string() })?;
+        crate::report::write_atomic(path, &bytes)
+    }
+
+    /// Reads a checkpoint written by [`Checkpoint::save`]. A truncated or foreign file, or
+    /// one whose tensors do not match its model, is [`Error::BadCheckpoint`].
+    pub fn load(path: &Path) -> Result<Checkpoint> {
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let bad = |problem: String| Error::BadCheckpoint { path: path.into(), problem };
+        let st = SafeTensors::deserialize(&bytes).map_err(|e| {
+            bad(format!("not a readable safetensors file ({e}); is it truncated or another format?"))
+        })?;
+        let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| bad(e.to_string()))?;
+        let meta = header.metadata().clone().unwrap_or_default();
+        if meta.get(FORMAT_KEY).map(String::as_str) != Some(FORMAT) {
+            return Err(bad(format!(
+                "a safetensors file, but not a fergpu checkpoint (no '{FORMAT_KEY}' metadata)"
+            )));
+        }
+        let spec: ModelSpec = serde_json::from_str(meta.get(MODEL_KEY).ok_or_else(|| {
+            bad(format!("metadata '{MODEL_KEY}' is missing"))
+        })?)
+        .map_err(|e| bad(format!("metadata '{MODEL_KEY}': {e}")))?;
+        let plan = Plan::new(&spec, 1).map_err(|e| bad(e.to_string()))?;
+        let read = |name: &str, shape: &[usize]| -> Result<Vec<f32>> {
+            let t = st.tensor(name).map_err(|_| bad(format!("tensor '{name}' is missing")))?;
+            if t.dtype() != Dtype::F32 || t.shape() != shape {
+                return Err(bad(format!(
+                    "tensor '{name}' is {:?} {:?}, the model needs F32 {shape:?}",
+                    t.dtype(),
+                    t.shape()
+                )));
+            }
+            Ok(t.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect())
+        };
+        let mut params = vec![0f32; plan.num_params];
+        for t in &plan.params {
+            params[t.offset..t.offset + t.len()].copy_from_slice(&read(&t.name, &t.shape)?);
+        }
+        let optimizer = match meta.get("fergpu.optimizer_step") {
+            Some(step) => Some(OptimizerState {
+                m: read("optimizer.m", &[plan.num_params])?,
+                v: read("optimizer.v", &[plan.num_params])?,
+                t: step.parse().map_err(|_| bad(format!("optimizer step '{step}' is not a number")))?,
+            }),
+            None => None,
+        };
+        Ok(Checkpoint { spec, params, optimizer, train_state: meta.get(STATE_KEY).cloned() })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::Activation;
+
+    fn tmp(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("fergpu-ckpt-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir.join(name)
+    }
+
+    #[test]
+    fn round_trip_keeps_every_bit_and_the_optimizer() {
+        let spec = ModelSpec::cnn(Activation::Relu, Activation::Selu);
+        let plan = Plan::new(&spec, 1).unwrap();
+        let params = plan.init_params(3);
+        let n = params.len();
+        let ck = Checkpoint {
+            spec,
+            params,
+            optimizer: Some(OptimizerState { m: vec![0.5; n], v: vec![0.25; n], t: 17 }),
+            train_state: Some("{\"epoch\":2}".into()),
+        };
+        let path = tmp("a.safetensors");
+        ck.save(&path).unwrap();
+        assert_eq!(Checkpoint::load(&path).unwrap(), ck);
+        assert!(!path.with_extension("tmp").exists());
+    }
+
+    #[test]
+    fn truncated_and_foreign_files_are_clear_errors() {
+        let spec = ModelSpec::mlp(Activation::Relu);
+        let params = Plan::new(&spec, 1).unwrap().init_params(1);
+        let path = tmp("b.safetensors");
+        Checkpoint { spec, params, optimizer: None, train_state: None }.save(&path).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+        let err = Checkpoint::load(&path).unwrap_err().to_string();
+        assert!(err.contains("truncated"), "{err}");
+        let x = [1f32, 2.0];
+        let view = safetensors::tensor::TensorView::new(Dtype::F32, vec![2], bytemuck::cast_slice(&x)).unwrap();
+        std::fs::write(&path, safetensors::serialize([("w", view)], None).unwrap()).unwrap();
+        let err = Checkpoint::load(&path).unwrap_err().to_string();
+        assert!(err.contains("not a fergpu checkpoint"), "{err}");
+        std::fs::write(&path, b"hello").unwrap();
+        assert!(matches!(Checkpoint::load(&path), Err(Error::BadCheckpoint { .. })));
+    }
+}

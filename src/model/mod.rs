@@ -1,1 +1,430 @@
-//! Layers, presets, parameter layout (in progress).
+//! Models: layer lists ([`ModelSpec`]), the notebook's presets, and the resolved [`Plan`]
+//! (every op's shape and every parameter's offset in the one flat parameter buffer).
+//!
+//! The network itself ([`network::Network`]) is generic over the backend.
+
+pub mod network;
+
+use crate::backend::Activation;
+use crate::error::{Error, Result};
+use crate::rng::Rng;
+use crate::shape::{Conv2dShape, DenseShape, PoolShape, IMAGE_SIDE, NUM_CLASSES};
+use std::path::Path;
+
+/// One layer of a model description. The input is always `(1, 48, 48)`; the last layer must
+/// be a Dense with 7 units and no activation (softmax is part of the loss).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum LayerSpec {
+    /// 2-D convolution, `kernel`×`kernel`, stride 1, valid padding, then `activation`.
+    Conv2d {
+        /// Output channels.
+        filters: usize,
+        /// Kernel side (default 3).
+        #[serde(default = "default_kernel")]
+        kernel: usize,
+        /// Activation after the convolution (default relu).
+        #[serde(default = "default_activation")]
+        activation: Activation,
+    },
+    /// Max pooling with a `size`×`size` window and stride (default 2).
+    #[serde(alias = "maxpool2d")]
+    MaxPool {
+        /// Window side and stride.
+        #[serde(default = "default_pool")]
+        size: usize,
+    },
+    /// Flattens `(C, H, W)` to `C·H·W` features in channel, row, column order (a no-op on
+    /// NCHW buffers).
+    Flatten,
+    /// Fully connected layer, then `activation`.
+    Dense {
+        /// Output features.
+        units: usize,
+        /// Activation after the layer (default linear).
+        #[serde(default = "default_linear")]
+        activation: Activation,
+    },
+}
+
+fn default_kernel() -> usize {
+    3
+}
+fn default_pool() -> usize {
+    2
+}
+fn default_activation() -> Activation {
+    Activation::Relu
+}
+fn default_linear() -> Activation {
+    Activation::Linear
+}
+
+/// A model: a name and a layer list. Stored in checkpoint metadata as JSON.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ModelSpec {
+    /// A short name (`mlp`, `cnn`, or the model file's).
+    pub name: String,
+    /// The layers, input first.
+    pub layers: Vec<LayerSpec>,
+}
+
+impl ModelSpec {
+    /// The notebook's MLP: Flatten, Dense 120, Dense 84 (hidden activation `act`), Dense 7.
+    pub fn mlp(act: Activation) -> ModelSpec {
+        ModelSpec {
+            name: "mlp".into(),
+            layers: vec![
+                LayerSpec::Flatten,
+                LayerSpec::Dense { units: 120, activation: act },
+                LayerSpec::Dense { units: 84, activation: act },
+                LayerSpec::Dense { units: NUM_CLASSES, activation: Activation::Linear },
+            ],
+        }
+    }
+
+    /// The notebook's CNN: Conv 128, pool, Conv 128, pool, Conv 64, pool, Conv 64 (all 3×3,
+    /// activation `act`), Flatten, Dense 64 (`dense_act`; the notebook used selu), Dense 7.
+    pub fn cnn(act: Activation, dense_act: Activation) -> ModelSpec {
+        let conv = |filters| LayerSpec::Conv2d { filters, kernel: 3, activation: act };
+        let pool = LayerSpec::MaxPool { size: 2 };
+        ModelSpec {
+            name: "cnn".into(),
+            layers: vec![
+                conv(128),
+                pool.clone(),
+                conv(128),
+                pool.clone(),
+                conv(64),
+                pool,
+                conv(64),
+                LayerSpec::Flatten,
+                LayerSpec::Dense { units: 64, activation: dense_act },
+                LayerSpec::Dense { units: NUM_CLASSES, activation: Activation::Linear },
+            ],
+        }
+    }
+
+    /// A preset by name (`mlp`, `cnn`), or a model file (`.json` or `.toml`) with a `layers`
+    /// list such as `[[layers]] type = "conv2d"  filters = 32`.
+    pub fn resolve(name_or_path: &str, act: Activation, dense_act: Activation) -> Result<Self> {
+        match name_or_path {
+            "mlp" => Ok(ModelSpec::mlp(act)),
+            "cnn" => Ok(ModelSpec::cnn(act, dense_act)),
+            path => ModelSpec::from_file(Path::new(path)),
+        }
+    }
+
+    /// Reads a model file (JSON or TOML by extension) and validates it.
+    pub fn from_file(path: &Path) -> Result<ModelSpec> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let bad = |e: String| Error::BadModel(format!("{}: {e}", path.display()));
+        #[derive(serde::Deserialize)]
+        struct File {
+            name: Option<String>,
+            layers: Vec<LayerSpec>,
+        }
+        let file: File = if path.extension().is_some_and(|e| e == "toml") {
+            toml::from_str(&text).map_err(|e| bad(e.to_string()))?
+        } else {
+            serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?
+        };
+        let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned());
+        let spec = ModelSpec {
+            name: file.name.or(stem).unwrap_or_else(|| "custom".into()),
+            layers: file.layers,
+        };
+        Plan::new(&spec, 1).map_err(|e| bad(e.to_string()))?;
+        Ok(spec)
+    }
+}
+
+/// One op of a resolved model, at a given batch size.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Op {
+    /// A convolution; weight at `params[w_off..]`, bias at `params[b_off..]`.
+    Conv {
+        /// Shape at the plan's batch size.
+        shape: Conv2dShape,
+        /// Weight offset in the flat parameter buffer.
+        w_off: usize,
+        /// Bias offset.
+        b_off: usize,
+    },
+    /// A max pooling.
+    Pool {
+        /// Shape at the plan's batch size.
+        shape: PoolShape,
+    },
+    /// A dense layer.
+    Dense {
+        /// Shape at the plan's batch size.
+        shape: DenseShape,
+        /// Weight offset in the flat parameter buffer.
+        w_off: usize,
+        /// Bias offset.
+        b_off: usize,
+    },
+    /// An element-wise activation over `len` elements.
+    Act {
+        /// The function.
+        act: Activation,
+        /// Elements at the plan's batch size.
+        len: usize,
+    },
+}
+
+impl Op {
+    /// Elements of this op's output at the plan's batch size.
+    pub fn output_len(&self) -> usize {
+        match self {
+            Op::Conv { shape, .. } => shape.output_len(),
+            Op::Pool { shape } => shape.output_len(),
+            Op::Dense { shape, .. } => shape.output_len(),
+            Op::Act { len, .. } => *len,
+        }
+    }
+
+    /// The same op at another batch size.
+    pub fn with_batch(&self, batch: usize, old_batch: usize) -> Op {
+        match self.clone() {
+            Op::Conv { shape, w_off, b_off } => {
+                Op::Conv { shape: Conv2dShape { batch, ..shape }, w_off, b_off }
+            }
+            Op::Pool { shape } => Op::Pool { shape: PoolShape { batch, ..shape } },
+            Op::Dense { shape, w_off, b_off } => {
+                Op::Dense { shape: DenseShape { batch, ..shape }, w_off, b_off }
+            }
+            Op::Act { act, len } => Op::Act { act, len: len / old_batch * batch },
+        }
+    }
+}
+
+/// One named parameter tensor in the flat buffer, in PyTorch layout.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParamTensor {
+    /// Name, e.g. `conv1.weight`, `dense2.bias`.
+    pub name: String,
+    /// Offset in the flat buffer.
+    pub offset: usize,
+    /// Shape: conv weight `[out, in, kh, kw]`, dense weight `[out, in]`, bias `[out]`.
+    pub shape: Vec<usize>,
+    /// Glorot-uniform fan-in + fan-out for weights; `None` for biases (initialised to zero).
+    pub glorot_fans: Option<(usize, usize)>,
+}
+
+impl ParamTensor {
+    /// Elements.
+    pub fn len(&self) -> usize {
+        self.shape.iter().product()
+    }
+    /// True for an empty tensor (never, for valid models).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A model resolved at a batch size: its ops with shapes, and the flat parameter layout.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plan {
+    /// Batch size the shapes are given at.
+    pub batch: usize,
+    /// Ops in forward order (activations are ops of their own; Flatten is none).
+    pub ops: Vec<Op>,
+    /// Parameter tensors in layer order.
+    pub params: Vec<ParamTensor>,
+    /// Total parameters (length of the flat buffer).
+    pub num_params: usize,
+}
+
+impl Plan {
+    /// Resolves `spec` for input `(batch, 1, 48, 48)`. A layer that does not fit is
+    /// [`Error::BadModel`].
+    pub fn new(spec: &ModelSpec, batch: usize) -> Result<Plan> {
+        assert!(batch > 0);
+        let plan = Plan { batch, ops: vec![], params: vec![], num_params: 0 };
+        let mut b = PlanBuilder { batch, chw: (1, IMAGE_SIDE, IMAGE_SIDE), flat: None, plan };
+        let (mut convs, mut denses) = (0, 0);
+        for (i, layer) in spec.layers.iter().enumerate() {
+            let at = |m: String| Error::BadModel(format!("layer {} ({layer:?}): {m}", i + 1));
+            match *layer {
+                LayerSpec::Conv2d { filters, kernel, activation } => {
+                    convs += 1;
+                    b.conv(filters, kernel, activation, convs).map_err(at)?
+                }
+                LayerSpec::MaxPool { size } => b.pool(size).map_err(at)?,
+                LayerSpec::Flatten => b.flatten(),
+                LayerSpec::Dense { units, activation } => {
+                    denses += 1;
+                    b.dense(units, activation, denses).map_err(at)?
+                }
+            }
+        }
+        match spec.layers.last() {
+            Some(LayerSpec::Dense { units: NUM_CLASSES, activation: Activation::Linear }) => {
+                Ok(b.plan)
+            }
+            _ => Err(Error::BadModel(format!(
+                "the last layer must be Dense with {NUM_CLASSES} units and activation linear \
+                 (softmax belongs to the loss)"
+            ))),
+        }
+    }
+
+    /// Elements of the logits, `(batch, 7)`.
+    pub fn logits_len(&self) -> usize {
+        self.batch * NUM_CLASSES
+    }
+
+    /// Multiply-adds of one forward pass at the plan's batch size (convs and denses).
+    pub fn forward_macs(&self) -> usize {
+        self.ops
+            .iter()
+            .map(|op| match op {
+                Op::Conv { shape, .. } => shape.forward_macs(),
+                Op::Dense { shape, .. } => shape.forward_macs(),
+                _ => 0,
+            })
+            .sum()
+    }
+
+    /// Keras-style initial parameters: Glorot-uniform weights, zero biases, from `seed`.
+    pub fn init_params(&self, seed: u64) -> Vec<f32> {
+        let mut rng = Rng::new(seed);
+        let mut flat = vec![0f32; self.num_params];
+        for t in &self.params {
+            if let Some((fan_in, fan_out)) = t.glorot_fans {
+                let limit = (6.0 / (fan_in + fan_out) as f32).sqrt();
+                for w in &mut flat[t.offset..t.offset + t.len()] {
+                    *w = rng.range(-limit, limit);
+                }
+            }
+        }
+        flat
+    }
+}
+
+/// Walks a layer list tracking the current `(C, H, W)` (or flat feature count).
+struct PlanBuilder {
+    batch: usize,
+    chw: (usize, usize, usize),
+    flat: Option<usize>,
+    plan: Plan,
+}
+
+impl PlanBuilder {
+    fn plan(&mut self) -> &mut Plan {
+        &mut self.plan
+    }
+
+    fn add_param(&mut self, name: String, shape: Vec<usize>, fans: Option<(usize, usize)>) -> usize {
+        let plan = self.plan();
+        let offset = plan.num_params;
+        let t = ParamTensor { name, offset, shape, glorot_fans: fans };
+        plan.num_params += t.len();
+        plan.params.push(t);
+        offset
+    }
+
+    fn act(&mut self, act: Activation, len: usize) {
+        if act != Activation::Linear {
+            self.plan().ops.push(Op::Act { act, len });
+        }
+    }
+
+    fn conv(&mut self, filters: usize, k: usize, act: Activation, n: usize) -> Result<(), String> {
+        if self.flat.is_some() {
+            return Err("a convolution cannot follow Flatten".into());
+        }
+        let (c, h, w) = self.chw;
+        if filters == 0 || k == 0 || k > h || k > w {
+            return Err(format!("kernel {k} with {filters} filters does not fit a {h}×{w} input"));
+        }
+        let shape = Conv2dShape { batch: self.batch, in_c: c, in_h: h, in_w: w, out_c: filters, k };
+        let fans = (c * k * k, filters * k * k);
+        let w_off = self.add_param(format!("conv{n}.weight"), vec![filters, c, k, k], Some(fans));
+        let b_off = self.add_param(format!("conv{n}.bias"), vec![filters], None);
+        self.plan().ops.push(Op::Conv { shape, w_off, b_off });
+        self.chw = (filters, shape.out_h(), shape.out_w());
+        self.act(act, shape.output_len());
+        Ok(())
+    }
+
+    fn pool(&mut self, size: usize) -> Result<(), String> {
+        if self.flat.is_some() {
+            return Err("pooling cannot follow Flatten".into());
+        }
+        let (c, h, w) = self.chw;
+        if size == 0 || size > h || size > w {
+            return Err(format!("pool size {size} does not fit a {h}×{w} input"));
+        }
+        let shape = PoolShape { batch: self.batch, c, in_h: h, in_w: w, size };
+        self.plan().ops.push(Op::Pool { shape });
+        self.chw = (c, shape.out_h(), shape.out_w());
+        Ok(())
+    }
+
+    fn flatten(&mut self) {
+        let (c, h, w) = self.chw;
+        self.flat = Some(self.flat.unwrap_or(c * h * w));
+    }
+
+    fn dense(&mut self, units: usize, act: Activation, n: usize) -> Result<(), String> {
+        let in_f = self.flat.ok_or("Dense needs a Flatten before it")?;
+        if units == 0 {
+            return Err("Dense needs at least one unit".into());
+        }
+        let shape = DenseShape { batch: self.batch, in_f, out_f: units };
+        let w_off = self.add_param(format!("dense{n}.weight"), vec![units, in_f], Some((in_f, units)));
+        let b_off = self.add_param(format!("dense{n}.bias"), vec![units], None);
+        self.plan().ops.push(Op::Dense { shape, w_off, b_off });
+        self.flat = Some(units);
+        self.act(act, shape.output_len());
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seed_cnn_has_the_notebooks_parameter_count() {
+        let plan = Plan::new(&ModelSpec::cnn(Activation::Relu, Activation::Selu), 1).unwrap();
+        // Keras summary: conv 1,280 + 147,584 + 73,792 + 36,928; dense 16,448 + 455.
+        assert_eq!(plan.num_params, 1280 + 147_584 + 73_792 + 36_928 + 16_448 + 455);
+        let mlp = Plan::new(&ModelSpec::mlp(Activation::Relu), 1).unwrap();
+        assert_eq!(mlp.num_params, 2304 * 120 + 120 + 120 * 84 + 84 + 84 * 7 + 7);
+    }
+
+    #[test]
+    fn bad_models_are_errors_not_panics() {
+        let spec = |layers| ModelSpec { name: "x".into(), layers };
+        let dense7 = LayerSpec::Dense { units: 7, activation: Activation::Linear };
+        assert!(Plan::new(&spec(vec![dense7.clone()]), 1).is_err()); // no flatten
+        assert!(Plan::new(&spec(vec![LayerSpec::Flatten]), 1).is_err()); // wrong last layer
+        let big = LayerSpec::Conv2d { filters: 1, kernel: 49, activation: Activation::Relu };
+        assert!(Plan::new(&spec(vec![big, LayerSpec::Flatten, dense7]), 1).is_err());
+    }
+
+    #[test]
+    fn model_files_parse_from_toml_and_json() {
+        let dir = std::env::temp_dir().join(format!("fergpu-model-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let toml_path = dir.join("small.toml");
+        std::fs::write(
+            &toml_path,
+            "[[layers]]\ntype = \"conv2d\"\nfilters = 4\n[[layers]]\ntype = \"maxpool\"\n\
+             [[layers]]\ntype = \"flatten\"\n[[layers]]\ntype = \"dense\"\nunits = 7\n",
+        )
+        .unwrap();
+        let spec = ModelSpec::from_file(&toml_path).unwrap();
+        assert_eq!(spec.name, "small");
+        assert_eq!(spec.layers.len(), 4);
+        let json_path = dir.join("m.json");
+        std::fs::write(&json_path, serde_json::to_string(&spec).unwrap()).unwrap();
+        assert_eq!(ModelSpec::from_file(&json_path).unwrap().layers, spec.layers);
+        std::fs::write(&json_path, "{\"layers\": [{\"type\": \"lstm\"}]}").unwrap();
+        assert!(matches!(ModelSpec::from_file(&json_path), Err(Error::BadModel(_))));
+    }
+}

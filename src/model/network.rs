@@ -1,0 +1,175 @@
+//! The network, generic over the backend: buffers for one batch, forward, backward, and the
+//! Adam optimizer state. The same code runs on the CPU reference and the GPU.
+
+use super::{Op, Plan};
+use crate::backend::{AdamStep, Backend};
+use crate::shape::{IMAGE_PIXELS, NUM_CLASSES};
+
+/// A model's device buffers, sized for the plan's (largest) batch. Smaller batches reuse
+/// them: every op touches only the first `batch`-many elements.
+pub struct Network<B: Backend> {
+    /// The model at its largest batch size.
+    pub plan: Plan,
+    /// All parameters in one buffer `(P)`, laid out by `plan.params`.
+    pub params: B::Tensor,
+    /// Gradients `(P)`, the same layout.
+    pub grads: B::Tensor,
+    /// Input batch `(batch, 1, 48, 48)`, scaled to 0..1.
+    pub x: B::Tensor,
+    /// Labels of the batch `(batch)`.
+    pub labels: B::Indices,
+    /// Softmax probabilities `(batch, 7)`.
+    pub probs: B::Tensor,
+    /// Each op's output, `outs[i]` of `plan.ops[i].output_len()` elements; the last is the
+    /// logits `(batch, 7)`.
+    outs: Vec<B::Tensor>,
+    /// Argmax of each pooling op `(batch, C, out_h, out_w)`; `None` for other ops.
+    argmax: Vec<Option<B::Indices>>,
+    /// Two ping-pong gradient buffers `(max op output)`: backward reads one, writes the other.
+    d: [B::Tensor; 2],
+}
+
+impl<B: Backend> Network<B> {
+    /// Allocates buffers for `plan` and uploads `params` `(P)`.
+    pub fn new(be: &B, plan: Plan, params: &[f32]) -> Network<B> {
+        assert_eq!(params.len(), plan.num_params, "parameter count does not match the model");
+        let outs = plan.ops.iter().map(|op| be.zeros(op.output_len())).collect();
+        let argmax = plan
+            .ops
+            .iter()
+            .map(|op| matches!(op, Op::Pool { .. }).then(|| be.zeros_indices(op.output_len())))
+            .collect();
+        let max_len = plan.ops.iter().map(Op::output_len).max().unwrap_or(1);
+        Network {
+            params: be.upload(params),
+            grads: be.zeros(plan.num_params),
+            x: be.zeros(plan.batch * IMAGE_PIXELS),
+            labels: be.zeros_indices(plan.batch),
+            probs: be.zeros(plan.batch * NUM_CLASSES),
+            d: [be.zeros(max_len), be.zeros(max_len)],
+            outs,
+            argmax,
+            plan,
+        }
+    }
+
+    /// The ops at batch size `batch` (≤ the plan's).
+    fn ops_at(&self, batch: usize) -> Vec<Op> {
+        assert!(batch > 0 && batch <= self.plan.batch, "batch {batch} > {}", self.plan.batch);
+        self.plan.ops.iter().map(|op| op.with_batch(batch, self.plan.batch)).collect()
+    }
+
+    /// The logits of the last forward pass `(batch, 7)`.
+    pub fn logits(&self) -> &B::Tensor {
+        self.outs.last().expect("a model has ops")
+    }
+
+    /// Runs every op on `x`, leaving each op's output in place for backward.
+    pub fn forward(&mut self, be: &B, batch: usize) {
+        for (i, op) in self.ops_at(batch).iter().enumerate() {
+            let (before, rest) = self.outs.split_at_mut(i);
+            let input = if i == 0 { &self.x } else { &before[i - 1] };
+            let out = &mut rest[0];
+            match *op {
+                Op::Conv { shape, w_off, b_off } => {
+                    be.conv2d_forward(out, input, &self.params, w_off, b_off, &shape)
+                }
+                Op::Pool { shape } => {
+                    let argmax = self.argmax[i].as_mut().expect("pool has argmax");
+                    be.maxpool_forward(out, argmax, input, &shape)
+                }
+                Op::Dense { shape, w_off, b_off } => {
+                    be.dense_forward(out, input, &self.params, w_off, b_off, &shape)
+                }
+                Op::Act { act, len } => be.activation_forward(out, input, act, len),
+            }
+        }
+    }
+
+    /// Softmax of the logits into `probs`, accumulating loss statistics into `stats (4)`.
+    pub fn loss_forward(&mut self, be: &B, stats: &mut B::Tensor, weights: &B::Tensor, batch: usize) {
+        let logits = self.outs.last().expect("a model has ops");
+        be.softmax_cross_entropy_forward(
+            &mut self.probs,
+            stats,
+            logits,
+            &self.labels,
+            weights,
+            batch,
+            NUM_CLASSES,
+        );
+    }
+
+    /// Back-propagates the loss from `probs` and `labels` into `grads`.
+    pub fn backward(&mut self, be: &B, weights: &B::Tensor, batch: usize) {
+        let ops = self.ops_at(batch);
+        let [d0, d1] = &mut self.d;
+        let (mut d_out, mut d_in) = (d0, d1);
+        be.softmax_cross_entropy_backward(
+            d_out,
+            &self.probs,
+            &self.labels,
+            weights,
+            batch,
+            NUM_CLASSES,
+        );
+        for (i, op) in ops.iter().enumerate().rev() {
+            let input = if i == 0 { &self.x } else { &self.outs[i - 1] };
+            // The first op's input is the image: it needs no gradient.
+            let need_input_grad = i > 0;
+            match *op {
+                Op::Conv { shape, w_off, b_off } => {
+                    be.conv2d_backward_weight(&mut self.grads, w_off, b_off, d_out, input, &shape);
+                    if need_input_grad {
+                        be.conv2d_backward_input(d_in, d_out, &self.params, w_off, &shape);
+                    }
+                }
+                Op::Dense { shape, w_off, b_off } => {
+                    be.dense_backward_weight(&mut self.grads, w_off, b_off, d_out, input, &shape);
+                    if need_input_grad {
+                        be.dense_backward_input(d_in, d_out, &self.params, w_off, &shape);
+                    }
+                }
+                Op::Pool { shape } if need_input_grad => {
+                    let argmax = self.argmax[i].as_ref().expect("pool has argmax");
+                    be.maxpool_backward(d_in, d_out, argmax, &shape)
+                }
+                Op::Act { act, len } if need_input_grad => {
+                    be.activation_backward(d_in, d_out, &self.outs[i], act, len)
+                }
+                Op::Pool { .. } | Op::Act { .. } => {}
+            }
+            std::mem::swap(&mut d_out, &mut d_in);
+        }
+    }
+}
+
+/// Adam's moment buffers and step count.
+pub struct Adam<B: Backend> {
+    /// First moments `(P)`.
+    pub m: B::Tensor,
+    /// Second moments `(P)`.
+    pub v: B::Tensor,
+    /// Steps taken so far.
+    pub t: u64,
+    /// β₁.
+    pub beta1: f32,
+    /// β₂.
+    pub beta2: f32,
+    /// ε (Keras: 1e-7).
+    pub eps: f32,
+}
+
+impl<B: Backend> Adam<B> {
+    /// Fresh zero moments for `num_params` parameters, Keras defaults (0.9, 0.999, 1e-7).
+    pub fn new(be: &B, num_params: usize) -> Adam<B> {
+        Adam { m: be.zeros(num_params), v: be.zeros(num_params), t: 0, beta1: 0.9, beta2: 0.999, eps: 1e-7 }
+    }
+
+    /// One update of `net.params` from `net.grads` at learning rate `lr`.
+    pub fn step(&mut self, be: &B, net: &mut Network<B>, lr: f32) {
+        self.t += 1;
+        let step = AdamStep::new(lr, self.beta1, self.beta2, self.eps, self.t);
+        be.adam_step(&mut net.params, &net.grads, &mut self.m, &mut self.v, &step);
+    }
+}
