@@ -50,12 +50,24 @@ impl Checkpoint {
         let mut tensors: Vec<(String, Vec<usize>, &[f32])> = plan
             .params
             .iter()
-            .map(|t| (t.name.clone(), t.shape.clone(), &self.params[t.offset..t.offset + t.len()]))
+            .map(|t| {
+                (
+                    t.name.clone(),
+                    t.shape.clone(),
+                    &self.params[t.offset..t.offset + t.len()],
+                )
+            })
             .collect();
         let mut meta = HashMap::new();
         meta.insert(FORMAT_KEY.to_string(), FORMAT.to_string());
-        meta.insert("fergpu.version".to_string(), env!("CARGO_PKG_VERSION").to_string());
-        meta.insert(MODEL_KEY.to_string(), serde_json::to_string(&self.spec).expect("spec json"));
+        meta.insert(
+            "fergpu.version".to_string(),
+            env!("CARGO_PKG_VERSION").to_string(),
+        );
+        meta.insert(
+            MODEL_KEY.to_string(),
+            serde_json::to_string(&self.spec).expect("spec json"),
+        );
         if let Some(opt) = &self.optimizer {
             tensors.push(("optimizer.m".into(), vec![opt.m.len()], &opt.m));
             tensors.push(("optimizer.v".into(), vec![opt.v.len()], &opt.v));
@@ -73,8 +85,11 @@ impl Checkpoint {
             .expect("tensor view of matching length");
             (name.clone(), view)
         });
-        let bytes = safetensors::serialize(views, Some(meta))
-            .map_err(|e| Error::BadCheckpoint { path: path.into(), problem: e.to_string() })?;
+        let bytes =
+            safetensors::serialize(views, Some(meta)).map_err(|e| Error::BadCheckpoint {
+                path: path.into(),
+                problem: e.to_string(),
+            })?;
         crate::report::write_atomic(path, &bytes)
     }
 
@@ -82,9 +97,14 @@ impl Checkpoint {
     /// one whose tensors do not match its model, is [`Error::BadCheckpoint`].
     pub fn load(path: &Path) -> Result<Checkpoint> {
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        let bad = |problem: String| Error::BadCheckpoint { path: path.into(), problem };
+        let bad = |problem: String| Error::BadCheckpoint {
+            path: path.into(),
+            problem,
+        };
         let st = SafeTensors::deserialize(&bytes).map_err(|e| {
-            bad(format!("not a readable safetensors file ({e}); is it truncated or another format?"))
+            bad(format!(
+                "not a readable safetensors file ({e}); is it truncated or another format?"
+            ))
         })?;
         let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| bad(e.to_string()))?;
         let meta = header.metadata().clone().unwrap_or_default();
@@ -93,13 +113,16 @@ impl Checkpoint {
                 "a safetensors file, but not a fergpu checkpoint (no '{FORMAT_KEY}' metadata)"
             )));
         }
-        let spec: ModelSpec = serde_json::from_str(meta.get(MODEL_KEY).ok_or_else(|| {
-            bad(format!("metadata '{MODEL_KEY}' is missing"))
-        })?)
+        let spec: ModelSpec = serde_json::from_str(
+            meta.get(MODEL_KEY)
+                .ok_or_else(|| bad(format!("metadata '{MODEL_KEY}' is missing")))?,
+        )
         .map_err(|e| bad(format!("metadata '{MODEL_KEY}': {e}")))?;
         let plan = Plan::new(&spec, 1).map_err(|e| bad(e.to_string()))?;
         let read = |name: &str, shape: &[usize]| -> Result<Vec<f32>> {
-            let t = st.tensor(name).map_err(|_| bad(format!("tensor '{name}' is missing")))?;
+            let t = st
+                .tensor(name)
+                .map_err(|_| bad(format!("tensor '{name}' is missing")))?;
             if t.dtype() != Dtype::F32 || t.shape() != shape {
                 return Err(bad(format!(
                     "tensor '{name}' is {:?} {:?}, the model needs F32 {shape:?}",
@@ -107,7 +130,10 @@ impl Checkpoint {
                     t.shape()
                 )));
             }
-            Ok(t.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect())
+            Ok(t.data()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect())
         };
         let mut params = vec![0f32; plan.num_params];
         for t in &plan.params {
@@ -117,11 +143,18 @@ impl Checkpoint {
             Some(step) => Some(OptimizerState {
                 m: read("optimizer.m", &[plan.num_params])?,
                 v: read("optimizer.v", &[plan.num_params])?,
-                t: step.parse().map_err(|_| bad(format!("optimizer step '{step}' is not a number")))?,
+                t: step
+                    .parse()
+                    .map_err(|_| bad(format!("optimizer step '{step}' is not a number")))?,
             }),
             None => None,
         };
-        Ok(Checkpoint { spec, params, optimizer, train_state: meta.get(STATE_KEY).cloned() })
+        Ok(Checkpoint {
+            spec,
+            params,
+            optimizer,
+            train_state: meta.get(STATE_KEY).cloned(),
+        })
     }
 }
 
@@ -145,7 +178,11 @@ mod tests {
         let ck = Checkpoint {
             spec,
             params,
-            optimizer: Some(OptimizerState { m: vec![0.5; n], v: vec![0.25; n], t: 17 }),
+            optimizer: Some(OptimizerState {
+                m: vec![0.5; n],
+                v: vec![0.25; n],
+                t: 17,
+            }),
             train_state: Some("{\"epoch\":2}".into()),
         };
         let path = tmp("a.safetensors");
@@ -159,17 +196,29 @@ mod tests {
         let spec = ModelSpec::mlp(Activation::Relu);
         let params = Plan::new(&spec, 1).unwrap().init_params(1);
         let path = tmp("b.safetensors");
-        Checkpoint { spec, params, optimizer: None, train_state: None }.save(&path).unwrap();
+        Checkpoint {
+            spec,
+            params,
+            optimizer: None,
+            train_state: None,
+        }
+        .save(&path)
+        .unwrap();
         let bytes = std::fs::read(&path).unwrap();
         std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
         let err = Checkpoint::load(&path).unwrap_err().to_string();
         assert!(err.contains("truncated"), "{err}");
         let x = [1f32, 2.0];
-        let view = safetensors::tensor::TensorView::new(Dtype::F32, vec![2], bytemuck::cast_slice(&x)).unwrap();
+        let view =
+            safetensors::tensor::TensorView::new(Dtype::F32, vec![2], bytemuck::cast_slice(&x))
+                .unwrap();
         std::fs::write(&path, safetensors::serialize([("w", view)], None).unwrap()).unwrap();
         let err = Checkpoint::load(&path).unwrap_err().to_string();
         assert!(err.contains("not a fergpu checkpoint"), "{err}");
         std::fs::write(&path, b"hello").unwrap();
-        assert!(matches!(Checkpoint::load(&path), Err(Error::BadCheckpoint { .. })));
+        assert!(matches!(
+            Checkpoint::load(&path),
+            Err(Error::BadCheckpoint { .. })
+        ));
     }
 }

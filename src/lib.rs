@@ -12,15 +12,19 @@
 //! - [`experiment`]: cross-validation folds, sweeps, schedules, early stopping.
 
 pub mod backend;
+pub mod bench;
 pub mod checkpoint;
 pub mod data;
+pub mod device;
 pub mod error;
 pub mod eval;
 pub mod experiment;
 pub mod metrics;
 pub mod model;
+pub mod predict;
 pub mod report;
 pub mod rng;
+pub mod run;
 pub mod shape;
 pub mod train;
 

@@ -4,6 +4,7 @@
 //! batch is gathered.
 
 pub mod csv;
+mod gz;
 pub mod synth;
 
 use crate::shape::{IMAGE_PIXELS, NUM_CLASSES};

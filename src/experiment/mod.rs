@@ -1,1 +1,21 @@
-//! Experiments (in progress).
+//! The pure logic of experiments: cross-validation folds, sweep grids, learning-rate
+//! schedules, early stopping and results tables. Nothing here trains; the `cv` and `sweep`
+//! commands and the training loop call into it.
+//!
+//! - [`folds`]: [`kfold`], [`stratified_kfold`], [`cv_summary`];
+//! - [`grid`]: sweep files → [`RunSpec`]s ([`load_grid`], [`parse_grid`]);
+//! - [`schedule`]: [`LrSchedule`] and the per-epoch [`Scheduler`];
+//! - [`early_stop`]: [`EarlyStopping`] on validation accuracy;
+//! - [`results`]: [`RunResult`] rows as CSV and a sortable HTML table.
+
+pub mod early_stop;
+pub mod folds;
+pub mod grid;
+pub mod results;
+pub mod schedule;
+
+pub use early_stop::{Decision, EarlyStopping};
+pub use folds::{cv_summary, kfold, stratified_kfold, Fold};
+pub use grid::{load_grid, parse_grid, RunSpec, SettingValue, SETTINGS};
+pub use results::{results_csv, results_html, write_results_csv, RunResult};
+pub use schedule::{LrSchedule, Scheduler};

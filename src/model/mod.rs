@@ -76,9 +76,18 @@ impl ModelSpec {
             name: "mlp".into(),
             layers: vec![
                 LayerSpec::Flatten,
-                LayerSpec::Dense { units: 120, activation: act },
-                LayerSpec::Dense { units: 84, activation: act },
-                LayerSpec::Dense { units: NUM_CLASSES, activation: Activation::Linear },
+                LayerSpec::Dense {
+                    units: 120,
+                    activation: act,
+                },
+                LayerSpec::Dense {
+                    units: 84,
+                    activation: act,
+                },
+                LayerSpec::Dense {
+                    units: NUM_CLASSES,
+                    activation: Activation::Linear,
+                },
             ],
         }
     }
@@ -86,7 +95,11 @@ impl ModelSpec {
     /// The notebook's CNN: Conv 128, pool, Conv 128, pool, Conv 64, pool, Conv 64 (all 3×3,
     /// activation `act`), Flatten, Dense 64 (`dense_act`; the notebook used selu), Dense 7.
     pub fn cnn(act: Activation, dense_act: Activation) -> ModelSpec {
-        let conv = |filters| LayerSpec::Conv2d { filters, kernel: 3, activation: act };
+        let conv = |filters| LayerSpec::Conv2d {
+            filters,
+            kernel: 3,
+            activation: act,
+        };
         let pool = LayerSpec::MaxPool { size: 2 };
         ModelSpec {
             name: "cnn".into(),
@@ -99,8 +112,14 @@ impl ModelSpec {
                 pool,
                 conv(64),
                 LayerSpec::Flatten,
-                LayerSpec::Dense { units: 64, activation: dense_act },
-                LayerSpec::Dense { units: NUM_CLASSES, activation: Activation::Linear },
+                LayerSpec::Dense {
+                    units: 64,
+                    activation: dense_act,
+                },
+                LayerSpec::Dense {
+                    units: NUM_CLASSES,
+                    activation: Activation::Linear,
+                },
             ],
         }
     }
@@ -188,14 +207,31 @@ impl Op {
     /// The same op at another batch size.
     pub fn with_batch(&self, batch: usize, old_batch: usize) -> Op {
         match self.clone() {
-            Op::Conv { shape, w_off, b_off } => {
-                Op::Conv { shape: Conv2dShape { batch, ..shape }, w_off, b_off }
-            }
-            Op::Pool { shape } => Op::Pool { shape: PoolShape { batch, ..shape } },
-            Op::Dense { shape, w_off, b_off } => {
-                Op::Dense { shape: DenseShape { batch, ..shape }, w_off, b_off }
-            }
-            Op::Act { act, len } => Op::Act { act, len: len / old_batch * batch },
+            Op::Conv {
+                shape,
+                w_off,
+                b_off,
+            } => Op::Conv {
+                shape: Conv2dShape { batch, ..shape },
+                w_off,
+                b_off,
+            },
+            Op::Pool { shape } => Op::Pool {
+                shape: PoolShape { batch, ..shape },
+            },
+            Op::Dense {
+                shape,
+                w_off,
+                b_off,
+            } => Op::Dense {
+                shape: DenseShape { batch, ..shape },
+                w_off,
+                b_off,
+            },
+            Op::Act { act, len } => Op::Act {
+                act,
+                len: len / old_batch * batch,
+            },
         }
     }
 }
@@ -242,13 +278,27 @@ impl Plan {
     /// [`Error::BadModel`].
     pub fn new(spec: &ModelSpec, batch: usize) -> Result<Plan> {
         assert!(batch > 0);
-        let plan = Plan { batch, ops: vec![], params: vec![], num_params: 0 };
-        let mut b = PlanBuilder { batch, chw: (1, IMAGE_SIDE, IMAGE_SIDE), flat: None, plan };
+        let plan = Plan {
+            batch,
+            ops: vec![],
+            params: vec![],
+            num_params: 0,
+        };
+        let mut b = PlanBuilder {
+            batch,
+            chw: (1, IMAGE_SIDE, IMAGE_SIDE),
+            flat: None,
+            plan,
+        };
         let (mut convs, mut denses) = (0, 0);
         for (i, layer) in spec.layers.iter().enumerate() {
             let at = |m: String| Error::BadModel(format!("layer {} ({layer:?}): {m}", i + 1));
             match *layer {
-                LayerSpec::Conv2d { filters, kernel, activation } => {
+                LayerSpec::Conv2d {
+                    filters,
+                    kernel,
+                    activation,
+                } => {
                     convs += 1;
                     b.conv(filters, kernel, activation, convs).map_err(at)?
                 }
@@ -261,9 +311,10 @@ impl Plan {
             }
         }
         match spec.layers.last() {
-            Some(LayerSpec::Dense { units: NUM_CLASSES, activation: Activation::Linear }) => {
-                Ok(b.plan)
-            }
+            Some(LayerSpec::Dense {
+                units: NUM_CLASSES,
+                activation: Activation::Linear,
+            }) => Ok(b.plan),
             _ => Err(Error::BadModel(format!(
                 "the last layer must be Dense with {NUM_CLASSES} units and activation linear \
                  (softmax belongs to the loss)"
@@ -317,10 +368,20 @@ impl PlanBuilder {
         &mut self.plan
     }
 
-    fn add_param(&mut self, name: String, shape: Vec<usize>, fans: Option<(usize, usize)>) -> usize {
+    fn add_param(
+        &mut self,
+        name: String,
+        shape: Vec<usize>,
+        fans: Option<(usize, usize)>,
+    ) -> usize {
         let plan = self.plan();
         let offset = plan.num_params;
-        let t = ParamTensor { name, offset, shape, glorot_fans: fans };
+        let t = ParamTensor {
+            name,
+            offset,
+            shape,
+            glorot_fans: fans,
+        };
         plan.num_params += t.len();
         plan.params.push(t);
         offset
@@ -338,13 +399,30 @@ impl PlanBuilder {
         }
         let (c, h, w) = self.chw;
         if filters == 0 || k == 0 || k > h || k > w {
-            return Err(format!("kernel {k} with {filters} filters does not fit a {h}×{w} input"));
+            return Err(format!(
+                "kernel {k} with {filters} filters does not fit a {h}×{w} input"
+            ));
         }
-        let shape = Conv2dShape { batch: self.batch, in_c: c, in_h: h, in_w: w, out_c: filters, k };
+        let shape = Conv2dShape {
+            batch: self.batch,
+            in_c: c,
+            in_h: h,
+            in_w: w,
+            out_c: filters,
+            k,
+        };
         let fans = (c * k * k, filters * k * k);
-        let w_off = self.add_param(format!("conv{n}.weight"), vec![filters, c, k, k], Some(fans));
+        let w_off = self.add_param(
+            format!("conv{n}.weight"),
+            vec![filters, c, k, k],
+            Some(fans),
+        );
         let b_off = self.add_param(format!("conv{n}.bias"), vec![filters], None);
-        self.plan().ops.push(Op::Conv { shape, w_off, b_off });
+        self.plan().ops.push(Op::Conv {
+            shape,
+            w_off,
+            b_off,
+        });
         self.chw = (filters, shape.out_h(), shape.out_w());
         self.act(act, shape.output_len());
         Ok(())
@@ -358,7 +436,13 @@ impl PlanBuilder {
         if size == 0 || size > h || size > w {
             return Err(format!("pool size {size} does not fit a {h}×{w} input"));
         }
-        let shape = PoolShape { batch: self.batch, c, in_h: h, in_w: w, size };
+        let shape = PoolShape {
+            batch: self.batch,
+            c,
+            in_h: h,
+            in_w: w,
+            size,
+        };
         self.plan().ops.push(Op::Pool { shape });
         self.chw = (c, shape.out_h(), shape.out_w());
         Ok(())
@@ -374,10 +458,22 @@ impl PlanBuilder {
         if units == 0 {
             return Err("Dense needs at least one unit".into());
         }
-        let shape = DenseShape { batch: self.batch, in_f, out_f: units };
-        let w_off = self.add_param(format!("dense{n}.weight"), vec![units, in_f], Some((in_f, units)));
+        let shape = DenseShape {
+            batch: self.batch,
+            in_f,
+            out_f: units,
+        };
+        let w_off = self.add_param(
+            format!("dense{n}.weight"),
+            vec![units, in_f],
+            Some((in_f, units)),
+        );
         let b_off = self.add_param(format!("dense{n}.bias"), vec![units], None);
-        self.plan().ops.push(Op::Dense { shape, w_off, b_off });
+        self.plan().ops.push(Op::Dense {
+            shape,
+            w_off,
+            b_off,
+        });
         self.flat = Some(units);
         self.act(act, shape.output_len());
         Ok(())
@@ -392,18 +488,34 @@ mod tests {
     fn seed_cnn_has_the_notebooks_parameter_count() {
         let plan = Plan::new(&ModelSpec::cnn(Activation::Relu, Activation::Selu), 1).unwrap();
         // Keras summary: conv 1,280 + 147,584 + 73,792 + 36,928; dense 16,448 + 455.
-        assert_eq!(plan.num_params, 1280 + 147_584 + 73_792 + 36_928 + 16_448 + 455);
+        assert_eq!(
+            plan.num_params,
+            1280 + 147_584 + 73_792 + 36_928 + 16_448 + 455
+        );
         let mlp = Plan::new(&ModelSpec::mlp(Activation::Relu), 1).unwrap();
-        assert_eq!(mlp.num_params, 2304 * 120 + 120 + 120 * 84 + 84 + 84 * 7 + 7);
+        assert_eq!(
+            mlp.num_params,
+            2304 * 120 + 120 + 120 * 84 + 84 + 84 * 7 + 7
+        );
     }
 
     #[test]
     fn bad_models_are_errors_not_panics() {
-        let spec = |layers| ModelSpec { name: "x".into(), layers };
-        let dense7 = LayerSpec::Dense { units: 7, activation: Activation::Linear };
+        let spec = |layers| ModelSpec {
+            name: "x".into(),
+            layers,
+        };
+        let dense7 = LayerSpec::Dense {
+            units: 7,
+            activation: Activation::Linear,
+        };
         assert!(Plan::new(&spec(vec![dense7.clone()]), 1).is_err()); // no flatten
         assert!(Plan::new(&spec(vec![LayerSpec::Flatten]), 1).is_err()); // wrong last layer
-        let big = LayerSpec::Conv2d { filters: 1, kernel: 49, activation: Activation::Relu };
+        let big = LayerSpec::Conv2d {
+            filters: 1,
+            kernel: 49,
+            activation: Activation::Relu,
+        };
         assert!(Plan::new(&spec(vec![big, LayerSpec::Flatten, dense7]), 1).is_err());
     }
 
@@ -423,8 +535,14 @@ mod tests {
         assert_eq!(spec.layers.len(), 4);
         let json_path = dir.join("m.json");
         std::fs::write(&json_path, serde_json::to_string(&spec).unwrap()).unwrap();
-        assert_eq!(ModelSpec::from_file(&json_path).unwrap().layers, spec.layers);
+        assert_eq!(
+            ModelSpec::from_file(&json_path).unwrap().layers,
+            spec.layers
+        );
         std::fs::write(&json_path, "{\"layers\": [{\"type\": \"lstm\"}]}").unwrap();
-        assert!(matches!(ModelSpec::from_file(&json_path), Err(Error::BadModel(_))));
+        assert!(matches!(
+            ModelSpec::from_file(&json_path),
+            Err(Error::BadModel(_))
+        ));
     }
 }

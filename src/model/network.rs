@@ -32,8 +32,16 @@ pub struct Network<B: Backend> {
 impl<B: Backend> Network<B> {
     /// Allocates buffers for `plan` and uploads `params` `(P)`.
     pub fn new(be: &B, plan: Plan, params: &[f32]) -> Network<B> {
-        assert_eq!(params.len(), plan.num_params, "parameter count does not match the model");
-        let outs = plan.ops.iter().map(|op| be.zeros(op.output_len())).collect();
+        assert_eq!(
+            params.len(),
+            plan.num_params,
+            "parameter count does not match the model"
+        );
+        let outs = plan
+            .ops
+            .iter()
+            .map(|op| be.zeros(op.output_len()))
+            .collect();
         let argmax = plan
             .ops
             .iter()
@@ -55,8 +63,16 @@ impl<B: Backend> Network<B> {
 
     /// The ops at batch size `batch` (≤ the plan's).
     fn ops_at(&self, batch: usize) -> Vec<Op> {
-        assert!(batch > 0 && batch <= self.plan.batch, "batch {batch} > {}", self.plan.batch);
-        self.plan.ops.iter().map(|op| op.with_batch(batch, self.plan.batch)).collect()
+        assert!(
+            batch > 0 && batch <= self.plan.batch,
+            "batch {batch} > {}",
+            self.plan.batch
+        );
+        self.plan
+            .ops
+            .iter()
+            .map(|op| op.with_batch(batch, self.plan.batch))
+            .collect()
     }
 
     /// The logits of the last forward pass `(batch, 7)`.
@@ -71,23 +87,33 @@ impl<B: Backend> Network<B> {
             let input = if i == 0 { &self.x } else { &before[i - 1] };
             let out = &mut rest[0];
             match *op {
-                Op::Conv { shape, w_off, b_off } => {
-                    be.conv2d_forward(out, input, &self.params, w_off, b_off, &shape)
-                }
+                Op::Conv {
+                    shape,
+                    w_off,
+                    b_off,
+                } => be.conv2d_forward(out, input, &self.params, w_off, b_off, &shape),
                 Op::Pool { shape } => {
                     let argmax = self.argmax[i].as_mut().expect("pool has argmax");
                     be.maxpool_forward(out, argmax, input, &shape)
                 }
-                Op::Dense { shape, w_off, b_off } => {
-                    be.dense_forward(out, input, &self.params, w_off, b_off, &shape)
-                }
+                Op::Dense {
+                    shape,
+                    w_off,
+                    b_off,
+                } => be.dense_forward(out, input, &self.params, w_off, b_off, &shape),
                 Op::Act { act, len } => be.activation_forward(out, input, act, len),
             }
         }
     }
 
     /// Softmax of the logits into `probs`, accumulating loss statistics into `stats (4)`.
-    pub fn loss_forward(&mut self, be: &B, stats: &mut B::Tensor, weights: &B::Tensor, batch: usize) {
+    pub fn loss_forward(
+        &mut self,
+        be: &B,
+        stats: &mut B::Tensor,
+        weights: &B::Tensor,
+        batch: usize,
+    ) {
         let logits = self.outs.last().expect("a model has ops");
         be.softmax_cross_entropy_forward(
             &mut self.probs,
@@ -118,13 +144,21 @@ impl<B: Backend> Network<B> {
             // The first op's input is the image: it needs no gradient.
             let need_input_grad = i > 0;
             match *op {
-                Op::Conv { shape, w_off, b_off } => {
+                Op::Conv {
+                    shape,
+                    w_off,
+                    b_off,
+                } => {
                     be.conv2d_backward_weight(&mut self.grads, w_off, b_off, d_out, input, &shape);
                     if need_input_grad {
                         be.conv2d_backward_input(d_in, d_out, &self.params, w_off, &shape);
                     }
                 }
-                Op::Dense { shape, w_off, b_off } => {
+                Op::Dense {
+                    shape,
+                    w_off,
+                    b_off,
+                } => {
                     be.dense_backward_weight(&mut self.grads, w_off, b_off, d_out, input, &shape);
                     if need_input_grad {
                         be.dense_backward_input(d_in, d_out, &self.params, w_off, &shape);
@@ -163,7 +197,14 @@ pub struct Adam<B: Backend> {
 impl<B: Backend> Adam<B> {
     /// Fresh zero moments for `num_params` parameters, Keras defaults (0.9, 0.999, 1e-7).
     pub fn new(be: &B, num_params: usize) -> Adam<B> {
-        Adam { m: be.zeros(num_params), v: be.zeros(num_params), t: 0, beta1: 0.9, beta2: 0.999, eps: 1e-7 }
+        Adam {
+            m: be.zeros(num_params),
+            v: be.zeros(num_params),
+            t: 0,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-7,
+        }
     }
 
     /// One update of `net.params` from `net.grads` at learning rate `lr`.

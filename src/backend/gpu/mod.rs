@@ -1,1 +1,2 @@
 //! GPU backend (in progress).
+pub mod kernels;

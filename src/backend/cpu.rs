@@ -1,1 +1,0 @@
-//! CPU reference backend (in progress).

@@ -1,0 +1,152 @@
+//! Convolution as im2col + GEMM.
+//!
+//! For one image, im2col unrolls every k×k patch of the input into a column of
+//! `cols (patch_len, out_h·out_w)`, with row `(c·k + i)·k + j` holding
+//! `input[c, y+i, x+j]` at column `y·out_w + x`. The convolution is then one matrix product
+//! `out (out_c, out_h·out_w) = weight (out_c, patch_len) · cols`, and both gradients are
+//! products with the same matrix: `d_weight += d_out · colsᵀ` and
+//! `d_cols = weightᵀ · d_out`, which col2im folds back onto the input (overlapping patches
+//! add up). The batch is split into one contiguous run of images per worker thread.
+
+use super::gemm::{matmul, MatRef};
+use super::{scratch, Workers};
+use crate::shape::Conv2dShape;
+
+/// `cols (patch_len, out_h·out_w)` from one image `input (in_c, in_h, in_w)`.
+fn im2col(cols: &mut [f32], input: &[f32], s: &Conv2dShape) {
+    let (oh, ow, k) = (s.out_h(), s.out_w(), s.k);
+    for c in 0..s.in_c {
+        let plane = &input[c * s.in_h * s.in_w..(c + 1) * s.in_h * s.in_w];
+        for i in 0..k {
+            for j in 0..k {
+                let row = ((c * k + i) * k + j) * oh * ow;
+                for y in 0..oh {
+                    let src = (y + i) * s.in_w + j;
+                    cols[row + y * ow..row + (y + 1) * ow].copy_from_slice(&plane[src..src + ow]);
+                }
+            }
+        }
+    }
+}
+
+/// Adds `cols (patch_len, out_h·out_w)` back onto one image `d_input (in_c, in_h, in_w)`,
+/// which must be zeroed first; the transpose of [`im2col`].
+fn col2im(d_input: &mut [f32], cols: &[f32], s: &Conv2dShape) {
+    let (oh, ow, k) = (s.out_h(), s.out_w(), s.k);
+    for c in 0..s.in_c {
+        let plane = &mut d_input[c * s.in_h * s.in_w..(c + 1) * s.in_h * s.in_w];
+        for i in 0..k {
+            for j in 0..k {
+                let row = ((c * k + i) * k + j) * oh * ow;
+                for y in 0..oh {
+                    let dst = (y + i) * s.in_w + j;
+                    let src = &cols[row + y * ow..row + (y + 1) * ow];
+                    for (d, &v) in plane[dst..dst + ow].iter_mut().zip(src) {
+                        *d += v;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `out (batch, out_c, out_h, out_w) = conv(input (batch, in_c, in_h, in_w), weight) + bias`;
+/// weight `(out_c, patch_len)`, bias `(out_c)`.
+pub fn forward(
+    w: &Workers,
+    out: &mut [f32],
+    input: &[f32],
+    weight: &[f32],
+    bias: &[f32],
+    s: &Conv2dShape,
+) {
+    let (hw, p) = (s.out_h() * s.out_w(), s.patch_len());
+    let in_img = s.in_c * s.in_h * s.in_w;
+    let weight = MatRef::row_major(weight, s.out_c, p);
+    w.per_image(out, s.out_c * hw, s.batch, |images, out, scr, par| {
+        let cols = scratch(&mut scr.cols, p * hw); // (patch_len, out_h·out_w)
+        for (b, out_b) in images.zip(out.chunks_exact_mut(s.out_c * hw)) {
+            im2col(cols, &input[b * in_img..(b + 1) * in_img], s);
+            for (row, &bo) in out_b.chunks_exact_mut(hw).zip(bias) {
+                row.fill(bo);
+            }
+            matmul(out_b, weight, MatRef::row_major(cols, p, hw), true, par);
+        }
+    });
+}
+
+/// `d_input (batch, in_c, in_h, in_w)` from `d_out (batch, out_c, out_h, out_w)` and
+/// weight `(out_c, patch_len)`: `d_cols = weightᵀ · d_out`, then col2im.
+pub fn backward_input(
+    w: &Workers,
+    d_input: &mut [f32],
+    d_out: &[f32],
+    weight: &[f32],
+    s: &Conv2dShape,
+) {
+    let (hw, p) = (s.out_h() * s.out_w(), s.patch_len());
+    let out_img = s.out_c * hw;
+    let weight_t = MatRef::row_major(weight, s.out_c, p).t(); // (patch_len, out_c)
+    let in_img = s.in_c * s.in_h * s.in_w;
+    w.per_image(d_input, in_img, s.batch, |images, d_in, scr, par| {
+        let d_cols = scratch(&mut scr.cols, p * hw); // (patch_len, out_h·out_w)
+        for (b, d_in_b) in images.zip(d_in.chunks_exact_mut(in_img)) {
+            let d_out_b = MatRef::row_major(&d_out[b * out_img..(b + 1) * out_img], s.out_c, hw);
+            matmul(d_cols, weight_t, d_out_b, false, par);
+            d_in_b.fill(0.0);
+            col2im(d_in_b, d_cols, s);
+        }
+    });
+}
+
+/// `d_weight (out_c, patch_len) = Σ_b d_out_b · cols_bᵀ` and `d_bias (out_c) = Σ d_out`,
+/// overwritten. Each worker sums its images into its own accumulator; the accumulators are
+/// then added in worker order, so the result does not depend on scheduling.
+pub fn backward_weight(
+    w: &Workers,
+    d_weight: &mut [f32],
+    d_bias: &mut [f32],
+    d_out: &[f32],
+    input: &[f32],
+    s: &Conv2dShape,
+) {
+    let (hw, p) = (s.out_h() * s.out_w(), s.patch_len());
+    let (in_img, out_img) = (s.in_c * s.in_h * s.in_w, s.out_c * hw);
+    let acc_len = s.out_c * p + s.out_c;
+    let workers = w.per_worker(s.batch, |images, scr, par| {
+        let acc = scratch(&mut scr.acc, acc_len); // d_weight (out_c, patch_len) ++ d_bias (out_c)
+        acc.fill(0.0);
+        let (acc_w, acc_b) = acc.split_at_mut(s.out_c * p);
+        let cols = scratch(&mut scr.cols, p * hw); // (patch_len, out_h·out_w)
+        for b in images {
+            let d_out_b = &d_out[b * out_img..(b + 1) * out_img]; // (out_c, out_h·out_w)
+            im2col(cols, &input[b * in_img..(b + 1) * in_img], s);
+            let cols_t = MatRef::row_major(cols, p, hw).t(); // (out_h·out_w, patch_len)
+            matmul(
+                acc_w,
+                MatRef::row_major(d_out_b, s.out_c, hw),
+                cols_t,
+                true,
+                par,
+            );
+            for (db, row) in acc_b.iter_mut().zip(d_out_b.chunks_exact(hw)) {
+                *db += row.iter().sum::<f32>();
+            }
+        }
+    });
+    d_weight.fill(0.0);
+    d_bias.fill(0.0);
+    for scr in w.scratch.iter().take(workers) {
+        let scr = scr.lock().unwrap();
+        let (acc_w, acc_b) = scr.acc[..acc_len].split_at(s.out_c * p);
+        add_into(d_weight, acc_w);
+        add_into(d_bias, acc_b);
+    }
+}
+
+/// `dst += src` element-wise.
+fn add_into(dst: &mut [f32], src: &[f32]) {
+    for (d, &v) in dst.iter_mut().zip(src) {
+        *d += v;
+    }
+}

@@ -1,0 +1,456 @@
+//! The CPU reference backend: every [`Backend`] op as plain Rust over `Vec<f32>`.
+//!
+//! Layout: tensors are flat row-major NCHW `Vec<f32>` exactly as the trait documents them
+//! (`(batch, c, h, w)` for images, `(batch, features)` for dense layers); layer weights are
+//! slices `params[w_off..]` of the one flat parameter buffer. Index buffers are `Vec<u32>`.
+//!
+//! Speed: a convolution written as six nested loops runs at well under 1 GFLOP/s, which would
+//! make the seed CNN (≈0.4 GFLOP per training image, 90 % of it in the 128→128 conv) far too
+//! slow to train on a laptop. Unrolling each image's patches into a matrix (im2col) turns the
+//! convolution and both of its gradients into dense matrix products, which the `gemm` crate
+//! runs with cache blocking and SIMD micro-kernels near the core's peak; see [`conv`].
+//! Dense layers are matrix products too. Work is spread over a dedicated rayon pool of the
+//! backend's threads: convolutions give each worker a contiguous run of images and its own
+//! scratch buffers (kept between calls, so the hot path does not allocate), element-wise ops
+//! split the buffer into chunks.
+//!
+//! The small ops (pooling, activations, loss, Adam) are the plain loops of the trait docs and
+//! are the definition the WGSL shaders are tested against.
+
+mod conv;
+mod dense;
+mod gemm;
+mod loss;
+mod pointwise;
+mod pool;
+
+pub use pointwise::PIXEL_SCALE;
+
+use super::{Activation, AdamStep, Backend};
+use crate::shape::{Conv2dShape, DenseShape, PoolShape, IMAGE_PIXELS, NUM_CLASSES};
+use ::gemm::Parallelism;
+use rayon::prelude::*;
+use std::ops::Range;
+use std::sync::Mutex;
+
+/// A data set held in host memory: the CPU backend's [`Backend::Images`].
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CpuImages {
+    /// Pixels `(n, 48·48)`, row-major, 0..=255.
+    pub pixels: Vec<u8>,
+    /// Labels `(n)`, 0..7.
+    pub labels: Vec<u8>,
+}
+
+/// Per-worker scratch space, grown on first use and reused afterwards.
+#[derive(Debug, Default)]
+struct Scratch {
+    /// im2col matrix of one image `(patch_len, out_h·out_w)`, or its gradient.
+    cols: Vec<f32>,
+    /// Weight-gradient accumulator `(out_c·patch_len + out_c)`.
+    acc: Vec<f32>,
+}
+
+/// The first `len` elements of `buf`, growing it (zero-filled) when it is shorter.
+fn scratch(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
+    if buf.len() < len {
+        buf.resize(len, 0.0);
+    }
+    &mut buf[..len]
+}
+
+/// The thread pool and one scratch slot per thread.
+struct Workers {
+    pool: rayon::ThreadPool,
+    threads: usize,
+    scratch: Vec<Mutex<Scratch>>,
+}
+
+impl Workers {
+    /// How many workers share a batch of `batch` images, and the `gemm` parallelism each
+    /// worker's products get (the threads left over when the batch is smaller than the pool).
+    fn split(&self, batch: usize) -> (usize, usize, Parallelism) {
+        let workers = self.threads.min(batch).max(1);
+        let chunk = batch.div_ceil(workers).max(1);
+        let workers = batch.div_ceil(chunk).max(1);
+        (workers, chunk, gemm::parallelism(self.threads / workers))
+    }
+
+    /// Runs `f(images, out_chunk, scratch, parallelism)` on each worker, where `out_chunk`
+    /// is the part of `out (batch, per_image)` that belongs to the contiguous `images`.
+    fn per_image<F>(&self, out: &mut [f32], per_image: usize, batch: usize, f: F)
+    where
+        F: Fn(Range<usize>, &mut [f32], &mut Scratch, Parallelism) + Sync,
+    {
+        let (_, chunk, par) = self.split(batch);
+        self.pool.install(|| {
+            out[..batch * per_image]
+                .par_chunks_mut(chunk * per_image)
+                .enumerate()
+                .for_each(|(w, out)| {
+                    let images = w * chunk..w * chunk + out.len() / per_image;
+                    f(images, out, &mut self.scratch[w].lock().unwrap(), par);
+                });
+        });
+    }
+
+    /// Runs `f(images, scratch, parallelism)` on each worker; returns how many workers ran
+    /// (their scratch slots `0..workers` hold the results).
+    fn per_worker<F>(&self, batch: usize, f: F) -> usize
+    where
+        F: Fn(Range<usize>, &mut Scratch, Parallelism) + Sync,
+    {
+        let (workers, chunk, par) = self.split(batch);
+        self.pool.install(|| {
+            (0..workers).into_par_iter().for_each(|w| {
+                let images = w * chunk..((w + 1) * chunk).min(batch);
+                f(images, &mut self.scratch[w].lock().unwrap(), par);
+            });
+        });
+        workers
+    }
+}
+
+/// The CPU reference backend; see the module docs.
+pub struct CpuBackend {
+    workers: Workers,
+}
+
+impl CpuBackend {
+    /// A backend running on `threads` threads (0: one per available core).
+    pub fn new(threads: usize) -> CpuBackend {
+        let threads = if threads == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            threads
+        };
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("fergpu-cpu-{i}"))
+            .build()
+            .expect("cannot start the CPU backend's threads");
+        let scratch = (0..threads).map(|_| Mutex::default()).collect();
+        CpuBackend {
+            workers: Workers {
+                pool,
+                threads,
+                scratch,
+            },
+        }
+    }
+
+    /// Number of worker threads.
+    pub fn threads(&self) -> usize {
+        self.workers.threads
+    }
+
+    /// Runs `f` inside the backend's thread pool.
+    fn install<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        self.workers.pool.install(f)
+    }
+
+    /// `gemm` parallelism for a product on the whole batch.
+    fn par(&self) -> Parallelism {
+        gemm::parallelism(self.workers.threads)
+    }
+}
+
+impl Default for CpuBackend {
+    /// One thread per available core.
+    fn default() -> CpuBackend {
+        CpuBackend::new(0)
+    }
+}
+
+impl std::fmt::Debug for CpuBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CpuBackend")
+            .field("threads", &self.workers.threads)
+            .finish()
+    }
+}
+
+impl Backend for CpuBackend {
+    type Tensor = Vec<f32>;
+    type Indices = Vec<u32>;
+    type Images = CpuImages;
+
+    fn name(&self) -> String {
+        let n = self.workers.threads;
+        format!(
+            "CPU reference ({n} thread{})",
+            if n == 1 { "" } else { "s" }
+        )
+    }
+
+    fn zeros(&self, len: usize) -> Vec<f32> {
+        vec![0.0; len]
+    }
+
+    fn upload(&self, data: &[f32]) -> Vec<f32> {
+        data.to_vec()
+    }
+
+    fn write(&self, dst: &mut Vec<f32>, data: &[f32]) {
+        dst[..data.len()].copy_from_slice(data);
+    }
+
+    fn download(&self, src: &Vec<f32>) -> Vec<f32> {
+        src.clone()
+    }
+
+    fn zeros_indices(&self, len: usize) -> Vec<u32> {
+        vec![0; len]
+    }
+
+    fn upload_indices(&self, data: &[u32]) -> Vec<u32> {
+        data.to_vec()
+    }
+
+    fn write_indices(&self, dst: &mut Vec<u32>, data: &[u32]) {
+        dst[..data.len()].copy_from_slice(data);
+    }
+
+    fn download_indices(&self, src: &Vec<u32>) -> Vec<u32> {
+        src.clone()
+    }
+
+    fn upload_images(&self, pixels: &[u8], labels: &[u8]) -> CpuImages {
+        assert_eq!(
+            pixels.len(),
+            labels.len() * IMAGE_PIXELS,
+            "pixels are not (n, 48·48)"
+        );
+        assert!(
+            labels.iter().all(|&l| (l as usize) < NUM_CLASSES),
+            "a label is not in 0..{NUM_CLASSES}"
+        );
+        CpuImages {
+            pixels: pixels.to_vec(),
+            labels: labels.to_vec(),
+        }
+    }
+
+    fn submit(&self) {}
+
+    fn gather_batch(
+        &self,
+        x: &mut Vec<f32>,
+        labels: &mut Vec<u32>,
+        images: &CpuImages,
+        order: &Vec<u32>,
+        offset: usize,
+        batch: usize,
+    ) {
+        let (pixels, all_labels) = (&images.pixels, &images.labels);
+        self.install(|| {
+            pointwise::gather_batch(x, labels, pixels, all_labels, order, offset, batch)
+        });
+    }
+
+    fn conv2d_forward(
+        &self,
+        out: &mut Vec<f32>,
+        input: &Vec<f32>,
+        params: &Vec<f32>,
+        w_off: usize,
+        b_off: usize,
+        s: &Conv2dShape,
+    ) {
+        let weight = &params[w_off..w_off + s.weight_len()];
+        let bias = &params[b_off..b_off + s.bias_len()];
+        conv::forward(&self.workers, out, input, weight, bias, s);
+    }
+
+    fn conv2d_backward_input(
+        &self,
+        d_input: &mut Vec<f32>,
+        d_out: &Vec<f32>,
+        params: &Vec<f32>,
+        w_off: usize,
+        s: &Conv2dShape,
+    ) {
+        let weight = &params[w_off..w_off + s.weight_len()];
+        conv::backward_input(&self.workers, d_input, d_out, weight, s);
+    }
+
+    fn conv2d_backward_weight(
+        &self,
+        grads: &mut Vec<f32>,
+        w_off: usize,
+        b_off: usize,
+        d_out: &Vec<f32>,
+        input: &Vec<f32>,
+        s: &Conv2dShape,
+    ) {
+        let (d_weight, d_bias) = weight_and_bias(grads, w_off, s.weight_len(), b_off, s.out_c);
+        conv::backward_weight(&self.workers, d_weight, d_bias, d_out, input, s);
+    }
+
+    fn maxpool_forward(
+        &self,
+        out: &mut Vec<f32>,
+        argmax: &mut Vec<u32>,
+        input: &Vec<f32>,
+        s: &PoolShape,
+    ) {
+        self.install(|| pool::forward(out, argmax, input, s));
+    }
+
+    fn maxpool_backward(
+        &self,
+        d_input: &mut Vec<f32>,
+        d_out: &Vec<f32>,
+        argmax: &Vec<u32>,
+        s: &PoolShape,
+    ) {
+        self.install(|| pool::backward(d_input, d_out, argmax, s));
+    }
+
+    fn dense_forward(
+        &self,
+        out: &mut Vec<f32>,
+        input: &Vec<f32>,
+        params: &Vec<f32>,
+        w_off: usize,
+        b_off: usize,
+        s: &DenseShape,
+    ) {
+        let weight = &params[w_off..w_off + s.weight_len()];
+        let bias = &params[b_off..b_off + s.bias_len()];
+        let par = self.par();
+        self.install(|| dense::forward(out, input, weight, bias, s, par));
+    }
+
+    fn dense_backward_input(
+        &self,
+        d_input: &mut Vec<f32>,
+        d_out: &Vec<f32>,
+        params: &Vec<f32>,
+        w_off: usize,
+        s: &DenseShape,
+    ) {
+        let weight = &params[w_off..w_off + s.weight_len()];
+        let par = self.par();
+        self.install(|| dense::backward_input(d_input, d_out, weight, s, par));
+    }
+
+    fn dense_backward_weight(
+        &self,
+        grads: &mut Vec<f32>,
+        w_off: usize,
+        b_off: usize,
+        d_out: &Vec<f32>,
+        input: &Vec<f32>,
+        s: &DenseShape,
+    ) {
+        let (d_weight, d_bias) = weight_and_bias(grads, w_off, s.weight_len(), b_off, s.out_f);
+        let par = self.par();
+        self.install(|| dense::backward_weight(d_weight, d_bias, d_out, input, s, par));
+    }
+
+    fn activation_forward(
+        &self,
+        out: &mut Vec<f32>,
+        input: &Vec<f32>,
+        act: Activation,
+        len: usize,
+    ) {
+        self.install(|| pointwise::activation_forward(out, input, act, len));
+    }
+
+    fn activation_backward(
+        &self,
+        d_input: &mut Vec<f32>,
+        d_out: &Vec<f32>,
+        y: &Vec<f32>,
+        act: Activation,
+        len: usize,
+    ) {
+        self.install(|| pointwise::activation_backward(d_input, d_out, y, act, len));
+    }
+
+    fn softmax_cross_entropy_forward(
+        &self,
+        probs: &mut Vec<f32>,
+        stats: &mut Vec<f32>,
+        logits: &Vec<f32>,
+        labels: &Vec<u32>,
+        class_weights: &Vec<f32>,
+        batch: usize,
+        classes: usize,
+    ) {
+        loss::softmax_cross_entropy_forward(
+            probs,
+            stats,
+            logits,
+            labels,
+            class_weights,
+            batch,
+            classes,
+        );
+    }
+
+    fn softmax_cross_entropy_backward(
+        &self,
+        d_logits: &mut Vec<f32>,
+        probs: &Vec<f32>,
+        labels: &Vec<u32>,
+        class_weights: &Vec<f32>,
+        batch: usize,
+        classes: usize,
+    ) {
+        loss::softmax_cross_entropy_backward(
+            d_logits,
+            probs,
+            labels,
+            class_weights,
+            batch,
+            classes,
+        );
+    }
+
+    fn confusion_accumulate(
+        &self,
+        confusion: &mut Vec<u32>,
+        probs: &Vec<f32>,
+        labels: &Vec<u32>,
+        batch: usize,
+        classes: usize,
+    ) {
+        loss::confusion_accumulate(confusion, probs, labels, batch, classes);
+    }
+
+    fn adam_step(
+        &self,
+        params: &mut Vec<f32>,
+        grads: &Vec<f32>,
+        m: &mut Vec<f32>,
+        v: &mut Vec<f32>,
+        step: &AdamStep,
+    ) {
+        self.install(|| pointwise::adam_step(params, grads, m, v, step));
+    }
+}
+
+/// The disjoint weight `(w_len)` and bias `(b_len)` slices of a gradient buffer, in either
+/// order.
+fn weight_and_bias(
+    grads: &mut [f32],
+    w_off: usize,
+    w_len: usize,
+    b_off: usize,
+    b_len: usize,
+) -> (&mut [f32], &mut [f32]) {
+    assert!(
+        w_off + w_len <= b_off || b_off + b_len <= w_off,
+        "weight [{w_off}, +{w_len}) and bias [{b_off}, +{b_len}) overlap"
+    );
+    if w_off < b_off {
+        let (lo, hi) = grads.split_at_mut(b_off);
+        (&mut lo[w_off..w_off + w_len], &mut hi[..b_len])
+    } else {
+        let (lo, hi) = grads.split_at_mut(w_off);
+        (&mut hi[..w_len], &mut lo[b_off..b_off + b_len])
+    }
+}

@@ -1,0 +1,350 @@
+//! The kernel registry: every WGSL file (loaded with `include_str!`, nowhere else), every
+//! entry point with its workgroup size and bind group layout, and the pipelines built from
+//! them once per device.
+//!
+//! The registry is public so `tests/shaders_valid.rs` can check, without a GPU, that each
+//! shader parses and validates with naga and that each entry point exists with the workgroup
+//! size and bindings listed here.
+
+/// One WGSL source file of `shaders/`.
+#[derive(Clone, Copy, Debug)]
+pub struct ShaderFile {
+    /// File name inside `shaders/`.
+    pub name: &'static str,
+    /// The WGSL text.
+    pub source: &'static str,
+}
+
+/// Every shader file, embedded at compile time.
+pub const SHADERS: &[ShaderFile] = &[
+    ShaderFile {
+        name: "conv2d.wgsl",
+        source: include_str!("../../../shaders/conv2d.wgsl"),
+    },
+    ShaderFile {
+        name: "maxpool.wgsl",
+        source: include_str!("../../../shaders/maxpool.wgsl"),
+    },
+    ShaderFile {
+        name: "dense.wgsl",
+        source: include_str!("../../../shaders/dense.wgsl"),
+    },
+    ShaderFile {
+        name: "activation.wgsl",
+        source: include_str!("../../../shaders/activation.wgsl"),
+    },
+    ShaderFile {
+        name: "softmax_xent.wgsl",
+        source: include_str!("../../../shaders/softmax_xent.wgsl"),
+    },
+    ShaderFile {
+        name: "adam.wgsl",
+        source: include_str!("../../../shaders/adam.wgsl"),
+    },
+    ShaderFile {
+        name: "data.wgsl",
+        source: include_str!("../../../shaders/data.wgsl"),
+    },
+];
+
+/// What a binding slot holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Slot {
+    /// A uniform buffer (the dispatch's parameters), always binding 0.
+    Uniform,
+    /// A read-only storage buffer.
+    Read,
+    /// A read-write storage buffer (outputs, atomics).
+    ReadWrite,
+}
+
+/// Every compute entry point.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kernel {
+    /// `conv2d.wgsl` `conv2d_forward`.
+    Conv2dForward,
+    /// `conv2d.wgsl` `conv2d_backward_input`.
+    Conv2dBackwardInput,
+    /// `conv2d.wgsl` `conv2d_backward_weight` (split-K partials, or grads with one split).
+    Conv2dBackwardWeight,
+    /// `conv2d.wgsl` `conv2d_backward_weight_reduce` (sums split-K partials).
+    Conv2dBackwardWeightReduce,
+    /// `maxpool.wgsl` `maxpool_forward`.
+    MaxpoolForward,
+    /// `maxpool.wgsl` `maxpool_backward`.
+    MaxpoolBackward,
+    /// `dense.wgsl` `dense_forward`.
+    DenseForward,
+    /// `dense.wgsl` `dense_backward_input`.
+    DenseBackwardInput,
+    /// `dense.wgsl` `dense_backward_weight`.
+    DenseBackwardWeight,
+    /// `activation.wgsl` `activation_forward`.
+    ActivationForward,
+    /// `activation.wgsl` `activation_backward`.
+    ActivationBackward,
+    /// `softmax_xent.wgsl` `softmax_cross_entropy_forward`.
+    SoftmaxXentForward,
+    /// `softmax_xent.wgsl` `softmax_cross_entropy_backward`.
+    SoftmaxXentBackward,
+    /// `softmax_xent.wgsl` `confusion_accumulate`.
+    ConfusionAccumulate,
+    /// `adam.wgsl` `adam_step`.
+    AdamStep,
+    /// `data.wgsl` `gather_batch`.
+    GatherBatch,
+}
+
+/// An entry point's file, name, workgroup size and bind group layout.
+#[derive(Clone, Copy, Debug)]
+pub struct KernelSpec {
+    /// The kernel.
+    pub kernel: Kernel,
+    /// Its file in [`SHADERS`].
+    pub file: &'static str,
+    /// Entry point name.
+    pub entry: &'static str,
+    /// Invocations per workgroup (1-D), as in the shader's `@workgroup_size`.
+    pub workgroup: u32,
+    /// `(binding, slot)` of group 0, in the order the host passes buffers.
+    pub bindings: &'static [(u32, Slot)],
+}
+
+use Slot::{Read as R, ReadWrite as W, Uniform as U};
+
+/// uniform, one output, two inputs: the GEMM-shaped kernels.
+const OUT_IN_IN: &[(u32, Slot)] = &[(0, U), (1, W), (2, R), (3, R)];
+
+/// Every kernel, in [`Kernel`] order.
+pub const KERNELS: &[KernelSpec] = &[
+    spec(
+        Kernel::Conv2dForward,
+        "conv2d.wgsl",
+        "conv2d_forward",
+        64,
+        OUT_IN_IN,
+    ),
+    spec(
+        Kernel::Conv2dBackwardInput,
+        "conv2d.wgsl",
+        "conv2d_backward_input",
+        64,
+        OUT_IN_IN,
+    ),
+    spec(
+        Kernel::Conv2dBackwardWeight,
+        "conv2d.wgsl",
+        "conv2d_backward_weight",
+        64,
+        OUT_IN_IN,
+    ),
+    spec(
+        Kernel::Conv2dBackwardWeightReduce,
+        "conv2d.wgsl",
+        "conv2d_backward_weight_reduce",
+        256,
+        &[(0, U), (1, W), (2, R)],
+    ),
+    spec(
+        Kernel::MaxpoolForward,
+        "maxpool.wgsl",
+        "maxpool_forward",
+        256,
+        &[(0, U), (1, W), (2, W), (3, R)],
+    ),
+    spec(
+        Kernel::MaxpoolBackward,
+        "maxpool.wgsl",
+        "maxpool_backward",
+        256,
+        &[(0, U), (4, W), (5, R), (6, R)],
+    ),
+    spec(
+        Kernel::DenseForward,
+        "dense.wgsl",
+        "dense_forward",
+        64,
+        OUT_IN_IN,
+    ),
+    spec(
+        Kernel::DenseBackwardInput,
+        "dense.wgsl",
+        "dense_backward_input",
+        64,
+        OUT_IN_IN,
+    ),
+    spec(
+        Kernel::DenseBackwardWeight,
+        "dense.wgsl",
+        "dense_backward_weight",
+        64,
+        OUT_IN_IN,
+    ),
+    spec(
+        Kernel::ActivationForward,
+        "activation.wgsl",
+        "activation_forward",
+        256,
+        &[(0, U), (1, W), (2, R)],
+    ),
+    spec(
+        Kernel::ActivationBackward,
+        "activation.wgsl",
+        "activation_backward",
+        256,
+        OUT_IN_IN,
+    ),
+    spec(
+        Kernel::SoftmaxXentForward,
+        "softmax_xent.wgsl",
+        "softmax_cross_entropy_forward",
+        64,
+        &[(0, U), (1, W), (2, W), (3, R), (4, R), (5, R)],
+    ),
+    spec(
+        Kernel::SoftmaxXentBackward,
+        "softmax_xent.wgsl",
+        "softmax_cross_entropy_backward",
+        256,
+        &[(0, U), (6, W), (7, R), (4, R), (5, R)],
+    ),
+    spec(
+        Kernel::ConfusionAccumulate,
+        "softmax_xent.wgsl",
+        "confusion_accumulate",
+        64,
+        &[(0, U), (8, W), (7, R), (4, R)],
+    ),
+    spec(
+        Kernel::AdamStep,
+        "adam.wgsl",
+        "adam_step",
+        256,
+        &[(0, U), (1, W), (2, R), (3, W), (4, W)],
+    ),
+    spec(
+        Kernel::GatherBatch,
+        "data.wgsl",
+        "gather_batch",
+        256,
+        &[(0, U), (1, W), (2, W), (3, R), (4, R), (5, R)],
+    ),
+];
+
+const fn spec(
+    kernel: Kernel,
+    file: &'static str,
+    entry: &'static str,
+    workgroup: u32,
+    bindings: &'static [(u32, Slot)],
+) -> KernelSpec {
+    KernelSpec {
+        kernel,
+        file,
+        entry,
+        workgroup,
+        bindings,
+    }
+}
+
+impl Kernel {
+    /// This kernel's registry entry.
+    pub fn spec(self) -> &'static KernelSpec {
+        &KERNELS[self as usize]
+    }
+}
+
+/// The source of shader file `name`.
+pub fn shader_source(name: &str) -> &'static str {
+    SHADERS
+        .iter()
+        .find(|s| s.name == name)
+        .unwrap_or_else(|| panic!("shader {name} is not in the registry"))
+        .source
+}
+
+/// Every kernel's pipeline and bind group layout, built once per device.
+pub(crate) struct Pipelines {
+    /// Indexed by `Kernel as usize`.
+    entries: Vec<(wgpu::ComputePipeline, wgpu::BindGroupLayout)>,
+}
+
+impl Pipelines {
+    /// Compiles every shader module once and builds one pipeline per entry point.
+    pub(crate) fn new(device: &wgpu::Device) -> Pipelines {
+        let modules: Vec<(&str, wgpu::ShaderModule)> = SHADERS
+            .iter()
+            .map(|s| {
+                let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                    label: Some(s.name),
+                    source: wgpu::ShaderSource::Wgsl(s.source.into()),
+                });
+                (s.name, module)
+            })
+            .collect();
+        let entries = KERNELS
+            .iter()
+            .enumerate()
+            .map(|(i, k)| {
+                assert_eq!(k.kernel as usize, i, "KERNELS out of Kernel order");
+                let module = &modules.iter().find(|(n, _)| *n == k.file).unwrap().1;
+                build(device, module, k)
+            })
+            .collect();
+        Pipelines { entries }
+    }
+
+    /// The pipeline of `k`.
+    pub(crate) fn pipeline(&self, k: Kernel) -> &wgpu::ComputePipeline {
+        &self.entries[k as usize].0
+    }
+
+    /// The bind group layout of `k`.
+    pub(crate) fn layout(&self, k: Kernel) -> &wgpu::BindGroupLayout {
+        &self.entries[k as usize].1
+    }
+}
+
+/// One entry point's explicit bind group layout and pipeline.
+fn build(
+    device: &wgpu::Device,
+    module: &wgpu::ShaderModule,
+    k: &KernelSpec,
+) -> (wgpu::ComputePipeline, wgpu::BindGroupLayout) {
+    let entries: Vec<wgpu::BindGroupLayoutEntry> = k
+        .bindings
+        .iter()
+        .map(|&(binding, slot)| wgpu::BindGroupLayoutEntry {
+            binding,
+            visibility: wgpu::ShaderStages::COMPUTE,
+            ty: wgpu::BindingType::Buffer {
+                ty: match slot {
+                    Slot::Uniform => wgpu::BufferBindingType::Uniform,
+                    Slot::Read => wgpu::BufferBindingType::Storage { read_only: true },
+                    Slot::ReadWrite => wgpu::BufferBindingType::Storage { read_only: false },
+                },
+                has_dynamic_offset: false,
+                min_binding_size: None,
+            },
+            count: None,
+        })
+        .collect();
+    let bgl = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+        label: Some(k.entry),
+        entries: &entries,
+    });
+    let layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+        label: Some(k.entry),
+        bind_group_layouts: &[Some(&bgl)],
+        immediate_size: 0,
+    });
+    let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+        label: Some(k.entry),
+        layout: Some(&layout),
+        module,
+        entry_point: Some(k.entry),
+        compilation_options: Default::default(),
+        cache: None,
+    });
+    (pipeline, bgl)
+}

@@ -1,0 +1,550 @@
+//! Sweep files: a TOML grid of settings expanded into the list of runs to train.
+//!
+//! ```toml
+//! # values per setting; the cartesian product is run
+//! [grid]
+//! activation = ["relu", "elu", "selu"]
+//! batch_size = [32, 512]
+//! # settings shared by every run (grid and explicit)
+//! [fixed]
+//! model = "cnn"
+//! class_weight = "frequency"
+//! # explicit runs, after the grid's
+//! [[run]]
+//! name = "elu-b32"
+//! activation = "elu"
+//! batch_size = 32
+//! ```
+//!
+//! Order: the grid's runs come first, in the cartesian product of the `[grid]` settings
+//! taken in file order with the **last setting varying fastest** (above: relu-32, relu-512,
+//! elu-32, …), then the `[[run]]` entries in file order. A `[grid]` value that is not a list
+//! is a one-value list. `[fixed]` settings apply to every run; a `[[run]]` entry overrides
+//! them; a setting may not be both in `[grid]` and `[fixed]`.
+//!
+//! Names: a `[[run]]`'s `name`, which must be a safe folder name and unique; otherwise one
+//! derived from the settings that vary across the grid (or, for an unnamed `[[run]]`, the
+//! settings it lists), as `activation-elu_batch_size-32`, with `-2`, `-3`, … appended
+//! when it would repeat a name.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::ops::Range;
+use std::path::Path;
+
+use toml::de::{DeTable, DeValue};
+use toml::Spanned;
+
+use super::schedule::LrSchedule;
+use crate::backend::Activation;
+use crate::{Error, Result};
+
+/// Every setting a sweep file may name, in the order results tables show them.
+pub const SETTINGS: [&str; 11] = [
+    "name",
+    "model",
+    "activation",
+    "dense_activation",
+    "lr",
+    "batch_size",
+    "epochs",
+    "class_weight",
+    "seed",
+    "lr_schedule",
+    "patience",
+];
+
+/// One setting's value. Serializes as the bare value (`"elu"`, `32`, `0.001`, `true`).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(untagged)]
+pub enum SettingValue {
+    /// A true/false switch.
+    Bool(bool),
+    /// A whole number.
+    Int(i64),
+    /// A real number.
+    Float(f64),
+    /// Text.
+    Str(String),
+}
+
+impl SettingValue {
+    /// The text, if this is text.
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            SettingValue::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The number, if this is a whole or real number.
+    pub fn as_f64(&self) -> Option<f64> {
+        match *self {
+            SettingValue::Int(i) => Some(i as f64),
+            SettingValue::Float(x) => Some(x),
+            _ => None,
+        }
+    }
+
+    /// The whole number, if this is a non-negative one.
+    pub fn as_u64(&self) -> Option<u64> {
+        match *self {
+            SettingValue::Int(i) => u64::try_from(i).ok(),
+            _ => None,
+        }
+    }
+
+    /// The whole number, if this is a non-negative one that fits a `usize`.
+    pub fn as_usize(&self) -> Option<usize> {
+        self.as_u64().and_then(|u| usize::try_from(u).ok())
+    }
+
+    /// The switch, if this is one.
+    pub fn as_bool(&self) -> Option<bool> {
+        match *self {
+            SettingValue::Bool(b) => Some(b),
+            _ => None,
+        }
+    }
+
+    /// True for whole and real numbers.
+    pub fn is_number(&self) -> bool {
+        self.as_f64().is_some()
+    }
+}
+
+/// The bare value: text as is, numbers in Rust's shortest round-trip form.
+impl fmt::Display for SettingValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SettingValue::Bool(b) => write!(f, "{b}"),
+            SettingValue::Int(i) => write!(f, "{i}"),
+            SettingValue::Float(x) => write!(f, "{x}"),
+            SettingValue::Str(s) => write!(f, "{s}"),
+        }
+    }
+}
+
+/// One run of a sweep: its folder-safe unique name and its settings (fixed ones included;
+/// `name` is not among them).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RunSpec {
+    /// Unique, made of letters, digits, `.`, `-` and `_`.
+    pub name: String,
+    /// Setting name → value, for names in [`SETTINGS`] other than `name`.
+    pub settings: BTreeMap<String, SettingValue>,
+}
+
+impl RunSpec {
+    /// The value of one setting, if the run sets it.
+    pub fn get(&self, key: &str) -> Option<&SettingValue> {
+        self.settings.get(key)
+    }
+}
+
+/// Reads and expands a sweep file (see the module docs for the format and order).
+pub fn load_grid(path: &Path) -> Result<Vec<RunSpec>> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    parse_grid(&text, &path.display().to_string())
+}
+
+/// Expands sweep-file `text`; `source` names it in error messages (usually the path).
+/// Unknown sections or settings, empty or repeated value lists, wrong types and bad names
+/// are [`Error::Config`] errors naming the source, line and setting.
+pub fn parse_grid(text: &str, source: &str) -> Result<Vec<RunSpec>> {
+    let doc = DeTable::parse(text).map_err(|mut e| {
+        e.set_input(Some(text));
+        Error::Config(format!("{source}: {e}"))
+    })?;
+    let ctx = Ctx { text, source };
+    let mut grid = Vec::new();
+    let mut fixed = Vec::new();
+    let mut explicit = Vec::new();
+    for (key, value) in in_file_order(doc.get_ref()) {
+        let section = key.get_ref().as_ref();
+        match (section, value.get_ref()) {
+            ("grid", DeValue::Table(t)) => grid = ctx.grid(t)?,
+            ("fixed", DeValue::Table(t)) => fixed = ctx.settings(t, "[fixed]", false)?,
+            ("run", DeValue::Array(runs)) => {
+                for (i, run) in runs.iter().enumerate() {
+                    let what = format!("[[run]] #{}", i + 1);
+                    let DeValue::Table(t) = run.get_ref() else {
+                        return Err(ctx.err(run.span(), &what, "expected a table of settings"));
+                    };
+                    explicit.push(ctx.settings(t, &what, true)?);
+                }
+            }
+            ("grid" | "fixed" | "run", _) => {
+                return Err(ctx.err(
+                    key.span(),
+                    section,
+                    "expected [grid] and [fixed] tables and [[run]] entries",
+                ))
+            }
+            _ => {
+                return Err(ctx.err(
+                    key.span(),
+                    section,
+                    "unknown section; a sweep file has [grid], [fixed] and [[run]]",
+                ))
+            }
+        }
+    }
+    for (key, _) in &grid {
+        if let Some((_, _, span)) = fixed.iter().find(|(k, _, _)| k == key) {
+            return Err(ctx.err(span.clone(), key, "set in both [grid] and [fixed]"));
+        }
+    }
+    let mut drafts = expand(&grid);
+    for settings in explicit {
+        drafts.push(ctx.explicit_run(settings)?);
+    }
+    if drafts.is_empty() {
+        return Err(Error::Config(format!(
+            "{source}: no runs; give a [grid] of settings or [[run]] entries"
+        )));
+    }
+    let names = ctx.unique_names(&drafts)?;
+    Ok(drafts
+        .into_iter()
+        .zip(names)
+        .map(|(draft, name)| {
+            let mut settings: BTreeMap<String, SettingValue> = fixed
+                .iter()
+                .map(|(k, v, _)| (k.clone(), v.clone()))
+                .collect();
+            settings.extend(draft.settings);
+            RunSpec { name, settings }
+        })
+        .collect())
+}
+
+/// A run before fixed settings and unique names: its own settings in file order, and its
+/// name (explicit, with the span to blame for a duplicate) or the base of a derived one.
+struct Draft {
+    settings: Vec<(String, SettingValue)>,
+    name: DraftName,
+}
+
+enum DraftName {
+    Explicit(String, Range<usize>),
+    Derived(String),
+}
+
+/// A setting read from the file: name, value, where it was.
+type Setting = (String, SettingValue, Range<usize>);
+
+/// What every error message needs: the file's name and text (for line numbers).
+struct Ctx<'a> {
+    text: &'a str,
+    source: &'a str,
+}
+
+impl Ctx<'_> {
+    fn err(&self, span: Range<usize>, what: &str, problem: &str) -> Error {
+        let line = self.text[..span.start.min(self.text.len())]
+            .matches('\n')
+            .count()
+            + 1;
+        Error::Config(format!("{}:{line}: {what}: {problem}", self.source))
+    }
+
+    /// `[grid]`: each setting with its list of values, in file order.
+    fn grid(&self, table: &DeTable<'_>) -> Result<Vec<(String, Vec<SettingValue>)>> {
+        let mut out = Vec::new();
+        for (key, value) in in_file_order(table) {
+            let name = key.get_ref().as_ref();
+            let what = format!("[grid] {name}");
+            let kind = self.kind(name, key.span(), &what, false)?;
+            let items: Vec<&Spanned<DeValue<'_>>> = match value.get_ref() {
+                DeValue::Array(a) => a.iter().collect(),
+                _ => vec![value],
+            };
+            if items.is_empty() {
+                return Err(self.err(value.span(), &what, "empty list of values"));
+            }
+            let mut values = Vec::new();
+            for item in items {
+                let v = self.value(kind, item, &what)?;
+                if values.contains(&v) {
+                    return Err(self.err(item.span(), &what, &format!("{v} is listed twice")));
+                }
+                values.push(v);
+            }
+            out.push((name.to_string(), values));
+        }
+        Ok(out)
+    }
+
+    /// A table of single settings (`[fixed]` or one `[[run]]`), in file order.
+    fn settings(&self, table: &DeTable<'_>, what: &str, allow_name: bool) -> Result<Vec<Setting>> {
+        let mut out = Vec::new();
+        for (key, value) in in_file_order(table) {
+            let name = key.get_ref().as_ref();
+            let what = format!("{what} {name}");
+            let kind = self.kind(name, key.span(), &what, allow_name)?;
+            if let DeValue::Array(_) = value.get_ref() {
+                return Err(self.err(
+                    value.span(),
+                    &what,
+                    "expected one value; lists of values belong in [grid]",
+                ));
+            }
+            let v = self.value(kind, value, &what)?;
+            out.push((name.to_string(), v, key.span()));
+        }
+        Ok(out)
+    }
+
+    fn kind(&self, name: &str, span: Range<usize>, what: &str, allow_name: bool) -> Result<Kind> {
+        match Kind::of(name) {
+            Some(Kind::Name) if !allow_name => Err(self.err(
+                span,
+                what,
+                "a name belongs in a [[run]] entry; grid runs are named after their settings",
+            )),
+            Some(kind) => Ok(kind),
+            None => Err(self.err(
+                span,
+                what,
+                &format!("unknown setting; known: {}", SETTINGS.join(", ")),
+            )),
+        }
+    }
+
+    /// Checks one TOML value against its setting's kind.
+    fn value(&self, kind: Kind, v: &Spanned<DeValue<'_>>, what: &str) -> Result<SettingValue> {
+        let wrong = |expected: &str| {
+            self.err(
+                v.span(),
+                what,
+                &format!("expected {expected}, found {}", v.get_ref().type_str()),
+            )
+        };
+        let bad = |problem: String| self.err(v.span(), what, &problem);
+        match (kind, v.get_ref()) {
+            (Kind::Name | Kind::Text, DeValue::String(s)) if !s.trim().is_empty() => {
+                Ok(SettingValue::Str(s.trim().to_string()))
+            }
+            (Kind::Name | Kind::Text, _) => Err(wrong("non-empty text")),
+            (Kind::Activation, DeValue::String(s)) => match Activation::from_name(s) {
+                Some(a) => Ok(SettingValue::Str(a.name().to_string())),
+                None => Err(bad(format!(
+                    "unknown activation '{s}'; known: {}",
+                    Activation::ALL.map(|a| a.name()).join(", ")
+                ))),
+            },
+            (Kind::Activation, _) => Err(wrong("an activation name")),
+            (Kind::Schedule, DeValue::String(s)) => match LrSchedule::parse(s) {
+                Ok(_) => Ok(SettingValue::Str(s.trim().to_string())),
+                Err(e) => Err(bad(e.to_string())),
+            },
+            (Kind::Schedule, _) => Err(wrong("a schedule like \"step:every=10,gamma=0.5\"")),
+            (Kind::Count { min }, DeValue::Integer(i)) => {
+                match i64::from_str_radix(i.as_str(), i.radix()) {
+                    Ok(n) if n >= min => Ok(SettingValue::Int(n)),
+                    _ => Err(bad(format!("must be a whole number ≥ {min}, got {i}"))),
+                }
+            }
+            (Kind::Count { min }, _) => Err(wrong(&format!("a whole number ≥ {min}"))),
+            (Kind::Rate, DeValue::Integer(i)) => match i.as_str().parse::<f64>() {
+                Ok(x) if i.radix() == 10 && x > 0.0 => Ok(SettingValue::Float(x)),
+                _ => Err(bad(format!("must be a number > 0, got {i}"))),
+            },
+            (Kind::Rate, DeValue::Float(x)) => match x.as_str().parse::<f64>() {
+                Ok(r) if r.is_finite() && r > 0.0 => Ok(SettingValue::Float(r)),
+                _ => Err(bad(format!("must be a number > 0, got {x}"))),
+            },
+            (Kind::Rate, _) => Err(wrong("a number > 0")),
+        }
+    }
+
+    /// An explicit run: its name pulled out of its settings, or derived from them.
+    fn explicit_run(&self, mut settings: Vec<Setting>) -> Result<Draft> {
+        let name = match settings.iter().position(|(k, _, _)| k == "name") {
+            Some(i) => {
+                let (_, value, key_span) = settings.remove(i);
+                let name = value.to_string();
+                if !is_safe_name(&name) {
+                    return Err(self.err(
+                        key_span,
+                        "[[run]] name",
+                        &format!(
+                            "'{name}' is not a safe folder name; use letters, digits, \
+                             '.', '-' and '_' (not first '.')"
+                        ),
+                    ));
+                }
+                DraftName::Explicit(name, key_span)
+            }
+            None => DraftName::Derived(derived_name(
+                settings.iter().map(|(k, v, _)| (k.as_str(), v)),
+            )),
+        };
+        Ok(Draft {
+            settings: settings.into_iter().map(|(k, v, _)| (k, v)).collect(),
+            name,
+        })
+    }
+
+    /// Final names: explicit ones must not repeat; derived ones get `-2`, `-3`, … as needed.
+    fn unique_names(&self, drafts: &[Draft]) -> Result<Vec<String>> {
+        let mut taken = BTreeSet::new();
+        for draft in drafts {
+            if let DraftName::Explicit(name, span) = &draft.name {
+                if !taken.insert(name.clone()) {
+                    return Err(self.err(
+                        span.clone(),
+                        "[[run]] name",
+                        &format!("'{name}' names two runs"),
+                    ));
+                }
+            }
+        }
+        let mut names = Vec::with_capacity(drafts.len());
+        for draft in drafts {
+            match &draft.name {
+                DraftName::Explicit(name, _) => names.push(name.clone()),
+                DraftName::Derived(base) => {
+                    let mut name = base.clone();
+                    let mut n = 2;
+                    while taken.contains(&name) {
+                        name = format!("{base}-{n}");
+                        n += 1;
+                    }
+                    taken.insert(name.clone());
+                    names.push(name);
+                }
+            }
+        }
+        Ok(names)
+    }
+}
+
+/// What values a setting takes.
+#[derive(Clone, Copy)]
+enum Kind {
+    Name,
+    Text,
+    Activation,
+    Schedule,
+    Count { min: i64 },
+    Rate,
+}
+
+impl Kind {
+    fn of(setting: &str) -> Option<Kind> {
+        Some(match setting {
+            "name" => Kind::Name,
+            "model" | "class_weight" => Kind::Text,
+            "activation" | "dense_activation" => Kind::Activation,
+            "lr_schedule" => Kind::Schedule,
+            "batch_size" | "epochs" | "patience" => Kind::Count { min: 1 },
+            "seed" => Kind::Count { min: 0 },
+            "lr" => Kind::Rate,
+            _ => return None,
+        })
+    }
+}
+
+/// A table's entries in the order they appear in the file (the map itself may sort them).
+fn in_file_order<'t, 'i>(
+    table: &'t DeTable<'i>,
+) -> Vec<(
+    &'t Spanned<std::borrow::Cow<'i, str>>,
+    &'t Spanned<DeValue<'i>>,
+)> {
+    let mut entries: Vec<_> = table.iter().collect();
+    entries.sort_by_key(|(k, _)| k.span().start);
+    entries
+}
+
+/// The grid's cartesian product, last setting varying fastest, named after the settings
+/// that vary (all of them when none does).
+fn expand(grid: &[(String, Vec<SettingValue>)]) -> Vec<Draft> {
+    if grid.is_empty() {
+        return Vec::new();
+    }
+    let total: usize = grid.iter().map(|(_, values)| values.len()).product();
+    let varying: Vec<bool> = if grid.iter().any(|(_, v)| v.len() > 1) {
+        grid.iter().map(|(_, v)| v.len() > 1).collect()
+    } else {
+        vec![true; grid.len()]
+    };
+    (0..total)
+        .map(|i| {
+            // mixed-radix digits of i, least significant = last setting
+            let mut picks = vec![0; grid.len()];
+            let mut rest = i;
+            for (pick, (_, values)) in picks.iter_mut().zip(grid).rev() {
+                *pick = rest % values.len();
+                rest /= values.len();
+            }
+            let settings: Vec<(String, SettingValue)> = grid
+                .iter()
+                .zip(&picks)
+                .map(|((k, values), &p)| (k.clone(), values[p].clone()))
+                .collect();
+            let name = derived_name(
+                settings
+                    .iter()
+                    .zip(&varying)
+                    .filter(|(_, &vary)| vary)
+                    .map(|((k, v), _)| (k.as_str(), v)),
+            );
+            Draft {
+                settings,
+                name: DraftName::Derived(name),
+            }
+        })
+        .collect()
+}
+
+/// `key-value` pairs joined by `_`, with anything but letters, digits, `.`, `+` and `-`
+/// in a value replaced by `_`; `run` when there are no settings.
+fn derived_name<'a>(settings: impl Iterator<Item = (&'a str, &'a SettingValue)>) -> String {
+    let parts: Vec<String> = settings
+        .map(|(k, v)| {
+            let value: String = name_fragment(v)
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || "+-.".contains(c) {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
+            format!("{k}-{value}")
+        })
+        .collect();
+    if parts.is_empty() {
+        "run".to_string()
+    } else {
+        parts.join("_")
+    }
+}
+
+/// A value as short as it reads: `1e-3` rather than `0.001`.
+fn name_fragment(v: &SettingValue) -> String {
+    match v {
+        SettingValue::Float(x) => {
+            let plain = format!("{x}");
+            let sci = format!("{x:e}");
+            if sci.len() < plain.len() {
+                sci
+            } else {
+                plain
+            }
+        }
+        other => other.to_string(),
+    }
+}
+
+fn is_safe_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+}
