@@ -33,6 +33,14 @@ enum Command {
     Info(InfoArgs),
     /// Write rows of a data file as PNG images named `<row>_<emotion>.png`.
     ExportImages(ExportArgs),
+    /// Measure training/evaluation images/s and conv/dense GFLOP/s on a device.
+    Bench(BenchArgs),
+    /// Predict the emotion of photos (PNG, JPEG, BMP; any size and colour).
+    Predict(PredictArgs),
+    /// K-fold cross-validation: one model per fold, mean ± std of accuracy and macro-F1.
+    Cv(CvArgs),
+    /// Train every configuration of a grid file, with a results table.
+    Sweep(SweepArgs),
 }
 
 /// Where the data comes from.
@@ -213,6 +221,94 @@ struct ExportArgs {
     out: PathBuf,
 }
 
+#[derive(Args)]
+struct BenchArgs {
+    /// Models to time (mlp, cnn or model files).
+    #[arg(long, default_value = "mlp,cnn", value_delimiter = ',')]
+    models: Vec<String>,
+    /// Batch sizes to time.
+    #[arg(long, default_value = "32,512", value_delimiter = ',')]
+    batch_sizes: Vec<usize>,
+    /// Timed training steps per model and batch size.
+    #[arg(long, default_value_t = 20)]
+    steps: usize,
+    /// Repetitions of each kernel timing.
+    #[arg(long, default_value_t = 5)]
+    kernel_reps: usize,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    device: DeviceArgs,
+}
+
+#[derive(Args)]
+struct PredictArgs {
+    /// A checkpoint written by `fergpu train`.
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// Photos to classify.
+    #[arg(required = true)]
+    images: Vec<PathBuf>,
+    /// One JSON object per image instead of text.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    device: DeviceArgs,
+}
+
+#[derive(Args)]
+struct CvArgs {
+    /// Number of folds.
+    #[arg(long, default_value_t = 6)]
+    folds: usize,
+    /// Shuffle rows before folding (with --seed).
+    #[arg(long)]
+    shuffle: bool,
+    /// Keep class shares equal across folds.
+    #[arg(long)]
+    stratified: bool,
+    /// Rows that take part in the folds.
+    #[arg(long, default_value = "Training,PrivateTest", value_delimiter = ',', value_parser = parse_usage)]
+    rows: Vec<Usage>,
+    /// Validation split for checkpoint choice and early stopping, kept out of the folds.
+    #[arg(long, default_value = "PublicTest", value_delimiter = ',', value_parser = parse_usage)]
+    cv_val: Vec<Usage>,
+    #[command(flatten)]
+    data: DataArgs,
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    device: DeviceArgs,
+    /// Output folder (default runs/<timestamp>-cv-<model>).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Print only one summary line per epoch.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Args)]
+struct SweepArgs {
+    /// The grid file (TOML), e.g. assets/notebook_sweep.toml.
+    grid: PathBuf,
+    #[command(flatten)]
+    data: DataArgs,
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    device: DeviceArgs,
+    /// Run configurations side by side, one per adapter (e.g. `0,1`).
+    #[arg(long, value_delimiter = ',')]
+    adapters: Vec<String>,
+    /// Output folder (default runs/sweep-<grid name>); rerunning skips finished runs.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Print only one summary line per epoch.
+    #[arg(long)]
+    quiet: bool,
+}
+
 fn parse_usage(s: &str) -> Result<Usage, String> {
     Usage::from_name(s).ok_or_else(|| format!("'{s}' is not Training, PublicTest or PrivateTest"))
 }
@@ -247,11 +343,26 @@ fn dispatch(cli: Cli) -> Result<()> {
         Command::Adapters(a) => adapters(a),
         Command::Info(a) => info(a),
         Command::ExportImages(a) => export_images(a),
+        Command::Bench(a) => bench(a),
+        Command::Predict(a) => predict(a),
+        Command::Cv(a) => cv(a),
+        Command::Sweep(a) => sweep(a),
     }
 }
 
 fn train_config(a: &TrainArgs) -> TrainConfig {
-    let m = &a.model;
+    base_config(&a.model, &a.data, &a.device, a.out.clone(), a.quiet, "")
+}
+
+/// The training settings shared by `train`, `cv` and `sweep`.
+fn base_config(
+    m: &ModelArgs,
+    data: &DataArgs,
+    device: &DeviceArgs,
+    out: Option<PathBuf>,
+    quiet: bool,
+    prefix: &str,
+) -> TrainConfig {
     let model_name = std::path::Path::new(&m.model)
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
@@ -267,13 +378,10 @@ fn train_config(a: &TrainArgs) -> TrainConfig {
         seed: m.seed,
         patience: m.patience,
         lr_schedule: m.lr_schedule.clone(),
-        data: a.data.config(),
-        device: a.device.choice(),
-        out: a
-            .out
-            .clone()
-            .unwrap_or_else(|| default_run_dir(&model_name)),
-        quiet: a.quiet,
+        data: data.config(),
+        device: device.choice(),
+        out: out.unwrap_or_else(|| default_run_dir(&format!("{prefix}{model_name}"))),
+        quiet,
     }
 }
 
@@ -415,5 +523,127 @@ fn export_images(a: ExportArgs) -> Result<()> {
     }
     let n = fergpu::report::images::export_images(&ds, &rows, &a.out)?;
     eprintln!("wrote {n} images to {}", a.out.display());
+    Ok(())
+}
+
+fn bench(a: BenchArgs) -> Result<()> {
+    struct BenchJob(fergpu::bench::BenchConfig, bool);
+    impl Job for BenchJob {
+        type Output = ();
+        fn run<B: fergpu::backend::Backend>(self, be: &B, device: &str) -> fergpu::Result<()> {
+            eprintln!("benchmarking on {device}");
+            let rows = fergpu::bench::run(be, &self.0)?;
+            if self.1 {
+                let json = serde_json::json!({ "device": device, "rows": rows });
+                println!("{json:#}");
+            } else {
+                print!("{}", fergpu::bench::table(device, &rows));
+            }
+            Ok(())
+        }
+    }
+    let cfg = fergpu::bench::BenchConfig {
+        models: a.models,
+        batch_sizes: a.batch_sizes,
+        steps: a.steps.max(1),
+        kernel_reps: a.kernel_reps.max(1),
+    };
+    run_on(&a.device.choice(), BenchJob(cfg, a.json))?;
+    Ok(())
+}
+
+fn predict(a: PredictArgs) -> Result<()> {
+    let ck = Checkpoint::load(&a.checkpoint)?;
+    let (ds, rows) = fergpu::predict::load_faces(&a.images);
+    let probs = if ds.is_empty() {
+        Vec::new()
+    } else {
+        let job = EvalJob {
+            ck: &ck,
+            ds: &ds,
+            keep_probs: true,
+        };
+        run_on(&a.device.choice(), job)?.probs.unwrap_or_default()
+    };
+    let mut failed = 0;
+    for (path, row) in a.images.iter().zip(&rows) {
+        match row {
+            Ok(r) => {
+                let p = &probs[r * 7..(r + 1) * 7];
+                println!("{}", fergpu::predict::prediction_text(path, p, a.json));
+            }
+            Err(e) => {
+                failed += 1;
+                eprintln!("error: {e}");
+            }
+        }
+    }
+    if failed > 0 {
+        bail!("{failed} of {} images could not be read", a.images.len());
+    }
+    Ok(())
+}
+
+fn cv(a: CvArgs) -> Result<()> {
+    use fergpu::experiment::runner;
+    fergpu::run::install_interrupt_handler();
+    let cfg = base_config(&a.model, &a.data, &a.device, a.out, a.quiet, "cv-");
+    let all = cfg.data.load_all()?;
+    let cv_cfg = runner::CvConfig {
+        folds: a.folds,
+        shuffle: a.shuffle.then_some(cfg.seed),
+        stratified: a.stratified,
+        rows: a.rows,
+        val: a.cv_val,
+    };
+    let results = runner::cross_validate(&cfg, &cv_cfg, &all)?;
+    if results.is_empty() {
+        bail!("no fold finished");
+    }
+    print!("{}", runner::cv_text(&results));
+    eprintln!("wrote {}", cfg.out.join("cv.html").display());
+    if results.len() < a.folds {
+        bail!(
+            "interrupted after {} of {} folds; run the same command again to continue",
+            results.len(),
+            a.folds
+        );
+    }
+    Ok(())
+}
+
+fn sweep(a: SweepArgs) -> Result<()> {
+    use fergpu::experiment::{load_grid, runner};
+    fergpu::run::install_interrupt_handler();
+    let specs = load_grid(&a.grid)?;
+    let stem = a
+        .grid
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "grid".into());
+    let dir = a.out.unwrap_or_else(|| PathBuf::from("runs").join(format!("sweep-{stem}")));
+    let cfg = base_config(&a.model, &a.data, &a.device, Some(dir.clone()), a.quiet, "");
+    let splits = cfg.data.load()?;
+    let results = runner::sweep(&cfg, &specs, &splits, &dir, &a.adapters)?;
+    let mut sorted: Vec<_> = results.iter().collect();
+    sorted.sort_by(|x, y| y.test_acc.total_cmp(&x.test_acc));
+    for r in sorted {
+        println!(
+            "{:<40} test {:>6.2}%  macro-F1 {:.4}  best epoch {:>3}  {:>7.1} s",
+            r.name,
+            100.0 * r.test_acc,
+            r.macro_f1,
+            r.best_epoch,
+            r.seconds
+        );
+    }
+    eprintln!("wrote {}", dir.join("results.html").display());
+    if results.len() < specs.len() {
+        bail!(
+            "{} of {} runs finished; run the same command again to continue",
+            results.len(),
+            specs.len()
+        );
+    }
     Ok(())
 }

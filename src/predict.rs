@@ -44,3 +44,30 @@ pub fn load_faces(paths: &[impl AsRef<Path>]) -> (Dataset, Vec<Result<usize>>) {
         .collect();
     (ds, rows)
 }
+
+/// One image's prediction as a line of text (`path: Happy 81.2% | Angry 1.0% …`) or, with
+/// `json`, a JSON object `{"image", "emotion", "probabilities": {name: p}}`.
+pub fn prediction_text(path: &Path, probs: &[f32], json: bool) -> String {
+    use crate::data::EMOTIONS;
+    let top = crate::metrics::argmax(probs);
+    if json {
+        let p: serde_json::Map<String, serde_json::Value> = EMOTIONS
+            .iter()
+            .zip(probs)
+            .map(|(n, &p)| (n.to_string(), serde_json::json!(p)))
+            .collect();
+        serde_json::json!({
+            "image": path.display().to_string(),
+            "emotion": EMOTIONS[top],
+            "probabilities": p,
+        })
+        .to_string()
+    } else {
+        let all: Vec<String> = EMOTIONS
+            .iter()
+            .zip(probs)
+            .map(|(n, p)| format!("{n} {:.1}%", 100.0 * p))
+            .collect();
+        format!("{}: {} ({})", path.display(), EMOTIONS[top], all.join(", "))
+    }
+}
