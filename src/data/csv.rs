@@ -202,26 +202,39 @@ impl<R: Read> LineTracker<R> {
     }
 
     /// Records the break runs in `bytes`, the next bytes handed out.
+    ///
+    /// Breaks are one byte in ~9,000 here, so blocks of 64 bytes are first tested with a
+    /// branch-free OR the compiler vectorises, and only blocks holding a break are walked.
     fn scan(&mut self, bytes: &[u8]) {
-        for (i, &b) in bytes.iter().enumerate() {
-            if b != b'\n' && b != b'\r' {
+        const BLOCK: usize = 64;
+        let is_break = |b: u8| b == b'\n' || b == b'\r';
+        for (k, block) in bytes.chunks(BLOCK).enumerate() {
+            if !block.iter().fold(false, |any, &b| any | is_break(b)) {
                 continue;
             }
-            let at = self.offset + i as u64;
-            self.newlines += (b == b'\n') as u64;
-            match self.runs.back_mut() {
-                Some(run) if run.end == at => {
-                    run.end = at + 1;
-                    run.newlines_at_end = self.newlines;
+            for (i, &b) in block.iter().enumerate() {
+                if is_break(b) {
+                    self.record_break(self.offset + (k * BLOCK + i) as u64, b);
                 }
-                _ => self.runs.push_back(BreakRun {
-                    start: at,
-                    end: at + 1,
-                    newlines_at_end: self.newlines,
-                }),
             }
         }
         self.offset += bytes.len() as u64;
+    }
+
+    /// Adds the break byte `b` at file offset `at` to the runs.
+    fn record_break(&mut self, at: u64, b: u8) {
+        self.newlines += (b == b'\n') as u64;
+        match self.runs.back_mut() {
+            Some(run) if run.end == at => {
+                run.end = at + 1;
+                run.newlines_at_end = self.newlines;
+            }
+            _ => self.runs.push_back(BreakRun {
+                start: at,
+                end: at + 1,
+                newlines_at_end: self.newlines,
+            }),
+        }
     }
 }
 
