@@ -378,6 +378,18 @@ fn unusable_files_are_clear_errors_not_panics() {
     let msg = bad_data_message(&path, &opts);
     assert!(msg.contains("not a CSV file"), "{msg}");
 
+    // Printable bytes with no line break, larger than any row: rejected without reading the
+    // whole file into one record, plain or compressed.
+    let endless: Vec<u8> = (0..3usize << 20).map(|i| b'a' + (i % 26) as u8).collect();
+    for (name, bytes) in [
+        ("endless.bin", endless.clone()),
+        ("endless.gz", gzip(&endless)),
+    ] {
+        let path = write_file(&dir, name, &bytes);
+        let msg = bad_data_message(&path, &opts);
+        assert!(msg.contains("line 1 is longer than 1024 KiB"), "{msg}");
+    }
+
     // A truncated gzip stream: the rows read before the cut are not silently accepted.
     let ds = random_dataset(20, 8);
     let gz = gzip(icml_text(&ds).as_bytes());

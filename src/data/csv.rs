@@ -58,6 +58,7 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<(Dataset, LoadReport)> {
     let start = Instant::now();
     let (parsed, was_gz) = gz::with_reader(path, |r| parse(path, r, opts))?;
     let (ds, skipped) = parsed.map_err(|e| match e {
+        ParseError::Io(e) if LineTooLong::is(&e) => bad_data(path, e.to_string()),
         ParseError::Io(e) if was_gz => bad_data(path, format!("cannot decompress: {e}")),
         ParseError::Io(e) => Error::io(path, e),
         ParseError::Data(e) => e,
@@ -162,6 +163,38 @@ struct LineTracker<R> {
     runs: VecDeque<BreakRun>,
     /// `\n` bytes before the end of the last run dropped from `runs`.
     newlines_dropped: u64,
+    /// Offset just past the last break byte: where the current line began.
+    line_start: u64,
+}
+
+/// The longest line accepted. A FER2013 row is ~9 KB; anything near this is not a FER CSV
+/// (a binary file with no line break would otherwise be read whole into one record).
+const MAX_LINE: u64 = 1 << 20;
+
+/// Why [`LineTracker`] stopped the stream: a line longer than [`MAX_LINE`].
+#[derive(Debug)]
+struct LineTooLong {
+    line: u64,
+}
+
+impl std::fmt::Display for LineTooLong {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "not a FER2013 CSV file: line {} is longer than {} KiB (rows are about 9 KB)",
+            self.line,
+            MAX_LINE >> 10
+        )
+    }
+}
+
+impl std::error::Error for LineTooLong {}
+
+impl LineTooLong {
+    /// True when `e` carries a [`LineTooLong`].
+    fn is(e: &io::Error) -> bool {
+        e.get_ref().is_some_and(|inner| inner.is::<LineTooLong>())
+    }
 }
 
 /// Bytes `start..end` are all `\r` or `\n`; `newlines_at_end` counts `\n` in the file up to
@@ -181,6 +214,7 @@ impl<R: Read> LineTracker<R> {
             newlines: 0,
             runs: VecDeque::new(),
             newlines_dropped: 0,
+            line_start: 0,
         }
     }
 
@@ -224,6 +258,7 @@ impl<R: Read> LineTracker<R> {
     /// Adds the break byte `b` at file offset `at` to the runs.
     fn record_break(&mut self, at: u64, b: u8) {
         self.newlines += (b == b'\n') as u64;
+        self.line_start = at + 1;
         match self.runs.back_mut() {
             Some(run) if run.end == at => {
                 run.end = at + 1;
@@ -242,6 +277,12 @@ impl<R: Read> Read for LineTracker<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
         self.scan(&buf[..n]);
+        if self.offset - self.line_start > MAX_LINE {
+            let err = LineTooLong {
+                line: self.newlines + 1,
+            };
+            return Err(io::Error::new(io::ErrorKind::InvalidData, err));
+        }
         Ok(n)
     }
 }
