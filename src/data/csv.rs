@@ -237,22 +237,36 @@ impl<R: Read> LineTracker<R> {
 
     /// Records the break runs in `bytes`, the next bytes handed out.
     ///
-    /// Breaks are one byte in ~9,000 here, so blocks of 64 bytes are first tested with a
-    /// branch-free OR the compiler vectorises, and only blocks holding a break are walked.
+    /// Breaks are one byte in ~9,000 here, so each 64-byte block is first tested with a
+    /// branch-free OR over a fixed-size array, which the compiler turns into SIMD compares;
+    /// only blocks holding a break are walked byte by byte.
     fn scan(&mut self, bytes: &[u8]) {
         const BLOCK: usize = 64;
         let is_break = |b: u8| b == b'\n' || b == b'\r';
-        for (k, block) in bytes.chunks(BLOCK).enumerate() {
-            if !block.iter().fold(false, |any, &b| any | is_break(b)) {
-                continue;
-            }
-            for (i, &b) in block.iter().enumerate() {
-                if is_break(b) {
-                    self.record_break(self.offset + (k * BLOCK + i) as u64, b);
-                }
+        let blocks = bytes.chunks_exact(BLOCK);
+        let tail = blocks.remainder();
+        for (k, block) in blocks.enumerate() {
+            let block: &[u8; BLOCK] = block.try_into().expect("chunks_exact yields full blocks");
+            let hits = block
+                .iter()
+                .fold(0u8, |acc, &b| acc | (b == b'\n') as u8 | (b == b'\r') as u8);
+            if hits != 0 {
+                self.walk(k * BLOCK, block);
             }
         }
+        if tail.iter().copied().any(is_break) {
+            self.walk(bytes.len() - tail.len(), tail);
+        }
         self.offset += bytes.len() as u64;
+    }
+
+    /// Records every break byte of `block`, which starts `at` bytes into the current read.
+    fn walk(&mut self, at: usize, block: &[u8]) {
+        for (i, &b) in block.iter().enumerate() {
+            if b == b'\n' || b == b'\r' {
+                self.record_break(self.offset + (at + i) as u64, b);
+            }
+        }
     }
 
     /// Adds the break byte `b` at file offset `at` to the runs.
