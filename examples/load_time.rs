@@ -2,6 +2,7 @@
 //!
 //! Prints the rows, the per-split and per-class counts and the seconds the load took.
 
+use std::io::Write;
 use std::path::PathBuf;
 
 use fergpu::data::csv::{load, LoadOptions};
@@ -13,22 +14,27 @@ fn main() -> anyhow::Result<()> {
         .map(PathBuf::from)
         .ok_or_else(|| anyhow::anyhow!("usage: load_time PATH.csv[.gz]"))?;
     let (ds, report) = load(&path, &LoadOptions::default())?;
-    println!(
+    // Written with `writeln!` so a closed pipe (`| head -1`) ends the program with an error
+    // instead of `println!`'s panic.
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
         "{}: {} rows in {:.2} s",
         path.display(),
         report.rows,
         report.seconds
-    );
-    println!("{:<12} {:>6}  {}", "split", "rows", EMOTIONS.join(" "));
+    )?;
+    writeln!(out, "{:<12} {:>6}  {}", "split", "rows", EMOTIONS.join(" "))?;
     for usage in Usage::ALL {
         let part = ds.split(&[usage]);
         let counts: Vec<String> = part.class_counts().iter().map(|c| c.to_string()).collect();
-        println!(
+        writeln!(
+            out,
             "{:<12} {:>6}  {}",
             usage.name(),
             part.len(),
             counts.join(" ")
-        );
+        )?;
     }
     Ok(())
 }

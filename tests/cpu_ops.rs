@@ -1,0 +1,887 @@
+//! The CPU reference backend, op by op, against naive loop definitions written here.
+//!
+//! Forward ops are compared with plain nested loops accumulated in `f64` on seeded random
+//! inputs with deliberately odd shapes (batch 3, 5 channels, 7×9 images, a 3×3 valid
+//! convolution, pools that drop a trailing row or column). Backward ops are compared with
+//! central finite differences of a scalar loss `L = Σ r·f(x)` (`r` random and fixed), taken
+//! through the same `f64` reference forward: the backend's forward is proven equal to that
+//! reference by the forward tests, and differencing in `f64` keeps the check free of `f32`
+//! cancellation noise, so tolerances can be tight.
+//!
+//! Finite-difference step and tolerances, once for every test below:
+//! - conv, dense and max pooling are linear in the perturbed variable (pooling piecewise, with
+//!   every window's values at least 0.01 apart, wider than 2·eps), so the central difference
+//!   is exact up to `f64` rounding, ~1e-16·|L|/eps ≈ 1e-11 with eps = 1e-3;
+//! - activations and softmax-CE are smooth away from 0 (inputs are kept ≥ 0.05 from the kinks
+//!   of relu/elu/selu); the truncation error is eps²·|f'''|/6 ≈ 1e-9 with eps = 1e-4, and
+//!   rounding ~1e-16/1e-4 = 1e-12;
+//! - what remains is the backend's own `f32` rounding: a sum of n products of O(1) terms
+//!   carries a relative error of a few n·2⁻²⁴ at worst (n ≤ 135 here, ≈ 1e-5), so the
+//!   comparisons use atol 1e-5 and rtol 1e-4, which still fail on any wrong index, missing
+//!   term or sign.
+
+mod common;
+
+use common::{assert_close, random_vec};
+use fergpu::backend::cpu::{CpuBackend, PIXEL_SCALE};
+use fergpu::backend::{stats, Activation, AdamStep, Backend};
+use fergpu::rng::Rng;
+use fergpu::shape::{Conv2dShape, DenseShape, PoolShape, IMAGE_PIXELS};
+
+/// Tolerances for `f32` results against `f64` references (see the module docs).
+const ATOL: f32 = 1e-5;
+const RTOL: f32 = 1e-4;
+
+/// The odd convolution every conv test uses: batch 3, 5→4 channels, 7×9, valid 3×3.
+const CONV: Conv2dShape = Conv2dShape {
+    batch: 3,
+    in_c: 5,
+    in_h: 7,
+    in_w: 9,
+    out_c: 4,
+    k: 3,
+};
+
+/// An odd dense layer: batch 3, 13→6 features.
+const DENSE: DenseShape = DenseShape {
+    batch: 3,
+    in_f: 13,
+    out_f: 6,
+};
+
+fn to_f64(v: &[f32]) -> Vec<f64> {
+    v.iter().map(|&x| x as f64).collect()
+}
+
+fn to_f32(v: &[f64]) -> Vec<f32> {
+    v.iter().map(|&x| x as f32).collect()
+}
+
+/// `Σ r_i·y_i` in f64: the scalar loss whose gradient with respect to `y` is `r`.
+fn dot(r: &[f64], y: &[f64]) -> f64 {
+    r.iter().zip(y).map(|(a, b)| a * b).sum()
+}
+
+/// Central differences `(L(x + eps·e_i) − L(x − eps·e_i)) / 2eps` for every `i`.
+fn finite_diff(x: &[f64], eps: f64, loss: impl Fn(&[f64]) -> f64) -> Vec<f64> {
+    let mut x = x.to_vec();
+    (0..x.len())
+        .map(|i| {
+            let keep = x[i];
+            x[i] = keep + eps;
+            let up = loss(&x);
+            x[i] = keep - eps;
+            let down = loss(&x);
+            x[i] = keep;
+            (up - down) / (2.0 * eps)
+        })
+        .collect()
+}
+
+// ---- naive references -------------------------------------------------------------------
+
+/// `out[b,o,y,x] = bias[o] + Σ_{c,i,j} input[b,c,y+i,x+j]·weight[o,c,i,j]`, six loops.
+fn conv_ref(input: &[f64], weight: &[f64], bias: &[f64], s: &Conv2dShape) -> Vec<f64> {
+    let (oh, ow, k) = (s.in_h - s.k + 1, s.in_w - s.k + 1, s.k);
+    let mut out = vec![0.0; s.batch * s.out_c * oh * ow];
+    for b in 0..s.batch {
+        for o in 0..s.out_c {
+            for y in 0..oh {
+                for x in 0..ow {
+                    let mut acc = bias[o];
+                    for c in 0..s.in_c {
+                        for i in 0..k {
+                            for j in 0..k {
+                                let xi = ((b * s.in_c + c) * s.in_h + y + i) * s.in_w + x + j;
+                                let wi = ((o * s.in_c + c) * k + i) * k + j;
+                                acc += input[xi] * weight[wi];
+                            }
+                        }
+                    }
+                    out[((b * s.out_c + o) * oh + y) * ow + x] = acc;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Max over each `size`×`size` window (stride `size`, trailing rows/columns dropped) and the
+/// plane index of the first maximum in row-major window order.
+fn pool_ref(input: &[f32], s: &PoolShape) -> (Vec<f32>, Vec<u32>) {
+    let (oh, ow) = (s.in_h / s.size, s.in_w / s.size);
+    let mut out = Vec::new();
+    let mut arg = Vec::new();
+    for p in 0..s.batch * s.c {
+        let plane = &input[p * s.in_h * s.in_w..(p + 1) * s.in_h * s.in_w];
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let mut best: Option<(f32, usize)> = None;
+                for i in 0..s.size {
+                    for j in 0..s.size {
+                        let idx = (oy * s.size + i) * s.in_w + ox * s.size + j;
+                        if best.is_none_or(|(v, _)| plane[idx] > v) {
+                            best = Some((plane[idx], idx));
+                        }
+                    }
+                }
+                let (v, idx) = best.unwrap();
+                out.push(v);
+                arg.push(idx as u32);
+            }
+        }
+    }
+    (out, arg)
+}
+
+/// The pooled values in f64 (for finite differences), same windows as [`pool_ref`].
+fn pool_values_f64(input: &[f64], s: &PoolShape) -> Vec<f64> {
+    let (oh, ow) = (s.in_h / s.size, s.in_w / s.size);
+    let mut out = Vec::new();
+    for p in 0..s.batch * s.c {
+        let plane = &input[p * s.in_h * s.in_w..(p + 1) * s.in_h * s.in_w];
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let mut best = f64::NEG_INFINITY;
+                for i in 0..s.size {
+                    for j in 0..s.size {
+                        best = best.max(plane[(oy * s.size + i) * s.in_w + ox * s.size + j]);
+                    }
+                }
+                out.push(best);
+            }
+        }
+    }
+    out
+}
+
+/// `out[b,o] = bias[o] + Σ_i input[b,i]·weight[o,i]`.
+fn dense_ref(input: &[f64], weight: &[f64], bias: &[f64], s: &DenseShape) -> Vec<f64> {
+    let mut out = vec![0.0; s.batch * s.out_f];
+    for b in 0..s.batch {
+        for o in 0..s.out_f {
+            let mut acc = bias[o];
+            for i in 0..s.in_f {
+                acc += input[b * s.in_f + i] * weight[o * s.in_f + i];
+            }
+            out[b * s.out_f + o] = acc;
+        }
+    }
+    out
+}
+
+/// Each activation from its textbook formula, in f64, independent of `Activation::apply`.
+fn act_ref(act: Activation, x: f64) -> f64 {
+    const SELU_LAMBDA: f64 = 1.050_700_987_355_480_5;
+    const SELU_ALPHA: f64 = 1.673_263_242_354_377_3;
+    match act {
+        Activation::Relu => {
+            if x > 0.0 {
+                x
+            } else {
+                0.0
+            }
+        }
+        Activation::Elu => {
+            if x > 0.0 {
+                x
+            } else {
+                x.exp() - 1.0
+            }
+        }
+        Activation::Selu => {
+            if x > 0.0 {
+                SELU_LAMBDA * x
+            } else {
+                SELU_LAMBDA * SELU_ALPHA * (x.exp() - 1.0)
+            }
+        }
+        Activation::Sigmoid => 1.0 / (1.0 + (-x).exp()),
+        Activation::Tanh => x.tanh(),
+        Activation::Linear => x,
+    }
+}
+
+/// Per-sample `w[y]·(−log softmax(x)[y])` and the probabilities, in f64 (log-sum-exp form).
+fn softmax_ce_ref(
+    logits: &[f64],
+    labels: &[u32],
+    weights: &[f64],
+    classes: usize,
+) -> (Vec<f64>, Vec<f64>) {
+    let mut losses = Vec::new();
+    let mut probs = Vec::new();
+    for (x, &y) in logits.chunks(classes).zip(labels) {
+        let max = x.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let lse = max + x.iter().map(|v| (v - max).exp()).sum::<f64>().ln();
+        probs.extend(x.iter().map(|v| (v - lse).exp()));
+        losses.push(weights[y as usize] * (lse - x[y as usize]));
+    }
+    (losses, probs)
+}
+
+/// Index of the first maximum.
+fn first_max(v: &[f32]) -> usize {
+    let mut best = 0;
+    for i in 1..v.len() {
+        if v[i] > v[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+/// A flat parameter buffer `(pad + a + pad + b + pad)` holding `first` then `second` at
+/// non-zero offsets; returns the buffer and both offsets. Random padding makes a read from
+/// the wrong offset visible.
+fn params_with(first: &[f32], second: &[f32], seed: u64) -> (Vec<f32>, usize, usize) {
+    let pad = random_vec(7, -5.0, 5.0, seed);
+    let mut p = pad.clone();
+    let off_a = p.len();
+    p.extend_from_slice(first);
+    p.extend_from_slice(&pad);
+    let off_b = p.len();
+    p.extend_from_slice(second);
+    p.extend_from_slice(&pad);
+    (p, off_a, off_b)
+}
+
+// ---- convolution --------------------------------------------------------------------------
+
+fn conv_inputs(s: &Conv2dShape, seed: u64) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    (
+        random_vec(s.input_len(), -1.0, 1.0, seed),
+        random_vec(s.weight_len(), -0.5, 0.5, seed + 1),
+        random_vec(s.bias_len(), -0.5, 0.5, seed + 2),
+    )
+}
+
+#[test]
+fn conv2d_forward_matches_six_loops() {
+    let s = CONV;
+    let cpu = CpuBackend::new(1);
+    let (x, w, b) = conv_inputs(&s, 10);
+    // Bias before weight in the buffer: the op must honour both offsets, in either order.
+    let (params, b_off, w_off) = params_with(&b, &w, 11);
+    let mut out = cpu.zeros(s.output_len());
+    cpu.conv2d_forward(&mut out, &x, &params, w_off, b_off, &s);
+    let want = conv_ref(&to_f64(&x), &to_f64(&w), &to_f64(&b), &s);
+    assert_eq!((s.out_h(), s.out_w()), (5, 7));
+    assert_close("conv forward", &out, &to_f32(&want), ATOL, RTOL);
+}
+
+#[test]
+fn conv2d_backward_input_matches_finite_differences() {
+    let s = CONV;
+    let cpu = CpuBackend::new(1);
+    let (x, w, b) = conv_inputs(&s, 20);
+    let r = random_vec(s.output_len(), -1.0, 1.0, 23);
+    let (params, w_off, _) = params_with(&w, &b, 24);
+    let mut d_in = vec![f32::NAN; s.input_len()];
+    cpu.conv2d_backward_input(&mut d_in, &r, &params, w_off, &s);
+
+    let (w64, b64, r64) = (to_f64(&w), to_f64(&b), to_f64(&r));
+    let fd = finite_diff(&to_f64(&x), 1e-3, |x| {
+        dot(&r64, &conv_ref(x, &w64, &b64, &s))
+    });
+    assert_close("conv d_input", &d_in, &to_f32(&fd), ATOL, RTOL);
+}
+
+#[test]
+fn conv2d_backward_weight_and_bias_match_finite_differences() {
+    let s = CONV;
+    let cpu = CpuBackend::new(1);
+    let (x, w, b) = conv_inputs(&s, 30);
+    let r = random_vec(s.output_len(), -1.0, 1.0, 33);
+    // Stale values in the gradient buffer must be overwritten, not added to.
+    let (mut grads, w_off, b_off) =
+        params_with(&vec![9.0; s.weight_len()], &vec![9.0; s.bias_len()], 34);
+    let pad_before = grads.clone();
+    cpu.conv2d_backward_weight(&mut grads, w_off, b_off, &r, &x, &s);
+
+    let (x64, w64, b64, r64) = (to_f64(&x), to_f64(&w), to_f64(&b), to_f64(&r));
+    let fd_w = finite_diff(&w64, 1e-3, |w| dot(&r64, &conv_ref(&x64, w, &b64, &s)));
+    let fd_b = finite_diff(&b64, 1e-3, |b| dot(&r64, &conv_ref(&x64, &w64, b, &s)));
+    let got_w = &grads[w_off..w_off + s.weight_len()];
+    let got_b = &grads[b_off..b_off + s.bias_len()];
+    assert_close("conv d_weight", got_w, &to_f32(&fd_w), ATOL, RTOL);
+    assert_close("conv d_bias", got_b, &to_f32(&fd_b), ATOL, RTOL);
+    // Nothing outside the two slices is touched.
+    assert_eq!(grads[..w_off], pad_before[..w_off]);
+    assert_eq!(
+        grads[b_off + s.bias_len()..],
+        pad_before[b_off + s.bias_len()..]
+    );
+}
+
+#[test]
+fn conv2d_smaller_batch_touches_only_its_part_of_the_buffers() {
+    // Buffers sized for batch 3, op run for batch 2: the tail of `out` keeps its values.
+    let big = CONV;
+    let s = Conv2dShape { batch: 2, ..CONV };
+    let cpu = CpuBackend::new(2);
+    let (x, w, b) = conv_inputs(&big, 40);
+    let (params, w_off, b_off) = params_with(&w, &b, 41);
+    let mut out = vec![7.0; big.output_len()];
+    cpu.conv2d_forward(&mut out, &x, &params, w_off, b_off, &s);
+    let want = conv_ref(&to_f64(&x[..s.input_len()]), &to_f64(&w), &to_f64(&b), &s);
+    assert_close(
+        "conv forward, batch 2",
+        &out[..s.output_len()],
+        &to_f32(&want),
+        ATOL,
+        RTOL,
+    );
+    assert!(out[s.output_len()..].iter().all(|&v| v == 7.0));
+}
+
+// ---- max pooling --------------------------------------------------------------------------
+
+/// Pools over 7×9 planes that drop trailing rows and/or columns: size 2 drops row 6 and
+/// column 8; size 3 on 8×7 drops rows 6–7 and column 6.
+fn odd_pools() -> [PoolShape; 2] {
+    [
+        PoolShape {
+            batch: 3,
+            c: 5,
+            in_h: 7,
+            in_w: 9,
+            size: 2,
+        },
+        PoolShape {
+            batch: 2,
+            c: 3,
+            in_h: 8,
+            in_w: 7,
+            size: 3,
+        },
+    ]
+}
+
+/// Distinct values at least 0.01 apart in a seeded random order: no ties, and a
+/// finite-difference step of 1e-3 never changes which element is a window's maximum.
+fn distinct_values(len: usize, seed: u64) -> Vec<f32> {
+    let mut v: Vec<f32> = (0..len).map(|i| i as f32 * 0.01 - 1.0).collect();
+    Rng::new(seed).shuffle(&mut v);
+    v
+}
+
+#[test]
+fn maxpool_forward_matches_loops_and_drops_trailing_rows_and_columns() {
+    let cpu = CpuBackend::new(2);
+    for (n, s) in odd_pools().iter().enumerate() {
+        let x = random_vec(s.input_len(), -1.0, 1.0, 50 + n as u64);
+        let mut out = cpu.zeros(s.output_len());
+        let mut arg = cpu.zeros_indices(s.output_len());
+        cpu.maxpool_forward(&mut out, &mut arg, &x, s);
+        let (want, want_arg) = pool_ref(&x, s);
+        assert_eq!(out, want, "pool {n} values");
+        assert_eq!(arg, want_arg, "pool {n} argmax");
+    }
+    // A huge value in a dropped row or column must never be chosen.
+    let s = odd_pools()[0];
+    let mut x = random_vec(s.input_len(), -1.0, 1.0, 52);
+    for p in 0..s.batch * s.c {
+        let plane = &mut x[p * s.in_h * s.in_w..(p + 1) * s.in_h * s.in_w];
+        plane[6 * s.in_w + 3] = 100.0; // last row
+        plane[2 * s.in_w + 8] = 100.0; // last column
+    }
+    let mut out = cpu.zeros(s.output_len());
+    let mut arg = cpu.zeros_indices(s.output_len());
+    cpu.maxpool_forward(&mut out, &mut arg, &x, &s);
+    assert!(out.iter().all(|&v| v < 1.0));
+}
+
+#[test]
+fn maxpool_backward_matches_finite_differences() {
+    let cpu = CpuBackend::new(2);
+    for (n, s) in odd_pools().iter().enumerate() {
+        let x = distinct_values(s.input_len(), 60 + n as u64);
+        let r = random_vec(s.output_len(), -1.0, 1.0, 62 + n as u64);
+        let mut out = cpu.zeros(s.output_len());
+        let mut arg = cpu.zeros_indices(s.output_len());
+        cpu.maxpool_forward(&mut out, &mut arg, &x, s);
+        let mut d_in = vec![f32::NAN; s.input_len()];
+        cpu.maxpool_backward(&mut d_in, &r, &arg, s);
+
+        let r64 = to_f64(&r);
+        let fd = finite_diff(&to_f64(&x), 1e-3, |x| dot(&r64, &pool_values_f64(x, s)));
+        assert_close(
+            &format!("pool {n} d_input"),
+            &d_in,
+            &to_f32(&fd),
+            ATOL,
+            RTOL,
+        );
+    }
+}
+
+#[test]
+fn maxpool_ties_pick_the_first_maximum_in_row_major_order() {
+    let cpu = CpuBackend::new(1);
+    // One 5×5 plane, size 2: windows (0,0), (0,1), (1,0), (1,1); row 4 and column 4 dropped.
+    let s = PoolShape {
+        batch: 1,
+        c: 1,
+        in_h: 5,
+        in_w: 5,
+        size: 2,
+    };
+    #[rustfmt::skip]
+    let x = vec![
+        3.0, 3.0,   1.0, 2.0,   9.0,
+        3.0, 3.0,   2.0, 0.0,   9.0,
+        -1.0, 5.0,  4.0, 4.0,   9.0,
+        5.0, 5.0,   4.0, 4.0,   9.0,
+        9.0, 9.0,   9.0, 9.0,   9.0,
+    ];
+    let mut out = cpu.zeros(4);
+    let mut arg = cpu.zeros_indices(4);
+    cpu.maxpool_forward(&mut out, &mut arg, &x, &s);
+    // Constant window → its top-left; (0,1): 2.0 at (0,3) before 2.0 at (1,2);
+    // (1,0): 5.0 at (2,1) before (3,0) and (3,1); constant 4.0 window → (2,2).
+    assert_eq!(out, [3.0, 2.0, 5.0, 4.0]);
+    assert_eq!(arg, [0, 3, 2 * 5 + 1, 2 * 5 + 2]);
+
+    let d_out = vec![1.0, 2.0, 3.0, 4.0];
+    let mut d_in = vec![f32::NAN; 25];
+    cpu.maxpool_backward(&mut d_in, &d_out, &arg, &s);
+    let mut want = vec![0.0; 25];
+    want[0] = 1.0;
+    want[3] = 2.0;
+    want[11] = 3.0;
+    want[12] = 4.0;
+    assert_eq!(d_in, want, "gradient goes to the chosen element only");
+
+    // A whole constant plane (negative zero included): every window picks its top-left.
+    for value in [0.0f32, -0.0, -2.5] {
+        let x = vec![value; 25];
+        cpu.maxpool_forward(&mut out, &mut arg, &x, &s);
+        assert_eq!(arg, [0, 2, 10, 12], "constant {value}");
+    }
+}
+
+// ---- dense --------------------------------------------------------------------------------
+
+fn dense_inputs(s: &DenseShape, seed: u64) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    (
+        random_vec(s.input_len(), -1.0, 1.0, seed),
+        random_vec(s.weight_len(), -0.5, 0.5, seed + 1),
+        random_vec(s.bias_len(), -0.5, 0.5, seed + 2),
+    )
+}
+
+#[test]
+fn dense_forward_matches_loops() {
+    let s = DENSE;
+    let cpu = CpuBackend::new(1);
+    let (x, w, b) = dense_inputs(&s, 70);
+    let (params, b_off, w_off) = params_with(&b, &w, 73);
+    let mut out = vec![f32::NAN; s.output_len()];
+    cpu.dense_forward(&mut out, &x, &params, w_off, b_off, &s);
+    let want = dense_ref(&to_f64(&x), &to_f64(&w), &to_f64(&b), &s);
+    assert_close("dense forward", &out, &to_f32(&want), ATOL, RTOL);
+}
+
+#[test]
+fn dense_backward_matches_finite_differences() {
+    let s = DENSE;
+    let cpu = CpuBackend::new(1);
+    let (x, w, b) = dense_inputs(&s, 80);
+    let r = random_vec(s.output_len(), -1.0, 1.0, 83);
+    let (params, w_off, _) = params_with(&w, &b, 84);
+    let mut d_in = vec![f32::NAN; s.input_len()];
+    cpu.dense_backward_input(&mut d_in, &r, &params, w_off, &s);
+    let (mut grads, gw_off, gb_off) =
+        params_with(&vec![9.0; s.weight_len()], &vec![9.0; s.bias_len()], 85);
+    cpu.dense_backward_weight(&mut grads, gw_off, gb_off, &r, &x, &s);
+
+    let (x64, w64, b64, r64) = (to_f64(&x), to_f64(&w), to_f64(&b), to_f64(&r));
+    let fd_x = finite_diff(&x64, 1e-3, |x| dot(&r64, &dense_ref(x, &w64, &b64, &s)));
+    let fd_w = finite_diff(&w64, 1e-3, |w| dot(&r64, &dense_ref(&x64, w, &b64, &s)));
+    let fd_b = finite_diff(&b64, 1e-3, |b| dot(&r64, &dense_ref(&x64, &w64, b, &s)));
+    assert_close("dense d_input", &d_in, &to_f32(&fd_x), ATOL, RTOL);
+    let got_w = &grads[gw_off..gw_off + s.weight_len()];
+    let got_b = &grads[gb_off..gb_off + s.bias_len()];
+    assert_close("dense d_weight", got_w, &to_f32(&fd_w), ATOL, RTOL);
+    assert_close("dense d_bias", got_b, &to_f32(&fd_b), ATOL, RTOL);
+}
+
+// ---- activations --------------------------------------------------------------------------
+
+/// Inputs in [−4, 4] kept at least 0.05 away from 0, the kink of relu, elu and selu.
+fn activation_inputs(len: usize, seed: u64) -> Vec<f32> {
+    random_vec(len, -4.0, 4.0, seed)
+        .into_iter()
+        .map(|x| {
+            if x.abs() < 0.05 {
+                x.signum() * 0.05 + x
+            } else {
+                x
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn activation_forward_matches_formulas() {
+    let cpu = CpuBackend::new(2);
+    // Longer than one parallel chunk (16,384) so the split path runs; `len` stops short of
+    // the buffer, whose tail must keep its values.
+    let len = 40_000;
+    let x = activation_inputs(len + 5, 90);
+    for act in Activation::ALL {
+        let mut out = vec![7.0; len + 5];
+        cpu.activation_forward(&mut out, &x, act, len);
+        let want: Vec<f32> = x[..len]
+            .iter()
+            .map(|&v| act_ref(act, v as f64) as f32)
+            .collect();
+        // exp/tanh in f32 are within a few ulp of the f64 value: 1e-6 relative.
+        assert_close(act.name(), &out[..len], &want, 1e-6, 1e-6);
+        assert_eq!(out[len..], [7.0; 5], "{} wrote past len", act.name());
+    }
+}
+
+#[test]
+fn activation_backward_matches_finite_differences() {
+    let cpu = CpuBackend::new(2);
+    let len = 97;
+    let x = activation_inputs(len, 100);
+    let r = random_vec(len, -1.0, 1.0, 101);
+    let r64 = to_f64(&r);
+    for act in Activation::ALL {
+        let mut y = cpu.zeros(len);
+        cpu.activation_forward(&mut y, &x, act, len);
+        let mut d_in = vec![f32::NAN; len];
+        cpu.activation_backward(&mut d_in, &r, &y, act, len);
+        let fd = finite_diff(&to_f64(&x), 1e-4, |x| {
+            x.iter().zip(&r64).map(|(&v, g)| g * act_ref(act, v)).sum()
+        });
+        assert_close(act.name(), &d_in, &to_f32(&fd), ATOL, RTOL);
+    }
+}
+
+// ---- softmax + cross-entropy ----------------------------------------------------------
+
+const CLASSES: usize = 7;
+
+fn labels_for(batch: usize, seed: u64) -> Vec<u32> {
+    let mut r = Rng::new(seed);
+    (0..batch).map(|_| r.below(CLASSES) as u32).collect()
+}
+
+#[test]
+fn softmax_cross_entropy_forward_matches_reference_and_accumulates_stats() {
+    let cpu = CpuBackend::new(1);
+    let batch = 5;
+    let logits = random_vec(batch * CLASSES, -3.0, 3.0, 110);
+    let labels = labels_for(batch, 111);
+    let unweighted = vec![1.0; CLASSES];
+    let weighted = random_vec(CLASSES, 0.5, 2.0, 112);
+    for weights in [unweighted, weighted] {
+        let (losses, probs_ref) =
+            softmax_ce_ref(&to_f64(&logits), &labels, &to_f64(&weights), CLASSES);
+        let mut probs = vec![f32::NAN; batch * CLASSES];
+        // Stats start non-zero: the op adds to them.
+        let start = [1.5f32, 2.0, 3.0, 4.25];
+        let mut st = start.to_vec();
+        cpu.softmax_cross_entropy_forward(
+            &mut probs, &mut st, &logits, &labels, &weights, batch, CLASSES,
+        );
+        assert_close("probs", &probs, &to_f32(&probs_ref), 1e-6, 1e-5);
+        let correct = (0..batch)
+            .filter(|&b| first_max(&logits[b * CLASSES..(b + 1) * CLASSES]) == labels[b] as usize)
+            .count();
+        let w_sum: f64 = labels.iter().map(|&y| weights[y as usize] as f64).sum();
+        let want = [
+            start[0] as f64 + losses.iter().sum::<f64>(),
+            start[1] as f64 + correct as f64,
+            start[2] as f64 + batch as f64,
+            start[3] as f64 + w_sum,
+        ];
+        assert_close("stats", &st, &to_f32(&want), ATOL, RTOL);
+
+        // A second batch adds again.
+        cpu.softmax_cross_entropy_forward(
+            &mut probs, &mut st, &logits, &labels, &weights, batch, CLASSES,
+        );
+        let twice: Vec<f64> = (0..stats::LEN)
+            .map(|i| 2.0 * want[i] - start[i] as f64)
+            .collect();
+        assert_close("stats twice", &st, &to_f32(&twice), ATOL, RTOL);
+    }
+}
+
+#[test]
+fn softmax_cross_entropy_counts_ties_as_the_first_maximum() {
+    let cpu = CpuBackend::new(1);
+    // Classes 2 and 4 tie for the maximum: only label 2 counts as correct.
+    let mut row = vec![0.0f32; CLASSES];
+    row[2] = 1.0;
+    row[4] = 1.0;
+    let logits: Vec<f32> = [row.clone(), row].concat();
+    let labels = vec![2u32, 4];
+    let mut probs = cpu.zeros(2 * CLASSES);
+    let mut st = cpu.zeros(stats::LEN);
+    let weights = vec![1.0; CLASSES];
+    cpu.softmax_cross_entropy_forward(&mut probs, &mut st, &logits, &labels, &weights, 2, CLASSES);
+    assert_eq!(st[stats::CORRECT], 1.0);
+    assert_eq!(st[stats::SAMPLES], 2.0);
+}
+
+#[test]
+fn softmax_cross_entropy_is_stable_for_logits_of_plus_minus_100() {
+    let cpu = CpuBackend::new(1);
+    #[rustfmt::skip]
+    let logits: Vec<f32> = vec![
+        100.0, -100.0, -100.0, -100.0, -100.0, -100.0, -100.0, // label 1: loss ≈ 200
+        100.0, 100.0, -100.0, -100.0, -100.0, -100.0, -100.0,  // label 0: loss ln 2
+        -100.0, -100.0, -100.0, -100.0, -100.0, -100.0, 100.0, // label 6: loss ≈ 0
+        100.0, 100.0, 100.0, 100.0, 100.0, 100.0, 100.0,       // label 3: loss ln 7
+    ];
+    let labels = vec![1u32, 0, 6, 3];
+    let weights = vec![1.0; CLASSES];
+    let batch = labels.len();
+    let mut probs = cpu.zeros(batch * CLASSES);
+    let mut st = cpu.zeros(stats::LEN);
+    cpu.softmax_cross_entropy_forward(
+        &mut probs, &mut st, &logits, &labels, &weights, batch, CLASSES,
+    );
+    assert!(probs
+        .iter()
+        .all(|p| p.is_finite() && (0.0..=1.0).contains(p)));
+    for (b, row) in probs.chunks(CLASSES).enumerate() {
+        let sum: f32 = row.iter().sum();
+        assert!((sum - 1.0).abs() < 1e-6, "row {b} sums to {sum}");
+    }
+    let (losses, _) = softmax_ce_ref(&to_f64(&logits), &labels, &[1.0; CLASSES], CLASSES);
+    assert!((losses[0] - 200.0).abs() < 1e-9 && (losses[1] - 2f64.ln()).abs() < 1e-12);
+    let total: f64 = losses.iter().sum();
+    assert!(st[stats::LOSS_SUM].is_finite());
+    assert!(
+        (st[stats::LOSS_SUM] as f64 - total).abs() < 1e-4 * total,
+        "loss {} want {total}",
+        st[stats::LOSS_SUM]
+    );
+    assert_eq!(
+        st[stats::CORRECT],
+        2.0,
+        "rows 1 (tie, label 0) and 2 are correct"
+    );
+
+    let mut d = vec![f32::NAN; batch * CLASSES];
+    cpu.softmax_cross_entropy_backward(&mut d, &probs, &labels, &weights, batch, CLASSES);
+    assert!(d.iter().all(|g| g.is_finite()));
+}
+
+#[test]
+fn softmax_cross_entropy_backward_matches_finite_differences() {
+    let cpu = CpuBackend::new(1);
+    let batch = 3;
+    let logits = random_vec(batch * CLASSES, -3.0, 3.0, 120);
+    let labels = labels_for(batch, 121);
+    for (n, weights) in [vec![1.0; CLASSES], random_vec(CLASSES, 0.5, 2.0, 122)]
+        .into_iter()
+        .enumerate()
+    {
+        let mut probs = cpu.zeros(batch * CLASSES);
+        let mut st = cpu.zeros(stats::LEN);
+        cpu.softmax_cross_entropy_forward(
+            &mut probs, &mut st, &logits, &labels, &weights, batch, CLASSES,
+        );
+        let mut d = vec![f32::NAN; batch * CLASSES];
+        cpu.softmax_cross_entropy_backward(&mut d, &probs, &labels, &weights, batch, CLASSES);
+        // The batch loss is the weighted sum over the batch size (Keras' reduction).
+        let w64 = to_f64(&weights);
+        let fd = finite_diff(&to_f64(&logits), 1e-4, |x| {
+            softmax_ce_ref(x, &labels, &w64, CLASSES)
+                .0
+                .iter()
+                .sum::<f64>()
+                / batch as f64
+        });
+        assert_close(&format!("d_logits {n}"), &d, &to_f32(&fd), 1e-6, RTOL);
+    }
+}
+
+#[test]
+fn confusion_accumulates_true_rows_and_first_max_columns() {
+    let cpu = CpuBackend::new(1);
+    let batch = 40;
+    let mut probs = random_vec(batch * CLASSES, 0.0, 1.0, 130);
+    // Sample 0 ties classes 1 and 5: the first, 1, is the prediction.
+    probs[..CLASSES].copy_from_slice(&[0.1, 0.4, 0.0, 0.0, 0.1, 0.4, 0.0]);
+    let labels = labels_for(batch, 131);
+    let mut want = vec![3u32; CLASSES * CLASSES]; // starts non-zero: the op adds
+    let mut conf = want.clone();
+    for b in 0..batch {
+        let p = first_max(&probs[b * CLASSES..(b + 1) * CLASSES]);
+        want[labels[b] as usize * CLASSES + p] += 1;
+    }
+    cpu.confusion_accumulate(&mut conf, &probs, &labels, batch, CLASSES);
+    assert_eq!(conf, want);
+    assert_eq!(conf.iter().sum::<u32>(), 3 * 49 + batch as u32);
+    assert_eq!(
+        conf[labels[0] as usize * CLASSES + 1],
+        want[labels[0] as usize * CLASSES + 1]
+    );
+}
+
+// ---- data and optimizer -------------------------------------------------------------------
+
+#[test]
+fn gather_batch_scales_bytes_by_one_over_255_in_order() {
+    let cpu = CpuBackend::new(2);
+    let n = 5;
+    let mut r = Rng::new(140);
+    let mut pixels: Vec<u8> = (0..n * IMAGE_PIXELS).map(|_| r.below(256) as u8).collect();
+    pixels[0] = 0;
+    pixels[1] = 255;
+    let labels: Vec<u8> = (0..n).map(|i| (i * 3 % 7) as u8).collect();
+    let images = cpu.upload_images(&pixels, &labels);
+    let order = cpu.upload_indices(&[4, 0, 2, 1, 3]);
+    let (offset, batch) = (1, 3);
+    let mut x = vec![-1.0; (batch + 1) * IMAGE_PIXELS]; // room for one more image
+    let mut y = vec![99u32; batch + 1];
+    cpu.gather_batch(&mut x, &mut y, &images, &order, offset, batch);
+
+    let rows = [0usize, 2, 1];
+    assert_eq!(y, [0, 6, 3, 99]);
+    let want: Vec<f32> = rows
+        .iter()
+        .flat_map(|&r| &pixels[r * IMAGE_PIXELS..(r + 1) * IMAGE_PIXELS])
+        .map(|&p| (p as f64 / 255.0) as f32)
+        .collect();
+    // The multiply by the f32 nearest 1/255 may differ from the division by one ulp.
+    assert_close("x", &x[..batch * IMAGE_PIXELS], &want, 0.0, 1.2e-7);
+    assert_eq!((x[0], x[1]), (0.0, 1.0));
+    assert_eq!(x[5], f32::from(pixels[5]) * PIXEL_SCALE);
+    assert!(x[batch * IMAGE_PIXELS..].iter().all(|&v| v == -1.0));
+}
+
+#[test]
+fn adam_step_matches_hand_written_keras_adam() {
+    let cpu = CpuBackend::new(2);
+    let n = 20_000; // more than one parallel chunk
+                    // The constants as the f32 values the backend (and Keras in float32) holds: 0.999f32 is
+                    // 0.99900001, so 1 − β₂ differs from 0.001 by 1.3e-5 relative, more than the tolerance.
+    let (lr, b1, b2, eps) = (1e-3f32, 0.9f32, 0.999f32, 1e-7f32);
+    let (lr, b1, b2, eps) = (lr as f64, b1 as f64, b2 as f64, eps as f64);
+    let p0 = random_vec(n, -1.0, 1.0, 150);
+    let mut params = p0.clone();
+    let (mut m, mut v) = (cpu.zeros(n), cpu.zeros(n));
+    let mut want_p = to_f64(&p0);
+    let (mut want_m, mut want_v) = (vec![0.0f64; n], vec![0.0f64; n]);
+    for t in 1..=4u64 {
+        let mut grads = random_vec(n, -2.0, 2.0, 150 + t);
+        grads[0] = 0.0; // v = 0: the step must be exactly 0, not NaN
+        grads[1] = 1e-8; // tiny: ε in the denominator dominates √v
+        grads[2] = -3e-9;
+        cpu.adam_step(
+            &mut params,
+            &grads,
+            &mut m,
+            &mut v,
+            &AdamStep::new(lr as f32, b1 as f32, b2 as f32, eps as f32, t),
+        );
+        // Keras (2.x `Adam`): bias correction folded into the step size, ε added to √v.
+        let lr_t = lr * (1.0 - b2.powi(t as i32)).sqrt() / (1.0 - b1.powi(t as i32));
+        for i in 0..n {
+            let g = grads[i] as f64;
+            want_m[i] = b1 * want_m[i] + (1.0 - b1) * g;
+            want_v[i] = b2 * want_v[i] + (1.0 - b2) * g * g;
+            want_p[i] -= lr_t * want_m[i] / (want_v[i].sqrt() + eps);
+        }
+        assert_close(&format!("m, step {t}"), &m, &to_f32(&want_m), 1e-7, 1e-5);
+        assert_close(&format!("v, step {t}"), &v, &to_f32(&want_v), 1e-9, 1e-5);
+        // Each step moves a parameter by ≤ lr·O(1); f32 params carry 6e-8 of rounding.
+        assert_close(
+            &format!("params, step {t}"),
+            &params,
+            &to_f32(&want_p),
+            2e-7,
+            1e-6,
+        );
+    }
+    assert_eq!(
+        params[0],
+        p0[0] - 0.0,
+        "zero gradient, zero moments, no step"
+    );
+    // A 1e-8 gradient moves a parameter by ~3e-6 per step because ε = 1e-7 dominates
+    // √v ≈ 3e-10; without ε the step would be ≈ lr.
+    let moved = (params[1] - p0[1]).abs() as f64;
+    assert!(moved < 0.1 * lr, "ε ignored: moved {moved}");
+}
+
+// ---- threads ------------------------------------------------------------------------------
+
+#[test]
+fn two_threads_give_the_same_conv_and_dense_results_as_one() {
+    let one = CpuBackend::new(1);
+    let two = CpuBackend::new(2);
+    // batch 1 hands both threads to gemm inside one image; batch 3 splits images 2 + 1;
+    // batch 4 splits 2 + 2, which regroups the weight-gradient sum.
+    for batch in [1, 3, 4] {
+        let s = Conv2dShape {
+            batch,
+            in_c: 5,
+            in_h: 17,
+            in_w: 19,
+            out_c: 24,
+            k: 3,
+        };
+        let (x, w, b) = conv_inputs(&s, 160 + batch as u64);
+        let (params, w_off, b_off) = params_with(&w, &b, 170);
+        let d_out = random_vec(s.output_len(), -1.0, 1.0, 171);
+        let run = |cpu: &CpuBackend| {
+            let mut out = cpu.zeros(s.output_len());
+            cpu.conv2d_forward(&mut out, &x, &params, w_off, b_off, &s);
+            let mut d_in = cpu.zeros(s.input_len());
+            cpu.conv2d_backward_input(&mut d_in, &d_out, &params, w_off, &s);
+            let mut grads = cpu.zeros(params.len());
+            cpu.conv2d_backward_weight(&mut grads, w_off, b_off, &d_out, &x, &s);
+            (out, d_in, grads)
+        };
+        let (o1, i1, g1) = run(&one);
+        let (o2, i2, g2) = run(&two);
+        assert_eq!(o1, o2, "conv forward, batch {batch}");
+        assert_eq!(i1, i2, "conv d_input, batch {batch}");
+        // Each worker sums its own images' weight gradients and the workers' sums are added
+        // in worker order: deterministic for a given thread count (checked bit-exact below),
+        // but the grouping differs from one thread's running sum, so 1 vs 2 threads agree
+        // only to rounding.
+        assert_close(
+            &format!("conv d_weight, batch {batch}"),
+            &g2,
+            &g1,
+            1e-5,
+            1e-5,
+        );
+        assert_eq!(run(&two).2, g2, "two-thread d_weight is deterministic");
+    }
+
+    let s = DenseShape {
+        batch: 64,
+        in_f: 300,
+        out_f: 120,
+    };
+    let (x, w, b) = dense_inputs(&s, 180);
+    let (params, w_off, b_off) = params_with(&w, &b, 183);
+    let d_out = random_vec(s.output_len(), -1.0, 1.0, 184);
+    let run = |cpu: &CpuBackend| {
+        let mut out = cpu.zeros(s.output_len());
+        cpu.dense_forward(&mut out, &x, &params, w_off, b_off, &s);
+        let mut d_in = cpu.zeros(s.input_len());
+        cpu.dense_backward_input(&mut d_in, &d_out, &params, w_off, &s);
+        let mut grads = cpu.zeros(params.len());
+        cpu.dense_backward_weight(&mut grads, w_off, b_off, &d_out, &x, &s);
+        (out, d_in, grads)
+    };
+    let (o1, i1, g1) = run(&one);
+    let (o2, i2, g2) = run(&two);
+    assert_eq!(o1, o2, "dense forward");
+    assert_eq!(i1, i2, "dense d_input");
+    assert_eq!(g1, g2, "dense d_weight");
+}
