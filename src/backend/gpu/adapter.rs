@@ -171,6 +171,17 @@ pub fn list_adapters(api: Option<GpuApi>) -> Vec<AdapterSummary> {
     list_adapters_of(&enumerate(&instance(api)))
 }
 
+/// The `fergpu adapters` listing: one line per adapter (`[index] name (kind, API, driver)`),
+/// or a line saying none was found and what to do.
+pub fn format_adapters(list: &[AdapterSummary]) -> String {
+    if list.is_empty() {
+        return "no GPU adapter found (no Vulkan, Metal, DX12 or GL driver answered); \
+                fergpu will use the CPU reference (`--adapter cpu`)\n"
+            .to_string();
+    }
+    list.iter().map(|s| format!("{s}\n")).collect()
+}
+
 /// The summaries of `adapters`, indexed by position.
 pub(crate) fn list_adapters_of(adapters: &[wgpu::Adapter]) -> Vec<AdapterSummary> {
     adapters
@@ -283,6 +294,18 @@ mod tests {
         assert_eq!(choose(&AdapterRequest::Integrated, &m).unwrap(), 2);
         assert_eq!(choose(&AdapterRequest::Name("llvm".into()), &m).unwrap(), 1);
         assert_eq!(choose(&AdapterRequest::Index(0), &m).unwrap(), 0);
+    }
+
+    #[test]
+    fn listing_has_one_line_per_adapter() {
+        let text = format_adapters(&machine());
+        assert_eq!(text.lines().count(), 4);
+        assert!(text
+            .lines()
+            .nth(3)
+            .unwrap()
+            .starts_with("[3] NVIDIA RTX 4090 (discrete"));
+        assert!(format_adapters(&[]).contains("--adapter cpu"));
     }
 
     #[test]
