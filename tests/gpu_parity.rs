@@ -15,11 +15,13 @@ mod common;
 
 use common::{assert_close, random_vec};
 use fergpu::backend::cpu::CpuBackend;
-use fergpu::backend::gpu::adapter::AdapterRequest;
+use fergpu::backend::gpu::adapter::{format_adapters, list_adapters, AdapterRequest};
 use fergpu::backend::gpu::GpuBackend;
 use fergpu::backend::{stats, Activation, AdamStep, Backend};
+use fergpu::device::{run_on, DeviceChoice, Job};
 use fergpu::rng::Rng;
 use fergpu::shape::{Conv2dShape, DenseShape, PoolShape, IMAGE_PIXELS};
+use fergpu::Error;
 use std::sync::OnceLock;
 
 /// Whether a missing GPU must fail the tests.
@@ -513,4 +515,92 @@ fn a_grid_beyond_65535_workgroups_folds_into_two_dimensions() {
     // Relu is exact.
     assert_close("relu over a 2-D grid", &got, &want, 0.0, 0.0);
     gpu.check().expect("the GPU reported an error");
+}
+
+// ---- errors and device choice --------------------------------------------------------------
+
+#[test]
+fn an_unmet_adapter_request_is_a_typed_error_naming_what_exists() {
+    let Some(&gpu) = gpus().first() else {
+        return;
+    };
+    let listed = list_adapters(None);
+    assert!(listed.iter().any(|a| a.name == gpu.adapter().name));
+    assert!(format_adapters(&listed).contains(&gpu.adapter().name));
+    match GpuBackend::new(&AdapterRequest::Name("no such adapter 0xfe".into()), None) {
+        Err(Error::NoAdapter { wanted, found }) => {
+            assert_eq!(wanted, "no such adapter 0xfe");
+            assert!(found.contains(&gpu.adapter().name), "{found}");
+        }
+        other => panic!("expected NoAdapter, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_buffer_too_large_to_bind_is_a_gpu_error_not_a_panic() {
+    if gpus().is_empty() {
+        return;
+    }
+    // A device of its own: once it reported an error it is not trusted again.
+    let gpu = open(None).expect("opened above");
+    let limit = gpu.limits().max_storage_buffer_binding_size as usize;
+    if limit > 1 << 30 {
+        eprintln!("note: binding limit {limit} too large to exceed cheaply; skipped");
+        return;
+    }
+    let images = gpu.upload_images(&[7; IMAGE_PIXELS], &[3]);
+    let order = gpu.upload_indices(&[0]);
+    let mut x = gpu.zeros(limit / 4 + 1);
+    let mut labels = gpu.zeros_indices(1);
+    gpu.gather_batch(&mut x, &mut labels, &images, &order, 0, 1);
+    gpu.submit();
+    let err = gpu
+        .check()
+        .expect_err("an oversized binding must be reported");
+    assert!(matches!(err, Error::Gpu(_)), "{err:?}");
+    assert!(err.to_string().contains("--batch-size"), "{err}");
+    // The device still answers (the invalid launch was never recorded).
+    assert_eq!(gpu.download_indices(&labels), vec![0]);
+}
+
+/// Reports the device it ran on and a round-tripped value.
+struct Echo;
+
+impl Job for Echo {
+    type Output = (String, f32);
+    fn run<B: Backend>(self, be: &B, device: &str) -> fergpu::Result<(String, f32)> {
+        let t = be.upload(&[1.0, 2.5]);
+        Ok((device.to_string(), be.download(&t)[1]))
+    }
+}
+
+fn choice(adapter: &str, api: Option<&str>) -> DeviceChoice {
+    DeviceChoice {
+        adapter: adapter.into(),
+        gpu_backend: api.map(String::from),
+        threads: 1,
+    }
+}
+
+#[test]
+fn device_choice_runs_jobs_on_the_cpu_or_the_chosen_adapter() {
+    let (name, v) = run_on(&choice("cpu", None), Echo).unwrap();
+    assert!(name.starts_with("CPU reference"), "{name}");
+    assert_eq!(v, 2.5);
+    assert!(matches!(
+        run_on(&choice("auto", Some("cuda")), Echo),
+        Err(Error::Config(_))
+    ));
+    let Some(&gpu) = gpus().first() else {
+        return;
+    };
+    let (name, v) = run_on(&choice("auto", None), Echo).unwrap();
+    assert!(name.starts_with(&gpu.adapter().name), "{name}");
+    assert_eq!(v, 2.5);
+    let (name, _) = run_on(&choice(&gpu.adapter().index.to_string(), None), Echo).unwrap();
+    assert!(name.starts_with(&gpu.adapter().name), "{name}");
+    assert!(matches!(
+        run_on(&choice("no such adapter 0xfe", None), Echo),
+        Err(Error::NoAdapter { .. })
+    ));
 }

@@ -90,8 +90,7 @@ pub(crate) struct Context {
 impl Context {
     /// Opens the adapter `req` asks for through `api`, with the adapter's own limits.
     pub(crate) fn open(req: &AdapterRequest, api: Option<GpuApi>) -> Result<Context> {
-        let instance = adapter::instance(api);
-        let adapters = adapter::enumerate(&instance);
+        let adapters = adapter::enumerate(api);
         let found = adapter::list_adapters_of(&adapters);
         let index = adapter::choose(req, &found)?;
         let adapter = &adapters[index];

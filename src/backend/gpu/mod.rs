@@ -96,7 +96,21 @@ impl GpuBackend {
     }
 
     /// Records `kernel` over `invocations` work items (folded into 2-D as needed).
+    /// A buffer the device cannot bind is reported (once per launch) and the launch is
+    /// skipped, so no invalid work is ever submitted.
     fn launch(&self, kernel: Kernel, uniform: &[u32], buffers: &[&Buf], invocations: usize) {
+        let limit = u64::from(self.ctx.limits.max_storage_buffer_binding_size);
+        if let Some(big) = buffers.iter().find(|b| b.raw.size() > limit) {
+            self.ctx.errors.push(format!(
+                "{}: a {} MiB buffer exceeds what {} can bind at once ({} MiB); use a smaller \
+                 --batch-size or a smaller model, or another adapter (`fergpu adapters`)",
+                kernel.spec().entry,
+                big.raw.size() >> 20,
+                self.ctx.summary.name,
+                limit >> 20
+            ));
+            return;
+        }
         let wg = kernel.spec().workgroup as usize;
         let (x, y) = dispatch_2d(invocations, wg, self.max_dim);
         let limit = self.ctx.limits.max_compute_workgroups_per_dimension;
@@ -238,16 +252,6 @@ impl Backend for GpuBackend {
             labels.iter().all(|&l| (l as usize) < NUM_CLASSES),
             "a label is not in 0..{NUM_CLASSES}"
         );
-        let limit = self.ctx.limits.max_storage_buffer_binding_size;
-        if pixels.len() as u64 > u64::from(limit) {
-            self.ctx.errors.push(format!(
-                "the data set's {} MB of pixels exceed what {} can bind at once ({} MB); use \
-                 fewer images or another adapter",
-                pixels.len() >> 20,
-                self.ctx.summary.name,
-                limit >> 20
-            ));
-        }
         let device = &self.ctx.device;
         GpuImages::new(
             Buf::init(device, &pack_bytes(pixels), "pixels"),
