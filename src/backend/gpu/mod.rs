@@ -99,7 +99,7 @@ impl GpuBackend {
     /// A buffer the device cannot bind is reported (once per launch) and the launch is
     /// skipped, so no invalid work is ever submitted.
     fn launch(&self, kernel: Kernel, uniform: &[u32], buffers: &[&Buf], invocations: usize) {
-        let limit = u64::from(self.ctx.limits.max_storage_buffer_binding_size);
+        let limit = self.ctx.limits.max_storage_buffer_binding_size;
         if let Some(big) = buffers.iter().find(|b| b.raw.size() > limit) {
             self.ctx.errors.push(format!(
                 "{}: a {} MiB buffer exceeds what {} can bind at once ({} MiB); use a smaller \
