@@ -5,6 +5,7 @@
 //! it, so ids are never reused while it matters).
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use wgpu::util::DeviceExt;
 
 /// Next buffer id; 0 is never handed out.
@@ -21,6 +22,8 @@ const STORAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
 pub(crate) struct Buf {
     pub(crate) raw: wgpu::Buffer,
     pub(crate) id: u64,
+    /// Dropped with the buffer: lets the bind group cache drop entries of dead buffers.
+    alive: Arc<()>,
 }
 
 impl Buf {
@@ -58,7 +61,13 @@ impl Buf {
         Buf {
             raw,
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            alive: Arc::new(()),
         }
+    }
+
+    /// A token that dies with this buffer.
+    pub(crate) fn token(&self) -> Weak<()> {
+        Arc::downgrade(&self.alive)
     }
 }
 

@@ -122,19 +122,50 @@ impl GpuBackend {
             .dispatch(&self.ctx, &self.pipelines, kernel, uniform, buffers, (x, y));
     }
 
+    /// Whether a buffer of `bytes` can exist on this device; if not, the reason is recorded
+    /// for `check` and the caller makes a 4-byte stand-in (ops on it are skipped or
+    /// bounds-checked by the device, so nothing crashes before the error is reported).
+    fn fits(&self, bytes: u64, label: &str) -> bool {
+        let limit = self.ctx.limits.max_buffer_size;
+        if bytes <= limit {
+            return true;
+        }
+        self.ctx.errors.push(format!(
+            "a {} MiB {label} buffer exceeds the largest buffer {} allows ({} MiB); use a \
+             smaller --batch-size, a smaller model or data set, or another adapter",
+            bytes >> 20,
+            self.ctx.summary.name,
+            limit >> 20
+        ));
+        false
+    }
+
+    fn buf_zeroed(&self, bytes: u64, label: &str) -> Buf {
+        let bytes = if self.fits(bytes, label) { bytes } else { 4 };
+        Buf::zeroed(&self.ctx.device, bytes, label)
+    }
+
+    fn buf_init(&self, bytes: &[u8], label: &str) -> Buf {
+        if self.fits(bytes.len() as u64, label) {
+            Buf::init(&self.ctx.device, bytes, label)
+        } else {
+            Buf::zeroed(&self.ctx.device, 4, label)
+        }
+    }
+
     fn new_tensor(&self, len: usize) -> GpuTensor {
-        GpuTensor::new(Buf::zeroed(&self.ctx.device, 4 * len as u64, "tensor"), len)
+        GpuTensor::new(self.buf_zeroed(4 * len as u64, "tensor"), len)
     }
 
     /// Writes `bytes` at the start of `dst`, ordered after every op recorded so far.
     fn write_bytes(&self, dst: &Buf, bytes: &[u8]) {
-        if bytes.is_empty() {
-            return;
+        if bytes.is_empty() || (bytes.len() as u64) > dst.raw.size() {
+            return; // empty, or a stand-in for a buffer that could not be made (reported)
         }
         let mut rec = self.rec();
         if rec.pending() {
             // A queue write would land before the recorded ops: copy in the encoder instead.
-            let staging = Buf::init(&self.ctx.device, bytes, "staging");
+            let staging = self.buf_init(bytes, "staging");
             let size = bytes.len() as u64;
             rec.encoder(&self.ctx)
                 .copy_buffer_to_buffer(&staging.raw, 0, &dst.raw, 0, size);
@@ -147,6 +178,9 @@ impl GpuBackend {
     /// them (None when the device failed; the reason is recorded for `check`).
     fn read_bytes(&self, src: &Buf, bytes: u64) -> Option<Vec<u8>> {
         let size = buffers::padded(bytes);
+        if size > src.raw.size() {
+            return None; // a stand-in for a buffer that could not be made (reported)
+        }
         let staging = self.ctx.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("readback"),
             size,
@@ -199,7 +233,7 @@ impl Backend for GpuBackend {
     }
 
     fn upload(&self, data: &[f32]) -> GpuTensor {
-        let buf = Buf::init(&self.ctx.device, bytemuck::cast_slice(data), "tensor");
+        let buf = self.buf_init(bytemuck::cast_slice(data), "tensor");
         GpuTensor::new(buf, data.len())
     }
 
@@ -216,14 +250,11 @@ impl Backend for GpuBackend {
     }
 
     fn zeros_indices(&self, len: usize) -> GpuIndices {
-        GpuIndices::new(
-            Buf::zeroed(&self.ctx.device, 4 * len as u64, "indices"),
-            len,
-        )
+        GpuIndices::new(self.buf_zeroed(4 * len as u64, "indices"), len)
     }
 
     fn upload_indices(&self, data: &[u32]) -> GpuIndices {
-        let buf = Buf::init(&self.ctx.device, bytemuck::cast_slice(data), "indices");
+        let buf = self.buf_init(bytemuck::cast_slice(data), "indices");
         GpuIndices::new(buf, data.len())
     }
 
@@ -252,10 +283,9 @@ impl Backend for GpuBackend {
             labels.iter().all(|&l| (l as usize) < NUM_CLASSES),
             "a label is not in 0..{NUM_CLASSES}"
         );
-        let device = &self.ctx.device;
         GpuImages::new(
-            Buf::init(device, &pack_bytes(pixels), "pixels"),
-            Buf::init(device, &pack_bytes(labels), "labels"),
+            self.buf_init(&pack_bytes(pixels), "pixels"),
+            self.buf_init(&pack_bytes(labels), "labels"),
             labels.len(),
         )
     }

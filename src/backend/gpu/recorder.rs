@@ -13,6 +13,7 @@ use super::buffers::Buf;
 use super::context::Context;
 use super::kernels::{Kernel, Pipelines};
 use std::collections::{HashMap, VecDeque};
+use std::sync::Weak;
 
 /// Bytes per uniform page.
 const PAGE: u64 = 64 * 1024;
@@ -20,6 +21,8 @@ const PAGE: u64 = 64 * 1024;
 const IN_FLIGHT: usize = 2;
 /// Cached bind groups kept before the cache is emptied (it holds buffers alive).
 const MAX_CACHED: usize = 4096;
+/// New cache entries between sweeps for entries whose buffers were dropped.
+const SWEEP_EVERY: usize = 256;
 /// Most storage buffers a kernel binds.
 const MAX_BUFFERS: usize = 6;
 
@@ -41,7 +44,11 @@ pub(crate) struct Recorder {
     cursor: (usize, u64),
     /// Bytes per uniform slot (the device's uniform offset alignment, at least 256).
     slot: u64,
-    cache: HashMap<BindKey, wgpu::BindGroup>,
+    /// Bind groups with tokens of the buffers they bind (a cached bind group keeps its
+    /// buffers alive, so entries whose tensors the caller dropped are swept out).
+    cache: HashMap<BindKey, (wgpu::BindGroup, Vec<Weak<()>>)>,
+    /// Entries added since the last sweep.
+    added: usize,
     in_flight: VecDeque<wgpu::SubmissionIndex>,
 }
 
@@ -55,6 +62,7 @@ impl Recorder {
             cursor: (0, 0),
             slot,
             cache: HashMap::new(),
+            added: 0,
             in_flight: VecDeque::new(),
         }
     }
@@ -129,8 +137,16 @@ impl Recorder {
             offset: offset as u32,
             buffers: ids,
         };
-        if self.cache.len() >= MAX_CACHED && !self.cache.contains_key(&key) {
-            self.cache.clear();
+        if !self.cache.contains_key(&key) {
+            self.added += 1;
+            if self.added >= SWEEP_EVERY {
+                self.added = 0;
+                self.cache
+                    .retain(|_, (_, tokens)| tokens.iter().all(|t| t.strong_count() > 0));
+            }
+            if self.cache.len() >= MAX_CACHED {
+                self.cache.clear();
+            }
         }
         let size = std::num::NonZeroU64::new(self.slot);
         let uniform_buffer = &self.pages[page].0;
@@ -149,13 +165,14 @@ impl Recorder {
                     resource: b.raw.as_entire_binding(),
                 });
             }
-            ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            let bind_group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
                 label: Some(spec.entry),
                 layout: pipelines.layout(kernel),
                 entries: &entries,
-            })
+            });
+            (bind_group, buffers.iter().map(|b| b.token()).collect())
         });
-        let bind_group = bind_group.clone();
+        let bind_group = bind_group.0.clone();
         let encoder = self.encoder(ctx);
         let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
             label: Some(spec.entry),
