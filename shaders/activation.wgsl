@@ -4,7 +4,7 @@
 // Layout: flat f32 arrays; only the first `len` elements are touched.
 //
 // Bindings (group 0):
-//   0 p     uniform Act      len, code (host: buffers.rs ActUniform)
+//   0 p     uniform Act      len, code (host: gpu/ops.rs)
 //   1 dst   read_write f32   forward: y · backward: dx
 //   2 a     read f32         forward: x · backward: dy
 //   3 yv    read f32         backward: y (the forward output)

@@ -5,7 +5,7 @@
 // on the host), written in the same operation order as the CPU reference.
 //
 // Bindings (group 0):
-//   0 s       uniform AdamParams (host: buffers.rs AdamUniform)
+//   0 s       uniform AdamParams (host: gpu/ops.rs)
 //   1 params  read_write f32
 //   2 grads   read f32
 //   3 m       read_write f32

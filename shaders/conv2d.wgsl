@@ -6,7 +6,7 @@
 // part that are added (x[b, c, oy+i, ox+j] = x_base(b, oy, ox) + offset(c, i, j)).
 //
 // Bindings (group 0):
-//   0 p    uniform Conv     shapes, offsets, tiling (host: buffers.rs ConvUniform)
+//   0 p    uniform Conv     shapes, offsets, tiling (host: gpu/ops.rs)
 //   1 dst  read_write f32   forward: y · backward_input: dx · backward_weight: grads, or the
 //                           split-K partials (splits, out_c, patch_v+1) · reduce: grads
 //   2 src  read f32         forward: x · backward_input: dy · backward_weight: dy · reduce: partials

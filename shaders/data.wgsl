@@ -7,7 +7,7 @@
 // (backend::cpu PIXEL_SCALE: a multiply by the f32 nearest 1/255), so batches are identical.
 //
 // Bindings (group 0):
-//   0 p           uniform Gather (host: buffers.rs GatherUniform)
+//   0 p           uniform Gather (host: gpu/ops.rs)
 //   1 x           read_write f32
 //   2 labels      read_write u32
 //   3 pixels      read u32 (packed)

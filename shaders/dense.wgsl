@@ -14,7 +14,7 @@
 //                           gradient, stored at dst[bias_dst + m]
 //
 // Bindings (group 0):
-//   0 p     uniform Mm        sizes, strides, offsets, tiling (host: buffers.rs MmUniform)
+//   0 p     uniform Mm        sizes, strides, offsets, tiling (host: gpu/ops.rs)
 //   1 dst   read_write f32    y, dx, or grads
 //   2 a     read f32          x or dy
 //   3 bsrc  read f32          params or x

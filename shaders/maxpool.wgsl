@@ -5,7 +5,7 @@
 // Ties keep the first maximum in row-major window order (a later element must be greater).
 //
 // Bindings (group 0):
-//   0 p       uniform Pool     shapes (host: buffers.rs PoolUniform)
+//   0 p       uniform Pool     shapes (host: gpu/ops.rs)
 //   forward:  1 y read_write f32, 2 argmax read_write u32, 3 x read f32
 //   backward: 4 dx read_write f32, 5 dy read f32, 6 argmax read u32
 //

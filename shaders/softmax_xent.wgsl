@@ -6,7 +6,7 @@
 // (backend::stats); confusion (classes, classes) u32, rows true label, columns predicted.
 //
 // Bindings (group 0):
-//   0 p              uniform Loss            batch, classes (host: buffers.rs LossUniform)
+//   0 p              uniform Loss            batch, classes (host: gpu/ops.rs)
 //   forward:   1 probs_out read_write f32, 2 stats read_write f32, 3 logits read f32,
 //              4 labels read u32, 5 weights read f32
 //   backward:  6 d_logits read_write f32, 7 probs read f32, 4 labels, 5 weights

@@ -5,6 +5,8 @@
 //! objects.
 
 use crate::backend::cpu::CpuBackend;
+use crate::backend::gpu::adapter::{AdapterRequest, GpuApi};
+use crate::backend::gpu::GpuBackend;
 use crate::backend::Backend;
 use crate::error::Result;
 
@@ -37,9 +39,50 @@ impl Default for DeviceChoice {
     }
 }
 
-/// Runs `job` on the backend `choice` selects.
+/// Runs `job` on the backend `choice` selects: `cpu` is the CPU reference; `auto` takes the
+/// best GPU adapter (discrete, integrated, then software) and falls back to the CPU reference
+/// when none can be opened, saying which in one line on stderr; anything else must match an
+/// adapter or is [`crate::Error::NoAdapter`].
 pub fn run_on<J: Job>(choice: &DeviceChoice, job: J) -> Result<J::Output> {
+    let req = AdapterRequest::parse(&choice.adapter);
+    let api = choice
+        .gpu_backend
+        .as_deref()
+        .map(GpuApi::parse)
+        .transpose()?;
+    match req {
+        AdapterRequest::Cpu => run_cpu(choice, job),
+        AdapterRequest::Auto => match GpuBackend::new(&req, api) {
+            Ok(gpu) => {
+                eprintln!("fergpu: using GPU adapter {}", gpu.adapter());
+                run_gpu(&gpu, job)
+            }
+            Err(e) => {
+                let reason = e.to_string();
+                let first = reason.lines().next().unwrap_or_default();
+                eprintln!("fergpu: no usable GPU adapter ({first}); using the CPU reference");
+                run_cpu(choice, job)
+            }
+        },
+        _ => {
+            let gpu = GpuBackend::new(&req, api)?;
+            eprintln!("fergpu: using GPU adapter {}", gpu.adapter());
+            run_gpu(&gpu, job)
+        }
+    }
+}
+
+fn run_cpu<J: Job>(choice: &DeviceChoice, job: J) -> Result<J::Output> {
     let cpu = CpuBackend::new(choice.threads);
     let name = cpu.name();
     job.run(&cpu, &name)
+}
+
+/// Runs `job` on `gpu`; an error the device raised wins over the job's own result (a job
+/// that saw NaNs from a lost device should report the device, not a divergence).
+fn run_gpu<J: Job>(gpu: &GpuBackend, job: J) -> Result<J::Output> {
+    let name = gpu.name();
+    let out = job.run(gpu, &name);
+    gpu.check()?;
+    out
 }

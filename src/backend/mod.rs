@@ -220,6 +220,13 @@ pub trait Backend {
     fn upload_images(&self, pixels: &[u8], labels: &[u8]) -> Self::Images;
     /// Ends the recording of a batch's work and hands it to the device (no-op on the CPU).
     fn submit(&self);
+    /// Reports any error the device raised so far (validation, out of memory, device lost)
+    /// as [`crate::Error::Gpu`] with what to do about it. Ops cannot fail one by one, so
+    /// callers check this after downloads (once per epoch, and at the end). Always `Ok` on
+    /// the CPU.
+    fn check(&self) -> crate::Result<()> {
+        Ok(())
+    }
 
     // ---- data ---------------------------------------------------------------------------
 

@@ -18,7 +18,11 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32)
     for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
         let err = (g - w).abs();
         let tol = atol + rtol * w.abs();
-        let excess = if err.is_nan() { f32::INFINITY } else { err - tol };
+        let excess = if err.is_nan() {
+            f32::INFINITY
+        } else {
+            err - tol
+        };
         if excess > 0.0 || g.is_nan() != w.is_nan() {
             if bad.is_empty() || excess > worst.1 {
                 worst = (i, excess);

@@ -154,21 +154,47 @@ impl fmt::Display for AdapterSummary {
     }
 }
 
-/// A wgpu instance over `api`'s backends, or every backend this build supports.
-pub(crate) fn instance(api: Option<GpuApi>) -> wgpu::Instance {
+/// A wgpu instance over `backends`.
+fn instance(backends: wgpu::Backends) -> wgpu::Instance {
     let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
-    desc.backends = api.map_or(wgpu::Backends::all(), GpuApi::backends);
+    desc.backends = backends;
     wgpu::Instance::new(desc)
 }
 
-/// Every adapter of `instance`, in a fixed order (the indices of [`list_adapters`]).
-pub(crate) fn enumerate(instance: &wgpu::Instance) -> Vec<wgpu::Adapter> {
-    pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()))
+/// Every adapter reachable through `api`, in a fixed order (the indices of
+/// [`list_adapters`]). Without an API, the native ones (Vulkan, Metal, DX12) are asked
+/// first and GL only when none of them has an adapter: probing GL opens a display
+/// connection, which prints warnings on headless machines and is never the better choice.
+pub(crate) fn enumerate(api: Option<GpuApi>) -> Vec<wgpu::Adapter> {
+    let ask = |b| pollster::block_on(instance(b).enumerate_adapters(b));
+    match api {
+        Some(api) => ask(api.backends()),
+        None => {
+            let native = ask(wgpu::Backends::PRIMARY);
+            if native.is_empty() {
+                ask(wgpu::Backends::GL)
+            } else {
+                native
+            }
+        }
+    }
 }
 
-/// Every adapter wgpu finds through `api` (or through every API), in index order.
+/// Every adapter wgpu finds through `api` (or, without one, through the native APIs, else
+/// GL), in index order. This is what `fergpu adapters` prints (see [`format_adapters`]).
 pub fn list_adapters(api: Option<GpuApi>) -> Vec<AdapterSummary> {
-    list_adapters_of(&enumerate(&instance(api)))
+    list_adapters_of(&enumerate(api))
+}
+
+/// The `fergpu adapters` listing: one line per adapter (`[index] name (kind, API, driver)`),
+/// or a line saying none was found and what to do.
+pub fn format_adapters(list: &[AdapterSummary]) -> String {
+    if list.is_empty() {
+        return "no GPU adapter found (no Vulkan, Metal, DX12 or GL driver answered); \
+                fergpu will use the CPU reference (`--adapter cpu`)\n"
+            .to_string();
+    }
+    list.iter().map(|s| format!("{s}\n")).collect()
 }
 
 /// The summaries of `adapters`, indexed by position.
@@ -283,6 +309,18 @@ mod tests {
         assert_eq!(choose(&AdapterRequest::Integrated, &m).unwrap(), 2);
         assert_eq!(choose(&AdapterRequest::Name("llvm".into()), &m).unwrap(), 1);
         assert_eq!(choose(&AdapterRequest::Index(0), &m).unwrap(), 0);
+    }
+
+    #[test]
+    fn listing_has_one_line_per_adapter() {
+        let text = format_adapters(&machine());
+        assert_eq!(text.lines().count(), 4);
+        assert!(text
+            .lines()
+            .nth(3)
+            .unwrap()
+            .starts_with("[3] NVIDIA RTX 4090 (discrete"));
+        assert!(format_adapters(&[]).contains("--adapter cpu"));
     }
 
     #[test]

@@ -90,8 +90,7 @@ pub(crate) struct Context {
 impl Context {
     /// Opens the adapter `req` asks for through `api`, with the adapter's own limits.
     pub(crate) fn open(req: &AdapterRequest, api: Option<GpuApi>) -> Result<Context> {
-        let instance = adapter::instance(api);
-        let adapters = adapter::enumerate(&instance);
+        let adapters = adapter::enumerate(api);
         let found = adapter::list_adapters_of(&adapters);
         let index = adapter::choose(req, &found)?;
         let adapter = &adapters[index];
@@ -134,13 +133,85 @@ impl Context {
         })
     }
 
+    /// Blocks until submission `index` has finished, so that the host never runs more than a
+    /// few batches ahead of the device (bounded staging memory, prompt error reports).
+    pub(crate) fn wait_for(&self, index: wgpu::SubmissionIndex) {
+        self.wait_on(Some(index));
+    }
+
+    /// Lets wgpu run finished callbacks and free retired resources, without blocking.
+    pub(crate) fn poll(&self) {
+        if let Err(e) = self.device.poll(wgpu::PollType::Poll) {
+            self.errors.push(format!("polling the GPU failed: {e}"));
+        }
+    }
+
+    /// Runs `f` inside a validation and an out-of-memory error scope and returns the first
+    /// error either caught, as an actionable [`Error::Gpu`].
+    pub(crate) fn scoped<T>(&self, what: &str, f: impl FnOnce() -> T) -> Result<T> {
+        let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let validation = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let out = f();
+        let v = pollster::block_on(validation.pop());
+        let o = pollster::block_on(oom.pop());
+        match v.or(o) {
+            Some(e) => Err(Error::Gpu(format!(
+                "{what}: {}",
+                describe(&e, &self.summary.name)
+            ))),
+            None => Ok(out),
+        }
+    }
+
+    /// Maps `staging` (already filled by a submitted copy) and returns its first `bytes`
+    /// bytes, or `None` (with the reason recorded) if the device failed meanwhile.
+    pub(crate) fn read_mapped(&self, staging: &wgpu::Buffer, bytes: u64) -> Option<Vec<u8>> {
+        let done: Arc<Mutex<Option<std::result::Result<(), wgpu::BufferAsyncError>>>> =
+            Arc::default();
+        let flag = done.clone();
+        staging.map_async(wgpu::MapMode::Read, ..bytes, move |r| {
+            *flag.lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
+        });
+        self.wait();
+        let result = done.lock().unwrap_or_else(|p| p.into_inner()).take();
+        match result {
+            Some(Ok(())) => {}
+            Some(Err(e)) => {
+                self.errors
+                    .push(format!("reading results back from the GPU failed: {e}"));
+                return None;
+            }
+            None => {
+                self.errors.push(
+                    "the GPU never finished the work whose results were read back".to_string(),
+                );
+                return None;
+            }
+        }
+        let data = match staging.get_mapped_range(..bytes) {
+            Ok(view) => view.to_vec(),
+            Err(e) => {
+                self.errors
+                    .push(format!("reading results back from the GPU failed: {e}"));
+                return None;
+            }
+        };
+        staging.unmap();
+        Some(data)
+    }
+
     /// Blocks until every submitted command buffer has finished (and map callbacks ran),
     /// without hanging on a lost device: the wait is sliced and gives up once the device is
     /// reported lost.
     pub(crate) fn wait(&self) {
+        self.wait_on(None);
+    }
+
+    /// Waits for `index` (or for everything submitted), sliced as [`Context::wait`] says.
+    fn wait_on(&self, index: Option<wgpu::SubmissionIndex>) {
         loop {
             let poll = self.device.poll(wgpu::PollType::Wait {
-                submission_index: None,
+                submission_index: index.clone(),
                 timeout: Some(POLL_SLICE),
             });
             match poll {
