@@ -482,8 +482,10 @@ fn eval(a: EvalArgs) -> Result<()> {
 }
 
 fn adapters(a: AdaptersArgs) -> Result<()> {
-    let _ = a;
-    bail!("adapter listing arrives with the GPU backend")
+    use fergpu::backend::gpu::adapter::{format_adapters, list_adapters, GpuApi};
+    let api = a.gpu_backend.as_deref().map(GpuApi::parse).transpose()?;
+    print!("{}", format_adapters(&list_adapters(api)));
+    Ok(())
 }
 
 fn info(a: InfoArgs) -> Result<()> {
@@ -621,7 +623,9 @@ fn sweep(a: SweepArgs) -> Result<()> {
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "grid".into());
-    let dir = a.out.unwrap_or_else(|| PathBuf::from("runs").join(format!("sweep-{stem}")));
+    let dir = a
+        .out
+        .unwrap_or_else(|| PathBuf::from("runs").join(format!("sweep-{stem}")));
     let cfg = base_config(&a.model, &a.data, &a.device, Some(dir.clone()), a.quiet, "");
     let splits = cfg.data.load()?;
     let results = runner::sweep(&cfg, &specs, &splits, &dir, &a.adapters)?;

@@ -41,9 +41,9 @@ pub enum Activation {
 }
 
 /// SELU's scale λ (Klambauer et al. 2017), as Keras and PyTorch use.
-pub const SELU_SCALE: f32 = 1.050_700_987_355_480_5;
+pub const SELU_SCALE: f32 = 1.050_701;
 /// SELU's α.
-pub const SELU_ALPHA: f32 = 1.673_263_242_354_377_3;
+pub const SELU_ALPHA: f32 = 1.673_263_2;
 /// ELU's α (Keras default).
 pub const ELU_ALPHA: f32 = 1.0;
 

@@ -179,8 +179,8 @@ fn confusion_table(h: &mut String, c: &Confusion) {
         let _ = write!(h, "<th title=\"{name}\">{}</th>", &name[..3]);
     }
     h.push_str("</tr>");
-    for t in 0..NUM_CLASSES {
-        let _ = write!(h, "<tr><th>{}</th>", EMOTIONS[t]);
+    for (t, name) in EMOTIONS.iter().enumerate() {
+        let _ = write!(h, "<tr><th>{name}</th>");
         for p in 0..NUM_CLASSES {
             let class = if t == p { " class=\"diag\"" } else { "" };
             let _ = write!(h, "<td{class}>{}</td>", c.counts[t][p]);

@@ -212,7 +212,12 @@ pub fn apply_settings(base: &TrainConfig, spec: &RunSpec, dir: &Path) -> Result<
                 spec.name
             ))
         };
-        let act = || value.as_str().and_then(Activation::from_name).ok_or_else(bad);
+        let act = || {
+            value
+                .as_str()
+                .and_then(Activation::from_name)
+                .ok_or_else(bad)
+        };
         match key.as_str() {
             "name" => {}
             "model" => cfg.model = value.as_str().ok_or_else(bad)?.to_string(),
@@ -300,6 +305,9 @@ pub fn sweep(
     }
     write_results_csv(&dir.join("results.csv"), &results)?;
     let title = format!("Sweep: {} of {} runs", results.len(), specs.len());
-    report::write_atomic(&dir.join("results.html"), results_html(&title, &results).as_bytes())?;
+    report::write_atomic(
+        &dir.join("results.html"),
+        results_html(&title, &results).as_bytes(),
+    )?;
     Ok(results)
 }
