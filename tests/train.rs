@@ -44,24 +44,26 @@ fn config(model: &str, epochs: usize, out: PathBuf) -> TrainConfig {
 }
 
 /// Chance on 7 classes is 14%; the majority class of the generated data is about 25%.
-/// The threshold sits well above both, so it fails if training does not learn.
+/// The threshold sits well above both, so it fails if training does not learn. Measured with
+/// this recipe: validation 20%, 32%, 76% after epochs 1–3 (the CNN needs ~200 Adam steps
+/// before the face features click), so 45% leaves a wide margin either way.
 const LEARNED: f64 = 0.45;
 
 #[test]
 fn cnn_learns_generated_faces_well_above_chance() {
-    let s = splits(1200, 11);
-    let out = train_on(&config("cnn", 4, out_dir("cnn")), &s, false).unwrap();
+    // 1600 rows: ~1290 train / ~150 validation / ~150 test; batch 16 gives ~240 steps.
+    let s = splits(1600, 11);
+    let mut cfg = config("cnn", 3, out_dir("cnn"));
+    cfg.batch_size = 16;
+    let out = train_on(&cfg, &s, false).unwrap();
     let first = out.records.first().unwrap().val_acc;
     let best = out.records.iter().map(|r| r.val_acc).fold(0.0, f64::max);
     assert!(
         best > LEARNED,
-        "cnn validation accuracy {best:.3} ≤ {LEARNED}"
-    );
-    assert!(
-        best > first || first > LEARNED,
-        "no progress: {:?}",
+        "cnn validation accuracy {best:.3} ≤ {LEARNED}: {:?}",
         out.records
     );
+    assert!(best > first, "no progress: {:?}", out.records);
     let summary = out.summary.unwrap();
     assert!(
         summary.test_accuracy > LEARNED,

@@ -45,10 +45,12 @@ pub struct CpuImages {
 /// Per-worker scratch space, grown on first use and reused afterwards.
 #[derive(Debug, Default)]
 struct Scratch {
-    /// im2col matrix of one image `(patch_len, out_h·out_w)`, or its gradient.
+    /// im2col matrix of a group of images `(patch_len, n·out_h·out_w)`, or its gradient.
     cols: Vec<f32>,
     /// Weight-gradient accumulator `(out_c·patch_len + out_c)`.
     acc: Vec<f32>,
+    /// Output gradients of a group of images side by side `(out_c, n·out_h·out_w)`.
+    group: Vec<f32>,
 }
 
 /// The first `len` elements of `buf`, growing it (zero-filled) when it is shorter.
