@@ -213,3 +213,30 @@ fn resuming_a_folder_without_a_run_is_a_clear_error() {
     assert!(stderr.contains("config.json"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+/// A write that fails mid-run (a full disk, here a folder squatting on the temporary file's
+/// name) stops the run with an error naming the file, and leaves the last good checkpoint
+/// and metrics readable, so the run resumes once the problem is gone.
+#[test]
+fn a_failed_save_keeps_the_last_good_checkpoint_and_the_run_resumes() {
+    let s = splits();
+    let dir = fresh_dir("resume-disk");
+    let whole = train_on(&config(dir.join("whole"), 3), &s, false).unwrap();
+    let out = dir.join("parts");
+    train_on(&config(out.clone(), 1), &s, false).unwrap();
+    let blocker = out.join("checkpoint-last.safetensors.tmp");
+    std::fs::create_dir(&blocker).unwrap();
+    let err = train_on(&config(out.clone(), 3), &s, true)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("checkpoint-last.safetensors"), "{err}");
+    let last = Checkpoint::load(&out.join("checkpoint-last.safetensors")).unwrap();
+    let state: serde_json::Value =
+        serde_json::from_str(last.train_state.as_ref().unwrap()).unwrap();
+    assert_eq!(state["train"]["epoch"], 1, "still the end of epoch 1");
+    assert_eq!(read_metrics_csv(&out.join("metrics.csv")).unwrap().len(), 1);
+
+    std::fs::remove_dir(&blocker).unwrap();
+    train_on(&config(out.clone(), 3), &s, true).unwrap();
+    assert_same_runs(&whole.out, &out);
+}
