@@ -564,3 +564,54 @@ fn cv_trains_one_run_per_fold_and_reports_mean_and_std() {
     assert_eq!(cells, flat, "cv.html's summed confusion matrix");
     assert_eq!(summed.total() as usize, n, "every row tested once");
 }
+
+/// `--adapters cpu,cpu` runs two configurations side by side; the results are those of the
+/// same sweep run one configuration at a time.
+#[test]
+fn sweep_lanes_side_by_side_give_the_sequential_results() {
+    let dir = fresh_dir("sweep-lanes");
+    let data = dir.join("faces.csv");
+    write_synth_csv(&data, 200, 66);
+    let grid = dir.join("three.toml");
+    std::fs::write(
+        &grid,
+        "[grid]\nseed = [1, 2, 3]\n[fixed]\nmodel = \"mlp\"\nepochs = 1\n",
+    )
+    .unwrap();
+    let sweep = |out: &str, lanes: &[&str]| {
+        let out = dir.join(out);
+        run_ok(
+            fergpu([
+                "sweep",
+                "--adapter",
+                "cpu",
+                "--threads",
+                "1",
+                "--quiet",
+                "--data",
+            ])
+            .arg(&data)
+            .arg("--out")
+            .arg(&out)
+            .args(lanes)
+            .arg(&grid),
+        );
+        let mut reader = csv::Reader::from_path(out.join("results.csv")).unwrap();
+        let header = reader.headers().unwrap().clone();
+        let keep: Vec<usize> = ["name", "seed", "test_acc", "macro_f1", "confusion"]
+            .iter()
+            .map(|k| header.iter().position(|h| h == *k).unwrap())
+            .collect();
+        reader
+            .records()
+            .map(|r| {
+                let r = r.unwrap();
+                keep.iter().map(|&i| r[i].to_string()).collect::<Vec<_>>()
+            })
+            .collect::<Vec<_>>()
+    };
+    let one = sweep("sequential", &[]);
+    let two = sweep("lanes", &["--adapters", "cpu,cpu"]);
+    assert_eq!(one.len(), 3);
+    assert_eq!(one, two);
+}
