@@ -615,3 +615,53 @@ fn sweep_lanes_side_by_side_give_the_sequential_results() {
     assert_eq!(one.len(), 3);
     assert_eq!(one, two);
 }
+
+/// `cv --stratified --shuffle --seed` tests each fold on the class counts of the library's
+/// stratified folds of the rows that take part (plain KFold's counts differ).
+#[test]
+fn cv_stratified_shuffled_uses_the_stratified_folds() {
+    let dir = fresh_dir("cv-strat");
+    let data = dir.join("faces.csv");
+    let ds = write_synth_csv(&data, 200, 67);
+    let out = dir.join("cv");
+    run_ok(
+        fergpu([
+            "cv",
+            "--folds",
+            "2",
+            "--stratified",
+            "--shuffle",
+            "--seed",
+            "5",
+            "--model",
+            "mlp",
+            "--epochs",
+            "1",
+            "--adapter",
+            "cpu",
+            "--quiet",
+            "--data",
+        ])
+        .arg(&data)
+        .arg("--out")
+        .arg(&out),
+    );
+    let taking_part = ds.split(&[Usage::Training, Usage::PrivateTest]);
+    let folds = stratified_kfold(&taking_part.labels, 2, Some(5)).unwrap();
+    for (i, fold) in folds.iter().enumerate() {
+        let s =
+            read_summary_json(&out.join(format!("fold-{}", i + 1)).join("summary.json")).unwrap();
+        // Each fold's test confusion matrix holds exactly its rows' classes.
+        let mut want = [0u64; 7];
+        for &r in &fold.test {
+            want[taking_part.labels[r] as usize] += 1;
+        }
+        let got: Vec<u64> = s
+            .confusion
+            .counts
+            .iter()
+            .map(|row| row.iter().sum())
+            .collect();
+        assert_eq!(got, want, "fold {}", i + 1);
+    }
+}
