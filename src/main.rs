@@ -1,7 +1,7 @@
 //! The `fergpu` command line: parse flags, call the library, report errors.
 
 use anyhow::{bail, Context, Result};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use fergpu::backend::Activation;
 use fergpu::checkpoint::Checkpoint;
 use fergpu::data::{csv, synth, Usage};
@@ -36,6 +36,11 @@ enum Command {
     /// Measure training/evaluation images/s and conv/dense GFLOP/s on a device.
     Bench(BenchArgs),
     /// Predict the emotion of photos (PNG, JPEG, BMP; any size and colour).
+    ///
+    /// Each photo is converted to grayscale, centre-cropped to a square (the shorter side is
+    /// kept, the longer one trimmed equally on both ends), resized to 48×48 and classified;
+    /// the top emotion and all 7 probabilities are printed. A file that cannot be read as an
+    /// image is reported by name, the others are still predicted, and the exit status is 1.
     Predict(PredictArgs),
     /// K-fold cross-validation: one model per fold, mean ± std of accuracy and macro-F1.
     Cv(CvArgs),
@@ -153,7 +158,8 @@ struct TrainArgs {
     /// Run folder (default runs/<timestamp>-<model>).
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Continue the run in this folder from its last checkpoint, with its saved settings.
+    /// Continue the run in this folder from its last checkpoint (weights, Adam state, shuffle
+    /// position), with its saved settings; `--epochs N` here extends the run to N epochs.
     #[arg(long, value_name = "DIR", conflicts_with = "out")]
     resume: Option<PathBuf>,
     /// Print only one summary line per epoch.
@@ -323,16 +329,25 @@ fn parse_class_weight(s: &str) -> Result<ClassWeight, String> {
 }
 
 fn main() {
-    let cli = Cli::parse();
-    if let Err(e) = dispatch(cli) {
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    // `--resume DIR --epochs N` extends a run; without `--epochs` the saved count stands.
+    let epochs_given = matches
+        .subcommand_matches("train")
+        .and_then(|m| m.value_source("epochs"))
+        == Some(clap::parser::ValueSource::CommandLine);
+    if let Err(e) = dispatch(cli, epochs_given) {
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }
 }
 
-fn dispatch(cli: Cli) -> Result<()> {
+fn dispatch(cli: Cli, epochs_given: bool) -> Result<()> {
     match cli.command {
-        Command::Train(a) => train(a),
+        Command::Train(a) => train(a, epochs_given),
         Command::Eval(a) => eval(a),
         Command::Synth(a) => {
             let ds = synth::generate(a.rows, a.seed);
@@ -385,13 +400,26 @@ fn base_config(
     }
 }
 
-fn train(a: TrainArgs) -> Result<()> {
+/// Exit status of a run stopped by Ctrl-C after saving (128 + SIGINT, as shells report it),
+/// so scripts can tell it from a finished run.
+const INTERRUPTED_STATUS: i32 = 130;
+
+fn train(a: TrainArgs, epochs_given: bool) -> Result<()> {
     fergpu::run::install_interrupt_handler();
     let (cfg, resume) = match &a.resume {
-        Some(dir) => (saved_config(dir)?, true),
+        Some(dir) => {
+            let mut cfg = saved_config(dir)?;
+            if epochs_given {
+                cfg.epochs = a.model.epochs;
+            }
+            (cfg, true)
+        }
         None => (train_config(&a), false),
     };
-    fergpu::run::train(&cfg, resume)?;
+    let outcome = fergpu::run::train(&cfg, resume)?;
+    if outcome.interrupted {
+        std::process::exit(INTERRUPTED_STATUS);
+    }
     Ok(())
 }
 

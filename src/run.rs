@@ -189,8 +189,6 @@ struct ResumeState {
     train: TrainState,
     scheduler: Scheduler,
     early: EarlyStopping,
-    best_val_acc: f64,
-    best_epoch: usize,
     seconds: f64,
 }
 
@@ -249,10 +247,9 @@ struct Run<'a, 'b, B: Backend> {
     trainer: Trainer<'b, B>,
     val: DeviceSet<B>,
     scheduler: Scheduler,
+    /// Also the record of the best validation accuracy and its epoch.
     early: EarlyStopping,
     records: Vec<EpochRecord>,
-    best_val_acc: f64,
-    best_epoch: usize,
     seconds_before: f64,
     last_good: Vec<f32>,
 }
@@ -307,8 +304,6 @@ impl<'a, 'b, B: Backend> Run<'a, 'b, B> {
             scheduler: Scheduler::new(schedule, cfg.lr, cfg.epochs),
             early: EarlyStopping::new(cfg.patience),
             records: Vec::new(),
-            best_val_acc: f64::NEG_INFINITY,
-            best_epoch: 0,
             seconds_before: 0.0,
             last_good: params,
             trainer: {
@@ -318,9 +313,9 @@ impl<'a, 'b, B: Backend> Run<'a, 'b, B> {
         };
         if let Some(ck) = resumed {
             run.restore(&ck, &last)?;
-        } else {
-            run.write_config()?;
         }
+        // Rewritten on resume too: `--resume DIR --epochs N` changes the run's length.
+        run.write_config()?;
         Ok(run)
     }
 
@@ -343,8 +338,6 @@ impl<'a, 'b, B: Backend> Run<'a, 'b, B> {
         self.trainer.state = state.train;
         self.scheduler = state.scheduler;
         self.early = state.early;
-        self.best_val_acc = state.best_val_acc;
-        self.best_epoch = state.best_epoch;
         self.seconds_before = state.seconds;
         let metrics = self.cfg.out.join("metrics.csv");
         if metrics.exists() {
@@ -427,8 +420,6 @@ impl<'a, 'b, B: Backend> Run<'a, 'b, B> {
             self.scheduler.end_epoch(val.loss);
             self.last_good = self.trainer.params();
             if decision.improved {
-                self.best_val_acc = val.accuracy;
-                self.best_epoch = epoch;
                 self.checkpoint(false)
                     .save(&self.cfg.out.join("checkpoint-best.safetensors"))?;
             }
@@ -444,14 +435,19 @@ impl<'a, 'b, B: Backend> Run<'a, 'b, B> {
                 eprintln!(
                     "early stopping: validation accuracy has not improved for {} epochs (best {:.2}% at epoch {})",
                     self.cfg.patience.unwrap_or(0),
-                    100.0 * self.best_val_acc,
-                    self.best_epoch
+                    100.0 * self.early.best().unwrap_or(f64::NAN),
+                    self.best_epoch()
                 );
                 break;
             }
         }
         let summary = self.finish(t_run.elapsed().as_secs_f64())?;
         Ok(self.outcome(Some(summary), false))
+    }
+
+    /// 1-based epoch of the best validation accuracy (0 before any epoch ended).
+    fn best_epoch(&self) -> usize {
+        self.early.best_epoch().unwrap_or(0)
     }
 
     fn outcome(&self, summary: Option<report::Summary>, interrupted: bool) -> RunOutcome {
@@ -502,8 +498,6 @@ impl<'a, 'b, B: Backend> Run<'a, 'b, B> {
             train: self.trainer.state.clone(),
             scheduler: self.scheduler.clone(),
             early: self.early.clone(),
-            best_val_acc: self.best_val_acc,
-            best_epoch: self.best_epoch,
             seconds: self.seconds_before + seconds,
         };
         let mut ck = self.checkpoint(true);
@@ -542,7 +536,7 @@ impl<'a, 'b, B: Backend> Run<'a, 'b, B> {
             "{} — test accuracy {:.2}% (best validation epoch {})",
             self.trainer.spec.name,
             100.0 * test.accuracy,
-            self.best_epoch
+            self.best_epoch()
         );
         let out = &self.cfg.out;
         report::write_atomic(

@@ -5,8 +5,7 @@ use crate::error::{Error, Result};
 use std::path::Path;
 
 /// The header of `metrics.csv`, in field order.
-pub const METRICS_HEADER: &str =
-    "epoch,train_loss,train_acc,val_loss,val_acc,seconds,images_per_s,lr";
+pub const METRICS_HEADER: &str = "epoch,train_loss,train_acc,val_loss,val_acc,seconds,images_per_s";
 
 /// What one epoch measured. Accuracies are shares in `[0, 1]`, not percentages.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -25,13 +24,19 @@ pub struct EpochRecord {
     pub seconds: f64,
     /// Training throughput.
     pub images_per_s: f64,
-    /// Learning rate used during the epoch.
+    /// Learning rate used during the epoch. Not a `metrics.csv` column (the file keeps the
+    /// issue's seven columns); NaN when read back from one.
+    #[serde(skip_serializing, default = "not_recorded")]
     pub lr: f64,
+}
+
+fn not_recorded() -> f64 {
+    f64::NAN
 }
 
 /// Writes `records` to `path` atomically, header [`METRICS_HEADER`] first. Floats are
 /// written in their shortest exact form, so [`read_metrics_csv`] gives back equal values
-/// (NaN is written as `NaN`).
+/// (NaN is written as `NaN`), all but `lr`, which is not written.
 pub fn write_metrics_csv(path: &Path, records: &[EpochRecord]) -> Result<()> {
     let mut w = csv::WriterBuilder::new()
         .has_headers(false)

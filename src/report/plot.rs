@@ -103,19 +103,24 @@ where
     let (x_lo, x_hi) = x_range(xs);
     let ys = panel.train.iter().chain(&panel.val).map(|p| p.1);
     let (y_lo, y_hi) = y_range(ys, panel.bounds);
+    // A little room either side so the first and last epochs' dots are not cut in half.
+    let x_pad = 0.03 * f64::from(x_hi - x_lo).max(1.0);
+    let y_decimals = label_decimals(y_hi - y_lo);
 
     let mut chart = ChartBuilder::on(area)
         .caption(panel.caption, ("sans-serif", 22))
         .margin(12)
         .x_label_area_size(50)
         .y_label_area_size(70)
-        .build_cartesian_2d(x_lo..x_hi, y_lo..y_hi)?;
+        .build_cartesian_2d(f64::from(x_lo) - x_pad..f64::from(x_hi) + x_pad, y_lo..y_hi)?;
     chart
         .configure_mesh()
         .x_desc("Epoch")
         .y_desc(panel.y_desc)
         .x_labels(((x_hi - x_lo) as usize + 1).min(12))
+        .x_label_formatter(&epoch_label)
         .y_labels(8)
+        .y_label_formatter(&|v: &f64| format!("{v:.y_decimals$}"))
         .label_style(("sans-serif", 15))
         .axis_desc_style(("sans-serif", 17))
         .light_line_style(WHITE.mix(0.0))
@@ -142,8 +147,34 @@ where
 type Chart<'a, DB> = ChartContext<
     'a,
     DB,
-    Cartesian2d<plotters::coord::types::RangedCoordi32, plotters::coord::types::RangedCoordf64>,
+    Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
 >;
+
+/// Epochs are whole numbers: a tick between two of them gets no label.
+fn epoch_label(x: &f64) -> String {
+    if (x - x.round()).abs() < 1e-6 && *x >= 0.0 {
+        format!("{}", x.round() as i64)
+    } else {
+        String::new()
+    }
+}
+
+/// Enough decimals that neighbouring labels of an axis spanning `span` differ (about 8
+/// labels), and no more.
+fn label_decimals(span: f64) -> usize {
+    let raw = span / 8.0;
+    if !(raw.is_finite() && raw > 0.0) {
+        return 2;
+    }
+    // plotters steps by 1, 2 or 5 times a power of ten, at least `raw`.
+    let magnitude = 10f64.powf(raw.log10().floor());
+    let step = [1.0, 2.0, 5.0, 10.0]
+        .iter()
+        .map(|m| m * magnitude)
+        .find(|&s| s >= raw * (1.0 - 1e-9))
+        .unwrap_or(10.0 * magnitude);
+    (-(step.log10() + 1e-9).floor()).clamp(0.0, 6.0) as usize
+}
 
 /// Draws `points` as lines broken at non-finite values, with a dot per point, and adds a
 /// legend entry (even when every value is missing, so both panels read the same).
@@ -157,14 +188,19 @@ where
     DB::ErrorType: 'static,
 {
     let line = color.stroke_width(3);
-    let finite: Vec<(i32, f64)> = points.iter().copied().filter(|p| p.1.is_finite()).collect();
+    let finite: Vec<(f64, f64)> = points
+        .iter()
+        .filter(|p| p.1.is_finite())
+        .map(|&(e, v)| (f64::from(e), v))
+        .collect();
     chart
         .draw_series(finite.iter().map(|&p| Circle::new(p, 4, color.filled())))?
         .label(name)
         .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], line));
     for run in points.split(|p| !p.1.is_finite()) {
         if run.len() > 1 {
-            chart.draw_series(LineSeries::new(run.iter().copied(), line))?;
+            let run = run.iter().map(|&(e, v)| (f64::from(e), v));
+            chart.draw_series(LineSeries::new(run, line))?;
         }
     }
     Ok(())
@@ -208,6 +244,18 @@ fn y_range(values: impl Iterator<Item = f64>, bounds: (f64, f64)) -> (f64, f64) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn axis_labels_are_whole_epochs_with_just_enough_decimals() {
+        assert_eq!(epoch_label(&3.0), "3");
+        assert_eq!(epoch_label(&2.5), "");
+        assert_eq!(epoch_label(&-0.2), "");
+        assert_eq!(label_decimals(12.0), 0); // accuracy in %, steps of 1-2
+        assert_eq!(label_decimals(0.2), 2); // loss 1.70..1.90
+        assert_eq!(label_decimals(1.6), 1);
+        assert_eq!(label_decimals(0.0064), 3); // steps of 0.001
+        assert_eq!(label_decimals(100.0), 0);
+    }
 
     #[test]
     fn ranges_survive_single_points_and_nan() {

@@ -1,0 +1,242 @@
+//! Resume equivalence on the CPU backend: a run stopped (mid-epoch or between epochs) and
+//! resumed ends with the same weights, Adam moments and step count, bit for bit, as a run
+//! that was never stopped; its metrics agree too.
+
+mod support;
+
+use fergpu::checkpoint::Checkpoint;
+use fergpu::data::{synth, Usage};
+use fergpu::device::DeviceChoice;
+use fergpu::report::read_metrics_csv;
+use fergpu::run::{train_on, Splits, TrainConfig, INTERRUPTS};
+use fergpu::train::ClassWeight;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Mutex;
+use support::{fergpu, fresh_dir, run, run_ok, text, write_synth_csv};
+
+/// [`INTERRUPTS`] is process-wide: the tests that raise it run one at a time.
+static INTERRUPT_LOCK: Mutex<()> = Mutex::new(());
+
+fn splits() -> Splits {
+    let ds = synth::generate(300, 31);
+    Splits {
+        train: ds.split(&[Usage::Training]),
+        val: ds.split(&[Usage::PrivateTest]),
+        test: ds.split(&[Usage::PublicTest]),
+    }
+}
+
+/// A 3-epoch MLP run whose learning rate changes (plateau schedule) and whose loss is
+/// class-weighted, so every piece of resumable state matters.
+fn config(out: PathBuf, epochs: usize) -> TrainConfig {
+    TrainConfig {
+        model: "mlp".into(),
+        epochs,
+        batch_size: 16,
+        seed: 9,
+        class_weight: ClassWeight::Balanced,
+        lr_schedule: "plateau:patience=1,factor=0.5".into(),
+        patience: Some(5),
+        device: DeviceChoice {
+            adapter: "cpu".into(),
+            gpu_backend: None,
+            threads: 0,
+        },
+        out,
+        quiet: true,
+        ..TrainConfig::default()
+    }
+}
+
+fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
+/// Asserts two run folders hold bit-identical last and best checkpoints (weights, Adam
+/// moments and step count) and the same per-epoch losses and accuracies.
+fn assert_same_runs(a: &Path, b: &Path) {
+    for name in ["checkpoint-last.safetensors", "checkpoint-best.safetensors"] {
+        let x = Checkpoint::load(&a.join(name)).unwrap();
+        let y = Checkpoint::load(&b.join(name)).unwrap();
+        assert_eq!(x.spec, y.spec, "{name}");
+        assert!(
+            bits(&x.params) == bits(&y.params),
+            "{name}: weights differ in {} of {} values",
+            x.params
+                .iter()
+                .zip(&y.params)
+                .filter(|(p, q)| p.to_bits() != q.to_bits())
+                .count(),
+            x.params.len()
+        );
+        match (&x.optimizer, &y.optimizer) {
+            (Some(ox), Some(oy)) => {
+                assert_eq!(ox.t, oy.t, "{name}: Adam step count");
+                assert!(bits(&ox.m) == bits(&oy.m), "{name}: Adam first moments");
+                assert!(bits(&ox.v) == bits(&oy.v), "{name}: Adam second moments");
+            }
+            (None, None) => {}
+            _ => panic!("{name}: only one run saved Adam's state"),
+        }
+    }
+    let strip = |dir: &Path| -> Vec<(usize, u64, u64, u64, u64)> {
+        read_metrics_csv(&dir.join("metrics.csv"))
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r.epoch,
+                    r.train_loss.to_bits(),
+                    r.train_acc.to_bits(),
+                    r.val_loss.to_bits(),
+                    r.val_acc.to_bits(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(strip(a), strip(b), "metrics differ");
+}
+
+#[test]
+fn stopped_mid_epoch_then_resumed_equals_uninterrupted_bit_for_bit() {
+    let _guard = INTERRUPT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let s = splits();
+    let dir = fresh_dir("resume-mid");
+    let whole = train_on(&config(dir.join("whole"), 3), &s, false).unwrap();
+    assert!(!whole.interrupted);
+
+    // A Ctrl-C already pending: the run stops after its first batch and saves.
+    let cfg = config(dir.join("parts"), 3);
+    INTERRUPTS.store(1, Ordering::SeqCst);
+    let first = train_on(&cfg, &s, false);
+    INTERRUPTS.store(0, Ordering::SeqCst);
+    let first = first.unwrap();
+    assert!(first.interrupted && first.summary.is_none());
+    assert!(first.records.is_empty(), "stopped inside epoch 1");
+    let saved = Checkpoint::load(&cfg.out.join("checkpoint-last.safetensors")).unwrap();
+    assert_eq!(
+        saved.optimizer.as_ref().unwrap().t,
+        1,
+        "one Adam step taken"
+    );
+    let state: serde_json::Value =
+        serde_json::from_str(saved.train_state.as_ref().unwrap()).unwrap();
+    assert_eq!(state["train"]["epoch"], 0);
+    assert_eq!(state["train"]["next_batch"], 1);
+
+    let rest = train_on(&cfg, &s, true).unwrap();
+    assert!(!rest.interrupted);
+    assert_eq!(rest.records.len(), 3);
+    assert_same_runs(&whole.out, &rest.out);
+    let (a, b) = (whole.summary.unwrap(), rest.summary.unwrap());
+    assert_eq!(a.confusion, b.confusion);
+    assert_eq!(a.best_epoch, b.best_epoch);
+}
+
+#[test]
+fn stopped_between_epochs_then_resumed_equals_uninterrupted_bit_for_bit() {
+    let _guard = INTERRUPT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let s = splits();
+    let dir = fresh_dir("resume-between");
+    let whole = train_on(&config(dir.join("whole"), 3), &s, false).unwrap();
+    // One epoch, then the same folder extended to three.
+    let one = train_on(&config(dir.join("parts"), 1), &s, false).unwrap();
+    assert_eq!(one.records.len(), 1);
+    let rest = train_on(&config(dir.join("parts"), 3), &s, true).unwrap();
+    assert_eq!(rest.records.len(), 3);
+    assert_same_runs(&whole.out, &rest.out);
+}
+
+/// The command line: `train --epochs 1`, then `train --resume DIR --epochs 3`, against a
+/// straight 3-epoch run.
+#[test]
+fn cli_resume_extends_a_run_to_the_same_weights() {
+    let dir = fresh_dir("resume-cli");
+    let data = dir.join("faces.csv");
+    write_synth_csv(&data, 300, 32);
+    let train = |out: &Path, epochs: &str| {
+        run_ok(&mut fergpu([
+            "train",
+            "--data",
+            data.to_str().unwrap(),
+            "--model",
+            "mlp",
+            "--batch-size",
+            "16",
+            "--epochs",
+            epochs,
+            "--adapter",
+            "cpu",
+            "--quiet",
+            "--out",
+            out.to_str().unwrap(),
+        ]))
+    };
+    train(&dir.join("whole"), "3");
+    train(&dir.join("parts"), "1");
+    let (_, stderr) = run_ok(&mut fergpu([
+        "train",
+        "--resume",
+        dir.join("parts").to_str().unwrap(),
+        "--epochs",
+        "3",
+        "--quiet",
+    ]));
+    assert!(stderr.contains("resuming"), "{stderr}");
+    assert!(stderr.contains("at epoch 2"), "{stderr}");
+    assert_same_runs(&dir.join("whole"), &dir.join("parts"));
+    let parts = dir.join("parts");
+    assert_eq!(
+        support::read_json(&parts.join("summary.json"))["epochs_run"],
+        3
+    );
+    // The saved settings follow the extension, so a later `--resume` keeps 3 epochs.
+    assert_eq!(
+        support::read_json(&parts.join("config.json"))["config"]["epochs"],
+        3
+    );
+}
+
+#[test]
+fn resuming_a_folder_without_a_run_is_a_clear_error() {
+    let dir = fresh_dir("resume-empty");
+    let out = run(&mut fergpu([
+        "train",
+        "--resume",
+        dir.to_str().unwrap(),
+        "--adapter",
+        "cpu",
+    ]));
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success());
+    assert!(stderr.contains("config.json"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+/// A write that fails mid-run (a full disk, here a folder squatting on the temporary file's
+/// name) stops the run with an error naming the file, and leaves the last good checkpoint
+/// and metrics readable, so the run resumes once the problem is gone.
+#[test]
+fn a_failed_save_keeps_the_last_good_checkpoint_and_the_run_resumes() {
+    let s = splits();
+    let dir = fresh_dir("resume-disk");
+    let whole = train_on(&config(dir.join("whole"), 3), &s, false).unwrap();
+    let out = dir.join("parts");
+    train_on(&config(out.clone(), 1), &s, false).unwrap();
+    let blocker = out.join("checkpoint-last.safetensors.tmp");
+    std::fs::create_dir(&blocker).unwrap();
+    let err = train_on(&config(out.clone(), 3), &s, true)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("checkpoint-last.safetensors"), "{err}");
+    let last = Checkpoint::load(&out.join("checkpoint-last.safetensors")).unwrap();
+    let state: serde_json::Value =
+        serde_json::from_str(last.train_state.as_ref().unwrap()).unwrap();
+    assert_eq!(state["train"]["epoch"], 1, "still the end of epoch 1");
+    assert_eq!(read_metrics_csv(&out.join("metrics.csv")).unwrap().len(), 1);
+
+    std::fs::remove_dir(&blocker).unwrap();
+    train_on(&config(out.clone(), 3), &s, true).unwrap();
+    assert_same_runs(&whole.out, &out);
+}

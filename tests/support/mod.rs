@@ -1,0 +1,74 @@
+//! Helpers for the tests that run the `fergpu` binary: fresh folders, generated data files,
+//! and running a command with its output captured.
+#![allow(dead_code)]
+
+use fergpu::data::{csv, synth, Dataset};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// A fresh, empty folder under the system temp folder, unique to this test process.
+pub fn fresh_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("fergpu-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// `rows` generated faces from `seed`, written as a FER2013 CSV at `path`; returns them.
+pub fn write_synth_csv(path: &Path, rows: usize, seed: u64) -> Dataset {
+    let ds = synth::generate(rows, seed);
+    csv::write(path, &ds).unwrap();
+    ds
+}
+
+/// The `fergpu` binary with `args`, output piped (so it is not a terminal).
+pub fn fergpu<I, S>(args: I) -> Command
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fergpu"));
+    cmd.args(args);
+    cmd
+}
+
+/// Runs `cmd` to the end; its status, stdout and stderr.
+pub fn run(cmd: &mut Command) -> Output {
+    cmd.output().expect("the fergpu binary runs")
+}
+
+/// Stdout and stderr as text, for messages and searching.
+pub fn text(out: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Runs `cmd`, asserts it succeeded, and returns (stdout, stderr).
+pub fn run_ok(cmd: &mut Command) -> (String, String) {
+    let out = run(cmd);
+    let (stdout, stderr) = text(&out);
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed with {}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        out.status
+    );
+    (stdout, stderr)
+}
+
+/// The lines of a CSV file, split into cells.
+pub fn csv_rows(path: &Path) -> Vec<Vec<String>> {
+    let text = std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    text.lines()
+        .map(|l| l.split(',').map(str::to_string).collect())
+        .collect()
+}
+
+/// A JSON file parsed.
+pub fn read_json(path: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
