@@ -885,3 +885,57 @@ fn two_threads_give_the_same_conv_and_dense_results_as_one() {
     assert_eq!(i1, i2, "dense d_input");
     assert_eq!(g1, g2, "dense d_weight");
 }
+
+#[test]
+fn conv_backward_over_image_groups_equals_image_by_image() {
+    // Batch 11 makes the backward passes run several groups of images per worker, the last
+    // one short (1 thread: 4 + 4 + 3; 2 threads: 4 + 2 and 4 + 1).
+    let s = Conv2dShape {
+        batch: 11,
+        in_c: 3,
+        in_h: 9,
+        in_w: 8,
+        out_c: 6,
+        k: 3,
+    };
+    let one = Conv2dShape { batch: 1, ..s };
+    let (x, w, b) = conv_inputs(&s, 190);
+    let (params, w_off, b_off) = params_with(&w, &b, 191);
+    let d_out = random_vec(s.output_len(), -1.0, 1.0, 192);
+    for threads in [1, 2] {
+        let cpu = CpuBackend::new(threads);
+        let mut d_in = cpu.zeros(s.input_len());
+        cpu.conv2d_backward_input(&mut d_in, &d_out, &params, w_off, &s);
+        let mut grads = cpu.zeros(params.len());
+        cpu.conv2d_backward_weight(&mut grads, w_off, b_off, &d_out, &x, &s);
+
+        let mut want_in = Vec::new();
+        let mut want_grads = vec![0.0f32; params.len()];
+        for i in 0..s.batch {
+            let x_i = x[i * one.input_len()..(i + 1) * one.input_len()].to_vec();
+            let d_i = d_out[i * one.output_len()..(i + 1) * one.output_len()].to_vec();
+            let mut d_in_i = cpu.zeros(one.input_len());
+            cpu.conv2d_backward_input(&mut d_in_i, &d_i, &params, w_off, &one);
+            want_in.extend_from_slice(&d_in_i);
+            let mut g_i = cpu.zeros(params.len());
+            cpu.conv2d_backward_weight(&mut g_i, w_off, b_off, &d_i, &x_i, &one);
+            for (acc, g) in want_grads.iter_mut().zip(&g_i) {
+                *acc += g;
+            }
+        }
+        assert_close(
+            &format!("d_input, {threads} threads"),
+            &d_in,
+            &want_in,
+            1e-5,
+            1e-5,
+        );
+        assert_close(
+            &format!("d_weight and d_bias, {threads} threads"),
+            &grads,
+            &want_grads,
+            1e-5,
+            1e-4,
+        );
+    }
+}
