@@ -5,6 +5,8 @@
 //! Batches are gathered on the device from a data set uploaded once, losses accumulate in a
 //! device statistics buffer, and every step ends with `submit`, as in training. The last step
 //! uses a smaller batch than the buffers were sized for, as a data set's last batch does.
+//! A third test counts the real training loop's traffic: one submission per batch, one
+//! readback per epoch, no images sent after the upload.
 //!
 //! With no GPU adapter the tests print a note and pass, unless `CI` or `FERGPU_REQUIRE_GPU=1`
 //! is set, where they fail.
@@ -20,6 +22,7 @@ use fergpu::model::network::{Adam, Network};
 use fergpu::model::{ModelSpec, Plan};
 use fergpu::rng::Rng;
 use fergpu::shape::{IMAGE_PIXELS, NUM_CLASSES};
+use fergpu::train::{ClassWeight, Trainer};
 
 const LR: f32 = 1e-3;
 
@@ -202,4 +205,41 @@ fn seed_cnn_steps_match_the_reference() {
 #[test]
 fn mlp_steps_match_the_reference() {
     step_parity(&ModelSpec::mlp(Activation::Relu), 8, 20, 8);
+}
+
+/// The training loop's traffic: each batch (gather, forward, loss, backward, Adam) is one
+/// command buffer, the epoch reads back once (its statistics), and the only host→device
+/// writes are the epoch's shuffled order and the zeroed statistics: the images stay on the
+/// device.
+#[test]
+fn an_epoch_submits_once_per_batch_and_reads_back_once() {
+    let Some(gpu) = gpu() else {
+        return;
+    };
+    let spec = ModelSpec::mlp(Activation::Relu);
+    // 100 images at batch 32: three full batches and a last one of 4.
+    let ds = fergpu::data::synth::generate(100, 5);
+    let params = Plan::new(&spec, 1).expect("mlp").init_params(5);
+    let mut tr = Trainer::new(&gpu, spec, &params, 32, &ds, ClassWeight::None, 5)
+        .expect("a trainer on the GPU");
+    let before = gpu.traffic();
+    let out = tr.run_epoch(1e-3, &mut |_| true);
+    let after = gpu.traffic();
+    gpu.check().expect("the GPU reported an error");
+    assert!(out.loss.is_finite() && out.images == 100, "{out:?}");
+    let batches = tr.batches_per_epoch();
+    assert_eq!(batches, 4);
+    assert_eq!(
+        after.readbacks - before.readbacks,
+        1,
+        "one readback per epoch"
+    );
+    // The readback's copy is submitted with it: one more command buffer.
+    assert_eq!(
+        after.submissions - before.submissions,
+        batches + 1,
+        "one submission per batch"
+    );
+    let order_and_stats = 4 * ds.len() as u64 + 4 * stats::LEN as u64;
+    assert_eq!(after.bytes_written - before.bytes_written, order_and_stats);
 }

@@ -30,7 +30,21 @@ use self::recorder::Recorder;
 use super::{Activation, AdamStep, Backend};
 use crate::shape::{dispatch_2d, Conv2dShape, DenseShape, PoolShape, IMAGE_PIXELS, NUM_CLASSES};
 use crate::Result;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
+
+/// Host↔device traffic a [`GpuBackend`] has issued since it was opened. Tests use it to check
+/// that a training step is one submission and that nothing is read back per batch.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Traffic {
+    /// Command buffers submitted to the queue.
+    pub submissions: usize,
+    /// Downloads (each waits for the device).
+    pub readbacks: usize,
+    /// Bytes written into existing buffers by `write`/`write_indices` (uploads that create a
+    /// buffer and the per-dispatch uniforms are not counted).
+    pub bytes_written: u64,
+}
 
 /// The GPU backend; see the module docs.
 pub struct GpuBackend {
@@ -41,6 +55,10 @@ pub struct GpuBackend {
     partials: Mutex<Option<GpuTensor>>,
     /// Workgroups allowed per dispatch dimension (the device's limit).
     max_dim: usize,
+    /// Downloads so far (see [`Traffic`]).
+    readbacks: AtomicUsize,
+    /// Bytes written into existing buffers so far (see [`Traffic`]).
+    written: AtomicU64,
 }
 
 impl std::fmt::Debug for GpuBackend {
@@ -68,6 +86,8 @@ impl GpuBackend {
             rec,
             partials: Mutex::new(None),
             max_dim,
+            readbacks: AtomicUsize::new(0),
+            written: AtomicU64::new(0),
         };
         be.check()?;
         Ok(be)
@@ -81,6 +101,15 @@ impl GpuBackend {
     /// The device's limits, as requested from the adapter.
     pub fn limits(&self) -> &wgpu::Limits {
         &self.ctx.limits
+    }
+
+    /// Host↔device traffic so far.
+    pub fn traffic(&self) -> Traffic {
+        Traffic {
+            submissions: self.rec().submissions,
+            readbacks: self.readbacks.load(Ordering::Relaxed),
+            bytes_written: self.written.load(Ordering::Relaxed),
+        }
     }
 
     /// Folds grids into 2-D at `max_dim` workgroups per dimension instead of the device's
@@ -162,6 +191,8 @@ impl GpuBackend {
         if bytes.is_empty() || (bytes.len() as u64) > dst.raw.size() {
             return; // empty, or a stand-in for a buffer that could not be made (reported)
         }
+        self.written
+            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
         let mut rec = self.rec();
         if rec.pending() {
             // A queue write would land before the recorded ops: copy in the encoder instead.
@@ -181,6 +212,7 @@ impl GpuBackend {
         if size > src.raw.size() {
             return None; // a stand-in for a buffer that could not be made (reported)
         }
+        self.readbacks.fetch_add(1, Ordering::Relaxed);
         let staging = self.ctx.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("readback"),
             size,

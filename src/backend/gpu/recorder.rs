@@ -50,6 +50,8 @@ pub(crate) struct Recorder {
     /// Entries added since the last sweep.
     added: usize,
     in_flight: VecDeque<wgpu::SubmissionIndex>,
+    /// Command buffers submitted so far (see `GpuBackend::traffic`).
+    pub(crate) submissions: usize,
 }
 
 impl Recorder {
@@ -64,6 +66,7 @@ impl Recorder {
             cache: HashMap::new(),
             added: 0,
             in_flight: VecDeque::new(),
+            submissions: 0,
         }
     }
 
@@ -197,6 +200,7 @@ impl Recorder {
             }
         }
         self.cursor = (0, 0);
+        self.submissions += 1;
         self.in_flight
             .push_back(ctx.queue.submit([encoder.finish()]));
         while self.in_flight.len() > IN_FLIGHT {
