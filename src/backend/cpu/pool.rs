@@ -19,12 +19,30 @@ pub fn forward(out: &mut [f32], argmax: &mut [u32], input: &[f32], s: &PoolShape
             let plane = &input[p * in_plane..(p + 1) * in_plane]; // (in_h, in_w)
             for oy in 0..oh {
                 for ox in 0..ow {
-                    let (v, i) = window_max(plane, oy, ox, s);
+                    let (v, i) = if s.size == 2 {
+                        window_max_2x2(plane, oy, ox, s.in_w)
+                    } else {
+                        window_max(plane, oy, ox, s)
+                    };
                     out[oy * ow + ox] = v;
                     arg[oy * ow + ox] = i as u32;
                 }
             }
         });
+}
+
+/// [`window_max`] for the 2×2 windows every preset uses, unrolled: the same comparisons in
+/// the same order, so the same tie rule.
+#[inline]
+fn window_max_2x2(plane: &[f32], oy: usize, ox: usize, in_w: usize) -> (f32, usize) {
+    let a = 2 * oy * in_w + 2 * ox;
+    let mut best = (plane[a], a);
+    for i in [a + 1, a + in_w, a + in_w + 1] {
+        if plane[i] > best.0 {
+            best = (plane[i], i);
+        }
+    }
+    best
 }
 
 /// The maximum of window `(oy, ox)` of one plane `(in_h, in_w)` and its flat index.
@@ -42,9 +60,11 @@ fn window_max(plane: &[f32], oy: usize, ox: usize, s: &PoolShape) -> (f32, usize
     best
 }
 
-/// `d_input (batch, c, in_h, in_w)` from `d_out, argmax (batch, c, out_h, out_w)`: each input
-/// element reads the one window it belongs to and takes its gradient if it was the chosen
-/// element; elements of floor-dropped rows and columns belong to no window and get zero.
+/// `d_input (batch, c, in_h, in_w)` from `d_out, argmax (batch, c, out_h, out_w)`: each
+/// window's gradient goes to the element it chose, every other element gets zero (windows do
+/// not overlap, so no element receives two gradients; elements of floor-dropped rows and
+/// columns belong to no window). Scattering from the outputs costs one store per window,
+/// where reading from the inputs would cost a division per element.
 pub fn backward(d_input: &mut [f32], d_out: &[f32], argmax: &[u32], s: &PoolShape) {
     let (oh, ow) = (s.out_h(), s.out_w());
     let in_plane = s.in_h * s.in_w;
@@ -54,14 +74,9 @@ pub fn backward(d_input: &mut [f32], d_out: &[f32], argmax: &[u32], s: &PoolShap
         .for_each(|(p, d_in)| {
             let d_out = &d_out[p * oh * ow..(p + 1) * oh * ow]; // (out_h, out_w)
             let arg = &argmax[p * oh * ow..(p + 1) * oh * ow]; // (out_h, out_w)
-            for (i, d) in d_in.iter_mut().enumerate() {
-                let (oy, ox) = (i / s.in_w / s.size, i % s.in_w / s.size);
-                let o = oy * ow + ox;
-                *d = if oy < oh && ox < ow && arg[o] as usize == i {
-                    d_out[o]
-                } else {
-                    0.0
-                };
+            d_in.fill(0.0);
+            for (&g, &i) in d_out.iter().zip(arg) {
+                d_in[i as usize] = g;
             }
         });
 }
