@@ -18,7 +18,7 @@ use crate::report::{self, EpochRecord};
 use crate::train::{ClassWeight, DeviceSet, TrainState, Trainer};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Where the data comes from and how it splits.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -380,6 +380,9 @@ impl<'a, 'b, B: Backend> Run<'a, 'b, B> {
             self.splits.test.len(),
             self.trainer.batch_size()
         );
+        // A live bar shows the running loss and accuracy: one small readback a second.
+        let live = progress.is_live().then_some(Duration::from_secs(1));
+        self.trainer.set_live_stats(live);
         let t_run = Instant::now();
         while self.trainer.state.epoch < self.cfg.epochs {
             let epoch = self.trainer.state.epoch + 1;
@@ -387,7 +390,8 @@ impl<'a, 'b, B: Backend> Run<'a, 'b, B> {
             let t0 = Instant::now();
             progress.start_epoch(epoch, self.cfg.epochs, self.trainer.batches_per_epoch());
             let outcome = self.trainer.run_epoch(lr as f32, &mut |done| {
-                progress.batch(done, None, None);
+                let (loss, acc) = done.running.unzip();
+                progress.batch(done.images, loss, acc);
                 INTERRUPTS.load(Ordering::SeqCst) == 0
             });
             let seconds = t0.elapsed().as_secs_f64();

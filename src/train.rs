@@ -12,6 +12,7 @@ use crate::model::network::{Adam, Network};
 use crate::model::{ModelSpec, Plan};
 use crate::rng::Rng;
 use crate::shape::NUM_CLASSES;
+use std::time::{Duration, Instant};
 
 /// How classes are weighted in the training loss.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -152,6 +153,17 @@ pub struct Trainer<'b, B: Backend> {
     stats: B::Tensor,      // (4) see backend::stats
     confusion: B::Indices, // (7, 7)
     batch: usize,
+    live_every: Option<Duration>,
+}
+
+/// What [`Trainer::run_epoch`] tells its callback after each batch.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BatchDone {
+    /// Images trained so far in this call.
+    pub images: usize,
+    /// Running training loss and accuracy of the epoch, when they were read back after this
+    /// batch (see [`Trainer::set_live_stats`]).
+    pub running: Option<(f64, f64)>,
 }
 
 impl<'b, B: Backend> Trainer<'b, B> {
@@ -183,6 +195,7 @@ impl<'b, B: Backend> Trainer<'b, B> {
             stats: be.zeros(stats::LEN),
             confusion: be.zeros_indices(NUM_CLASSES * NUM_CLASSES),
             batch,
+            live_every: None,
         })
     }
 
@@ -220,13 +233,36 @@ impl<'b, B: Backend> Trainer<'b, B> {
         be.submit();
     }
 
-    /// Trains the rest of the current epoch at learning rate `lr`. `keep_going(images_done)`
-    /// is called after each batch is submitted; returning false stops after that batch, with
-    /// the state saved so that [`Trainer::run_epoch`] continues the same epoch later.
+    /// The epoch's running loss and accuracy, read back when `live_every` has passed since
+    /// `last`.
+    fn live_stats(&self, last: &mut Instant) -> Option<(f64, f64)> {
+        let every = self.live_every?;
+        if last.elapsed() < every {
+            return None;
+        }
+        *last = Instant::now();
+        let s = self.be.download(&self.stats);
+        let samples = s[stats::SAMPLES].max(1.0) as f64;
+        Some((
+            s[stats::LOSS_SUM] as f64 / samples,
+            s[stats::CORRECT] as f64 / samples,
+        ))
+    }
+
+    /// Reads the running loss and accuracy back at most once per `every` during
+    /// [`Trainer::run_epoch`] (for a live progress bar); `None`, the default, never does, so a
+    /// GPU epoch has no readback before its end.
+    pub fn set_live_stats(&mut self, every: Option<Duration>) {
+        self.live_every = every;
+    }
+
+    /// Trains the rest of the current epoch at learning rate `lr`. `keep_going` is called
+    /// after each batch is submitted; returning false stops after that batch, with the state
+    /// saved so that [`Trainer::run_epoch`] continues the same epoch later.
     pub fn run_epoch(
         &mut self,
         lr: f32,
-        keep_going: &mut dyn FnMut(usize) -> bool,
+        keep_going: &mut dyn FnMut(BatchDone) -> bool,
     ) -> EpochOutcome {
         let n = self.train.n;
         let mut rng = Rng::from_state(self.state.epoch_rng);
@@ -237,13 +273,19 @@ impl<'b, B: Backend> Trainer<'b, B> {
         let start = self.state.next_batch;
         let mut done = 0;
         let mut interrupted = false;
+        let mut last_peek = Instant::now();
         for b in start..self.batches_per_epoch() {
             let offset = b * self.batch;
             let batch = self.batch.min(n - offset);
             self.step(offset, batch, lr);
             done += batch;
             self.state.next_batch = b + 1;
-            if !keep_going(done) && b + 1 < self.batches_per_epoch() {
+            let running = self.live_stats(&mut last_peek);
+            let info = BatchDone {
+                images: done,
+                running,
+            };
+            if !keep_going(info) && b + 1 < self.batches_per_epoch() {
                 interrupted = true;
                 break;
             }

@@ -27,6 +27,8 @@ pub struct Progress {
     bar: Option<ProgressBar>,
     epochs: usize,
     started: Instant,
+    /// The last running loss and accuracy seen this epoch (they arrive now and then).
+    running: (Option<f64>, Option<f64>),
 }
 
 impl Progress {
@@ -51,7 +53,13 @@ impl Progress {
             bar: None,
             epochs: 0,
             started: Instant::now(),
+            running: (None, None),
         }
+    }
+
+    /// Whether a live bar is drawn (a terminal, not `--quiet`).
+    pub fn is_live(&self) -> bool {
+        self.display == Display::Bar
     }
 
     /// Starts epoch `epoch` (1-based) of `epochs`, which has `batches` training batches.
@@ -59,6 +67,7 @@ impl Progress {
         self.clear_bar();
         self.epochs = epochs;
         self.started = Instant::now();
+        self.running = (None, None);
         if self.display != Display::Bar {
             return;
         }
@@ -81,6 +90,11 @@ impl Progress {
         running_loss: Option<f64>,
         running_acc: Option<f64>,
     ) {
+        self.running = (
+            running_loss.or(self.running.0),
+            running_acc.or(self.running.1),
+        );
+        let (running_loss, running_acc) = self.running;
         let Some(bar) = &self.bar else { return };
         let seconds = self.started.elapsed().as_secs_f64();
         let mut msg = if seconds > 0.0 {
