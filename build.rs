@@ -17,7 +17,10 @@ fn main() {
             .map(|o| !o.stdout.is_empty())
             .unwrap_or(false);
         let suffix = if dirty { "-dirty" } else { "" };
-        println!("cargo:rustc-env=FERGPU_GIT_COMMIT={}{suffix}", commit.trim());
+        println!(
+            "cargo:rustc-env=FERGPU_GIT_COMMIT={}{suffix}",
+            commit.trim()
+        );
     }
     // Rerun when HEAD moves (a commit, a checkout) or the sources change (the dirty flag);
     // cargo compares the newest mtime under each directory.
