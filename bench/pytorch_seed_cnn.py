@@ -5,7 +5,9 @@ training and evaluation images/s, plus the second conv's forward GFLOP/s, so the
 `fergpu bench` can be taken in the same sitting.
 
     python3 bench/pytorch_seed_cnn.py --threads 2 --batch 32 --steps 30
-    python3 bench/pytorch_seed_cnn.py --device cuda --batch 32 --steps 300 [--tf32]
+    python3 bench/pytorch_seed_cnn.py --device cuda --batch 32 --steps 300 [--torch-defaults]
+
+On CUDA, fp32 is strict (TF32 off) unless --torch-defaults leaves PyTorch's own settings.
 """
 import argparse
 import time
@@ -40,11 +42,12 @@ def main():
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--model", default="cnn")
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--tf32", action="store_true")
+    ap.add_argument("--torch-defaults", action="store_true")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
-    torch.backends.cuda.matmul.allow_tf32 = a.tf32
-    torch.backends.cudnn.allow_tf32 = a.tf32
+    if not a.torch_defaults:
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
     torch.manual_seed(0)
     net = (seed_cnn() if a.model == "cnn" else mlp()).to(a.device)
     opt = torch.optim.Adam(net.parameters(), lr=1e-3, eps=1e-7)

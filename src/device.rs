@@ -55,6 +55,14 @@ pub fn run_on<J: Job>(choice: &DeviceChoice, job: J) -> Result<J::Output> {
         AdapterRequest::Auto => match GpuBackend::new(&req, api) {
             Ok(gpu) => {
                 eprintln!("fergpu: using GPU adapter {}", gpu.adapter());
+                if gpu.adapter().kind() == "software" {
+                    // Measured on lavapipe: the seed CNN trains ~100× slower than on the
+                    // CPU reference (docs/RESULTS.md).
+                    eprintln!(
+                        "fergpu: no hardware GPU found; this software driver runs shaders on \
+                         the CPU and is usually much slower than `--adapter cpu`"
+                    );
+                }
                 run_gpu(&gpu, job)
             }
             Err(e) => {
