@@ -42,6 +42,17 @@ const CONV: Conv2dShape = Conv2dShape {
     k: 3,
 };
 
+/// A first layer: one channel, so 9-tap patches (a matrix product with an inner dimension
+/// of 9), and output rows of 19, not a multiple of any SIMD width.
+const CONV_ONE_CHANNEL: Conv2dShape = Conv2dShape {
+    batch: 3,
+    in_c: 1,
+    in_h: 6,
+    in_w: 21,
+    out_c: 4,
+    k: 3,
+};
+
 /// An odd dense layer: batch 3, 13→6 features.
 const DENSE: DenseShape = DenseShape {
     batch: 3,
@@ -258,16 +269,18 @@ fn conv_inputs(s: &Conv2dShape, seed: u64) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
 
 #[test]
 fn conv2d_forward_matches_six_loops() {
-    let s = CONV;
-    let cpu = CpuBackend::new(1);
-    let (x, w, b) = conv_inputs(&s, 10);
-    // Bias before weight in the buffer: the op must honour both offsets, in either order.
-    let (params, b_off, w_off) = params_with(&b, &w, 11);
-    let mut out = cpu.zeros(s.output_len());
-    cpu.conv2d_forward(&mut out, &x, &params, w_off, b_off, &s);
-    let want = conv_ref(&to_f64(&x), &to_f64(&w), &to_f64(&b), &s);
-    assert_eq!((s.out_h(), s.out_w()), (5, 7));
-    assert_close("conv forward", &out, &to_f32(&want), ATOL, RTOL);
+    assert_eq!((CONV.out_h(), CONV.out_w()), (5, 7));
+    for s in [CONV, CONV_ONE_CHANNEL] {
+        let cpu = CpuBackend::new(1);
+        let (x, w, b) = conv_inputs(&s, 10);
+        // Bias before weight in the buffer: the op must honour both offsets, in either order.
+        let (params, b_off, w_off) = params_with(&b, &w, 11);
+        let mut out = cpu.zeros(s.output_len());
+        cpu.conv2d_forward(&mut out, &x, &params, w_off, b_off, &s);
+        let want = conv_ref(&to_f64(&x), &to_f64(&w), &to_f64(&b), &s);
+        let name = format!("conv forward, {} channels", s.in_c);
+        assert_close(&name, &out, &to_f32(&want), ATOL, RTOL);
+    }
 }
 
 #[test]
@@ -289,7 +302,12 @@ fn conv2d_backward_input_matches_finite_differences() {
 
 #[test]
 fn conv2d_backward_weight_and_bias_match_finite_differences() {
-    let s = CONV;
+    for s in [CONV, CONV_ONE_CHANNEL] {
+        conv2d_backward_weight_case(s);
+    }
+}
+
+fn conv2d_backward_weight_case(s: Conv2dShape) {
     let cpu = CpuBackend::new(1);
     let (x, w, b) = conv_inputs(&s, 30);
     let r = random_vec(s.output_len(), -1.0, 1.0, 33);
@@ -304,8 +322,21 @@ fn conv2d_backward_weight_and_bias_match_finite_differences() {
     let fd_b = finite_diff(&b64, 1e-3, |b| dot(&r64, &conv_ref(&x64, &w64, b, &s)));
     let got_w = &grads[w_off..w_off + s.weight_len()];
     let got_b = &grads[b_off..b_off + s.bias_len()];
-    assert_close("conv d_weight", got_w, &to_f32(&fd_w), ATOL, RTOL);
-    assert_close("conv d_bias", got_b, &to_f32(&fd_b), ATOL, RTOL);
+    let c = s.in_c;
+    assert_close(
+        &format!("conv d_weight, {c} ch"),
+        got_w,
+        &to_f32(&fd_w),
+        ATOL,
+        RTOL,
+    );
+    assert_close(
+        &format!("conv d_bias, {c} ch"),
+        got_b,
+        &to_f32(&fd_b),
+        ATOL,
+        RTOL,
+    );
     // Nothing outside the two slices is touched.
     assert_eq!(grads[..w_off], pad_before[..w_off]);
     assert_eq!(
