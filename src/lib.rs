@@ -11,6 +11,8 @@
 //! - [`metrics`], [`report`]: confusion matrices, per-class scores, plots and HTML tables;
 //! - [`experiment`]: cross-validation folds, sweeps, schedules, early stopping.
 
+#![warn(missing_docs)]
+
 pub mod backend;
 pub mod bench;
 pub mod checkpoint;
