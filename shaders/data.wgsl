@@ -2,7 +2,11 @@
 //
 // Layout: pixels: the data set's u8 pixels (n, 48·48) packed four to a little-endian u32 word
 // (byte i of the set is bits 8·(i mod 4) of word i / 4); all_labels: u8 labels (n) packed the
-// same way; order (n) u32 row indices; x (batch, 1, 48, 48) f32; labels (batch) u32.
+// same way; order (n) u32 entries, each a row index packed with an augmentation (src/augment.rs:
+// bits 0-22 row, 23-26 dx and 27-30 dy as 4-bit two's complement, 31 flip; a bare row index is
+// unaugmented); x (batch, 1, 48, 48) f32; labels (batch) u32.
+// Output pixel (y, x) of an entry reads source pixel (clamp(y + dy), clamp(x' + dx)), with
+// x' = side - 1 - x when flipped, clamp to 0..side-1 (edge pixels repeat).
 // x[i, p] = f32(pixel) * (1.0 / 255.0), the same expression as the CPU reference
 // (backend::cpu PIXEL_SCALE: a multiply by the f32 nearest 1/255), so batches are identical.
 //
@@ -22,7 +26,7 @@ struct Gather {
     batch: u32,
     offset: u32,   // first position in order
     pixels: u32,   // pixels per image (48·48)
-    _pad: u32,
+    side: u32,     // image side (48)
 }
 
 @group(0) @binding(0) var<uniform> p: Gather;
@@ -45,8 +49,19 @@ fn gather_batch(@builtin(global_invocation_id) gid: vec3<u32>,
     }
     let i = lin / p.pixels;
     let px = lin % p.pixels;
-    let r = order[p.offset + i];
-    let at = r * p.pixels + px;
+    let entry = order[p.offset + i];
+    let r = entry & 0x7fffffu;
+    // Sign-extend the 4-bit shifts: move each to the top of an i32, shift back arithmetically.
+    let dx = bitcast<i32>(entry << 5u) >> 28u;
+    let dy = bitcast<i32>(entry << 1u) >> 28u;
+    let last = i32(p.side) - 1;
+    var sx = i32(px % p.side);
+    if ((entry >> 31u) == 1u) {
+        sx = last - sx;
+    }
+    sx = clamp(sx + dx, 0, last);
+    let sy = clamp(i32(px / p.side) + dy, 0, last);
+    let at = r * p.pixels + u32(sy) * p.side + u32(sx);
     x[lin] = f32(byte_at(pixels[at / 4u], at)) * (1.0 / 255.0);
     if (px == 0u) {
         labels[i] = byte_at(all_labels[r / 4u], r);

@@ -4,6 +4,7 @@
 //!
 //! Module map:
 //! - [`data`]: CSV reading and validation, splits, generated demo faces;
+//! - [`augment`]: training-time flips and shifts, packed into the order buffer;
 //! - [`shape`]: every layer's sizes, the single source of truth;
 //! - [`backend`]: the op-level [`backend::Backend`] trait, the CPU reference and the GPU backend;
 //! - [`model`]: layer lists, presets, the flat parameter layout, the generic network;
@@ -13,6 +14,7 @@
 
 #![warn(missing_docs)]
 
+pub mod augment;
 pub mod backend;
 pub mod bench;
 pub mod checkpoint;

@@ -2,6 +2,7 @@
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use fergpu::augment::Augment;
 use fergpu::backend::Activation;
 use fergpu::checkpoint::Checkpoint;
 use fergpu::data::{csv, synth, Usage};
@@ -145,6 +146,10 @@ struct ModelArgs {
     /// constant | step[:every=10,gamma=0.5] | cosine[:min_lr=0] | plateau[:patience=3,factor=0.5].
     #[arg(long, default_value = "constant")]
     lr_schedule: String,
+    /// Training-time augmentation, redrawn each epoch: none | flip (mirror half the images) |
+    /// shift=N (move by up to N ≤ 7 pixels each way, edges repeated) | flip,shift=N.
+    #[arg(long, default_value = "none", value_parser = parse_augment)]
+    augment: Augment,
 }
 
 #[derive(Args)]
@@ -324,6 +329,10 @@ fn parse_activation(s: &str) -> Result<Activation, String> {
         .ok_or_else(|| format!("'{s}' is not relu, elu, selu, sigmoid, tanh or linear"))
 }
 
+fn parse_augment(s: &str) -> Result<Augment, String> {
+    Augment::parse(s).map_err(|e| e.to_string())
+}
+
 fn parse_class_weight(s: &str) -> Result<ClassWeight, String> {
     ClassWeight::parse(s).map_err(|e| e.to_string())
 }
@@ -393,6 +402,7 @@ fn base_config(
         seed: m.seed,
         patience: m.patience,
         lr_schedule: m.lr_schedule.clone(),
+        augment: m.augment,
         data: data.config(),
         device: device.choice(),
         out: out.unwrap_or_else(|| default_run_dir(&format!("{prefix}{model_name}"))),

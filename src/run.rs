@@ -5,6 +5,7 @@
 //! `checkpoint-best.safetensors` and `summary.json`. Every file is written atomically, so an
 //! interrupted or failed run keeps its last good state.
 
+use crate::augment::Augment;
 use crate::backend::{Activation, Backend};
 use crate::checkpoint::Checkpoint;
 use crate::data::{csv, synth, Dataset, Usage};
@@ -139,6 +140,9 @@ pub struct TrainConfig {
     pub patience: Option<usize>,
     /// Learning-rate schedule (`constant`, `step:every=10,gamma=0.5`, `cosine`, `plateau`).
     pub lr_schedule: String,
+    /// Training-time flips and shifts (none by default, as the notebook).
+    #[serde(default)]
+    pub augment: Augment,
     /// The data.
     pub data: DataConfig,
     /// The device.
@@ -162,6 +166,7 @@ impl Default for TrainConfig {
             seed: 1,
             patience: None,
             lr_schedule: "constant".into(),
+            augment: Augment::NONE,
             data: DataConfig::default(),
             device: DeviceChoice::default(),
             out: PathBuf::from("runs/run"),
@@ -308,6 +313,7 @@ impl<'a, 'b, B: Backend> Run<'a, 'b, B> {
             last_good: params,
             trainer: {
                 trainer.state = TrainState::new(cfg.seed);
+                trainer.set_augment(cfg.augment);
                 trainer
             },
         };

@@ -4,6 +4,7 @@
 //! backend and submitted once. Loss and accuracy accumulate on the device and are read once
 //! per epoch (or per evaluation), never per batch.
 
+use crate::augment::{self, Augment};
 use crate::backend::{stats, Backend};
 use crate::data::Dataset;
 use crate::error::{Error, Result};
@@ -154,6 +155,7 @@ pub struct Trainer<'b, B: Backend> {
     confusion: B::Indices, // (7, 7)
     batch: usize,
     live_every: Option<Duration>,
+    augment: Augment,
 }
 
 /// What [`Trainer::run_epoch`] tells its callback after each batch.
@@ -180,6 +182,13 @@ impl<'b, B: Backend> Trainer<'b, B> {
         if train.is_empty() {
             return Err(Error::Config("the training split has no images".into()));
         }
+        if train.len() > augment::ROW_MASK as usize + 1 {
+            return Err(Error::Config(format!(
+                "the training split has {} images; at most {} fit the order buffer",
+                train.len(),
+                augment::ROW_MASK as usize + 1
+            )));
+        }
         let plan = Plan::new(&spec, batch)?;
         let weights = class_weight.weights(&train.class_counts());
         Ok(Trainer {
@@ -196,6 +205,7 @@ impl<'b, B: Backend> Trainer<'b, B> {
             confusion: be.zeros_indices(NUM_CLASSES * NUM_CLASSES),
             batch,
             live_every: None,
+            augment: Augment::NONE,
         })
     }
 
@@ -256,6 +266,12 @@ impl<'b, B: Backend> Trainer<'b, B> {
         self.live_every = every;
     }
 
+    /// Draws `augment` for every training image each epoch, from the shuffle's generator
+    /// (so a resumed run redraws the same augmentation); the default draws none.
+    pub fn set_augment(&mut self, augment: Augment) {
+        self.augment = augment;
+    }
+
     /// Trains the rest of the current epoch at learning rate `lr`. `keep_going` is called
     /// after each batch is submitted; returning false stops after that batch, with the state
     /// saved so that [`Trainer::run_epoch`] continues the same epoch later.
@@ -268,6 +284,7 @@ impl<'b, B: Backend> Trainer<'b, B> {
         let mut rng = Rng::from_state(self.state.epoch_rng);
         let mut perm: Vec<u32> = (0..n as u32).collect();
         rng.shuffle(&mut perm);
+        self.augment.draw(&mut rng, &mut perm);
         self.be.write_indices(&mut self.order, &perm);
         self.be.write(&mut self.stats, &self.state.partial);
         let start = self.state.next_batch;

@@ -23,10 +23,11 @@
 mod common;
 
 use common::{assert_close, random_vec};
+use fergpu::augment;
 use fergpu::backend::cpu::{CpuBackend, PIXEL_SCALE};
 use fergpu::backend::{stats, Activation, AdamStep, Backend};
 use fergpu::rng::Rng;
-use fergpu::shape::{Conv2dShape, DenseShape, PoolShape, IMAGE_PIXELS};
+use fergpu::shape::{Conv2dShape, DenseShape, PoolShape, IMAGE_PIXELS, IMAGE_SIDE};
 
 /// Tolerances for `f32` results against `f64` references (see the module docs).
 const ATOL: f32 = 1e-5;
@@ -789,6 +790,55 @@ fn gather_batch_scales_bytes_by_one_over_255_in_order() {
     assert_eq!((x[0], x[1]), (0.0, 1.0));
     assert_eq!(x[5], f32::from(pixels[5]) * PIXEL_SCALE);
     assert!(x[batch * IMAGE_PIXELS..].iter().all(|&v| v == -1.0));
+}
+
+#[test]
+fn gather_batch_flips_and_shifts_with_repeated_edges() {
+    let cpu = CpuBackend::new(2);
+    let n = 3;
+    let mut r = Rng::new(141);
+    let pixels: Vec<u8> = (0..n * IMAGE_PIXELS).map(|_| r.below(256) as u8).collect();
+    let labels: Vec<u8> = vec![4, 1, 6];
+    let images = cpu.upload_images(&pixels, &labels);
+    // (row, flip, dx, dy): plain, mirrored, shifted right/up, mirrored and shifted by the most.
+    let entries = [
+        (2, false, 0, 0),
+        (0, true, 0, 0),
+        (1, false, 3, -2),
+        (2, true, -7, 7),
+    ];
+    let order: Vec<u32> = entries
+        .iter()
+        .map(|&(row, f, dx, dy)| augment::pack(row, f, dx, dy))
+        .collect();
+    let order = cpu.upload_indices(&order);
+    let mut x = vec![-1.0; entries.len() * IMAGE_PIXELS];
+    let mut y = vec![99u32; entries.len()];
+    cpu.gather_batch(&mut x, &mut y, &images, &order, 0, entries.len());
+
+    assert_eq!(y, [6, 4, 1, 6]);
+    let side = IMAGE_SIDE as i64;
+    for (i, &(row, flip, dx, dy)) in entries.iter().enumerate() {
+        for yy in 0..side {
+            for xx in 0..side {
+                // Written out from the definition: mirror x, then shift, then clamp to the image.
+                let mx = if flip { side - 1 - xx } else { xx };
+                let sx = (mx + dx as i64).max(0).min(side - 1);
+                let sy = (yy + dy as i64).max(0).min(side - 1);
+                let want = pixels[row as usize * IMAGE_PIXELS + (sy * side + sx) as usize];
+                let got = x[i * IMAGE_PIXELS + (yy * side + xx) as usize];
+                assert_eq!(
+                    got,
+                    f32::from(want) * PIXEL_SCALE,
+                    "entry {i} at ({yy}, {xx})"
+                );
+            }
+        }
+    }
+    // Spot checks that do not go through the loop above.
+    let img = |i: usize| &x[i * IMAGE_PIXELS..(i + 1) * IMAGE_PIXELS];
+    assert_eq!(img(1)[0], f32::from(pixels[47]) * PIXEL_SCALE); // top-left ← top-right
+    assert_eq!(img(2)[0], f32::from(pixels[IMAGE_PIXELS + 3]) * PIXEL_SCALE); // row clamped
 }
 
 #[test]

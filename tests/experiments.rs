@@ -4,6 +4,7 @@
 
 mod support;
 
+use fergpu::augment::Augment;
 use fergpu::data::{synth, Usage};
 use fergpu::device::DeviceChoice;
 use fergpu::experiment::runner::apply_settings;
@@ -204,6 +205,37 @@ activation = "selu"
         .to_string();
     assert!(err.contains("names two runs"), "{err}");
     assert!(parse_grid("[grid]\nactivation = \"softplus\"\n", "g").is_err());
+}
+
+#[test]
+fn a_sweep_can_vary_augmentation_and_rejects_a_bad_one() {
+    let runs = parse_grid("[grid]\naugment = [\"none\", \"flip,shift=3\"]\n", "a.toml").unwrap();
+    let base = TrainConfig::default();
+    let cfgs: Vec<TrainConfig> = runs
+        .iter()
+        .map(|r| apply_settings(&base, r, Path::new("s")).unwrap())
+        .collect();
+    assert_eq!(cfgs[0].augment, Augment::NONE);
+    assert_eq!(
+        cfgs[1].augment,
+        Augment {
+            flip: true,
+            shift: 3
+        }
+    );
+    // config.json keeps the spelling, and a config written before augmentation existed reads
+    // back as none.
+    let json = serde_json::to_value(&cfgs[1]).unwrap();
+    assert_eq!(json["augment"], "flip,shift=3");
+    let mut old = json.clone();
+    old.as_object_mut().unwrap().remove("augment");
+    let back: TrainConfig = serde_json::from_value(old).unwrap();
+    assert_eq!(back.augment, Augment::NONE);
+    let bad = parse_grid("[grid]\naugment = [\"rotate\"]\n", "a.toml").unwrap();
+    let err = apply_settings(&base, &bad[0], Path::new("s"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("rotate"), "{err}");
 }
 
 #[test]

@@ -14,6 +14,7 @@
 mod common;
 
 use common::{assert_close, random_vec};
+use fergpu::augment;
 use fergpu::backend::cpu::CpuBackend;
 use fergpu::backend::gpu::adapter::{format_adapters, list_adapters, AdapterRequest};
 use fergpu::backend::gpu::GpuBackend;
@@ -469,10 +470,23 @@ fn gather_batch_matches_the_reference() {
             .map(|_| rng.below(256) as u8)
             .collect(),
         labels: (0..n).map(|_| rng.below(7) as u8).collect(),
-        order: (0..13).map(|_| rng.below(n) as u32).collect(),
+        // Repeated rows, some plain and some packed with a flip and a shift (up to the most
+        // an entry holds, so the sign extension and the edge clamps are both exercised).
+        order: (0..13)
+            .map(|i| {
+                let row = rng.below(n) as u32;
+                let dx = rng.below(15) as i32 - 7;
+                let dy = rng.below(15) as i32 - 7;
+                if i % 3 == 0 {
+                    row
+                } else {
+                    augment::pack(row, i % 2 == 0, dx, dy)
+                }
+            })
+            .collect(),
         offset: 4,
-        batch: 5,
-        x_junk: random_vec(6 * IMAGE_PIXELS + 1, 5.0, 6.0, 91),
+        batch: 8,
+        x_junk: random_vec(9 * IMAGE_PIXELS + 1, 5.0, 6.0, 91),
     };
     parity(
         |o| o.gather(&c),

@@ -4,6 +4,7 @@
 
 mod support;
 
+use fergpu::augment::Augment;
 use fergpu::checkpoint::Checkpoint;
 use fergpu::data::{synth, Usage};
 use fergpu::device::DeviceChoice;
@@ -27,8 +28,9 @@ fn splits() -> Splits {
     }
 }
 
-/// A 3-epoch MLP run whose learning rate changes (plateau schedule) and whose loss is
-/// class-weighted, so every piece of resumable state matters.
+/// A 3-epoch MLP run whose learning rate changes (plateau schedule), whose loss is
+/// class-weighted and whose images are flipped and shifted (augmentation drawn from the
+/// shuffle's generator), so every piece of resumable state matters.
 fn config(out: PathBuf, epochs: usize) -> TrainConfig {
     TrainConfig {
         model: "mlp".into(),
@@ -38,6 +40,7 @@ fn config(out: PathBuf, epochs: usize) -> TrainConfig {
         class_weight: ClassWeight::Balanced,
         lr_schedule: "plateau:patience=1,factor=0.5".into(),
         patience: Some(5),
+        augment: Augment::parse("flip,shift=2").unwrap(),
         device: DeviceChoice {
             adapter: "cpu".into(),
             gpu_backend: None,

@@ -230,8 +230,9 @@ pub trait Backend {
 
     // ---- data ---------------------------------------------------------------------------
 
-    /// Gathers one batch: for `i < batch`, image `r = order[offset + i]` of `images` goes to
-    /// `x[i]` scaled by 1/255, and its label to `labels[i]`.
+    /// Gathers one batch: for `i < batch`, image `r` of `images`, where `order[offset + i]`
+    /// packs `r` with a flip and shift ([`crate::augment::pack`]; a bare `r` reads the image
+    /// as it is), goes to `x[i]` scaled by 1/255, and its label to `labels[i]`.
     /// Buffers: x `(batch, 1, 48, 48)`, labels `(batch)`, order `(n)`.
     fn gather_batch(
         &self,

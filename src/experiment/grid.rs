@@ -40,7 +40,7 @@ use crate::backend::Activation;
 use crate::{Error, Result};
 
 /// Every setting a sweep file may name, in the order results tables show them.
-pub const SETTINGS: [&str; 11] = [
+pub const SETTINGS: [&str; 12] = [
     "name",
     "model",
     "activation",
@@ -52,6 +52,7 @@ pub const SETTINGS: [&str; 11] = [
     "seed",
     "lr_schedule",
     "patience",
+    "augment",
 ];
 
 /// One setting's value. Serializes as the bare value (`"elu"`, `32`, `0.001`, `true`).
@@ -436,7 +437,7 @@ impl Kind {
     fn of(setting: &str) -> Option<Kind> {
         Some(match setting {
             "name" => Kind::Name,
-            "model" | "class_weight" => Kind::Text,
+            "model" | "class_weight" | "augment" => Kind::Text,
             "activation" | "dense_activation" => Kind::Activation,
             "lr_schedule" => Kind::Schedule,
             "batch_size" | "epochs" | "patience" => Kind::Count { min: 1 },

@@ -5,6 +5,7 @@
 use super::folds::{cv_summary, kfold, stratified_kfold};
 use super::grid::RunSpec;
 use super::results::{results_html, write_results_csv, RunResult};
+use crate::augment::Augment;
 use crate::backend::Activation;
 use crate::data::{Dataset, Usage};
 use crate::error::{Error, Result};
@@ -232,6 +233,7 @@ pub fn apply_settings(base: &TrainConfig, spec: &RunSpec, dir: &Path) -> Result<
             "seed" => cfg.seed = value.as_u64().ok_or_else(bad)?,
             "lr_schedule" => cfg.lr_schedule = value.as_str().ok_or_else(bad)?.to_string(),
             "patience" => cfg.patience = Some(value.as_usize().ok_or_else(bad)?),
+            "augment" => cfg.augment = Augment::parse(value.as_str().ok_or_else(bad)?)?,
             other => {
                 return Err(Error::Config(format!(
                     "run '{}': unknown setting '{other}'",

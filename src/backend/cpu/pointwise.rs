@@ -1,5 +1,6 @@
 //! Element-wise ops: activations, Adam, and the batch gather.
 
+use crate::augment;
 use crate::backend::{Activation, AdamStep};
 use crate::shape::IMAGE_PIXELS;
 use rayon::prelude::*;
@@ -65,7 +66,8 @@ pub fn adam_step(params: &mut [f32], grads: &[f32], m: &mut [f32], v: &mut [f32]
 pub const PIXEL_SCALE: f32 = 1.0 / 255.0;
 
 /// `x (batch, 48·48)` and `labels (batch)` from images `order[offset..offset + batch]` of
-/// `pixels (n, 48·48)` and `all_labels (n)`.
+/// `pixels (n, 48·48)` and `all_labels (n)`; each order entry is a row index packed with an
+/// optional flip and shift (see [`crate::augment::pack`]).
 pub fn gather_batch(
     x: &mut [f32],
     labels: &mut [u32],
@@ -79,13 +81,21 @@ pub fn gather_batch(
     x[..batch * IMAGE_PIXELS]
         .par_chunks_mut(IMAGE_PIXELS)
         .zip(rows.par_iter())
-        .for_each(|(x, &r)| {
+        .for_each(|(x, &entry)| {
+            let (r, flip, dx, dy) = augment::unpack(entry);
             let src = &pixels[r as usize * IMAGE_PIXELS..(r as usize + 1) * IMAGE_PIXELS];
-            for (x, &p) in x.iter_mut().zip(src) {
-                *x = f32::from(p) * PIXEL_SCALE;
+            if entry == r {
+                for (x, &p) in x.iter_mut().zip(src) {
+                    *x = f32::from(p) * PIXEL_SCALE;
+                }
+            } else {
+                for (px, x) in x.iter_mut().enumerate() {
+                    let p = src[augment::source_pixel(px, flip, dx, dy)];
+                    *x = f32::from(p) * PIXEL_SCALE;
+                }
             }
         });
-    for (l, &r) in labels[..batch].iter_mut().zip(rows) {
-        *l = u32::from(all_labels[r as usize]);
+    for (l, &entry) in labels[..batch].iter_mut().zip(rows) {
+        *l = u32::from(all_labels[(entry & augment::ROW_MASK) as usize]);
     }
 }

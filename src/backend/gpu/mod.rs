@@ -28,7 +28,9 @@ use self::context::Context;
 use self::kernels::{Kernel, Pipelines};
 use self::recorder::Recorder;
 use super::{Activation, AdamStep, Backend};
-use crate::shape::{dispatch_2d, Conv2dShape, DenseShape, PoolShape, IMAGE_PIXELS, NUM_CLASSES};
+use crate::shape::{
+    dispatch_2d, Conv2dShape, DenseShape, PoolShape, IMAGE_PIXELS, IMAGE_SIDE, NUM_CLASSES,
+};
 use crate::Result;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
@@ -343,7 +345,7 @@ impl Backend for GpuBackend {
         assert!(x.len() >= batch * IMAGE_PIXELS && labels.len() >= batch);
         self.launch(
             Kernel::GatherBatch,
-            &ops::gather(batch, offset, IMAGE_PIXELS),
+            &ops::gather(batch, offset, IMAGE_SIDE),
             &[
                 &x.buf,
                 &labels.buf,

@@ -247,9 +247,9 @@ pub(crate) fn adam(step: &AdamStep, len: usize) -> [u32; 8] {
     ]
 }
 
-/// `data.wgsl` `Gather`.
-pub(crate) fn gather(batch: usize, offset: usize, pixels: usize) -> [u32; 4] {
-    [u(batch), u(offset), u(pixels), 0]
+/// `data.wgsl` `Gather` for square images of `side × side` pixels.
+pub(crate) fn gather(batch: usize, offset: usize, side: usize) -> [u32; 4] {
+    [u(batch), u(offset), u(side * side), u(side)]
 }
 
 #[cfg(test)]
