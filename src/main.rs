@@ -338,6 +338,7 @@ fn parse_class_weight(s: &str) -> Result<ClassWeight, String> {
 }
 
 fn main() {
+    restore_default_sigpipe();
     let matches = Cli::command().get_matches();
     let cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,
@@ -351,6 +352,16 @@ fn main() {
     if let Err(e) = dispatch(cli, epochs_given) {
         eprintln!("error: {e:#}");
         std::process::exit(1);
+    }
+}
+
+/// Rust ignores SIGPIPE, so `println!` into a closed pipe (`fergpu eval … | head`) panics.
+/// A command-line tool should end quietly instead, as `cat` does: restore the default action.
+fn restore_default_sigpipe() {
+    #[cfg(unix)]
+    // SAFETY: called first thing in main, before any thread starts; SIG_DFL is a valid action.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 
@@ -508,14 +519,15 @@ fn eval(a: EvalArgs) -> Result<()> {
         keep_probs: a.predictions.is_some(),
     };
     let r = run_on(&a.device.choice(), job)?;
-    println!(
-        "{}",
-        fergpu::eval::report_text(&r, &format!("{} ({})", a.split.name(), ck.spec.name))
-    );
+    // The file first: it is the costly result, and stdout may be a pipe that closes early.
     if let (Some(path), Some(probs)) = (&a.predictions, &r.probs) {
         fergpu::eval::write_predictions(path, &ds.labels, probs)?;
         eprintln!("wrote predictions to {}", path.display());
     }
+    println!(
+        "{}",
+        fergpu::eval::report_text(&r, &format!("{} ({})", a.split.name(), ck.spec.name))
+    );
     Ok(())
 }
 

@@ -96,6 +96,28 @@ fn info_on_a_missing_file_is_an_error_naming_it() {
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
+/// `fergpu info … | head -0`: output into a pipe whose reader has gone ends the program as
+/// SIGPIPE does for `cat`, without a panic message.
+#[cfg(unix)]
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::Stdio;
+    let dir = fresh_dir("info-pipe");
+    let (path, _) = synth_file(&dir);
+    let mut child = fergpu(["info", "--data"])
+        .arg(&path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take()); // the reader goes before the CSV is even read
+    let out = child.wait_with_output().unwrap();
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.signal(), Some(13), "{:?}: {stderr}", out.status);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
 #[test]
 fn export_images_writes_named_48x48_pngs_of_the_chosen_rows() {
     let dir = fresh_dir("export");
