@@ -5,13 +5,14 @@ use std::path::PathBuf;
 /// Everything that can go wrong because of the user's files, flags or machine.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// A file could not be opened, read or written.
-    #[error("{path}: {source}")]
+    /// A file could not be opened, read or written. The reason is part of the message, so
+    /// it is not also returned by `source()` (a chain printer would show it twice).
+    #[error("{path}: {reason}")]
     Io {
         /// The file.
         path: PathBuf,
         /// The operating system's reason.
-        source: std::io::Error,
+        reason: std::io::Error,
     },
     /// A data row is malformed. `line` is 1-based and counts the header as line 1.
     #[error("{path}:{line}: {problem}")]
@@ -66,10 +67,24 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     /// An I/O error on `path`.
-    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Error {
+    pub fn io(path: impl Into<PathBuf>, reason: std::io::Error) -> Error {
         Error::Io {
             path: path.into(),
-            source,
+            reason,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Error;
+
+    /// `main` prints an error with its chain of sources; the OS reason must appear once.
+    #[test]
+    fn an_io_error_names_its_reason_in_the_message_and_not_again_as_a_source() {
+        let reason = std::io::Error::new(std::io::ErrorKind::NotFound, "No such file");
+        let e = Error::io("model.safetensors", reason);
+        assert_eq!(e.to_string(), "model.safetensors: No such file");
+        assert!(std::error::Error::source(&e).is_none());
     }
 }

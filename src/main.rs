@@ -350,26 +350,9 @@ fn main() {
         .and_then(|m| m.value_source("epochs"))
         == Some(clap::parser::ValueSource::CommandLine);
     if let Err(e) = dispatch(cli, epochs_given) {
-        eprintln!("error: {}", error_text(&e));
+        eprintln!("error: {e:#}");
         std::process::exit(1);
     }
-}
-
-/// The error and its causes joined by ": ", leaving out a cause whose text the message
-/// already holds (fergpu's own errors name their cause, e.g. `FILE: No such file…`).
-fn error_text(e: &anyhow::Error) -> String {
-    let mut text = String::new();
-    for cause in e.chain() {
-        let part = cause.to_string();
-        if text.contains(&part) {
-            continue;
-        }
-        if !text.is_empty() {
-            text.push_str(": ");
-        }
-        text.push_str(&part);
-    }
-    text
 }
 
 /// Rust ignores SIGPIPE, so `println!` into a closed pipe (`fergpu eval … | head`) panics.
@@ -717,26 +700,4 @@ fn sweep(a: SweepArgs) -> Result<()> {
         );
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::error_text;
-
-    #[test]
-    fn error_text_names_each_cause_once() {
-        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "No such file");
-        let typed = fergpu::error::Error::io("model.safetensors", io);
-        assert_eq!(
-            error_text(&anyhow::Error::new(typed)),
-            "model.safetensors: No such file"
-        );
-        let json = serde_json::from_str::<u32>("x").unwrap_err();
-        let wrapped = anyhow::Error::new(json).context("run/config.json: not valid JSON");
-        let text = error_text(&wrapped);
-        assert!(
-            text.starts_with("run/config.json: not valid JSON: expected value"),
-            "{text}"
-        );
-    }
 }
