@@ -253,6 +253,14 @@ impl<B: Backend> ErasedOps for Ops<'_, B> {
         be.write(&mut src, &a[..3]);
         let mut all = be.download(&src);
         all.extend(late);
+        // A copy sees the ops recorded before it, later ops see the copy; it stops at `len`.
+        let mut doubled = be.zeros(a.len());
+        let mut copied = be.upload(b);
+        let mut after = be.zeros(a.len());
+        be.activation_forward(&mut doubled, &src, Activation::Relu, a.len());
+        be.copy(&mut copied, &doubled, a.len() - 2);
+        be.activation_forward(&mut after, &copied, Activation::Linear, a.len());
+        all.extend(be.download(&after));
         let up = be.upload_indices(idx);
         let mut ids_all = be.download_indices(&ids);
         ids_all.extend(be.download_indices(&up));

@@ -169,6 +169,17 @@ impl AdamStep {
     }
 }
 
+/// What a device can hold, for sizing batches before anything is allocated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemoryLimits {
+    /// Bytes of the largest buffer one op may bind (a GPU adapter's storage-binding and
+    /// buffer-size limits; on the CPU a share of the machine's memory).
+    pub max_buffer_bytes: u64,
+    /// Bytes all buffers together may take, when the device says (the machine's memory for
+    /// the CPU; wgpu does not report a GPU's memory, so `None` there).
+    pub total_bytes: Option<u64>,
+}
+
 /// Index of each field in the loss statistics buffer `(4)` that
 /// [`Backend::softmax_cross_entropy_forward`] accumulates into.
 pub mod stats {
@@ -208,6 +219,9 @@ pub trait Backend {
     fn write(&self, dst: &mut Self::Tensor, data: &[f32]);
     /// Copies the whole tensor back to the host (waits for queued work).
     fn download(&self, src: &Self::Tensor) -> Vec<f32>;
+    /// Copies the first `len` elements of `src` into `dst` on the device, ordered after every
+    /// op recorded so far (e.g. the trainer's parameters into an evaluator's network).
+    fn copy(&self, dst: &mut Self::Tensor, src: &Self::Tensor, len: usize);
     /// A zero-filled index buffer of `len` elements.
     fn zeros_indices(&self, len: usize) -> Self::Indices;
     /// An index buffer holding a copy of `data`.
@@ -218,6 +232,9 @@ pub trait Backend {
     fn download_indices(&self, src: &Self::Indices) -> Vec<u32>;
     /// Uploads a data set once: `pixels` is `(n, 48·48)` u8, `labels` is `(n)` in 0..7.
     fn upload_images(&self, pixels: &[u8], labels: &[u8]) -> Self::Images;
+    /// How much memory this device gives one buffer and all buffers together (see
+    /// [`MemoryLimits`]); callers size batches from it before allocating anything.
+    fn memory_limits(&self) -> MemoryLimits;
     /// Ends the recording of a batch's work and hands it to the device (no-op on the CPU).
     fn submit(&self);
     /// Reports any error the device raised so far (validation, out of memory, device lost)

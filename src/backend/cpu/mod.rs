@@ -26,7 +26,7 @@ mod pool;
 
 pub use pointwise::PIXEL_SCALE;
 
-use super::{Activation, AdamStep, Backend};
+use super::{Activation, AdamStep, Backend, MemoryLimits};
 use crate::shape::{Conv2dShape, DenseShape, PoolShape, IMAGE_PIXELS, NUM_CLASSES};
 use ::gemm::Parallelism;
 use rayon::prelude::*;
@@ -111,6 +111,24 @@ impl Workers {
         });
         workers
     }
+}
+
+/// The machine's physical memory in bytes, where the OS tells it.
+fn physical_memory_bytes() -> Option<u64> {
+    #[cfg(unix)]
+    {
+        // SAFETY: sysconf only reads system configuration values.
+        let (pages, page) = unsafe {
+            (
+                libc::sysconf(libc::_SC_PHYS_PAGES),
+                libc::sysconf(libc::_SC_PAGESIZE),
+            )
+        };
+        if pages > 0 && page > 0 {
+            return Some(pages as u64 * page as u64);
+        }
+    }
+    None
 }
 
 /// The CPU reference backend; see the module docs.
@@ -199,6 +217,19 @@ impl Backend for CpuBackend {
 
     fn download(&self, src: &Vec<f32>) -> Vec<f32> {
         src.clone()
+    }
+
+    fn copy(&self, dst: &mut Vec<f32>, src: &Vec<f32>, len: usize) {
+        dst[..len].copy_from_slice(&src[..len]);
+    }
+
+    fn memory_limits(&self) -> MemoryLimits {
+        let total = physical_memory_bytes();
+        MemoryLimits {
+            // One buffer may take a quarter of the machine: a batch has several of that size.
+            max_buffer_bytes: total.map_or(u64::MAX, |t| t / 4),
+            total_bytes: total,
+        }
     }
 
     fn zeros_indices(&self, len: usize) -> Vec<u32> {

@@ -27,7 +27,7 @@ use self::buffers::Buf;
 use self::context::Context;
 use self::kernels::{Kernel, Pipelines};
 use self::recorder::Recorder;
-use super::{Activation, AdamStep, Backend};
+use super::{Activation, AdamStep, Backend, MemoryLimits};
 use crate::shape::{
     dispatch_2d, Conv2dShape, DenseShape, PoolShape, IMAGE_PIXELS, IMAGE_SIDE, NUM_CLASSES,
 };
@@ -280,6 +280,33 @@ impl Backend for GpuBackend {
         match self.read_bytes(&src.buf, 4 * src.len() as u64) {
             Some(bytes) => bytemuck::pod_collect_to_vec(&bytes),
             None => vec![f32::NAN; src.len()],
+        }
+    }
+
+    fn copy(&self, dst: &mut GpuTensor, src: &GpuTensor, len: usize) {
+        assert!(
+            len <= dst.len() && len <= src.len(),
+            "copy past the end of a tensor"
+        );
+        if len == 0 || 4 * len as u64 > dst.buf.raw.size().min(src.buf.raw.size()) {
+            return; // nothing, or a stand-in for a buffer that could not be made (reported)
+        }
+        self.rec().encoder(&self.ctx).copy_buffer_to_buffer(
+            &src.buf.raw,
+            0,
+            &dst.buf.raw,
+            0,
+            4 * len as u64,
+        );
+    }
+
+    fn memory_limits(&self) -> MemoryLimits {
+        let l = &self.ctx.limits;
+        MemoryLimits {
+            max_buffer_bytes: l
+                .max_buffer_size
+                .min(u64::from(l.max_storage_buffer_binding_size)),
+            total_bytes: None,
         }
     }
 
