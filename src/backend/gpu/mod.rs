@@ -303,9 +303,7 @@ impl Backend for GpuBackend {
     fn memory_limits(&self) -> MemoryLimits {
         let l = &self.ctx.limits;
         MemoryLimits {
-            max_buffer_bytes: l
-                .max_buffer_size
-                .min(u64::from(l.max_storage_buffer_binding_size)),
+            max_buffer_bytes: l.max_buffer_size.min(l.max_storage_buffer_binding_size),
             total_bytes: None,
         }
     }
