@@ -7,8 +7,9 @@
 use crate::backend::{Activation, Backend};
 use crate::data::synth;
 use crate::error::Result;
+use crate::eval::{DeviceSet, Evaluator};
 use crate::model::{ModelSpec, Op, Plan};
-use crate::train::{ClassWeight, DeviceSet, Trainer};
+use crate::train::{Trainer, TrainerOptions};
 use std::time::Instant;
 
 /// What to measure.
@@ -63,7 +64,11 @@ fn model_rows<B: Backend>(
     let warm = 2;
     let ds = synth::generate(batch * (steps + warm), 7);
     let params = Plan::new(spec, 1)?.init_params(1);
-    let mut tr = Trainer::new(be, spec.clone(), &params, batch, &ds, ClassWeight::None, 1)?;
+    let opts = TrainerOptions {
+        batch,
+        ..TrainerOptions::default()
+    };
+    let mut tr = Trainer::new(be, spec.clone(), &params, &ds, &opts)?;
     let mut step = 0;
     tr.run_epoch(1e-4, &mut |_| {
         step += 1;
@@ -73,9 +78,11 @@ fn model_rows<B: Backend>(
     let out = tr.run_epoch(1e-4, &mut |_| true);
     let secs = t0.elapsed().as_secs_f64();
     let set = DeviceSet::new(be, &ds);
-    tr.evaluate(&set, false);
+    let mut ev = Evaluator::with_batch(be, spec, &params, batch)?;
+    ev.load_params(tr.params_tensor());
+    ev.evaluate(&set, false);
     let t1 = Instant::now();
-    tr.evaluate(&set, false);
+    ev.evaluate(&set, false);
     let eval_secs = t1.elapsed().as_secs_f64();
     let name = format!("{} b{batch}", spec.name);
     Ok(vec![
@@ -87,9 +94,9 @@ fn model_rows<B: Backend>(
         },
         BenchRow {
             what: format!("eval {name}"),
-            images_per_s: Some(set.n as f64 / eval_secs),
+            images_per_s: Some(set.len() as f64 / eval_secs),
             gflops: None,
-            ms: 1e3 * eval_secs * batch as f64 / set.n as f64,
+            ms: 1e3 * eval_secs * batch as f64 / set.len() as f64,
         },
     ])
 }

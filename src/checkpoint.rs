@@ -188,7 +188,17 @@ mod tests {
         let path = tmp("a.safetensors");
         ck.save(&path).unwrap();
         assert_eq!(Checkpoint::load(&path).unwrap(), ck);
-        assert!(!path.with_extension("tmp").exists());
+        let leftovers = std::fs::read_dir(path.parent().unwrap())
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .path()
+                    .to_string_lossy()
+                    .ends_with(".tmp")
+            })
+            .count();
+        assert_eq!(leftovers, 0, "a temporary file was left behind");
     }
 
     #[test]

@@ -18,26 +18,24 @@ pub trait Job {
     fn run<B: Backend>(self, be: &B, device: &str) -> Result<Self::Output>;
 }
 
-/// What the user asked for on the command line.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+/// Which device runs the work (`--adapter`, `--gpu-backend`, `--threads`); the `device`
+/// section of [`crate::settings::Settings`].
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::Args)]
+#[serde(default, deny_unknown_fields)]
+#[command(next_help_heading = "Device")]
 pub struct DeviceChoice {
-    /// `auto|discrete|integrated|software|cpu|<index>|<name substring>`.
+    /// auto | discrete | integrated | software | cpu | <index> | <name substring>.
+    #[arg(long, default_value = "auto")]
     pub adapter: String,
-    /// `vulkan|metal|dx12|gl`, or none for every API wgpu supports here.
+    /// Restrict wgpu to one API: vulkan | metal | dx12 | gl.
+    #[arg(long)]
     pub gpu_backend: Option<String>,
-    /// CPU threads for the CPU backend (0: all cores).
+    /// Threads of the CPU backend (0: one per core).
+    #[arg(long, default_value_t = 0)]
     pub threads: usize,
 }
 
-impl Default for DeviceChoice {
-    fn default() -> Self {
-        DeviceChoice {
-            adapter: "auto".into(),
-            gpu_backend: None,
-            threads: 0,
-        }
-    }
-}
+crate::flags::defaults_from_flags!(DeviceChoice);
 
 /// Runs `job` on the backend `choice` selects: `cpu` is the CPU reference; `auto` takes the
 /// best GPU adapter (discrete, integrated, then software) and falls back to the CPU reference

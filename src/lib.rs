@@ -8,27 +8,39 @@
 //! - [`shape`]: every layer's sizes, the single source of truth;
 //! - [`backend`]: the op-level [`backend::Backend`] trait, the CPU reference and the GPU backend;
 //! - [`model`]: layer lists, presets, the flat parameter layout, the generic network;
-//! - [`train`], [`eval`], [`checkpoint`]: the training loop, evaluation, safetensors files;
-//! - [`metrics`], [`report`]: confusion matrices, per-class scores, plots and HTML tables;
-//! - [`experiment`]: cross-validation folds, sweeps, schedules, early stopping.
+//! - [`train`]: the training step and epoch, learning-rate schedules, early stopping;
+//! - [`eval`]: evaluation passes in batches that fit the device, reports;
+//! - [`checkpoint`]: safetensors files PyTorch can read;
+//! - [`settings`]: every training setting, one type for flags, recipes, sweeps and resume;
+//! - [`run`]: a whole run (the epoch loop, resume) and the run folder that owns its files;
+//! - [`experiment`]: cross-validation folds and sweeps above single runs;
+//! - [`cli`]: the command line; `src/main.rs` only parses and calls it;
+//! - [`metrics`], [`report`]: confusion matrices, per-class scores, plots and HTML tables.
+//!
+//! Imports go one way: cli → experiment → run → settings → train/eval → model → backend →
+//! shape/data. Stopping is a [`cancel::Cancel`] value handed down, not a global.
 
 #![warn(missing_docs)]
 
 pub mod augment;
 pub mod backend;
 pub mod bench;
+pub mod cancel;
 pub mod checkpoint;
+pub mod cli;
 pub mod data;
 pub mod device;
 pub mod error;
 pub mod eval;
 pub mod experiment;
+mod flags;
 pub mod metrics;
 pub mod model;
 pub mod predict;
 pub mod report;
 pub mod rng;
 pub mod run;
+pub mod settings;
 pub mod shape;
 pub mod train;
 

@@ -5,16 +5,15 @@
 mod support;
 
 use fergpu::augment::Augment;
+use fergpu::cancel::Cancel;
 use fergpu::data::{synth, Usage};
-use fergpu::device::DeviceChoice;
 use fergpu::experiment::runner::apply_settings;
-use fergpu::experiment::{
-    kfold, load_grid, parse_grid, stratified_kfold, EarlyStopping, Fold, LrSchedule, Scheduler,
-    SettingValue,
-};
+use fergpu::experiment::{kfold, load_grid, parse_grid, stratified_kfold, Fold, SettingValue};
 use fergpu::metrics::Confusion;
 use fergpu::report::read_summary_json;
-use fergpu::run::{train_on, Splits, TrainConfig};
+use fergpu::run::{train_on, ExperimentFolder, Start};
+use fergpu::settings::{Settings, Splits};
+use fergpu::train::{EarlyStopping, LrSchedule, Scheduler};
 use std::path::Path;
 use support::{fergpu, fresh_dir, run_ok, write_synth_csv};
 
@@ -210,14 +209,15 @@ activation = "selu"
 #[test]
 fn a_sweep_can_vary_augmentation_and_rejects_a_bad_one() {
     let runs = parse_grid("[grid]\naugment = [\"none\", \"flip,shift=3\"]\n", "a.toml").unwrap();
-    let base = TrainConfig::default();
-    let cfgs: Vec<TrainConfig> = runs
+    let base = Settings::default();
+    let folder = ExperimentFolder::new("s");
+    let cfgs: Vec<Settings> = runs
         .iter()
-        .map(|r| apply_settings(&base, r, Path::new("s")).unwrap())
+        .map(|r| apply_settings(&base, r, &folder).unwrap())
         .collect();
-    assert_eq!(cfgs[0].augment, Augment::NONE);
+    assert_eq!(cfgs[0].augment.augment, Augment::NONE);
     assert_eq!(
-        cfgs[1].augment,
+        cfgs[1].augment.augment,
         Augment {
             flip: true,
             shift: 3
@@ -226,16 +226,16 @@ fn a_sweep_can_vary_augmentation_and_rejects_a_bad_one() {
     // config.json keeps the spelling, and a config written before augmentation existed reads
     // back as none.
     let json = serde_json::to_value(&cfgs[1]).unwrap();
-    assert_eq!(json["augment"], "flip,shift=3");
+    assert_eq!(json["augment"]["augment"], "flip,shift=3");
     let mut old = json.clone();
     old.as_object_mut().unwrap().remove("augment");
-    let back: TrainConfig = serde_json::from_value(old).unwrap();
-    assert_eq!(back.augment, Augment::NONE);
-    let bad = parse_grid("[grid]\naugment = [\"rotate\"]\n", "a.toml").unwrap();
-    let err = apply_settings(&base, &bad[0], Path::new("s"))
+    let back: Settings = serde_json::from_value(old).unwrap();
+    assert_eq!(back.augment.augment, Augment::NONE);
+    // A bad value is refused as the file is read, naming the file, its line and the value.
+    let err = parse_grid("[grid]\naugment = [\"rotate\"]\n", "a.toml")
         .unwrap_err()
         .to_string();
-    assert!(err.contains("rotate"), "{err}");
+    assert!(err.contains("rotate") && err.contains("a.toml:2"), "{err}");
 }
 
 #[test]
@@ -248,21 +248,25 @@ fn the_notebook_sweep_is_its_nine_experiments() {
     names.dedup();
     assert_eq!(names.len(), 9, "names are unique");
     let mut seen = std::collections::BTreeSet::new();
-    let base = TrainConfig::default();
+    let base = Settings::default();
+    let folder = ExperimentFolder::new("sweep");
     for r in &runs {
         assert_eq!(str_setting(r, "model"), "cnn");
         assert_eq!(str_setting(r, "dense_activation"), "selu");
         assert_eq!(str_setting(r, "class_weight"), "frequency");
-        let cfg = apply_settings(&base, r, Path::new("sweep")).unwrap();
-        assert!(["elu", "relu", "selu"].contains(&cfg.activation.name()));
-        assert!([32, 512].contains(&cfg.batch_size));
-        assert!([1e-3, 1e-6].contains(&cfg.lr));
-        assert!([12, 50, 100].contains(&cfg.epochs));
-        assert_eq!(cfg.out, Path::new("sweep").join(&r.name));
-        seen.insert(cfg.activation.name().to_string());
-        seen.insert(format!("b{}", cfg.batch_size));
-        seen.insert(format!("lr{:e}", cfg.lr));
-        seen.insert(format!("e{}", cfg.epochs));
+        let cfg = apply_settings(&base, r, &folder).unwrap();
+        assert!(["elu", "relu", "selu"].contains(&cfg.model.activation.name()));
+        assert!([32, 512].contains(&cfg.run.batch_size));
+        assert!([1e-3, 1e-6].contains(&cfg.optimizer.lr));
+        assert!([12, 50, 100].contains(&cfg.schedule.epochs));
+        assert_eq!(
+            cfg.run.out.as_deref(),
+            Some(Path::new("sweep").join(&r.name).as_path())
+        );
+        seen.insert(cfg.model.activation.name().to_string());
+        seen.insert(format!("b{}", cfg.run.batch_size));
+        seen.insert(format!("lr{:e}", cfg.optimizer.lr));
+        seen.insert(format!("e{}", cfg.schedule.epochs));
     }
     for value in [
         "elu", "relu", "selu", "b32", "b512", "lr1e-3", "lr1e-6", "e12", "e50", "e100",
@@ -315,21 +319,21 @@ fn a_run_with_patience_stops_early_and_keeps_its_best_epoch() {
         val: ds.split(&[Usage::PrivateTest]),
         test: ds.split(&[Usage::PublicTest]),
     };
-    let cfg = TrainConfig {
-        model: "mlp".into(),
-        epochs: 10,
-        lr: 1e-12,
-        patience: Some(2),
-        device: DeviceChoice {
-            adapter: "cpu".into(),
-            gpu_backend: None,
-            threads: 0,
-        },
-        out: fresh_dir("patience").join("run"),
-        quiet: true,
-        ..TrainConfig::default()
-    };
-    let out = train_on(&cfg, &splits, false).unwrap();
+    let mut cfg = Settings::default();
+    cfg.model.model = "mlp".into();
+    cfg.schedule.epochs = 10;
+    cfg.optimizer.lr = 1e-12;
+    cfg.schedule.patience = Some(2);
+    cfg.device.adapter = "cpu".into();
+    cfg.run.out = Some(fresh_dir("patience").join("run"));
+    cfg.run.quiet = true;
+    let out = train_on(
+        &cfg,
+        &splits,
+        Start::New { overwrite: false },
+        &Cancel::new(),
+    )
+    .unwrap();
     assert_eq!(out.records.len(), 3, "{:?}", out.records);
     let summary = out.summary.unwrap();
     assert_eq!(summary.best_epoch, 1);
@@ -409,21 +413,21 @@ fn a_run_trains_each_epoch_at_its_scheduled_rate() {
         val: ds.split(&[Usage::PrivateTest]),
         test: ds.split(&[Usage::PublicTest]),
     };
-    let cfg = TrainConfig {
-        model: "mlp".into(),
-        epochs: 3,
-        lr: 1e-3,
-        lr_schedule: "step:every=1,gamma=0.5".into(),
-        device: DeviceChoice {
-            adapter: "cpu".into(),
-            gpu_backend: None,
-            threads: 0,
-        },
-        out: fresh_dir("schedule-run").join("run"),
-        quiet: true,
-        ..TrainConfig::default()
-    };
-    let out = train_on(&cfg, &splits, false).unwrap();
+    let mut cfg = Settings::default();
+    cfg.model.model = "mlp".into();
+    cfg.schedule.epochs = 3;
+    cfg.optimizer.lr = 1e-3;
+    cfg.schedule.lr_schedule = "step:every=1,gamma=0.5".into();
+    cfg.device.adapter = "cpu".into();
+    cfg.run.out = Some(fresh_dir("schedule-run").join("run"));
+    cfg.run.quiet = true;
+    let out = train_on(
+        &cfg,
+        &splits,
+        Start::New { overwrite: false },
+        &Cancel::new(),
+    )
+    .unwrap();
     let lrs: Vec<f64> = out.records.iter().map(|r| r.lr).collect();
     assert_rates(&lrs, &[1e-3, 5e-4, 2.5e-4]);
 }

@@ -17,13 +17,14 @@ use fergpu::backend::cpu::CpuBackend;
 use fergpu::backend::gpu::adapter::{list_adapters, AdapterRequest};
 use fergpu::backend::gpu::GpuBackend;
 use fergpu::backend::Backend;
+use fergpu::cancel::Cancel;
 use fergpu::checkpoint::Checkpoint;
 use fergpu::data::synth;
 use fergpu::data::{Dataset, Usage};
-use fergpu::device::DeviceChoice;
 use fergpu::eval::evaluate_checkpoint;
 use fergpu::metrics::argmax;
-use fergpu::run::{train_on, DataConfig, Splits, TrainConfig};
+use fergpu::run::{train_on, Start};
+use fergpu::settings::{Settings, Splits};
 use fergpu::shape::NUM_CLASSES;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -148,25 +149,18 @@ fn library_training_on_the_software_adapter_then_gpu_and_cpu_agree_on_its_checkp
         return;
     }
     let dir = scratch("e2e-library");
-    let cfg = TrainConfig {
-        model: "mlp".into(),
-        epochs: 2,
-        batch_size: 32,
-        seed: 3,
-        data: DataConfig {
-            synthetic: Some(400),
-            ..DataConfig::default()
-        },
-        device: DeviceChoice {
-            adapter: "software".into(),
-            ..DeviceChoice::default()
-        },
-        out: dir.clone(),
-        quiet: true,
-        ..TrainConfig::default()
-    };
+    let mut cfg = Settings::default();
+    cfg.model.model = "mlp".into();
+    cfg.schedule.epochs = 2;
+    cfg.run.batch_size = 32;
+    cfg.run.seed = 3;
+    cfg.data.synthetic = Some(400);
+    cfg.device.adapter = "software".into();
+    cfg.run.out = Some(dir.clone());
+    cfg.run.quiet = true;
     let data = splits(400);
-    let outcome = train_on(&cfg, &data, false).expect("training on the software adapter");
+    let outcome = train_on(&cfg, &data, Start::New { overwrite: false }, &Cancel::new())
+        .expect("training on the software adapter");
     assert_eq!(outcome.records.len(), 2, "both epochs ran");
     for r in &outcome.records {
         assert!(r.train_loss.is_finite() && r.val_loss.is_finite(), "{r:?}");

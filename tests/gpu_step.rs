@@ -22,7 +22,7 @@ use fergpu::model::network::{Adam, Network};
 use fergpu::model::{ModelSpec, Plan};
 use fergpu::rng::Rng;
 use fergpu::shape::{IMAGE_PIXELS, NUM_CLASSES};
-use fergpu::train::{ClassWeight, Trainer};
+use fergpu::train::{Trainer, TrainerOptions};
 
 const LR: f32 = 1e-3;
 
@@ -220,8 +220,12 @@ fn an_epoch_submits_once_per_batch_and_reads_back_once() {
     // 100 images at batch 32: three full batches and a last one of 4.
     let ds = fergpu::data::synth::generate(100, 5);
     let params = Plan::new(&spec, 1).expect("mlp").init_params(5);
-    let mut tr = Trainer::new(&gpu, spec, &params, 32, &ds, ClassWeight::None, 5)
-        .expect("a trainer on the GPU");
+    let opts = TrainerOptions {
+        batch: 32,
+        seed: 5,
+        ..TrainerOptions::default()
+    };
+    let mut tr = Trainer::new(&gpu, spec, &params, &ds, &opts).expect("a trainer on the GPU");
     let before = gpu.traffic();
     let out = tr.run_epoch(1e-3, &mut |_| true);
     let after = gpu.traffic();

@@ -3,11 +3,12 @@
 
 mod support;
 
+use fergpu::cancel::Cancel;
 use fergpu::data::{synth, Usage, EMOTIONS};
-use fergpu::device::DeviceChoice;
 use fergpu::predict::load_face;
 use fergpu::rng::Rng;
-use fergpu::run::{train_on, Splits, TrainConfig};
+use fergpu::run::{train_on, Start};
+use fergpu::settings::{Settings, Splits};
 use image::{imageops, GrayImage, ImageFormat, Rgb, RgbImage, Rgba, RgbaImage};
 use std::path::{Path, PathBuf};
 use support::{fergpu, fresh_dir, run, text};
@@ -20,19 +21,19 @@ fn checkpoint(dir: &Path) -> PathBuf {
         val: ds.split(&[Usage::PrivateTest]),
         test: ds.split(&[Usage::PublicTest]),
     };
-    let cfg = TrainConfig {
-        model: "mlp".into(),
-        epochs: 1,
-        device: DeviceChoice {
-            adapter: "cpu".into(),
-            gpu_backend: None,
-            threads: 0,
-        },
-        out: dir.join("run"),
-        quiet: true,
-        ..TrainConfig::default()
-    };
-    train_on(&cfg, &splits, false).unwrap();
+    let mut cfg = Settings::default();
+    cfg.model.model = "mlp".into();
+    cfg.schedule.epochs = 1;
+    cfg.device.adapter = "cpu".into();
+    cfg.run.out = Some(dir.join("run"));
+    cfg.run.quiet = true;
+    train_on(
+        &cfg,
+        &splits,
+        Start::New { overwrite: false },
+        &Cancel::new(),
+    )
+    .unwrap();
     dir.join("run").join("checkpoint-best.safetensors")
 }
 

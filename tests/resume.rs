@@ -5,19 +5,18 @@
 mod support;
 
 use fergpu::augment::Augment;
+use fergpu::cancel::Cancel;
 use fergpu::checkpoint::Checkpoint;
 use fergpu::data::{synth, Usage};
-use fergpu::device::DeviceChoice;
 use fergpu::report::read_metrics_csv;
-use fergpu::run::{train_on, Splits, TrainConfig, INTERRUPTS};
+use fergpu::run::{train_on, Start};
+use fergpu::settings::{Settings, Splits};
 use fergpu::train::ClassWeight;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
-use std::sync::Mutex;
 use support::{fergpu, fresh_dir, run, run_ok, text, write_synth_csv};
 
-/// [`INTERRUPTS`] is process-wide: the tests that raise it run one at a time.
-static INTERRUPT_LOCK: Mutex<()> = Mutex::new(());
+const NEW: Start = Start::New { overwrite: false };
+const RESUME: Start = Start::Resume;
 
 fn splits() -> Splits {
     let ds = synth::generate(300, 31);
@@ -31,25 +30,25 @@ fn splits() -> Splits {
 /// A 3-epoch MLP run whose learning rate changes (plateau schedule), whose loss is
 /// class-weighted and whose images are flipped and shifted (augmentation drawn from the
 /// shuffle's generator), so every piece of resumable state matters.
-fn config(out: PathBuf, epochs: usize) -> TrainConfig {
-    TrainConfig {
-        model: "mlp".into(),
-        epochs,
-        batch_size: 16,
-        seed: 9,
-        class_weight: ClassWeight::Balanced,
-        lr_schedule: "plateau:patience=1,factor=0.5".into(),
-        patience: Some(5),
-        augment: Augment::parse("flip,shift=2").unwrap(),
-        device: DeviceChoice {
-            adapter: "cpu".into(),
-            gpu_backend: None,
-            threads: 0,
-        },
-        out,
-        quiet: true,
-        ..TrainConfig::default()
-    }
+fn config(out: PathBuf, epochs: usize) -> Settings {
+    let mut s = Settings::default();
+    s.model.model = "mlp".into();
+    s.schedule.epochs = epochs;
+    s.run.batch_size = 16;
+    s.run.seed = 9;
+    s.loss.class_weight = ClassWeight::Balanced;
+    s.schedule.lr_schedule = "plateau:patience=1,factor=0.5".into();
+    s.schedule.patience = Some(5);
+    s.augment.augment = Augment::parse("flip,shift=2").unwrap();
+    s.device.adapter = "cpu".into();
+    s.run.out = Some(out);
+    s.run.quiet = true;
+    s
+}
+
+/// No stop request.
+fn go() -> Cancel {
+    Cancel::new()
 }
 
 fn bits(v: &[f32]) -> Vec<u32> {
@@ -103,21 +102,20 @@ fn assert_same_runs(a: &Path, b: &Path) {
 
 #[test]
 fn stopped_mid_epoch_then_resumed_equals_uninterrupted_bit_for_bit() {
-    let _guard = INTERRUPT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let s = splits();
     let dir = fresh_dir("resume-mid");
-    let whole = train_on(&config(dir.join("whole"), 3), &s, false).unwrap();
+    let whole = train_on(&config(dir.join("whole"), 3), &s, NEW, &go()).unwrap();
     assert!(!whole.interrupted);
 
     // A Ctrl-C already pending: the run stops after its first batch and saves.
     let cfg = config(dir.join("parts"), 3);
-    INTERRUPTS.store(1, Ordering::SeqCst);
-    let first = train_on(&cfg, &s, false);
-    INTERRUPTS.store(0, Ordering::SeqCst);
+    let stop = Cancel::new();
+    stop.request();
+    let first = train_on(&cfg, &s, NEW, &stop);
     let first = first.unwrap();
     assert!(first.interrupted && first.summary.is_none());
     assert!(first.records.is_empty(), "stopped inside epoch 1");
-    let saved = Checkpoint::load(&cfg.out.join("checkpoint-last.safetensors")).unwrap();
+    let saved = Checkpoint::load(&dir.join("parts/checkpoint-last.safetensors")).unwrap();
     assert_eq!(
         saved.optimizer.as_ref().unwrap().t,
         1,
@@ -128,7 +126,7 @@ fn stopped_mid_epoch_then_resumed_equals_uninterrupted_bit_for_bit() {
     assert_eq!(state["train"]["epoch"], 0);
     assert_eq!(state["train"]["next_batch"], 1);
 
-    let rest = train_on(&cfg, &s, true).unwrap();
+    let rest = train_on(&cfg, &s, RESUME, &go()).unwrap();
     assert!(!rest.interrupted);
     assert_eq!(rest.records.len(), 3);
     assert_same_runs(&whole.out, &rest.out);
@@ -139,14 +137,13 @@ fn stopped_mid_epoch_then_resumed_equals_uninterrupted_bit_for_bit() {
 
 #[test]
 fn stopped_between_epochs_then_resumed_equals_uninterrupted_bit_for_bit() {
-    let _guard = INTERRUPT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let s = splits();
     let dir = fresh_dir("resume-between");
-    let whole = train_on(&config(dir.join("whole"), 3), &s, false).unwrap();
+    let whole = train_on(&config(dir.join("whole"), 3), &s, NEW, &go()).unwrap();
     // One epoch, then the same folder extended to three.
-    let one = train_on(&config(dir.join("parts"), 1), &s, false).unwrap();
+    let one = train_on(&config(dir.join("parts"), 1), &s, NEW, &go()).unwrap();
     assert_eq!(one.records.len(), 1);
-    let rest = train_on(&config(dir.join("parts"), 3), &s, true).unwrap();
+    let rest = train_on(&config(dir.join("parts"), 3), &s, RESUME, &go()).unwrap();
     assert_eq!(rest.records.len(), 3);
     assert_same_runs(&whole.out, &rest.out);
 }
@@ -196,7 +193,7 @@ fn cli_resume_extends_a_run_to_the_same_weights() {
     );
     // The saved settings follow the extension, so a later `--resume` keeps 3 epochs.
     assert_eq!(
-        support::read_json(&parts.join("config.json"))["config"]["epochs"],
+        support::read_json(&parts.join("config.json"))["settings"]["schedule"]["epochs"],
         3
     );
 }
@@ -224,12 +221,16 @@ fn resuming_a_folder_without_a_run_is_a_clear_error() {
 fn a_failed_save_keeps_the_last_good_checkpoint_and_the_run_resumes() {
     let s = splits();
     let dir = fresh_dir("resume-disk");
-    let whole = train_on(&config(dir.join("whole"), 3), &s, false).unwrap();
+    let whole = train_on(&config(dir.join("whole"), 3), &s, NEW, &go()).unwrap();
     let out = dir.join("parts");
-    train_on(&config(out.clone(), 1), &s, false).unwrap();
-    let blocker = out.join("checkpoint-last.safetensors.tmp");
+    train_on(&config(out.clone(), 1), &s, NEW, &go()).unwrap();
+    // Temporary files are named per writing process.
+    let blocker = out.join(format!(
+        "checkpoint-last.safetensors.{}.tmp",
+        std::process::id()
+    ));
     std::fs::create_dir(&blocker).unwrap();
-    let err = train_on(&config(out.clone(), 3), &s, true)
+    let err = train_on(&config(out.clone(), 3), &s, RESUME, &go())
         .unwrap_err()
         .to_string();
     assert!(err.contains("checkpoint-last.safetensors"), "{err}");
@@ -240,6 +241,6 @@ fn a_failed_save_keeps_the_last_good_checkpoint_and_the_run_resumes() {
     assert_eq!(read_metrics_csv(&out.join("metrics.csv")).unwrap().len(), 1);
 
     std::fs::remove_dir(&blocker).unwrap();
-    train_on(&config(out.clone(), 3), &s, true).unwrap();
+    train_on(&config(out.clone(), 3), &s, RESUME, &go()).unwrap();
     assert_same_runs(&whole.out, &out);
 }

@@ -92,33 +92,36 @@ fn assert_plain(output: &str) {
 
 fn check_config(out: &Path) {
     let config = read_json(&out.join("config.json"));
-    let c = &config["config"];
-    for key in [
-        "model",
-        "activation",
-        "dense_activation",
-        "epochs",
-        "batch_size",
-        "lr",
-        "class_weight",
-        "seed",
-        "patience",
-        "lr_schedule",
-        "data",
-        "device",
-        "out",
-        "quiet",
+    let c = &config["settings"];
+    for (section, key) in [
+        ("model", "model"),
+        ("model", "activation"),
+        ("model", "dense_activation"),
+        ("schedule", "epochs"),
+        ("run", "batch_size"),
+        ("optimizer", "lr"),
+        ("loss", "class_weight"),
+        ("run", "seed"),
+        ("schedule", "patience"),
+        ("schedule", "lr_schedule"),
+        ("data", "data"),
+        ("device", "adapter"),
+        ("run", "out"),
+        ("run", "quiet"),
     ] {
-        assert!(c.get(key).is_some(), "config.json has no config.{key}");
+        assert!(
+            c[section].get(key).is_some(),
+            "config.json has no settings.{section}.{key}"
+        );
     }
-    assert_eq!(c["model"], "mlp");
-    assert_eq!(c["epochs"], EPOCHS);
-    assert_eq!(c["batch_size"], 16);
-    assert_eq!(c["seed"], 7);
-    assert_eq!(c["lr"], 1e-3);
-    assert_eq!(c["activation"], "relu");
-    assert_eq!(c["class_weight"], "none");
-    assert_eq!(c["lr_schedule"], "constant");
+    assert_eq!(c["model"]["model"], "mlp");
+    assert_eq!(c["schedule"]["epochs"], EPOCHS);
+    assert_eq!(c["run"]["batch_size"], 16);
+    assert_eq!(c["run"]["seed"], 7);
+    assert_eq!(c["optimizer"]["lr"], 1e-3);
+    assert_eq!(c["model"]["activation"], "relu");
+    assert_eq!(c["loss"]["class_weight"], "none");
+    assert_eq!(c["schedule"]["lr_schedule"], "constant");
     assert_eq!(c["device"]["adapter"], "cpu");
     assert_eq!(c["data"]["train_split"][0], "Training");
     let adapter = config["adapter"].as_str().unwrap();
@@ -127,6 +130,10 @@ fn check_config(out: &Path) {
     assert!(config["git_commit"].is_string());
     assert!(config["train_images"].as_u64().unwrap() > 0);
     assert!(config["parameters"].as_u64().unwrap() > 0);
+    // The run folder reads its own settings back.
+    let back = fergpu::run::RunFolder::new(out).read_settings().unwrap();
+    assert_eq!(back.model.model, "mlp");
+    assert_eq!(back.run.batch_size, 16);
 }
 
 /// Checks `metrics.csv` and returns the validation accuracy of each epoch.

@@ -3,13 +3,14 @@
 
 use fergpu::backend::cpu::CpuBackend;
 use fergpu::backend::Activation;
+use fergpu::cancel::Cancel;
 use fergpu::checkpoint::Checkpoint;
 use fergpu::data::{synth, Usage};
-use fergpu::device::DeviceChoice;
 use fergpu::eval::evaluate_checkpoint;
 use fergpu::model::{ModelSpec, Plan};
-use fergpu::run::{train_on, Splits, TrainConfig};
-use fergpu::train::{ClassWeight, Trainer};
+use fergpu::run::{train_on, RunOutcome, Start};
+use fergpu::settings::{Settings, Splits};
+use fergpu::train::{ClassWeight, Trainer, TrainerOptions};
 use std::path::PathBuf;
 
 fn splits(rows: usize, seed: u64) -> Splits {
@@ -27,20 +28,20 @@ fn out_dir(name: &str) -> PathBuf {
     dir
 }
 
-fn config(model: &str, epochs: usize, out: PathBuf) -> TrainConfig {
-    TrainConfig {
-        model: model.into(),
-        epochs,
-        batch_size: 32,
-        device: DeviceChoice {
-            adapter: "cpu".into(),
-            gpu_backend: None,
-            threads: 0,
-        },
-        out,
-        quiet: true,
-        ..TrainConfig::default()
-    }
+fn config(model: &str, epochs: usize, out: PathBuf) -> Settings {
+    let mut s = Settings::default();
+    s.model.model = model.into();
+    s.schedule.epochs = epochs;
+    s.run.batch_size = 32;
+    s.device.adapter = "cpu".into();
+    s.run.out = Some(out);
+    s.run.quiet = true;
+    s
+}
+
+/// A new run, never stopped.
+fn train(cfg: &Settings, s: &Splits) -> fergpu::Result<RunOutcome> {
+    train_on(cfg, s, Start::New { overwrite: false }, &Cancel::new())
 }
 
 /// Chance on 7 classes is 14%; the majority class of the generated data is about 25%.
@@ -54,8 +55,8 @@ fn cnn_learns_generated_faces_well_above_chance() {
     // 1600 rows: ~1290 train / ~150 validation / ~150 test; batch 16 gives ~240 steps.
     let s = splits(1600, 11);
     let mut cfg = config("cnn", 3, out_dir("cnn"));
-    cfg.batch_size = 16;
-    let out = train_on(&cfg, &s, false).unwrap();
+    cfg.run.batch_size = 16;
+    let out = train(&cfg, &s).unwrap();
     let first = out.records.first().unwrap().val_acc;
     let best = out.records.iter().map(|r| r.val_acc).fold(0.0, f64::max);
     assert!(
@@ -76,8 +77,8 @@ fn cnn_learns_generated_faces_well_above_chance() {
 fn mlp_learns_generated_faces_above_chance() {
     let s = splits(1200, 12);
     let mut cfg = config("mlp", 6, out_dir("mlp"));
-    cfg.lr = 1e-3;
-    let out = train_on(&cfg, &s, false).unwrap();
+    cfg.optimizer.lr = 1e-3;
+    let out = train(&cfg, &s).unwrap();
     let best = out.records.iter().map(|r| r.val_acc).fold(0.0, f64::max);
     // The MLP sees raw pixels of faces at random positions: weaker than the CNN, but it must
     // clearly beat the majority class (~25%).
@@ -87,7 +88,7 @@ fn mlp_learns_generated_faces_above_chance() {
 #[test]
 fn checkpoint_round_trip_reproduces_predictions_bit_for_bit() {
     let s = splits(300, 13);
-    let out = train_on(&config("cnn", 1, out_dir("ckpt")), &s, false).unwrap();
+    let out = train(&config("cnn", 1, out_dir("ckpt")), &s).unwrap();
     let ck = Checkpoint::load(&out.out.join("checkpoint-best.safetensors")).unwrap();
     let be = CpuBackend::new(0);
     let a = evaluate_checkpoint(&be, &ck, &s.test, true).unwrap();
@@ -105,8 +106,8 @@ fn checkpoint_round_trip_reproduces_predictions_bit_for_bit() {
 #[test]
 fn same_seed_same_run() {
     let s = splits(200, 14);
-    let a = train_on(&config("mlp", 2, out_dir("seed-a")), &s, false).unwrap();
-    let b = train_on(&config("mlp", 2, out_dir("seed-b")), &s, false).unwrap();
+    let a = train(&config("mlp", 2, out_dir("seed-a")), &s).unwrap();
+    let b = train(&config("mlp", 2, out_dir("seed-b")), &s).unwrap();
     let strip = |r: &[fergpu::report::EpochRecord]| {
         r.iter()
             .map(|e| (e.train_loss, e.val_loss, e.val_acc))
@@ -119,13 +120,20 @@ fn same_seed_same_run() {
 fn a_huge_learning_rate_diverges_with_a_clear_error_and_keeps_good_weights() {
     let s = splits(200, 15);
     let mut cfg = config("mlp", 3, out_dir("nan"));
-    cfg.lr = 1e30;
-    let err = train_on(&cfg, &s, false).unwrap_err().to_string();
+    cfg.optimizer.lr = 1e30;
+    let err = train(&cfg, &s).unwrap_err().to_string();
     assert!(
         err.contains("NaN or infinite") && err.contains("learning rate"),
         "{err}"
     );
-    let good = Checkpoint::load(&cfg.out.join("checkpoint-last-good.safetensors")).unwrap();
+    let good = Checkpoint::load(
+        &cfg.run
+            .out
+            .as_ref()
+            .unwrap()
+            .join("checkpoint-last-good.safetensors"),
+    )
+    .unwrap();
     assert!(good.params.iter().all(|p| p.is_finite()));
 }
 
@@ -136,17 +144,14 @@ fn one_trainer_step_by_step_equals_the_plan_of_a_fresh_trainer() {
     let spec = ModelSpec::cnn(Activation::Relu, Activation::Selu);
     let params = Plan::new(&spec, 1).unwrap().init_params(5);
     let be = CpuBackend::new(0);
-    let mut a = Trainer::new(
-        &be,
-        spec.clone(),
-        &params,
-        16,
-        &s.train,
-        ClassWeight::Balanced,
-        3,
-    )
-    .unwrap();
-    let mut b = Trainer::new(&be, spec, &params, 16, &s.train, ClassWeight::Balanced, 3).unwrap();
+    let opts = TrainerOptions {
+        batch: 16,
+        class_weight: ClassWeight::Balanced,
+        seed: 3,
+        ..TrainerOptions::default()
+    };
+    let mut a = Trainer::new(&be, spec.clone(), &params, &s.train, &opts).unwrap();
+    let mut b = Trainer::new(&be, spec, &params, &s.train, &opts).unwrap();
     let ea = a.run_epoch(1e-3, &mut |_| true);
     let eb = b.run_epoch(1e-3, &mut |_| true);
     assert_eq!(ea, eb);

@@ -19,6 +19,9 @@ use crate::shape::{IMAGE_PIXELS, IMAGE_SIDE};
 /// FER2013 Training class counts (Angry … Neutral), used as sampling weights.
 const CLASS_COUNTS: [u32; 7] = [3995, 436, 4097, 7215, 4830, 3171, 4965];
 
+/// The most faces `--synthetic` generates (about 460 MB of pixels).
+pub const MAX_ROWS: usize = 200_000;
+
 /// Generates `rows` faces from `seed`: labels drawn with FER2013's class shares, usage drawn
 /// 80/10/10 Training/PublicTest/PrivateTest.
 pub fn generate(rows: usize, seed: u64) -> Dataset {

@@ -35,25 +35,8 @@ use std::path::Path;
 use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
-use super::schedule::LrSchedule;
-use crate::backend::Activation;
+use crate::settings::Settings;
 use crate::{Error, Result};
-
-/// Every setting a sweep file may name, in the order results tables show them.
-pub const SETTINGS: [&str; 12] = [
-    "name",
-    "model",
-    "activation",
-    "dense_activation",
-    "lr",
-    "batch_size",
-    "epochs",
-    "class_weight",
-    "seed",
-    "lr_schedule",
-    "patience",
-    "augment",
-];
 
 /// One setting's value. Serializes as the bare value (`"elu"`, `32`, `0.001`, `true`).
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -112,6 +95,16 @@ impl SettingValue {
     pub fn is_number(&self) -> bool {
         self.as_f64().is_some()
     }
+
+    /// The value as JSON, as [`Settings::set`] takes it.
+    pub fn to_json(&self) -> serde_json::Value {
+        match self {
+            SettingValue::Bool(b) => (*b).into(),
+            SettingValue::Int(i) => (*i).into(),
+            SettingValue::Float(x) => (*x).into(),
+            SettingValue::Str(s) => s.as_str().into(),
+        }
+    }
 }
 
 /// The bare value: text as is, numbers in Rust's shortest round-trip form.
@@ -132,7 +125,7 @@ impl fmt::Display for SettingValue {
 pub struct RunSpec {
     /// Unique, made of letters, digits, `.`, `-` and `_`.
     pub name: String,
-    /// Setting name → value, for names in [`SETTINGS`] other than `name`.
+    /// Setting name → value: keys of [`Settings`] (`lr`, `optimizer.lr`), `name` excluded.
     pub settings: BTreeMap<String, SettingValue>,
 }
 
@@ -266,7 +259,7 @@ impl Ctx<'_> {
             }
             let mut values = Vec::new();
             for item in items {
-                let v = self.value(kind, item, &what)?;
+                let v = self.value(name, kind, item, &what)?;
                 if values.contains(&v) {
                     return Err(self.err(item.span(), &what, &format!("{v} is listed twice")));
                 }
@@ -291,73 +284,67 @@ impl Ctx<'_> {
                     "expected one value; lists of values belong in [grid]",
                 ));
             }
-            let v = self.value(kind, value, &what)?;
+            let v = self.value(name, kind, value, &what)?;
             out.push((name.to_string(), v, key.span()));
         }
         Ok(out)
     }
 
+    /// Checks that `name` is a setting (or, in a `[[run]]`, the run's name).
     fn kind(&self, name: &str, span: Range<usize>, what: &str, allow_name: bool) -> Result<Kind> {
-        match Kind::of(name) {
-            Some(Kind::Name) if !allow_name => Err(self.err(
-                span,
-                what,
-                "a name belongs in a [[run]] entry; grid runs are named after their settings",
-            )),
-            Some(kind) => Ok(kind),
-            None => Err(self.err(
-                span,
-                what,
-                &format!("unknown setting; known: {}", SETTINGS.join(", ")),
-            )),
+        if name == "name" {
+            return if allow_name {
+                Ok(Kind::Name)
+            } else {
+                Err(self.err(
+                    span,
+                    what,
+                    "a name belongs in a [[run]] entry; grid runs are named after their settings",
+                ))
+            };
         }
+        Settings::key(name).map_err(|e| self.err(span, what, &e.to_string()))?;
+        Ok(Kind::Setting)
     }
 
-    /// Checks one TOML value against its setting's kind.
-    fn value(&self, kind: Kind, v: &Spanned<DeValue<'_>>, what: &str) -> Result<SettingValue> {
-        let wrong = |expected: &str| {
-            self.err(
-                v.span(),
-                what,
-                &format!("expected {expected}, found {}", v.get_ref().type_str()),
-            )
-        };
+    /// Reads one TOML value and checks it as the settings type does: its type when set, its
+    /// range by [`Settings::validate`].
+    fn value(
+        &self,
+        name: &str,
+        kind: Kind,
+        v: &Spanned<DeValue<'_>>,
+        what: &str,
+    ) -> Result<SettingValue> {
         let bad = |problem: String| self.err(v.span(), what, &problem);
-        match (kind, v.get_ref()) {
-            (Kind::Name | Kind::Text, DeValue::String(s)) if !s.trim().is_empty() => {
-                Ok(SettingValue::Str(s.trim().to_string()))
+        let value = match v.get_ref() {
+            DeValue::String(s) if !s.trim().is_empty() => SettingValue::Str(s.trim().to_string()),
+            DeValue::Integer(i) => match i64::from_str_radix(i.as_str(), i.radix()) {
+                Ok(n) => SettingValue::Int(n),
+                Err(_) => return Err(bad(format!("{i} is not a whole number that fits"))),
+            },
+            DeValue::Float(x) => match x.as_str().parse::<f64>() {
+                Ok(r) if r.is_finite() => SettingValue::Float(r),
+                _ => return Err(bad(format!("{x} is not a finite number"))),
+            },
+            DeValue::Boolean(b) => SettingValue::Bool(*b),
+            other => {
+                return Err(bad(format!(
+                    "expected non-empty text, a number or true/false, found {}",
+                    other.type_str()
+                )))
             }
-            (Kind::Name | Kind::Text, _) => Err(wrong("non-empty text")),
-            (Kind::Activation, DeValue::String(s)) => match Activation::from_name(s) {
-                Some(a) => Ok(SettingValue::Str(a.name().to_string())),
-                None => Err(bad(format!(
-                    "unknown activation '{s}'; known: {}",
-                    Activation::ALL.map(|a| a.name()).join(", ")
-                ))),
-            },
-            (Kind::Activation, _) => Err(wrong("an activation name")),
-            (Kind::Schedule, DeValue::String(s)) => match LrSchedule::parse(s) {
-                Ok(_) => Ok(SettingValue::Str(s.trim().to_string())),
-                Err(e) => Err(bad(e.to_string())),
-            },
-            (Kind::Schedule, _) => Err(wrong("a schedule like \"step:every=10,gamma=0.5\"")),
-            (Kind::Count { min }, DeValue::Integer(i)) => {
-                match i64::from_str_radix(i.as_str(), i.radix()) {
-                    Ok(n) if n >= min => Ok(SettingValue::Int(n)),
-                    _ => Err(bad(format!("must be a whole number ≥ {min}, got {i}"))),
-                }
-            }
-            (Kind::Count { min }, _) => Err(wrong(&format!("a whole number ≥ {min}"))),
-            (Kind::Rate, DeValue::Integer(i)) => match i.as_str().parse::<f64>() {
-                Ok(x) if i.radix() == 10 && x > 0.0 => Ok(SettingValue::Float(x)),
-                _ => Err(bad(format!("must be a number > 0, got {i}"))),
-            },
-            (Kind::Rate, DeValue::Float(x)) => match x.as_str().parse::<f64>() {
-                Ok(r) if r.is_finite() && r > 0.0 => Ok(SettingValue::Float(r)),
-                _ => Err(bad(format!("must be a number > 0, got {x}"))),
-            },
-            (Kind::Rate, _) => Err(wrong("a number > 0")),
+        };
+        if let Kind::Setting = kind {
+            let mut probe = Settings::default();
+            probe
+                .set(name, value.to_json())
+                .and_then(|()| probe.validate())
+                .map_err(|e| bad(e.to_string()))?;
+        } else if !matches!(value, SettingValue::Str(_)) {
+            return Err(bad("expected non-empty text".into()));
         }
+        Ok(value)
     }
 
     /// An explicit run: its name pulled out of its settings, or derived from them.
@@ -422,30 +409,13 @@ impl Ctx<'_> {
     }
 }
 
-/// What values a setting takes.
+/// What a sweep-file key is.
 #[derive(Clone, Copy)]
 enum Kind {
+    /// A `[[run]]`'s name.
     Name,
-    Text,
-    Activation,
-    Schedule,
-    Count { min: i64 },
-    Rate,
-}
-
-impl Kind {
-    fn of(setting: &str) -> Option<Kind> {
-        Some(match setting {
-            "name" => Kind::Name,
-            "model" | "class_weight" | "augment" => Kind::Text,
-            "activation" | "dense_activation" => Kind::Activation,
-            "lr_schedule" => Kind::Schedule,
-            "batch_size" | "epochs" | "patience" => Kind::Count { min: 1 },
-            "seed" => Kind::Count { min: 0 },
-            "lr" => Kind::Rate,
-            _ => return None,
-        })
-    }
+    /// A key of [`Settings`].
+    Setting,
 }
 
 /// A table's entries in the order they appear in the file (the map itself may sort them).

@@ -3,13 +3,12 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::path::Path;
 
-use super::grid::{SettingValue, SETTINGS};
+use super::grid::SettingValue;
 use crate::data::EMOTIONS;
 use crate::metrics::Confusion;
+use crate::settings::Settings;
 use crate::shape::NUM_CLASSES;
-use crate::{Error, Result};
 
 /// The outcome of one run of a sweep.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -30,7 +29,7 @@ pub struct RunResult {
     pub confusion: Confusion,
 }
 
-/// The union of the runs' setting names, in [`SETTINGS`] order, unknown names last
+/// The union of the runs' setting names, in [`Settings::keys`] order, unknown names last
 /// alphabetically.
 fn setting_columns(results: &[RunResult]) -> Vec<String> {
     let mut keys: Vec<String> = results
@@ -39,11 +38,12 @@ fn setting_columns(results: &[RunResult]) -> Vec<String> {
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
         .collect();
+    let keys_in_order = Settings::keys();
     let rank = |k: &str| {
-        SETTINGS
-            .iter()
-            .position(|&s| s == k)
-            .unwrap_or(SETTINGS.len())
+        Settings::key(k)
+            .ok()
+            .and_then(|key| keys_in_order.iter().position(|&s| s == key))
+            .unwrap_or(keys_in_order.len())
     };
     // stable: unknown names keep their alphabetical order
     keys.sort_by_key(|k| rank(k));
@@ -84,11 +84,6 @@ pub fn results_csv(results: &[RunResult]) -> String {
         w.write_record(&row).expect("csv to memory");
     }
     String::from_utf8(w.into_inner().expect("csv to memory")).expect("csv of UTF-8 strings")
-}
-
-/// Writes [`results_csv`] to `path`.
-pub fn write_results_csv(path: &Path, results: &[RunResult]) -> Result<()> {
-    std::fs::write(path, results_csv(results)).map_err(|e| Error::io(path, e))
 }
 
 /// A self-contained HTML page: one row per run with its settings, test accuracy, macro-F1,

@@ -4,19 +4,16 @@
 
 use super::folds::{cv_summary, kfold, stratified_kfold};
 use super::grid::RunSpec;
-use super::results::{results_html, write_results_csv, RunResult};
-use crate::augment::Augment;
-use crate::backend::Activation;
+use super::results::{results_csv, results_html, RunResult};
+use crate::cancel::Cancel;
 use crate::data::{Dataset, Usage};
 use crate::error::{Error, Result};
 use crate::metrics::Confusion;
-use crate::report::{self, escape_html, read_summary_json, Summary};
-use crate::run::{train_on, Splits, TrainConfig, INTERRUPTS};
-use crate::train::ClassWeight;
+use crate::report::{self, escape_html, Summary};
+use crate::run::{train_on, ExperimentFolder, RunFolder, Start};
+use crate::settings::{Settings, Splits};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::path::Path;
-use std::sync::atomic::Ordering;
 use std::sync::Mutex;
 
 /// How `fergpu cv` splits the data.
@@ -49,9 +46,16 @@ pub struct FoldResult {
     pub summary: Summary,
 }
 
-/// Trains one model per fold of `all` into `base.out/fold-<k>` and writes `cv.csv` and
-/// `cv.html` there. Returns the per-fold results (fewer than `folds` if interrupted).
-pub fn cross_validate(base: &TrainConfig, cv: &CvConfig, all: &Dataset) -> Result<Vec<FoldResult>> {
+/// Trains one model per fold of `all` into the experiment folder's `fold-<k>` folders and
+/// writes the cross-validation tables there. Returns the per-fold results (fewer than
+/// `folds` if `cancel` stopped it).
+pub fn cross_validate(
+    base: &Settings,
+    cv: &CvConfig,
+    all: &Dataset,
+    folder: &ExperimentFolder,
+    cancel: &Cancel,
+) -> Result<Vec<FoldResult>> {
     let rows = all.rows_of(&cv.rows);
     let data = all.subset(&rows);
     let folds = if cv.stratified {
@@ -64,7 +68,7 @@ pub fn cross_validate(base: &TrainConfig, cv: &CvConfig, all: &Dataset) -> Resul
     } else {
         Some(all.split(&cv.val)).filter(|v| !v.is_empty())
     };
-    std::fs::create_dir_all(&base.out).map_err(|e| Error::io(&base.out, e))?;
+    folder.create()?;
     let mut results = Vec::new();
     for (i, fold) in folds.iter().enumerate() {
         let test = data.subset(&fold.test);
@@ -74,7 +78,8 @@ pub fn cross_validate(base: &TrainConfig, cv: &CvConfig, all: &Dataset) -> Resul
             test,
         };
         let mut cfg = base.clone();
-        cfg.out = base.out.join(format!("fold-{}", i + 1));
+        let run = folder.fold(i + 1);
+        cfg.run.out = Some(run.path().to_path_buf());
         eprintln!(
             "fold {}/{}: training on {} rows, testing on {}",
             i + 1,
@@ -82,7 +87,7 @@ pub fn cross_validate(base: &TrainConfig, cv: &CvConfig, all: &Dataset) -> Resul
             splits.train.len(),
             splits.test.len()
         );
-        let Some(summary) = run_or_resume(&cfg, &splits)? else {
+        let Some(summary) = run_or_resume(&cfg, &run, &splits, cancel)? else {
             break;
         };
         eprintln!(
@@ -99,22 +104,30 @@ pub fn cross_validate(base: &TrainConfig, cv: &CvConfig, all: &Dataset) -> Resul
         });
     }
     if !results.is_empty() {
-        report::write_atomic(&base.out.join("cv.csv"), cv_csv(&results).as_bytes())?;
-        report::write_atomic(&base.out.join("cv.html"), cv_html(&results).as_bytes())?;
+        folder.write_cv(&cv_csv(&results), &cv_html(&results))?;
     }
     Ok(results)
 }
 
-/// Trains `cfg` on `splits` unless its folder already holds a finished run; resumes a run
-/// left with a checkpoint. `None` when Ctrl-C stopped it.
-fn run_or_resume(cfg: &TrainConfig, splits: &Splits) -> Result<Option<Summary>> {
-    let done = cfg.out.join("summary.json");
-    if done.exists() {
-        eprintln!("{}: already finished, skipped", cfg.out.display());
-        return read_summary_json(&done).map(Some);
+/// Trains `cfg` on `splits` into `run` unless it already holds a finished run; resumes a
+/// run left with a checkpoint, and starts over one that never saved one (the experiment owns
+/// its folders). `None` when `cancel` stopped it.
+fn run_or_resume(
+    cfg: &Settings,
+    run: &RunFolder,
+    splits: &Splits,
+    cancel: &Cancel,
+) -> Result<Option<Summary>> {
+    if run.is_finished() {
+        eprintln!("{}: already finished, skipped", run.path().display());
+        return run.read_summary().map(Some);
     }
-    let resume = cfg.out.join("checkpoint-last.safetensors").exists();
-    let outcome = train_on(cfg, splits, resume)?;
+    let start = if run.can_resume() {
+        Start::Resume
+    } else {
+        Start::New { overwrite: true }
+    };
+    let outcome = train_on(cfg, splits, start, cancel)?;
     Ok(outcome.summary.filter(|_| !outcome.interrupted))
 }
 
@@ -202,63 +215,37 @@ pub fn cv_html(results: &[FoldResult]) -> String {
     )
 }
 
-/// A sweep's base settings overridden by one [`RunSpec`], into `dir/<name>`.
-pub fn apply_settings(base: &TrainConfig, spec: &RunSpec, dir: &Path) -> Result<TrainConfig> {
+/// A sweep's base settings overridden by one [`RunSpec`], into its folder in `folder`.
+pub fn apply_settings(
+    base: &Settings,
+    spec: &RunSpec,
+    folder: &ExperimentFolder,
+) -> Result<Settings> {
     let mut cfg = base.clone();
-    cfg.out = dir.join(&spec.name);
+    cfg.run.out = Some(folder.run(&spec.name).path().to_path_buf());
+    let in_run = |e: Error| Error::Config(format!("run '{}': {e}", spec.name));
     for (key, value) in &spec.settings {
-        let bad = || {
-            Error::Config(format!(
-                "run '{}': setting {key} = {value} is not valid",
-                spec.name
-            ))
-        };
-        let act = || {
-            value
-                .as_str()
-                .and_then(Activation::from_name)
-                .ok_or_else(bad)
-        };
-        match key.as_str() {
-            "name" => {}
-            "model" => cfg.model = value.as_str().ok_or_else(bad)?.to_string(),
-            "activation" => cfg.activation = act()?,
-            "dense_activation" => cfg.dense_activation = act()?,
-            "lr" => cfg.lr = value.as_f64().ok_or_else(bad)?,
-            "batch_size" => cfg.batch_size = value.as_usize().ok_or_else(bad)?,
-            "epochs" => cfg.epochs = value.as_usize().ok_or_else(bad)?,
-            "class_weight" => {
-                cfg.class_weight = ClassWeight::parse(value.as_str().ok_or_else(bad)?)?
-            }
-            "seed" => cfg.seed = value.as_u64().ok_or_else(bad)?,
-            "lr_schedule" => cfg.lr_schedule = value.as_str().ok_or_else(bad)?.to_string(),
-            "patience" => cfg.patience = Some(value.as_usize().ok_or_else(bad)?),
-            "augment" => cfg.augment = Augment::parse(value.as_str().ok_or_else(bad)?)?,
-            other => {
-                return Err(Error::Config(format!(
-                    "run '{}': unknown setting '{other}'",
-                    spec.name
-                )))
-            }
-        }
+        cfg.set(key, value.to_json()).map_err(in_run)?;
     }
+    cfg.validate().map_err(in_run)?;
     Ok(cfg)
 }
 
-/// Runs every configuration of a sweep into `dir/<name>` (skipping finished ones, resuming
-/// interrupted ones), spreading them over `adapters` (one run per adapter at a time; empty:
-/// `base.device` for all), and writes `results.csv` and `results.html`.
+/// Runs every configuration of a sweep into its folder in `folder` (skipping finished ones,
+/// resuming interrupted ones), spreading them over `adapters` (one run per adapter at a time;
+/// empty: `base.device` for all), and writes the results tables.
 pub fn sweep(
-    base: &TrainConfig,
+    base: &Settings,
     specs: &[RunSpec],
     splits: &Splits,
-    dir: &Path,
+    folder: &ExperimentFolder,
     adapters: &[String],
+    cancel: &Cancel,
 ) -> Result<Vec<RunResult>> {
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let configs: Vec<TrainConfig> = specs
+    folder.create()?;
+    let configs: Vec<Settings> = specs
         .iter()
-        .map(|s| apply_settings(base, s, dir))
+        .map(|s| apply_settings(base, s, folder))
         .collect::<Result<_>>()?;
     let lanes: Vec<String> = if adapters.is_empty() {
         vec![base.device.adapter.clone()]
@@ -270,7 +257,7 @@ pub fn sweep(
     std::thread::scope(|scope| {
         for lane in &lanes {
             scope.spawn(|| loop {
-                if INTERRUPTS.load(Ordering::SeqCst) > 0 {
+                if cancel.is_requested() {
                     return;
                 }
                 let i = {
@@ -282,7 +269,8 @@ pub fn sweep(
                 let mut cfg = cfg.clone();
                 cfg.device.adapter = lane.clone();
                 eprintln!("sweep run {}/{}: {}", i + 1, configs.len(), specs[i].name);
-                let r = run_or_resume(&cfg, splits);
+                let run = folder.run(&specs[i].name);
+                let r = run_or_resume(&cfg, &run, splits, cancel);
                 let failed = r.is_err();
                 done.lock().unwrap().insert(i, r);
                 if failed {
@@ -305,11 +293,7 @@ pub fn sweep(
             });
         }
     }
-    write_results_csv(&dir.join("results.csv"), &results)?;
     let title = format!("Sweep: {} of {} runs", results.len(), specs.len());
-    report::write_atomic(
-        &dir.join("results.html"),
-        results_html(&title, &results).as_bytes(),
-    )?;
+    folder.write_results(&results_csv(&results), &results_html(&title, &results))?;
     Ok(results)
 }

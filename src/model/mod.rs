@@ -204,6 +204,20 @@ impl Op {
         }
     }
 
+    /// The op and its output per image, e.g. `conv 128×46×46` or `dense 64`.
+    pub fn describe(&self) -> String {
+        match self {
+            Op::Conv { shape, .. } => {
+                format!("conv {}×{}×{}", shape.out_c, shape.out_h(), shape.out_w())
+            }
+            Op::Pool { shape } => {
+                format!("maxpool {}×{}×{}", shape.c, shape.out_h(), shape.out_w())
+            }
+            Op::Dense { shape, .. } => format!("dense {}", shape.out_f),
+            Op::Act { act, .. } => act.name().to_string(),
+        }
+    }
+
     /// The same op at another batch size.
     pub fn with_batch(&self, batch: usize, old_batch: usize) -> Op {
         match self.clone() {
@@ -337,6 +351,86 @@ impl Plan {
                 _ => 0,
             })
             .sum()
+    }
+
+    /// Floats per image of the largest buffer a [`network::Network`] binds (an op's output,
+    /// or the input image), and of all its per-image buffers together (every op's output, the
+    /// pooling argmaxes, the two gradient buffers, the input). Plan at any batch size.
+    pub fn floats_per_image(&self) -> (usize, usize) {
+        let per = |op: &Op| op.output_len() / self.batch;
+        let largest = self.ops.iter().map(per).max().unwrap_or(0);
+        let outs: usize = self.ops.iter().map(per).sum();
+        let argmax: usize = self
+            .ops
+            .iter()
+            .filter(|op| matches!(op, Op::Pool { .. }))
+            .map(per)
+            .sum();
+        let input = crate::shape::IMAGE_PIXELS;
+        (
+            largest.max(input),
+            outs + argmax + 2 * largest + input + NUM_CLASSES,
+        )
+    }
+
+    /// The largest batch whose buffers fit `limits`: each buffer within the largest one
+    /// binding allows, and all of them within half the device's memory where it is known
+    /// (the rest is for parameters, optimizer state and the data set). 0 when not even one
+    /// image fits.
+    pub fn largest_batch(&self, limits: &crate::backend::MemoryLimits) -> usize {
+        let (largest, all) = self.floats_per_image();
+        let by_buffer = limits.max_buffer_bytes / (4 * largest as u64).max(1);
+        let by_total = limits
+            .total_bytes
+            .map_or(u64::MAX, |t| t / 2 / (4 * all as u64).max(1));
+        by_buffer.min(by_total).min(usize::MAX as u64) as usize
+    }
+
+    /// The op whose output is the largest buffer per image, as `(index, elements per image)`.
+    pub fn largest_op(&self) -> Option<(usize, usize)> {
+        self.ops
+            .iter()
+            .map(|op| op.output_len() / self.batch)
+            .enumerate()
+            .max_by_key(|&(i, len)| (len, std::cmp::Reverse(i)))
+    }
+
+    /// Checks that a batch of `batch` images fits `limits` (see [`Plan::largest_batch`]);
+    /// otherwise the error names the largest buffer, the limit, `device` and the largest
+    /// batch that fits.
+    pub fn check_batch(
+        &self,
+        batch: usize,
+        limits: &crate::backend::MemoryLimits,
+        device: &str,
+    ) -> Result<()> {
+        let fits = self.largest_batch(limits);
+        if batch <= fits {
+            return Ok(());
+        }
+        let mib = |floats: usize| (4 * floats * batch) as f64 / (1 << 20) as f64;
+        let what = match self.largest_op() {
+            Some((i, len)) => format!(
+                "the output of layer op {} ({}) would take {:.0} MiB",
+                i + 1,
+                self.ops[i].describe(),
+                mib(len)
+            ),
+            None => "the buffers would not fit".into(),
+        };
+        let hint = if fits == 0 {
+            "not even one image fits; use a smaller model or another device".to_string()
+        } else {
+            format!("the largest batch that fits is {fits}")
+        };
+        Err(Error::Config(format!(
+            "--batch-size {batch} does not fit {device}: {what}, over the {} MiB one buffer may              take there{}; {hint}",
+            limits.max_buffer_bytes >> 20,
+            match limits.total_bytes {
+                Some(t) => format!(" (or half of its {} MiB in all)", t >> 20),
+                None => String::new(),
+            }
+        )))
     }
 
     /// Keras-style initial parameters: Glorot-uniform weights, zero biases, from `seed`.

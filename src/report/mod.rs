@@ -29,9 +29,10 @@ use std::path::{Path, PathBuf};
 /// DejaVu Sans, bundled so plots render the same everywhere without system font lookup.
 static DEJAVU_SANS: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
 
-/// Writes `bytes` to `path` atomically: they go to `path.tmp` in the same folder, which is
-/// flushed to disk and then renamed over `path`. Readers see the old file or the new one,
-/// never a mix. The folder must exist.
+/// Writes `bytes` to `path` atomically: they go to `path.<pid>.tmp` in the same folder
+/// (unique to this process, so two writers never share one), which is flushed to disk and
+/// then renamed over `path`. Readers see the old file or the new one, never a mix. The
+/// folder must exist.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = temp_path(path);
     let written = (|| {
@@ -51,10 +52,11 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// `path` with `.tmp` appended to its file name (`metrics.csv` → `metrics.csv.tmp`).
+/// `path` with `.<pid>.tmp` appended to its file name (`metrics.csv` →
+/// `metrics.csv.4242.tmp`).
 fn temp_path(path: &Path) -> PathBuf {
     let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(".tmp");
+    name.push(format!(".{}.tmp", std::process::id()));
     path.with_file_name(name)
 }
 
@@ -119,7 +121,7 @@ mod tests {
     fn temp_path_appends_to_the_file_name() {
         assert_eq!(
             temp_path(Path::new("runs/a/metrics.csv")),
-            PathBuf::from("runs/a/metrics.csv.tmp")
+            PathBuf::from(format!("runs/a/metrics.csv.{}.tmp", std::process::id()))
         );
     }
 }

@@ -1,14 +1,21 @@
-//! The training step and epoch, generic over the backend.
+//! The training step and epoch, generic over the backend, and what drives them from epoch to
+//! epoch: learning-rate [`schedule`]s and [`early_stop`]ping.
 //!
 //! One step is gather → forward → softmax/cross-entropy → backward → Adam, recorded by the
 //! backend and submitted once. Loss and accuracy accumulate on the device and are read once
-//! per epoch (or per evaluation), never per batch.
+//! per epoch, never per batch.
+
+pub mod early_stop;
+pub mod schedule;
+
+pub use early_stop::{Decision, EarlyStopping};
+pub use schedule::{LrSchedule, Scheduler};
 
 use crate::augment::{self, Augment};
 use crate::backend::{stats, Backend};
+use crate::checkpoint::OptimizerState;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
-use crate::metrics::Confusion;
 use crate::model::network::{Adam, Network};
 use crate::model::{ModelSpec, Plan};
 use crate::rng::Rng;
@@ -57,44 +64,6 @@ impl ClassWeight {
     }
 }
 
-/// A data set resident on the device, with an identity order for evaluation.
-pub struct DeviceSet<B: Backend> {
-    /// Pixels and labels.
-    pub images: B::Images,
-    /// `0..n` `(n)`, the order in which evaluation visits the images.
-    pub identity: B::Indices,
-    /// Images.
-    pub n: usize,
-    /// Labels on the host `(n)`, for per-image reports.
-    pub labels: Vec<u8>,
-}
-
-impl<B: Backend> DeviceSet<B> {
-    /// Uploads `ds` once.
-    pub fn new(be: &B, ds: &Dataset) -> DeviceSet<B> {
-        let identity: Vec<u32> = (0..ds.len() as u32).collect();
-        DeviceSet {
-            images: be.upload_images(&ds.pixels, &ds.labels),
-            identity: be.upload_indices(&identity),
-            n: ds.len(),
-            labels: ds.labels.clone(),
-        }
-    }
-}
-
-/// Loss, accuracy and confusion of one pass over a set.
-#[derive(Clone, Debug, PartialEq)]
-pub struct EvalResult {
-    /// Mean cross-entropy (unweighted).
-    pub loss: f64,
-    /// Share predicted right.
-    pub accuracy: f64,
-    /// Rows true, columns predicted.
-    pub confusion: Confusion,
-    /// Probabilities `(n, 7)` when asked for.
-    pub probs: Option<Vec<f32>>,
-}
-
 /// Where training stands, saved in checkpoints so an interrupted run resumes exactly.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TrainState {
@@ -135,27 +104,50 @@ pub struct EpochOutcome {
     pub interrupted: bool,
 }
 
+/// How a [`Trainer`] trains; fixed when it is built.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TrainerOptions {
+    /// The largest batch (the last batch of an epoch may be smaller).
+    pub batch: usize,
+    /// Class weighting of the training loss.
+    pub class_weight: ClassWeight,
+    /// Seed of the shuffles and augmentation (the weights come already initialised).
+    pub seed: u64,
+    /// Augmentation drawn for every training image each epoch, from the shuffle's generator
+    /// (so a resumed run redraws the same augmentation).
+    pub augment: Augment,
+    /// Read the running loss and accuracy back at most once per this long during
+    /// [`Trainer::run_epoch`] (for a live progress bar); `None` never does, so a GPU epoch has
+    /// no readback before its end.
+    pub live_stats: Option<Duration>,
+}
+
+impl Default for TrainerOptions {
+    /// Batch 32, unweighted loss, seed 1, no augmentation, no live statistics.
+    fn default() -> Self {
+        TrainerOptions {
+            batch: 32,
+            class_weight: ClassWeight::None,
+            seed: 1,
+            augment: Augment::NONE,
+            live_stats: None,
+        }
+    }
+}
+
 /// A model being trained on one backend: the network, Adam, the training set on the device.
 pub struct Trainer<'b, B: Backend> {
-    /// The backend.
-    pub be: &'b B,
-    /// The model's buffers.
-    pub net: Network<B>,
-    /// Optimizer state.
-    pub adam: Adam<B>,
-    /// The model description.
-    pub spec: ModelSpec,
-    /// Where training stands.
-    pub state: TrainState,
-    train: DeviceSet<B>,
-    order: B::Indices,     // (n_train) this epoch's permutation
-    weights: B::Tensor,    // (7) class weights of the training loss
-    ones: B::Tensor,       // (7) uniform weights for evaluation
-    stats: B::Tensor,      // (4) see backend::stats
-    confusion: B::Indices, // (7, 7)
-    batch: usize,
-    live_every: Option<Duration>,
-    augment: Augment,
+    be: &'b B,
+    net: Network<B>,
+    adam: Adam<B>,
+    spec: ModelSpec,
+    state: TrainState,
+    opts: TrainerOptions,
+    images: B::Images,  // (n_train, 48·48) u8 pixels and (n_train) labels
+    n: usize,           // training images
+    order: B::Indices,  // (n_train) this epoch's permutation, augmentation packed in
+    weights: B::Tensor, // (7) class weights of the training loss
+    stats: B::Tensor,   // (4) see backend::stats
 }
 
 /// What [`Trainer::run_epoch`] tells its callback after each batch.
@@ -169,15 +161,14 @@ pub struct BatchDone {
 }
 
 impl<'b, B: Backend> Trainer<'b, B> {
-    /// Uploads the training set and the parameters `(P)`; `batch` is the largest batch.
+    /// Uploads the training set and the parameters `(P)`, with fresh optimizer state, before
+    /// the first epoch.
     pub fn new(
         be: &'b B,
         spec: ModelSpec,
         params: &[f32],
-        batch: usize,
         train: &Dataset,
-        class_weight: ClassWeight,
-        seed: u64,
+        opts: &TrainerOptions,
     ) -> Result<Trainer<'b, B>> {
         if train.is_empty() {
             return Err(Error::Config("the training split has no images".into()));
@@ -189,39 +180,70 @@ impl<'b, B: Backend> Trainer<'b, B> {
                 augment::ROW_MASK as usize + 1
             )));
         }
-        let plan = Plan::new(&spec, batch)?;
-        let weights = class_weight.weights(&train.class_counts());
+        let plan = Plan::new(&spec, opts.batch)?;
+        let weights = opts.class_weight.weights(&train.class_counts());
         Ok(Trainer {
             be,
             adam: Adam::new(be, plan.num_params),
             net: Network::new(be, plan, params),
             spec,
-            state: TrainState::new(seed),
+            state: TrainState::new(opts.seed),
+            opts: *opts,
+            images: be.upload_images(&train.pixels, &train.labels),
+            n: train.len(),
             order: be.zeros_indices(train.len()),
-            train: DeviceSet::new(be, train),
             weights: be.upload(&weights),
-            ones: be.upload(&[1.0; NUM_CLASSES]),
             stats: be.zeros(stats::LEN),
-            confusion: be.zeros_indices(NUM_CLASSES * NUM_CLASSES),
-            batch,
-            live_every: None,
-            augment: Augment::NONE,
         })
+    }
+
+    /// A trainer that continues where a checkpoint left off: its parameters `(P)`, Adam's
+    /// state and the trainer's state (epoch, batch, shuffle generator, partial statistics).
+    pub fn resume(
+        be: &'b B,
+        spec: ModelSpec,
+        params: &[f32],
+        train: &Dataset,
+        opts: &TrainerOptions,
+        optimizer: &OptimizerState,
+        state: TrainState,
+    ) -> Result<Trainer<'b, B>> {
+        let mut t = Trainer::new(be, spec, params, train, opts)?;
+        be.write(&mut t.adam.m, &optimizer.m);
+        be.write(&mut t.adam.v, &optimizer.v);
+        t.adam.t = optimizer.t;
+        t.state = state;
+        Ok(t)
+    }
+
+    /// The model description.
+    pub fn spec(&self) -> &ModelSpec {
+        &self.spec
+    }
+
+    /// The model at the trainer's batch size.
+    pub fn plan(&self) -> &Plan {
+        &self.net.plan
+    }
+
+    /// Where training stands.
+    pub fn state(&self) -> &TrainState {
+        &self.state
     }
 
     /// Images in the training set.
     pub fn train_len(&self) -> usize {
-        self.train.n
+        self.n
     }
 
     /// Batches per epoch (the last one may be smaller).
     pub fn batches_per_epoch(&self) -> usize {
-        self.train.n.div_ceil(self.batch)
+        self.n.div_ceil(self.opts.batch)
     }
 
     /// The largest batch.
     pub fn batch_size(&self) -> usize {
-        self.batch
+        self.opts.batch
     }
 
     /// One step on images `order[offset..offset + batch]`.
@@ -231,7 +253,7 @@ impl<'b, B: Backend> Trainer<'b, B> {
         be.gather_batch(
             &mut net.x,
             &mut net.labels,
-            &self.train.images,
+            &self.images,
             &self.order,
             offset,
             batch,
@@ -243,10 +265,10 @@ impl<'b, B: Backend> Trainer<'b, B> {
         be.submit();
     }
 
-    /// The epoch's running loss and accuracy, read back when `live_every` has passed since
-    /// `last`.
+    /// The epoch's running loss and accuracy, read back when the live interval has passed
+    /// since `last`.
     fn live_stats(&self, last: &mut Instant) -> Option<(f64, f64)> {
-        let every = self.live_every?;
+        let every = self.opts.live_stats?;
         if last.elapsed() < every {
             return None;
         }
@@ -259,19 +281,6 @@ impl<'b, B: Backend> Trainer<'b, B> {
         ))
     }
 
-    /// Reads the running loss and accuracy back at most once per `every` during
-    /// [`Trainer::run_epoch`] (for a live progress bar); `None`, the default, never does, so a
-    /// GPU epoch has no readback before its end.
-    pub fn set_live_stats(&mut self, every: Option<Duration>) {
-        self.live_every = every;
-    }
-
-    /// Draws `augment` for every training image each epoch, from the shuffle's generator
-    /// (so a resumed run redraws the same augmentation); the default draws none.
-    pub fn set_augment(&mut self, augment: Augment) {
-        self.augment = augment;
-    }
-
     /// Trains the rest of the current epoch at learning rate `lr`. `keep_going` is called
     /// after each batch is submitted; returning false stops after that batch, with the state
     /// saved so that [`Trainer::run_epoch`] continues the same epoch later.
@@ -280,20 +289,21 @@ impl<'b, B: Backend> Trainer<'b, B> {
         lr: f32,
         keep_going: &mut dyn FnMut(BatchDone) -> bool,
     ) -> EpochOutcome {
-        let n = self.train.n;
+        let n = self.n;
         let mut rng = Rng::from_state(self.state.epoch_rng);
         let mut perm: Vec<u32> = (0..n as u32).collect();
         rng.shuffle(&mut perm);
-        self.augment.draw(&mut rng, &mut perm);
+        self.opts.augment.draw(&mut rng, &mut perm);
         self.be.write_indices(&mut self.order, &perm);
         self.be.write(&mut self.stats, &self.state.partial);
         let start = self.state.next_batch;
         let mut done = 0;
         let mut interrupted = false;
         let mut last_peek = Instant::now();
+        let batch_size = self.opts.batch;
         for b in start..self.batches_per_epoch() {
-            let offset = b * self.batch;
-            let batch = self.batch.min(n - offset);
+            let offset = b * batch_size;
+            let batch = batch_size.min(n - offset);
             self.step(offset, batch, lr);
             done += batch;
             self.state.next_batch = b + 1;
@@ -326,18 +336,9 @@ impl<'b, B: Backend> Trainer<'b, B> {
         }
     }
 
-    /// Loss, accuracy and confusion matrix over `set` (unweighted loss); the probabilities
-    /// `(n, 7)` too when `keep_probs`.
-    pub fn evaluate(&mut self, set: &DeviceSet<B>, keep_probs: bool) -> EvalResult {
-        evaluate(
-            self.be,
-            &mut self.net,
-            set,
-            &mut self.stats,
-            &mut self.confusion,
-            &self.ones,
-            keep_probs,
-        )
+    /// The parameters `(P)` on the device (e.g. for an evaluator to copy).
+    pub fn params_tensor(&self) -> &B::Tensor {
+        &self.net.params
     }
 
     /// The parameters `(P)` on the host.
@@ -345,70 +346,19 @@ impl<'b, B: Backend> Trainer<'b, B> {
         self.be.download(&self.net.params)
     }
 
-    /// Replaces the parameters `(P)` (e.g. to restore the last good ones).
-    pub fn set_params(&mut self, params: &[f32]) {
+    /// Replaces the parameters `(P)`, e.g. to roll back to the last good ones after a
+    /// divergence.
+    pub fn restore_params(&mut self, params: &[f32]) {
         self.be.write(&mut self.net.params, params);
     }
 
     /// Adam's moments and step count on the host.
-    pub fn optimizer_state(&self) -> crate::checkpoint::OptimizerState {
-        crate::checkpoint::OptimizerState {
+    pub fn optimizer_state(&self) -> OptimizerState {
+        OptimizerState {
             m: self.be.download(&self.adam.m),
             v: self.be.download(&self.adam.v),
             t: self.adam.t,
         }
-    }
-
-    /// Restores Adam's moments and step count.
-    pub fn set_optimizer_state(&mut self, s: &crate::checkpoint::OptimizerState) {
-        self.be.write(&mut self.adam.m, &s.m);
-        self.be.write(&mut self.adam.v, &s.v);
-        self.adam.t = s.t;
-    }
-}
-
-/// One pass of `net` over `set` in batches of the network's size: softmax statistics and the
-/// confusion matrix accumulate on the device and are read once at the end (plus the
-/// probabilities per batch when `keep_probs`). `stats (4)` and `confusion (7, 7)` are scratch.
-pub fn evaluate<B: Backend>(
-    be: &B,
-    net: &mut Network<B>,
-    set: &DeviceSet<B>,
-    stats_buf: &mut B::Tensor,
-    confusion: &mut B::Indices,
-    ones: &B::Tensor,
-    keep_probs: bool,
-) -> EvalResult {
-    be.write(stats_buf, &[0.0; stats::LEN]);
-    be.write_indices(confusion, &[0; NUM_CLASSES * NUM_CLASSES]);
-    let mut probs = keep_probs.then(|| Vec::with_capacity(set.n * NUM_CLASSES));
-    let max_batch = net.plan.batch;
-    for offset in (0..set.n).step_by(max_batch) {
-        let batch = max_batch.min(set.n - offset);
-        be.gather_batch(
-            &mut net.x,
-            &mut net.labels,
-            &set.images,
-            &set.identity,
-            offset,
-            batch,
-        );
-        net.forward(be, batch);
-        net.loss_forward(be, stats_buf, ones, batch);
-        be.confusion_accumulate(confusion, &net.probs, &net.labels, batch, NUM_CLASSES);
-        be.submit();
-        if let Some(p) = probs.as_mut() {
-            p.extend_from_slice(&be.download(&net.probs)[..batch * NUM_CLASSES]);
-        }
-    }
-    let s = be.download(stats_buf);
-    let confusion = Confusion::from_flat(&be.download_indices(confusion));
-    let samples = s[stats::SAMPLES].max(1.0) as f64;
-    EvalResult {
-        loss: s[stats::LOSS_SUM] as f64 / samples,
-        accuracy: confusion.accuracy(),
-        confusion,
-        probs,
     }
 }
 

@@ -1,0 +1,262 @@
+//! The `fergpu` command line: the flags of every command (clap) and one function per command
+//! that calls the library. `src/main.rs` only parses, calls [`run`] and prints errors.
+//!
+//! The training commands (`train`, `cv`, `sweep`) take every flag of
+//! [`crate::settings::Settings`]; see [`training`].
+
+mod tools;
+mod training;
+
+use crate::data::Usage;
+use crate::device::DeviceChoice;
+use crate::error::Result;
+use crate::settings::{DataSettings, Settings};
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+/// Facial-expression (FER2013) training and evaluation on any GPU through WGSL compute
+/// shaders, with a CPU reference backend.
+#[derive(Parser)]
+#[command(name = "fergpu", version, about, long_about = None)]
+pub struct Cli {
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Every command.
+#[derive(Subcommand)]
+pub enum Command {
+    /// Train a model and write a run folder (metrics, curves, confusion matrix, checkpoints).
+    Train(TrainArgs),
+    /// Evaluate a checkpoint: accuracy, loss, confusion matrix, per-class precision/recall/F1.
+    Eval(EvalArgs),
+    /// Write generated demo faces as a FER2013-format CSV.
+    Synth(SynthArgs),
+    /// List the GPU adapters wgpu finds.
+    Adapters(AdaptersArgs),
+    /// Print rows and per-class counts per split, and any bad rows.
+    Info(InfoArgs),
+    /// Write rows of a data file as PNG images named `<row>_<emotion>.png`.
+    ExportImages(ExportArgs),
+    /// Measure training/evaluation images/s and conv/dense GFLOP/s on a device.
+    Bench(BenchArgs),
+    /// Predict the emotion of photos (PNG, JPEG, BMP; any size and colour).
+    ///
+    /// Each photo is converted to grayscale, centre-cropped to a square (the shorter side is
+    /// kept, the longer one trimmed equally on both ends), resized to 48×48 and classified;
+    /// the top emotion and all 7 probabilities are printed. A file that cannot be read as an
+    /// image is reported by name, the others are still predicted, and the exit status is 1.
+    Predict(PredictArgs),
+    /// K-fold cross-validation: one model per fold, mean ± std of accuracy and macro-F1.
+    Cv(CvArgs),
+    /// Train every configuration of a grid file, with a results table.
+    Sweep(SweepArgs),
+}
+
+/// `fergpu train`.
+#[derive(Args)]
+pub struct TrainArgs {
+    /// Every training setting, as flags.
+    #[command(flatten)]
+    pub settings: Settings,
+    /// A recipe: settings from a TOML or JSON file (e.g. assets/recipes/*.toml, or a run's
+    /// config.json); flags given here override it.
+    #[arg(long, value_name = "FILE", help_heading = "Run")]
+    pub config: Option<PathBuf>,
+    /// Continue the run in this folder from its last checkpoint (weights, optimizer state,
+    /// shuffle position), with its saved settings; `--epochs N` extends it to N epochs, and
+    /// the device flags and --quiet may change.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["out", "config"], help_heading = "Run")]
+    pub resume: Option<PathBuf>,
+    /// Replace the run already in the --out folder (by default a folder that holds a run is
+    /// refused, so that nothing is lost).
+    #[arg(long, conflicts_with = "resume", help_heading = "Run")]
+    pub overwrite: bool,
+}
+
+/// `fergpu eval`.
+#[derive(Args)]
+pub struct EvalArgs {
+    /// A checkpoint written by `fergpu train`.
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// The data.
+    #[command(flatten)]
+    pub data: DataSettings,
+    /// The split to evaluate.
+    #[arg(long, default_value = "PublicTest", value_parser = parse_usage)]
+    pub split: Usage,
+    /// Write one row per image: index, true, predicted, the 7 probabilities.
+    #[arg(long, value_name = "OUT.csv")]
+    pub predictions: Option<PathBuf>,
+    /// The device.
+    #[command(flatten)]
+    pub device: DeviceChoice,
+}
+
+/// `fergpu synth`.
+#[derive(Args)]
+pub struct SynthArgs {
+    /// Output CSV (`.gz` to compress).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Rows to generate.
+    #[arg(long, default_value_t = 3000)]
+    pub rows: usize,
+    /// Seed.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}
+
+/// `fergpu adapters`.
+#[derive(Args)]
+pub struct AdaptersArgs {
+    /// Restrict to one API: vulkan | metal | dx12 | gl.
+    #[arg(long)]
+    pub gpu_backend: Option<String>,
+}
+
+/// `fergpu info`.
+#[derive(Args)]
+pub struct InfoArgs {
+    /// FER2013 CSV.
+    #[arg(long)]
+    pub data: PathBuf,
+}
+
+/// `fergpu export-images`.
+#[derive(Args)]
+pub struct ExportArgs {
+    /// FER2013 CSV.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Only this split.
+    #[arg(long, value_parser = parse_usage)]
+    pub split: Option<Usage>,
+    /// At most N images.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Output folder.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// `fergpu bench`.
+#[derive(Args)]
+pub struct BenchArgs {
+    /// Models to time (mlp, cnn or model files).
+    #[arg(long, default_value = "mlp,cnn", value_delimiter = ',')]
+    pub models: Vec<String>,
+    /// Batch sizes to time.
+    #[arg(long, default_value = "32,512", value_delimiter = ',')]
+    pub batch_sizes: Vec<usize>,
+    /// Timed training steps per model and batch size.
+    #[arg(long, default_value_t = 20)]
+    pub steps: usize,
+    /// Repetitions of each kernel timing.
+    #[arg(long, default_value_t = 5)]
+    pub kernel_reps: usize,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// The device.
+    #[command(flatten)]
+    pub device: DeviceChoice,
+}
+
+/// `fergpu predict`.
+#[derive(Args)]
+pub struct PredictArgs {
+    /// A checkpoint written by `fergpu train`.
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// Photos to classify.
+    #[arg(required = true)]
+    pub images: Vec<PathBuf>,
+    /// One JSON object per image instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// The device.
+    #[command(flatten)]
+    pub device: DeviceChoice,
+}
+
+/// `fergpu cv`.
+#[derive(Args)]
+pub struct CvArgs {
+    /// Number of folds.
+    #[arg(long, default_value_t = 6)]
+    pub folds: usize,
+    /// Shuffle rows before folding (with --seed).
+    #[arg(long)]
+    pub shuffle: bool,
+    /// Keep class shares equal across folds.
+    #[arg(long)]
+    pub stratified: bool,
+    /// Rows that take part in the folds.
+    #[arg(long, default_value = "Training,PrivateTest", value_delimiter = ',', value_parser = parse_usage)]
+    pub rows: Vec<Usage>,
+    /// Validation split for checkpoint choice and early stopping, kept out of the folds.
+    #[arg(long, default_value = "PublicTest", value_delimiter = ',', value_parser = parse_usage)]
+    pub cv_val: Vec<Usage>,
+    /// Every training setting, as flags (--out: the experiment's folder, default
+    /// runs/<timestamp>-cv-<model>).
+    #[command(flatten)]
+    pub settings: Settings,
+    /// A recipe file (TOML or JSON) for every fold; flags given here override it.
+    #[arg(long, value_name = "FILE", help_heading = "Run")]
+    pub config: Option<PathBuf>,
+}
+
+/// `fergpu sweep`.
+#[derive(Args)]
+pub struct SweepArgs {
+    /// The grid file (TOML), e.g. assets/notebook_sweep.toml.
+    pub grid: PathBuf,
+    /// Settings shared by every run unless the grid sets them (--out: the sweep's folder,
+    /// default runs/sweep-<grid name>; rerunning skips finished runs).
+    #[command(flatten)]
+    pub settings: Settings,
+    /// A recipe file (TOML or JSON) for every run; the grid and flags given here override it.
+    #[arg(long, value_name = "FILE", help_heading = "Run")]
+    pub config: Option<PathBuf>,
+    /// Run configurations side by side, one per adapter (e.g. `0,1`).
+    #[arg(long, value_delimiter = ',')]
+    pub adapters: Vec<String>,
+}
+
+fn parse_usage(s: &str) -> std::result::Result<Usage, String> {
+    Usage::from_name(s).ok_or_else(|| format!("'{s}' is not Training, PublicTest or PrivateTest"))
+}
+
+/// How a command ended when it did not fail.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// It did everything it was asked.
+    Done,
+    /// A stop request (Ctrl-C, SIGTERM) ended it after saving; it can be continued.
+    Interrupted,
+}
+
+/// Runs the command `cli` holds; `matches` are the whole command line's, so that the
+/// training commands can tell the flags given from the defaults.
+pub fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<Outcome> {
+    let sub = |name: &str| {
+        matches
+            .subcommand_matches(name)
+            .expect("the parsed subcommand has matches")
+    };
+    match cli.command {
+        Command::Train(a) => training::train(a, sub("train")),
+        Command::Cv(a) => training::cv(a, sub("cv")),
+        Command::Sweep(a) => training::sweep(a, sub("sweep")),
+        Command::Eval(a) => tools::eval(a),
+        Command::Synth(a) => tools::synth(a),
+        Command::Adapters(a) => tools::adapters(a),
+        Command::Info(a) => tools::info(a),
+        Command::ExportImages(a) => tools::export_images(a),
+        Command::Bench(a) => tools::bench(a),
+        Command::Predict(a) => tools::predict(a),
+    }
+}

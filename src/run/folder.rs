@@ -1,0 +1,491 @@
+//! The run folder and the experiment folder: every file a run or an experiment writes and
+//! reads. No other module knows their names.
+//!
+//! A run folder holds `config.json` (the [`Settings`] and where they ran), `metrics.csv`,
+//! `curves.png`/`.svg`, `confusion.html`/`.png`, `checkpoint-last.safetensors` (with
+//! optimizer and resume state), `checkpoint-best.safetensors`, `summary.json`, and while a
+//! run writes it, `run.lock`. Every file is written atomically (a unique temporary file in
+//! the same folder, renamed over the old one), so an interrupted or failed run keeps its last
+//! good state.
+//!
+//! An experiment folder (`fergpu cv`, `fergpu sweep`) holds one run folder per fold or
+//! configuration and the tables that compare them.
+
+use crate::checkpoint::Checkpoint;
+use crate::error::{Error, Result};
+use crate::metrics::Confusion;
+use crate::report::{self, EpochRecord, Summary};
+use crate::settings::Settings;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+const CONFIG: &str = "config.json";
+const METRICS: &str = "metrics.csv";
+const CURVES_PNG: &str = "curves.png";
+const CURVES_SVG: &str = "curves.svg";
+const CONFUSION_HTML: &str = "confusion.html";
+const CONFUSION_PNG: &str = "confusion.png";
+const CHECKPOINT_LAST: &str = "checkpoint-last.safetensors";
+const CHECKPOINT_BEST: &str = "checkpoint-best.safetensors";
+const CHECKPOINT_LAST_GOOD: &str = "checkpoint-last-good.safetensors";
+const SUMMARY: &str = "summary.json";
+const LOCK: &str = "run.lock";
+
+const CV_CSV: &str = "cv.csv";
+const CV_HTML: &str = "cv.html";
+const RESULTS_CSV: &str = "results.csv";
+const RESULTS_HTML: &str = "results.html";
+
+/// What `config.json` records besides the settings.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RunRecord {
+    /// The adapter (or CPU backend) that ran it.
+    pub adapter: String,
+    /// fergpu's version.
+    pub fergpu_version: String,
+    /// The git commit fergpu was built from (`unknown` outside a checkout).
+    pub git_commit: String,
+    /// Images in the training split.
+    pub train_images: usize,
+    /// Images in the validation split.
+    pub val_images: usize,
+    /// Images in the test split.
+    pub test_images: usize,
+    /// The model's parameter count.
+    pub parameters: usize,
+}
+
+/// The whole of `config.json`.
+#[derive(serde::Serialize)]
+struct ConfigFile<'a> {
+    settings: &'a Settings,
+    #[serde(flatten)]
+    record: &'a RunRecord,
+}
+
+/// One run's folder; see the module docs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunFolder {
+    dir: PathBuf,
+}
+
+impl RunFolder {
+    /// The folder at `dir` (nothing is read or written yet).
+    pub fn new(dir: impl Into<PathBuf>) -> RunFolder {
+        RunFolder { dir: dir.into() }
+    }
+
+    /// `runs/<UTC timestamp>-<name>`, the default folder of a new run.
+    pub fn timestamped(name: &str) -> RunFolder {
+        RunFolder::new(PathBuf::from("runs").join(format!("{}-{name}", utc_stamp())))
+    }
+
+    /// The folder's path.
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    /// True when a run has written here (its settings, metrics or a checkpoint).
+    pub fn holds_run(&self) -> bool {
+        [CONFIG, METRICS, CHECKPOINT_LAST, CHECKPOINT_BEST]
+            .iter()
+            .any(|f| self.file(f).exists())
+    }
+
+    /// True when a run here finished (its summary exists).
+    pub fn is_finished(&self) -> bool {
+        self.file(SUMMARY).exists()
+    }
+
+    /// True when a run here can be resumed (its last checkpoint exists).
+    pub fn can_resume(&self) -> bool {
+        self.file(CHECKPOINT_LAST).exists()
+    }
+
+    /// Creates the folder (and its parents).
+    pub fn create(&self) -> Result<()> {
+        std::fs::create_dir_all(&self.dir).map_err(|e| Error::io(&self.dir, e))
+    }
+
+    /// Removes the files of the run this folder holds (for `--overwrite`; the caller holds
+    /// the lock).
+    pub fn clear_run(&self) -> Result<()> {
+        for name in [
+            CONFIG,
+            METRICS,
+            CURVES_PNG,
+            CURVES_SVG,
+            CONFUSION_HTML,
+            CONFUSION_PNG,
+            CHECKPOINT_LAST,
+            CHECKPOINT_BEST,
+            CHECKPOINT_LAST_GOOD,
+            SUMMARY,
+        ] {
+            let path = self.file(name);
+            match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(Error::io(&path, e))
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes the folder for one writer: `run.lock` holds this process's id until the
+    /// returned guard is dropped. Another live run's lock is an error naming its process; a
+    /// lock left by a process that no longer exists is taken over.
+    pub fn lock(&self) -> Result<RunLock> {
+        RunLock::take(self.file(LOCK))
+    }
+
+    fn file(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// Writes `config.json`: the settings and the run's record.
+    pub fn write_config(&self, settings: &Settings, record: &RunRecord) -> Result<()> {
+        let file = ConfigFile { settings, record };
+        let mut text = serde_json::to_vec_pretty(&file).expect("settings serialize");
+        text.push(b'\n');
+        report::write_atomic(&self.file(CONFIG), &text)
+    }
+
+    /// The settings saved in `config.json`, with the run folder set to this one. Reads the
+    /// current layout (`"settings"`, in sections) and the one before sections (`"config"`,
+    /// every setting at the top or under `data` and `device`).
+    pub fn read_settings(&self) -> Result<Settings> {
+        let path = self.file(CONFIG);
+        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+        let bad = |problem: String| Error::BadData {
+            path: path.clone(),
+            problem,
+        };
+        let json: Value =
+            serde_json::from_str(&text).map_err(|e| bad(format!("not valid JSON: {e}")))?;
+        let tree = json
+            .get("settings")
+            .or_else(|| json.get("config"))
+            .and_then(Value::as_object)
+            .ok_or_else(|| bad("not a fergpu config.json (no \"settings\")".into()))?;
+        let mut settings = Settings::default();
+        settings
+            .apply_tree(tree, &path.display().to_string())
+            .map_err(|e| {
+                bad(format!(
+                    "{e}. The file may come from another fergpu version; start a new run, or \
+                     fix the setting in the file"
+                ))
+            })?;
+        settings.run.out = Some(self.dir.clone());
+        Ok(settings)
+    }
+
+    /// `config.json`'s path (for messages; `--config` reads it as a recipe).
+    pub fn config_path(&self) -> PathBuf {
+        self.file(CONFIG)
+    }
+
+    /// The last checkpoint's path (for messages).
+    pub fn last_checkpoint_path(&self) -> PathBuf {
+        self.file(CHECKPOINT_LAST)
+    }
+
+    /// The best checkpoint's path (for messages).
+    pub fn best_checkpoint_path(&self) -> PathBuf {
+        self.file(CHECKPOINT_BEST)
+    }
+
+    /// The last good weights' path, written when training diverged (for messages).
+    pub fn last_good_path(&self) -> PathBuf {
+        self.file(CHECKPOINT_LAST_GOOD)
+    }
+
+    /// Saves the checkpoint a run resumes from.
+    pub fn save_last(&self, ck: &Checkpoint) -> Result<()> {
+        ck.save(&self.last_checkpoint_path())
+    }
+
+    /// Reads the checkpoint a run resumes from.
+    pub fn load_last(&self) -> Result<Checkpoint> {
+        Checkpoint::load(&self.last_checkpoint_path())
+    }
+
+    /// Saves the weights of the best validation epoch.
+    pub fn save_best(&self, ck: &Checkpoint) -> Result<()> {
+        ck.save(&self.best_checkpoint_path())
+    }
+
+    /// Reads the weights of the best validation epoch.
+    pub fn load_best(&self) -> Result<Checkpoint> {
+        Checkpoint::load(&self.best_checkpoint_path())
+    }
+
+    /// Saves the last good weights of a run that diverged.
+    pub fn save_last_good(&self, ck: &Checkpoint) -> Result<()> {
+        ck.save(&self.last_good_path())
+    }
+
+    /// Writes `metrics.csv`, one row per epoch.
+    pub fn write_metrics(&self, records: &[EpochRecord]) -> Result<()> {
+        report::write_metrics_csv(&self.file(METRICS), records)
+    }
+
+    /// Reads `metrics.csv`; no file is no epochs.
+    pub fn read_metrics(&self) -> Result<Vec<EpochRecord>> {
+        let path = self.file(METRICS);
+        if path.exists() {
+            report::read_metrics_csv(&path)
+        } else {
+            Ok(Vec::new())
+        }
+    }
+
+    /// Draws the learning curves (`curves.png`, `curves.svg`).
+    pub fn write_curves(&self, records: &[EpochRecord], title: &str) -> Result<()> {
+        report::write_curves(
+            &self.file(CURVES_PNG),
+            &self.file(CURVES_SVG),
+            records,
+            title,
+        )
+    }
+
+    /// Writes the test confusion matrix as `confusion.html` and `confusion.png`.
+    pub fn write_confusion(&self, confusion: &Confusion, title: &str) -> Result<()> {
+        report::write_atomic(
+            &self.file(CONFUSION_HTML),
+            report::confusion_html(confusion, title).as_bytes(),
+        )?;
+        report::write_confusion_png(&self.file(CONFUSION_PNG), confusion, title)
+    }
+
+    /// Writes `summary.json`, which marks the run finished.
+    pub fn write_summary(&self, summary: &Summary) -> Result<()> {
+        report::write_summary_json(&self.file(SUMMARY), summary)
+    }
+
+    /// Reads `summary.json`.
+    pub fn read_summary(&self) -> Result<Summary> {
+        report::read_summary_json(&self.file(SUMMARY))
+    }
+}
+
+/// A run folder taken by one writer; dropping it frees the folder.
+#[derive(Debug)]
+pub struct RunLock {
+    path: PathBuf,
+}
+
+impl RunLock {
+    fn take(path: PathBuf) -> Result<RunLock> {
+        use std::io::Write;
+        for _ in 0..2 {
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+            {
+                Ok(mut f) => {
+                    let _ = writeln!(f, "{}", std::process::id());
+                    return Ok(RunLock { path });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let holder = std::fs::read_to_string(&path)
+                        .ok()
+                        .and_then(|t| t.trim().parse::<u32>().ok());
+                    match holder {
+                        Some(pid) if process_alive(pid) => {
+                            return Err(Error::Config(format!(
+                                "{} is being written by another fergpu run (process {pid}); \
+                                 wait for it to end, or train into another --out folder",
+                                path.parent().unwrap_or(Path::new(".")).display()
+                            )))
+                        }
+                        // Left by a run that no longer exists (killed): take it over.
+                        _ => {
+                            let _ = std::fs::remove_file(&path);
+                        }
+                    }
+                }
+                Err(e) => return Err(Error::io(&path, e)),
+            }
+        }
+        Err(Error::Config(format!(
+            "{}: cannot take the run folder's lock",
+            path.display()
+        )))
+    }
+}
+
+impl Drop for RunLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Whether a process with this id exists (on other platforms: assume it does).
+fn process_alive(pid: u32) -> bool {
+    #[cfg(unix)]
+    {
+        if pid == std::process::id() {
+            return true;
+        }
+        let Ok(pid) = i32::try_from(pid) else {
+            return false;
+        };
+        // SAFETY: signal 0 only checks that the process exists and may be signalled.
+        let r = unsafe { libc::kill(pid, 0) };
+        r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = pid;
+        true
+    }
+}
+
+/// A folder of runs: `fergpu cv`'s folds, `fergpu sweep`'s configurations, and their tables.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExperimentFolder {
+    dir: PathBuf,
+}
+
+impl ExperimentFolder {
+    /// The folder at `dir`.
+    pub fn new(dir: impl Into<PathBuf>) -> ExperimentFolder {
+        ExperimentFolder { dir: dir.into() }
+    }
+
+    /// The folder's path.
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Creates the folder (and its parents).
+    pub fn create(&self) -> Result<()> {
+        std::fs::create_dir_all(&self.dir).map_err(|e| Error::io(&self.dir, e))
+    }
+
+    /// The run folder of cross-validation fold `k` (1-based): `fold-<k>`.
+    pub fn fold(&self, k: usize) -> RunFolder {
+        RunFolder::new(self.dir.join(format!("fold-{k}")))
+    }
+
+    /// The run folder of the sweep configuration `name`.
+    pub fn run(&self, name: &str) -> RunFolder {
+        RunFolder::new(self.dir.join(name))
+    }
+
+    /// Writes the cross-validation tables `cv.csv` and `cv.html`.
+    pub fn write_cv(&self, csv: &str, html: &str) -> Result<()> {
+        report::write_atomic(&self.dir.join(CV_CSV), csv.as_bytes())?;
+        report::write_atomic(&self.dir.join(CV_HTML), html.as_bytes())
+    }
+
+    /// `cv.html`'s path (for messages).
+    pub fn cv_html_path(&self) -> PathBuf {
+        self.dir.join(CV_HTML)
+    }
+
+    /// Writes a sweep's tables `results.csv` and `results.html`.
+    pub fn write_results(&self, csv: &str, html: &str) -> Result<()> {
+        report::write_atomic(&self.dir.join(RESULTS_CSV), csv.as_bytes())?;
+        report::write_atomic(&self.dir.join(RESULTS_HTML), html.as_bytes())
+    }
+
+    /// `results.html`'s path (for messages).
+    pub fn results_html_path(&self) -> PathBuf {
+        self.dir.join(RESULTS_HTML)
+    }
+}
+
+/// The current UTC time as `YYYYMMDD-HHMMSS`.
+fn utc_stamp() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}{month:02}{day:02}-{:02}{:02}{:02}",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmp(name: &str) -> RunFolder {
+        let dir = std::env::temp_dir().join(format!("fergpu-folder-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let f = RunFolder::new(dir);
+        f.create().unwrap();
+        f
+    }
+
+    #[test]
+    fn a_second_lock_is_refused_while_the_first_lives_and_free_after() {
+        let f = tmp("lock");
+        let held = f.lock().unwrap();
+        let e = f.lock().unwrap_err().to_string();
+        assert!(e.contains(&std::process::id().to_string()), "{e}");
+        drop(held);
+        let _again = f.lock().unwrap();
+    }
+
+    #[test]
+    fn a_stale_lock_is_taken_over() {
+        let f = tmp("stale");
+        // No process has id u32::MAX - 1 (pids are far smaller).
+        std::fs::write(f.path().join(LOCK), format!("{}\n", u32::MAX - 1)).unwrap();
+        let _l = f.lock().unwrap();
+    }
+
+    #[test]
+    fn config_round_trips_through_the_folder() {
+        let f = tmp("config");
+        let mut s = Settings::default();
+        s.optimizer.lr = 0.02;
+        s.schedule.patience = Some(2);
+        let rec = RunRecord {
+            adapter: "cpu".into(),
+            fergpu_version: "0".into(),
+            git_commit: "x".into(),
+            train_images: 1,
+            val_images: 2,
+            test_images: 3,
+            parameters: 4,
+        };
+        f.write_config(&s, &rec).unwrap();
+        let back = f.read_settings().unwrap();
+        s.run.out = Some(f.path().to_path_buf());
+        assert_eq!(back, s);
+        assert!(f.holds_run() && !f.is_finished() && !f.can_resume());
+    }
+
+    #[test]
+    fn timestamped_folders_sit_under_runs() {
+        let f = RunFolder::timestamped("cnn");
+        let name = f.path().file_name().unwrap().to_string_lossy().into_owned();
+        assert!(
+            f.path().starts_with("runs") && name.ends_with("-cnn"),
+            "{name}"
+        );
+        assert_eq!(name.len(), "YYYYMMDD-HHMMSS-cnn".len());
+    }
+}

@@ -1,0 +1,340 @@
+//! A whole training run: data, model, epochs, validation, checkpoints, run folder, resume.
+//!
+//! [`train`] reads the data and runs; [`train_on`] runs on splits already in memory (folds,
+//! sweeps). Everything that can be checked is checked before the folder is touched
+//! (`start`); the epoch loop ([`Run::go`]) then trains, validates, records, and saves; the
+//! run folder's files belong to [`folder::RunFolder`].
+
+pub mod folder;
+mod start;
+
+pub use folder::{ExperimentFolder, RunFolder, RunLock, RunRecord};
+
+use crate::backend::Backend;
+use crate::cancel::Cancel;
+use crate::checkpoint::Checkpoint;
+use crate::device::{run_on, Job};
+use crate::error::{Error, Result};
+use crate::eval::{DeviceSet, EvalResult, Evaluator};
+use crate::report::progress::Progress;
+use crate::report::{self, EpochRecord};
+use crate::settings::{Settings, Splits};
+use crate::train::{EarlyStopping, EpochOutcome, Scheduler, TrainState, Trainer};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// How a run begins.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Start {
+    /// A new run. A folder that already holds a run is refused unless `overwrite`.
+    New {
+        /// Replace a run already in the folder.
+        overwrite: bool,
+    },
+    /// Continue the run in the folder from its last checkpoint.
+    Resume,
+}
+
+/// What a finished (or stopped) run reports.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunOutcome {
+    /// The summary written to `summary.json` (absent when the run was interrupted).
+    pub summary: Option<report::Summary>,
+    /// Every epoch's record.
+    pub records: Vec<EpochRecord>,
+    /// The run folder.
+    pub out: PathBuf,
+    /// True when a stop request ended the run before its end.
+    pub interrupted: bool,
+}
+
+/// The resumable state stored in `checkpoint-last.safetensors`.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+struct ResumeState {
+    train: TrainState,
+    scheduler: Scheduler,
+    early: EarlyStopping,
+    seconds: f64,
+}
+
+/// Trains as `settings` say, writing the run folder `settings.run.out` (a timestamped one
+/// under `runs/` when unset). `cancel` stops the run cleanly after the current batch.
+pub fn train(settings: &Settings, start: Start, cancel: &Cancel) -> Result<RunOutcome> {
+    settings.validate()?;
+    let splits = settings.data.load()?;
+    train_on(settings, &splits, start, cancel)
+}
+
+/// [`train`] on splits already in memory (cross-validation folds, sweeps).
+pub fn train_on(
+    settings: &Settings,
+    splits: &Splits,
+    start: Start,
+    cancel: &Cancel,
+) -> Result<RunOutcome> {
+    settings.validate()?;
+    run_on(
+        &settings.device,
+        RunJob {
+            settings,
+            splits,
+            start,
+            cancel,
+        },
+    )
+}
+
+struct RunJob<'a> {
+    settings: &'a Settings,
+    splits: &'a Splits,
+    start: Start,
+    cancel: &'a Cancel,
+}
+
+impl Job for RunJob<'_> {
+    type Output = RunOutcome;
+    fn run<B: Backend>(self, be: &B, device: &str) -> Result<RunOutcome> {
+        Run::start(be, device, self)?.go()
+    }
+}
+
+/// One run in progress; built by `start.rs`.
+struct Run<'a, 'b, B: Backend> {
+    be: &'b B,
+    settings: &'a Settings,
+    splits: &'a Splits,
+    cancel: &'a Cancel,
+    folder: RunFolder,
+    /// Held for the whole run: no other run writes this folder meanwhile.
+    _lock: RunLock,
+    progress: Progress,
+    device: String,
+    trainer: Trainer<'b, B>,
+    evaluator: Evaluator<'b, B>,
+    val: DeviceSet<B>,
+    scheduler: Scheduler,
+    /// Also the record of the best validation accuracy and its epoch.
+    early: EarlyStopping,
+    records: Vec<EpochRecord>,
+    /// Wall time of the run's earlier sessions (before a resume).
+    seconds_before: f64,
+    /// Parameters `(P)` at the end of the last finished epoch (restored on divergence).
+    last_good: Vec<f32>,
+    /// Parameters `(P)` of the best validation epoch so far (what the run is tested with).
+    best: Option<Vec<f32>>,
+}
+
+impl<B: Backend> Run<'_, '_, B> {
+    /// The epoch loop: train, validate, record, save; until the last epoch, early stopping,
+    /// or a stop request. Then the test pass.
+    fn go(mut self) -> Result<RunOutcome> {
+        self.announce();
+        let epochs = self.settings.schedule.epochs;
+        let t_run = Instant::now();
+        while self.trainer.state().epoch < epochs {
+            let epoch = self.trainer.state().epoch + 1;
+            let lr = self.scheduler.lr();
+            let t0 = Instant::now();
+            let batches = self.trainer.batches_per_epoch();
+            self.progress.start_epoch(epoch, epochs, batches);
+            let trained = self.train_epoch(lr);
+            if !trained.loss.is_finite() {
+                return Err(self.diverged(epoch, lr));
+            }
+            if trained.interrupted {
+                self.save_last(t_run.elapsed())?;
+                return Ok(self.stopped(&format!("interrupted in epoch {epoch}")));
+            }
+            let val = self.validate();
+            let record = epoch_record(epoch, lr, &trained, &val, t0.elapsed());
+            self.progress.finish_epoch(&record);
+            self.records.push(record);
+            let decision = self.early.observe(epoch, val.accuracy);
+            self.scheduler.end_epoch(val.loss);
+            self.save_epoch(decision.improved, t_run.elapsed())?;
+            if self.cancel.is_requested() && epoch < epochs {
+                return Ok(self.stopped(&format!("interrupted after epoch {epoch}")));
+            }
+            if decision.stop {
+                self.announce_early_stop();
+                break;
+            }
+        }
+        let summary = self.finish(t_run.elapsed())?;
+        Ok(self.outcome(Some(summary), false))
+    }
+
+    fn announce(&self) {
+        eprintln!(
+            "training {} ({} parameters) on {}: {} train / {} val / {} test images, batch {}",
+            self.trainer.spec().name,
+            self.trainer.plan().num_params,
+            self.device,
+            self.splits.train.len(),
+            self.splits.val.len(),
+            self.splits.test.len(),
+            self.trainer.batch_size()
+        );
+    }
+
+    /// Trains the rest of the current epoch, updating the progress after each batch and
+    /// stopping early when asked.
+    fn train_epoch(&mut self, lr: f64) -> EpochOutcome {
+        let (cancel, progress) = (self.cancel, &mut self.progress);
+        self.trainer.run_epoch(lr as f32, &mut |done| {
+            let (loss, acc) = done.running.unzip();
+            progress.batch(done.images, loss, acc);
+            !cancel.is_requested()
+        })
+    }
+
+    /// The current weights on the validation split.
+    fn validate(&mut self) -> EvalResult {
+        self.evaluator.load_params(self.trainer.params_tensor());
+        self.evaluator.evaluate(&self.val, false)
+    }
+
+    /// After an epoch: the best checkpoint when it improved, then the resumable state.
+    fn save_epoch(&mut self, improved: bool, elapsed: Duration) -> Result<()> {
+        self.last_good = self.trainer.params();
+        if improved {
+            self.folder
+                .save_best(&self.checkpoint(&self.last_good, false))?;
+            self.best = Some(self.last_good.clone());
+        }
+        self.save_last(elapsed)
+    }
+
+    /// Says how to continue a run stopped (and saved) before its end.
+    fn stopped(&self, what: &str) -> RunOutcome {
+        eprintln!(
+            "{what}; saved {}. Resume with: fergpu train --resume {}",
+            self.folder.last_checkpoint_path().display(),
+            self.folder.path().display()
+        );
+        self.outcome(None, true)
+    }
+
+    fn announce_early_stop(&self) {
+        eprintln!(
+            "early stopping: validation accuracy has not improved for {} epochs (best {:.2}% at \
+             epoch {})",
+            self.settings.schedule.patience.unwrap_or(0),
+            100.0 * self.early.best().unwrap_or(f64::NAN),
+            self.best_epoch()
+        );
+    }
+
+    /// 1-based epoch of the best validation accuracy (0 before any epoch ended).
+    fn best_epoch(&self) -> usize {
+        self.early.best_epoch().unwrap_or(0)
+    }
+
+    fn outcome(&self, summary: Option<report::Summary>, interrupted: bool) -> RunOutcome {
+        RunOutcome {
+            summary,
+            records: self.records.clone(),
+            out: self.folder.path().to_path_buf(),
+            interrupted,
+        }
+    }
+
+    /// Restores the last good weights, saves them, and explains the divergence.
+    fn diverged(&mut self, epoch: usize, lr: f64) -> Error {
+        self.trainer.restore_params(&self.last_good);
+        let saved = self
+            .folder
+            .save_last_good(&self.checkpoint(&self.last_good, false));
+        Error::Diverged(format!(
+            "the training loss became NaN or infinite in epoch {epoch} (learning rate {lr:e}). \
+             The learning rate is the likely cause: try a smaller --lr (e.g. {:e}) or \
+             --lr-schedule. The last good weights (end of epoch {}) are {}",
+            lr / 10.0,
+            epoch - 1,
+            match saved {
+                Ok(()) => format!("in {}", self.folder.last_good_path().display()),
+                Err(e) => format!("not saved: {e}"),
+            }
+        ))
+    }
+
+    /// A checkpoint of `params (P)`, with the optimizer's state when `with_state`.
+    fn checkpoint(&self, params: &[f32], with_state: bool) -> Checkpoint {
+        Checkpoint {
+            spec: self.trainer.spec().clone(),
+            params: params.to_vec(),
+            optimizer: with_state.then(|| self.trainer.optimizer_state()),
+            train_state: None,
+        }
+    }
+
+    /// Saves `checkpoint-last` with everything a resume needs, then the metrics and curves.
+    fn save_last(&self, elapsed: Duration) -> Result<()> {
+        let state = ResumeState {
+            train: self.trainer.state().clone(),
+            scheduler: self.scheduler.clone(),
+            early: self.early.clone(),
+            seconds: self.seconds_before + elapsed.as_secs_f64(),
+        };
+        let mut ck = self.checkpoint(&self.trainer.params(), true);
+        ck.train_state = Some(serde_json::to_string(&state).expect("state json"));
+        self.folder.save_last(&ck)?;
+        self.folder.write_metrics(&self.records)?;
+        if !self.records.is_empty() {
+            let title = format!("{} on {}", self.trainer.spec().name, self.device);
+            self.folder.write_curves(&self.records, &title)?;
+        }
+        Ok(())
+    }
+
+    /// Tests the best validation epoch's weights (kept in memory, so another process
+    /// touching the folder cannot change the result) and writes the reports and summary.
+    fn finish(&mut self, elapsed: Duration) -> Result<report::Summary> {
+        let best = self.best.as_ref().unwrap_or(&self.last_good);
+        self.evaluator.set_params(best);
+        let set = DeviceSet::new(self.be, &self.splits.test);
+        let test = self.evaluator.evaluate(&set, false);
+        let title = format!(
+            "{} — test accuracy {:.2}% (best validation epoch {})",
+            self.trainer.spec().name,
+            100.0 * test.accuracy,
+            self.best_epoch()
+        );
+        self.folder.write_confusion(&test.confusion, &title)?;
+        let summary = report::Summary::new(
+            &test.confusion,
+            test.loss,
+            &self.records,
+            self.seconds_before + elapsed.as_secs_f64(),
+            &self.device,
+        );
+        self.folder.write_summary(&summary)?;
+        eprintln!(
+            "{}",
+            crate::eval::report_text(&test, "test (best validation checkpoint)")
+        );
+        eprintln!("run folder: {}", self.folder.path().display());
+        Ok(summary)
+    }
+}
+
+/// One epoch's line of `metrics.csv`.
+fn epoch_record(
+    epoch: usize,
+    lr: f64,
+    trained: &EpochOutcome,
+    val: &EvalResult,
+    took: Duration,
+) -> EpochRecord {
+    let seconds = took.as_secs_f64();
+    EpochRecord {
+        epoch,
+        train_loss: trained.loss,
+        train_acc: trained.accuracy,
+        val_loss: val.loss,
+        val_acc: val.accuracy,
+        seconds,
+        images_per_s: trained.images as f64 / seconds.max(1e-9),
+        lr,
+    }
+}

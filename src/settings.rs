@@ -1,0 +1,598 @@
+//! The training settings: one type, [`Settings`], for every way a run is configured.
+//!
+//! The same type is
+//! - the command line: it derives [`clap::Args`], so each field is a flag of the same name
+//!   (`batch_size` is `--batch-size`), with its default and help text written once, here;
+//! - `config.json` in a run folder: its serialization ([`crate::run::folder`]);
+//! - a recipe file (`fergpu train --config FILE.toml|json`): the serialization, or any part
+//!   of it ([`Settings::load_file`]);
+//! - a sweep's `[grid]`, `[fixed]` and `[[run]]` entries: overrides by key
+//!   ([`Settings::set`]), through the same mechanism as recipe files and the command line.
+//!
+//! A key is a field name (`lr`), unique across the sections, or `section.field`
+//! (`optimizer.lr`). Values are checked twice: by type when they are set (serde), and by
+//! range in [`Settings::validate`], the one place that knows each setting's allowed values.
+//!
+//! Adding a setting means adding a field to one of the section types below (with its flag
+//! attributes and doc comment) and the code that uses it; the command line, recipe files,
+//! sweeps, `config.json` and resume pick it up from the type.
+
+use crate::augment::Augment;
+use crate::backend::Activation;
+use crate::data::{csv, synth, Dataset, Usage};
+use crate::device::DeviceChoice;
+use crate::error::{Error, Result};
+use crate::train::schedule::LrSchedule;
+use crate::train::ClassWeight;
+use clap::parser::ValueSource;
+use serde_json::{Map, Value};
+use std::path::{Path, PathBuf};
+
+/// Every setting of a training run, in sections. See the module docs.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, clap::Args)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// Where the data comes from and how it splits.
+    #[command(flatten)]
+    pub data: DataSettings,
+    /// The network.
+    #[command(flatten)]
+    pub model: ModelSettings,
+    /// The optimizer.
+    #[command(flatten)]
+    pub optimizer: OptimizerSettings,
+    /// The training loss.
+    #[command(flatten)]
+    pub loss: LossSettings,
+    /// How long training runs and how the learning rate moves.
+    #[command(flatten)]
+    pub schedule: ScheduleSettings,
+    /// Training-time augmentation.
+    #[command(flatten)]
+    pub augment: AugmentSettings,
+    /// Batches, seed, run folder, output.
+    #[command(flatten)]
+    pub run: RunSettings,
+    /// The device that runs it.
+    #[command(flatten)]
+    pub device: DeviceChoice,
+}
+
+/// Where the data comes from and how it splits.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize, clap::Args)]
+#[serde(default, deny_unknown_fields)]
+#[command(next_help_heading = "Data")]
+pub struct DataSettings {
+    /// FER2013 CSV (`icml_face_data.csv` or `fer2013.csv` layout; `.gz` is read too).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Train on N generated faces instead of a file.
+    #[arg(long, value_name = "N")]
+    pub synthetic: Option<usize>,
+    /// Skip malformed rows (and report how many) instead of stopping at the first.
+    #[arg(long)]
+    pub skip_bad_rows: bool,
+    /// Splits to train on (comma-separated Usage values).
+    #[arg(long, default_value = "Training", value_delimiter = ',', value_parser = parse_usage)]
+    pub train_split: Vec<Usage>,
+    /// Splits to validate on each epoch (checkpoint choice, schedules, early stopping).
+    #[arg(long, default_value = "PrivateTest", value_delimiter = ',', value_parser = parse_usage)]
+    pub val_split: Vec<Usage>,
+    /// Splits to test on once, at the end.
+    #[arg(long, default_value = "PublicTest", value_delimiter = ',', value_parser = parse_usage)]
+    pub test_split: Vec<Usage>,
+    /// Use only the first N rows of each split (0: all).
+    #[arg(long, default_value_t = 0)]
+    pub limit: usize,
+}
+
+/// The network.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize, clap::Args)]
+#[serde(default, deny_unknown_fields)]
+#[command(next_help_heading = "Model")]
+pub struct ModelSettings {
+    /// mlp | cnn | a model file (.json or .toml layer list).
+    #[arg(long, default_value = "cnn")]
+    pub model: String,
+    /// Hidden activation of the presets: relu | elu | selu | sigmoid | tanh.
+    #[arg(long, default_value = "relu", value_parser = parse_activation)]
+    pub activation: Activation,
+    /// Activation of the cnn's Dense 64 layer (the notebook used selu).
+    #[arg(long, default_value = "selu", value_parser = parse_activation)]
+    pub dense_activation: Activation,
+}
+
+/// The optimizer.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize, clap::Args)]
+#[serde(default, deny_unknown_fields)]
+#[command(next_help_heading = "Optimizer")]
+pub struct OptimizerSettings {
+    /// Base learning rate.
+    #[arg(long, default_value_t = 1e-3)]
+    pub lr: f64,
+}
+
+/// The training loss.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize, clap::Args)]
+#[serde(default, deny_unknown_fields)]
+#[command(next_help_heading = "Loss")]
+pub struct LossSettings {
+    /// none | balanced | frequency (the notebook's: each class's share of Training).
+    #[arg(long, default_value = "none", value_parser = parse_class_weight)]
+    pub class_weight: ClassWeight,
+}
+
+/// How long training runs and how the learning rate moves.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize, clap::Args)]
+#[serde(default, deny_unknown_fields)]
+#[command(next_help_heading = "Schedule")]
+pub struct ScheduleSettings {
+    /// Epochs.
+    #[arg(long, default_value_t = 12)]
+    pub epochs: usize,
+    /// constant | step[:every=10,gamma=0.5] | cosine[:min_lr=0] | plateau[:patience=3,factor=0.5].
+    #[arg(long, default_value = "constant")]
+    pub lr_schedule: String,
+    /// Stop when validation accuracy has not improved for N epochs.
+    #[arg(long, value_name = "N")]
+    pub patience: Option<usize>,
+}
+
+/// Training-time augmentation.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize, clap::Args)]
+#[serde(default, deny_unknown_fields)]
+#[command(next_help_heading = "Augmentation")]
+pub struct AugmentSettings {
+    /// Training-time augmentation, redrawn each epoch: none | flip (mirror half the images) |
+    /// shift=N (move by up to N ≤ 7 pixels each way, edges repeated) | flip,shift=N.
+    #[arg(long, default_value = "none", value_parser = parse_augment)]
+    pub augment: Augment,
+}
+
+/// Batches, seed, run folder, output.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize, clap::Args)]
+#[serde(default, deny_unknown_fields)]
+#[command(next_help_heading = "Run")]
+pub struct RunSettings {
+    /// Images per batch.
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+    /// Seed of initial weights, shuffles and augmentation.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Run folder (train: runs/<timestamp>-<model>; cv and sweep: the experiment's folder).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Print only one summary line per epoch.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+crate::flags::defaults_from_flags!(
+    DataSettings,
+    ModelSettings,
+    OptimizerSettings,
+    LossSettings,
+    ScheduleSettings,
+    AugmentSettings,
+    RunSettings,
+);
+
+fn parse_usage(s: &str) -> std::result::Result<Usage, String> {
+    Usage::from_name(s).ok_or_else(|| format!("'{s}' is not Training, PublicTest or PrivateTest"))
+}
+
+fn parse_activation(s: &str) -> std::result::Result<Activation, String> {
+    Activation::from_name(s)
+        .ok_or_else(|| format!("'{s}' is not relu, elu, selu, sigmoid, tanh or linear"))
+}
+
+fn parse_augment(s: &str) -> std::result::Result<Augment, String> {
+    Augment::parse(s).map_err(|e| e.to_string())
+}
+
+fn parse_class_weight(s: &str) -> std::result::Result<ClassWeight, String> {
+    ClassWeight::parse(s).map_err(|e| e.to_string())
+}
+
+/// The settings that may change when a run is resumed (`--resume DIR`): how long it runs and
+/// where and how quietly. Anything else would make the resumed run a different run.
+pub const RESUMABLE: [&str; 5] = ["epochs", "quiet", "adapter", "gpu_backend", "threads"];
+
+/// The most CPU threads a run may ask for, as a multiple of the machine's cores: more only
+/// adds switching, and a mistyped `--threads 100000` would try to start that many.
+pub const MAX_THREADS_PER_CORE: usize = 4;
+
+/// A setting's place: its section and field name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Key {
+    /// The section, e.g. `optimizer`.
+    pub section: &'static str,
+    /// The field, e.g. `lr`; also the flag (`--lr`) and the short key.
+    pub field: &'static str,
+}
+
+impl std::fmt::Display for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.section, self.field)
+    }
+}
+
+impl Key {
+    /// The command-line flag of this setting (`--batch-size`).
+    pub fn flag(&self) -> String {
+        format!("--{}", self.field.replace('_', "-"))
+    }
+}
+
+impl Settings {
+    /// Every setting, section by section, in declaration order.
+    pub fn keys() -> &'static [Key] {
+        static KEYS: std::sync::OnceLock<Vec<Key>> = std::sync::OnceLock::new();
+        KEYS.get_or_init(|| {
+            let tree = serde_json::to_value(Settings::default()).expect("settings serialize");
+            let mut keys = Vec::new();
+            for (section, fields) in tree.as_object().expect("sections") {
+                for field in fields.as_object().expect("fields").keys() {
+                    keys.push(Key {
+                        section: leak(section),
+                        field: leak(field),
+                    });
+                }
+            }
+            keys
+        })
+    }
+
+    /// The setting named `key`: a field name (`lr`) or `section.field` (`optimizer.lr`).
+    pub fn key(key: &str) -> Result<Key> {
+        let found = match key.split_once('.') {
+            Some((s, f)) => Settings::keys()
+                .iter()
+                .find(|k| k.section == s && k.field == f),
+            None => Settings::keys().iter().find(|k| k.field == key),
+        };
+        found.copied().ok_or_else(|| {
+            let known: Vec<&str> = Settings::keys().iter().map(|k| k.field).collect();
+            Error::Config(format!(
+                "unknown setting '{key}'; known: {}",
+                known.join(", ")
+            ))
+        })
+    }
+
+    /// The value of one setting as JSON.
+    pub fn get(&self, key: Key) -> Value {
+        let tree = serde_json::to_value(self).expect("settings serialize");
+        tree[key.section][key.field].clone()
+    }
+
+    /// Sets one setting by key (see [`Settings::key`]) to a JSON value of its type. The
+    /// value is type-checked here; ranges are checked by [`Settings::validate`].
+    pub fn set(&mut self, key: &str, value: Value) -> Result<()> {
+        let k = Settings::key(key)?;
+        let mut tree = serde_json::to_value(&*self).expect("settings serialize");
+        tree[k.section][k.field] = value.clone();
+        *self = serde_json::from_value(tree)
+            .map_err(|e| Error::Config(format!("setting '{}' = {value}: {e}", k.field)))?;
+        Ok(())
+    }
+
+    /// Applies a tree of settings: objects under a section name set that section's fields,
+    /// any other entry sets the setting of that name. `source` names the file for errors.
+    pub fn apply_tree(&mut self, tree: &Map<String, Value>, source: &str) -> Result<()> {
+        let in_file = |e: Error| Error::Config(format!("{source}: {e}"));
+        let sections: Vec<&str> = Settings::keys().iter().map(|k| k.section).collect();
+        for (name, value) in tree {
+            match value {
+                Value::Object(fields) if sections.contains(&name.as_str()) => {
+                    for (field, v) in fields {
+                        self.set(&format!("{name}.{field}"), v.clone())
+                            .map_err(in_file)?;
+                    }
+                }
+                _ => self.set(name, value.clone()).map_err(in_file)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads a recipe file (`.toml`, else JSON) over these settings: the whole
+    /// serialization, or only the settings it names (a run's `config.json` works too). An
+    /// unknown key is an error naming it and the file.
+    pub fn load_file(&mut self, path: &Path) -> Result<()> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let source = path.display().to_string();
+        let tree: Value = if path.extension().is_some_and(|e| e == "toml") {
+            let table: toml::Table =
+                toml::from_str(&text).map_err(|e| Error::Config(format!("{source}: {e}")))?;
+            serde_json::to_value(table).expect("TOML is JSON-representable")
+        } else {
+            serde_json::from_str(&text).map_err(|e| Error::Config(format!("{source}: {e}")))?
+        };
+        // A run's config.json holds its settings under "settings", beside what it recorded.
+        let tree = match tree.get("settings") {
+            Some(settings @ Value::Object(_)) => settings.clone(),
+            _ => tree,
+        };
+        let Value::Object(map) = tree else {
+            return Err(Error::Config(format!(
+                "{source}: expected a table of settings"
+            )));
+        };
+        self.apply_tree(&map, &source)
+    }
+
+    /// The settings given on the command line (`matches` of the subcommand whose flags
+    /// `cli` was parsed from), in key order.
+    pub fn given_on_command_line(matches: &clap::ArgMatches) -> Vec<Key> {
+        Settings::keys()
+            .iter()
+            .filter(|k| {
+                matches!(
+                    matches.try_get_raw(k.field),
+                    Ok(Some(_)) if matches.value_source(k.field) == Some(ValueSource::CommandLine)
+                )
+            })
+            .copied()
+            .collect()
+    }
+
+    /// Overrides these settings with those given on the command line.
+    pub fn apply_command_line(&mut self, cli: &Settings, given: &[Key]) -> Result<()> {
+        for k in given {
+            self.set(&k.to_string(), cli.get(*k))?;
+        }
+        Ok(())
+    }
+
+    /// Checks every value's range; the message names the setting, its flag and what is
+    /// allowed.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |field: &str, got: &dyn std::fmt::Display, allowed: &str| {
+            let flag = format!("--{}", field.replace('_', "-"));
+            Err(Error::Config(format!(
+                "{flag} {got}: {field} must be {allowed}"
+            )))
+        };
+        let d = &self.data;
+        match (&d.data, d.synthetic) {
+            (Some(_), Some(_)) => {
+                return Err(Error::Config(
+                    "--data and --synthetic both given: train on a file or on generated faces, \
+                     not both"
+                        .into(),
+                ))
+            }
+            (None, Some(n)) if n == 0 || n > synth::MAX_ROWS => {
+                return bad(
+                    "synthetic",
+                    &n,
+                    &format!("between 1 and {}", synth::MAX_ROWS),
+                )
+            }
+            _ => {}
+        }
+        for (field, splits) in [
+            ("train_split", &d.train_split),
+            ("val_split", &d.val_split),
+            ("test_split", &d.test_split),
+        ] {
+            if splits.is_empty() {
+                return bad(
+                    field,
+                    &"(none)",
+                    "one or more of Training, PublicTest, PrivateTest",
+                );
+            }
+        }
+        let s = &self.schedule;
+        if s.epochs == 0 || s.epochs > 100_000 {
+            return bad("epochs", &s.epochs, "between 1 and 100000");
+        }
+        if let Some(p) = s.patience {
+            if p == 0 || p > 100_000 {
+                return bad("patience", &p, "between 1 and 100000 epochs");
+            }
+        }
+        LrSchedule::parse(&s.lr_schedule)?;
+        let lr = self.optimizer.lr;
+        if !(lr.is_finite() && lr > 0.0) {
+            return bad("lr", &lr, "a finite number > 0");
+        }
+        let b = self.run.batch_size;
+        if b == 0 || b > 65_536 {
+            return bad("batch_size", &b, "between 1 and 65536");
+        }
+        let most = max_threads();
+        if self.device.threads > most {
+            return bad(
+                "threads",
+                &self.device.threads,
+                &format!(
+                    "at most {most} ({MAX_THREADS_PER_CORE} per core of this machine; 0: one \
+                     per core)"
+                ),
+            );
+        }
+        Ok(())
+    }
+
+    /// The model's short name for folder names (`cnn`, or a model file's stem).
+    pub fn model_name(&self) -> String {
+        let m = &self.model.model;
+        Path::new(m)
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| m.clone())
+    }
+}
+
+/// The most threads `--threads` accepts on this machine.
+pub fn max_threads() -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    cores * MAX_THREADS_PER_CORE
+}
+
+/// Key names live as long as the program (the settings type is fixed at compile time).
+fn leak(s: &str) -> &'static str {
+    Box::leak(s.to_string().into_boxed_str())
+}
+
+/// The three splits of a run.
+#[derive(Clone, Debug, Default)]
+pub struct Splits {
+    /// Trained on.
+    pub train: Dataset,
+    /// Validated on each epoch.
+    pub val: Dataset,
+    /// Tested on at the end.
+    pub test: Dataset,
+}
+
+impl DataSettings {
+    /// Reads (or generates) the data and splits it; prints one line about what was loaded.
+    pub fn load(&self) -> Result<Splits> {
+        let all = self.load_all()?;
+        let take = |splits: &[Usage]| {
+            let mut rows = all.rows_of(splits);
+            if self.limit > 0 {
+                rows.truncate(self.limit);
+            }
+            all.subset(&rows)
+        };
+        Ok(Splits {
+            train: take(&self.train_split),
+            val: take(&self.val_split),
+            test: take(&self.test_split),
+        })
+    }
+
+    /// Reads (or generates) every row.
+    pub fn load_all(&self) -> Result<Dataset> {
+        match (&self.data, self.synthetic) {
+            (Some(path), _) => {
+                let opts = csv::LoadOptions {
+                    skip_bad_rows: self.skip_bad_rows,
+                };
+                let (ds, rep) = csv::load(path, &opts)?;
+                eprintln!(
+                    "loaded {} rows from {} in {:.1} s{}",
+                    rep.rows,
+                    path.display(),
+                    rep.seconds,
+                    if rep.skipped.is_empty() {
+                        String::new()
+                    } else {
+                        format!(
+                            " ({} bad rows skipped, first: {})",
+                            rep.skipped.len(),
+                            rep.skipped[0]
+                        )
+                    }
+                );
+                Ok(ds)
+            }
+            (None, Some(n)) => Ok(synth::generate(n, 0x5EED)),
+            (None, None) => Err(Error::Config(
+                "no data: give --data FILE.csv (FER2013, e.g. icml_face_data.csv) or --synthetic N"
+                    .into(),
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_flags_defaults() {
+        let s = Settings::default();
+        assert_eq!(s.model.model, "cnn");
+        assert_eq!(s.run.batch_size, 32);
+        assert_eq!(s.optimizer.lr, 1e-3);
+        assert_eq!(s.data.train_split, vec![Usage::Training]);
+        assert_eq!(s.data.val_split, vec![Usage::PrivateTest]);
+        assert_eq!(s.device.adapter, "auto");
+        assert_eq!(s.schedule.patience, None);
+        s.validate().unwrap();
+    }
+
+    #[test]
+    fn field_names_are_unique_across_sections() {
+        let keys = Settings::keys();
+        for (i, a) in keys.iter().enumerate() {
+            assert!(
+                keys[i + 1..].iter().all(|b| b.field != a.field),
+                "'{}' is in two sections",
+                a.field
+            );
+        }
+        assert!(keys.len() >= 20);
+    }
+
+    #[test]
+    fn set_by_short_or_dotted_key_type_checks_and_rejects_unknown_keys() {
+        let mut s = Settings::default();
+        s.set("lr", 0.5.into()).unwrap();
+        s.set("run.batch_size", 7.into()).unwrap();
+        s.set("patience", 3.into()).unwrap();
+        s.set("augment", "flip,shift=2".into()).unwrap();
+        assert_eq!(s.optimizer.lr, 0.5);
+        assert_eq!(s.run.batch_size, 7);
+        assert_eq!(s.schedule.patience, Some(3));
+        assert!(s.augment.augment.flip);
+        let e = s.set("lr", "fast".into()).unwrap_err().to_string();
+        assert!(e.contains("'lr'"), "{e}");
+        let e = s.set("kernal", 5.into()).unwrap_err().to_string();
+        assert!(e.contains("unknown setting 'kernal'"), "{e}");
+        assert!(s.set("model.lr", 1.into()).is_err());
+    }
+
+    #[test]
+    fn validate_names_the_flag_and_the_allowed_range() {
+        let mut s = Settings::default();
+        s.optimizer.lr = -1.0;
+        let e = s.validate().unwrap_err().to_string();
+        assert!(e.contains("--lr") && e.contains("> 0"), "{e}");
+        let mut s = Settings::default();
+        s.schedule.patience = Some(0);
+        assert!(s.validate().unwrap_err().to_string().contains("--patience"));
+        let mut s = Settings::default();
+        s.device.threads = 100_000;
+        assert!(s.validate().unwrap_err().to_string().contains("--threads"));
+    }
+
+    #[test]
+    fn a_tree_sets_sections_and_bare_keys_alike() {
+        let mut s = Settings::default();
+        let tree = serde_json::json!({
+            "optimizer": {"lr": 0.01},
+            "epochs": 3,
+            "data": {"synthetic": 50},
+        });
+        s.apply_tree(tree.as_object().unwrap(), "recipe.toml")
+            .unwrap();
+        assert_eq!(s.optimizer.lr, 0.01);
+        assert_eq!(s.schedule.epochs, 3);
+        assert_eq!(s.data.synthetic, Some(50));
+        let bad = serde_json::json!({"model": {"kernal": 5}});
+        let e = s
+            .apply_tree(bad.as_object().unwrap(), "recipe.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("recipe.toml") && e.contains("kernal"), "{e}");
+    }
+
+    #[test]
+    fn serialization_round_trips() {
+        let mut s = Settings::default();
+        s.schedule.patience = Some(4);
+        s.data.data = Some("x.csv".into());
+        let json = serde_json::to_string(&s).unwrap();
+        assert_eq!(serde_json::from_str::<Settings>(&json).unwrap(), s);
+        let toml = toml::to_string(&s).unwrap();
+        assert_eq!(toml::from_str::<Settings>(&toml).unwrap(), s);
+    }
+}
