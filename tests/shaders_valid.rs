@@ -1,6 +1,8 @@
 //! Every WGSL shader parses and validates with naga; every registry entry point exists with
 //! the bindings the host builds its layouts from and a workgroup size the host can reflect;
-//! every Rust uniform struct has the layout of the WGSL struct it mirrors. No GPU needed.
+//! every Rust uniform struct has the layout of the WGSL struct it mirrors; and one name leads
+//! from each `Backend` method to its entry point, its CPU function and its parity test. No
+//! GPU needed.
 
 use fergpu::backend::gpu::kernels::{self, shader_source, Slot, KERNELS, SHADERS};
 use fergpu::backend::gpu::uniforms::{UniformLayout, UNIFORMS};
@@ -115,7 +117,7 @@ fn every_entry_point_matches_its_registry_layout() {
 }
 
 #[test]
-fn entry_points_are_named_like_the_backend_methods() {
+fn each_backend_method_names_its_entry_point_cpu_function_and_parity_test() {
     let trait_methods = [
         "gather_batch",
         "conv2d_forward",
@@ -133,8 +135,24 @@ fn entry_points_are_named_like_the_backend_methods() {
         "confusion_accumulate",
         "adam_step",
     ];
+    let parity =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/gpu_parity.rs"))
+            .expect("tests/gpu_parity.rs");
     for m in trait_methods {
-        assert!(KERNELS.iter().any(|k| k.entry == m), "no entry point {m}");
+        let k = KERNELS
+            .iter()
+            .find(|k| k.entry == m)
+            .unwrap_or_else(|| panic!("no entry point {m}"));
+        // The CPU twin lives in the module named after the shader file, under the same name.
+        let module = k.file.trim_end_matches(".wgsl");
+        let path = format!("{}/src/backend/cpu/{module}.rs", env!("CARGO_MANIFEST_DIR"));
+        let cpu = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        assert!(
+            cpu.contains(&format!("pub fn {m}(")),
+            "{path} has no fn {m}"
+        );
+        let test = format!("fn {m}_matches_the_reference");
+        assert!(parity.contains(&test), "tests/gpu_parity.rs has no {test}…");
     }
 }
 
