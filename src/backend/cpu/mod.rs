@@ -8,7 +8,7 @@
 //! make the seed CNN (≈0.4 GFLOP per training image, 90 % of it in the 128→128 conv) far too
 //! slow to train on a laptop. Unrolling each image's patches into a matrix (im2col) turns the
 //! convolution and both of its gradients into dense matrix products, which the `gemm` crate
-//! runs with cache blocking and SIMD micro-kernels near the core's peak; see [`conv2d`].
+//! runs with cache blocking and SIMD micro-kernels near the core's peak; see `cpu/conv2d.rs`.
 //! Dense layers are matrix products too. Work is spread over a dedicated rayon pool of the
 //! backend's threads: convolutions give each worker a contiguous run of images and its own
 //! scratch buffers (kept between calls, so the hot path does not allocate), element-wise ops
