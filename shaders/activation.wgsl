@@ -4,13 +4,14 @@
 // Layout: flat f32 arrays; only the first `len` elements are touched.
 //
 // Bindings (group 0):
-//   0 p     uniform Act      len, code (host: gpu/ops.rs)
+//   0 p     uniform Act      len, code (host: gpu/uniforms.rs Act, filled by gpu/ops.rs)
 //   1 dst   read_write f32   forward: y · backward: dx
 //   2 a     read f32         forward: x · backward: dy
 //   3 yv    read f32         backward: y (the forward output)
 //
-// Dispatch: workgroups of 256 folded into 2-D by shape::dispatch_2d,
-// lin = gid.y * (nwg.x * 256) + gid.x, bounds-checked; one element per invocation.
+// Dispatch: workgroups of WG = 256 (the host reads it from @workgroup_size) folded into 2-D
+// by shape::dispatch_2d, lin = gid.y * (nwg.x * WG) + gid.x, bounds-checked; one element per
+// invocation.
 
 struct Act {
     len: u32,
@@ -52,7 +53,7 @@ fn derivative(y: f32) -> f32 {
     }
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn activation_forward(@builtin(global_invocation_id) gid: vec3<u32>,
                       @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = gid.y * (nwg.x * WG) + gid.x;
@@ -62,7 +63,7 @@ fn activation_forward(@builtin(global_invocation_id) gid: vec3<u32>,
     dst[i] = activate(a[i]);
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn activation_backward(@builtin(global_invocation_id) gid: vec3<u32>,
                        @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = gid.y * (nwg.x * WG) + gid.x;

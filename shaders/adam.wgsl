@@ -5,14 +5,15 @@
 // on the host), written in the same operation order as the CPU reference.
 //
 // Bindings (group 0):
-//   0 s       uniform AdamParams (host: gpu/ops.rs)
+//   0 s       uniform AdamParams (host: gpu/uniforms.rs AdamParams, filled by gpu/ops.rs)
 //   1 params  read_write f32
 //   2 grads   read f32
 //   3 m       read_write f32
 //   4 v       read_write f32
 //
-// Dispatch: workgroups of 256 folded into 2-D by shape::dispatch_2d,
-// lin = gid.y * (nwg.x * 256) + gid.x, bounds-checked; one parameter per invocation.
+// Dispatch: workgroups of WG = 256 (the host reads it from @workgroup_size) folded into 2-D
+// by shape::dispatch_2d, lin = gid.y * (nwg.x * WG) + gid.x, bounds-checked; one parameter
+// per invocation.
 
 struct AdamParams {
     lr_t: f32,
@@ -31,10 +32,12 @@ struct AdamParams {
 @group(0) @binding(3) var<storage, read_write> m: array<f32>;
 @group(0) @binding(4) var<storage, read_write> v: array<f32>;
 
-@compute @workgroup_size(256)
+const WG: u32 = 256u;
+
+@compute @workgroup_size(WG)
 fn adam_step(@builtin(global_invocation_id) gid: vec3<u32>,
              @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = gid.y * (nwg.x * 256u) + gid.x;
+    let i = gid.y * (nwg.x * WG) + gid.x;
     if (i >= s.len) {
         return;
     }

@@ -6,7 +6,8 @@
 // part that are added (x[b, c, oy+i, ox+j] = x_base(b, oy, ox) + offset(c, i, j)).
 //
 // Bindings (group 0):
-//   0 p    uniform Conv     shapes, offsets, tiling (host: gpu/ops.rs)
+//   0 p    uniform Conv     shapes, offsets, tiling (host: gpu/uniforms.rs Conv, filled by
+//                           gpu/ops.rs conv2d_*)
 //   1 dst  read_write f32   forward: y · backward_input: dx · backward_weight: grads, or the
 //                           split-K partials (splits, out_c, patch_v+1) · reduce: grads
 //   2 src  read f32         forward: x · backward_input: dy · backward_weight: dy · reduce: partials
@@ -26,9 +27,11 @@
 //                            chunk writes its own slice and conv2d_backward_weight_reduce sums
 //                            the slices in a fixed order (deterministic; no float atomics).
 //
-// Dispatch: workgroups of 64 (reduce: 256) in a grid folded into 2-D by shape::dispatch_2d;
-// lin = gid.y * (nwg.x * WG) + gid.x. GEMM kernels number tiles linearly (tile = lin / 64,
-// backward_weight: split-major) and invocations past the last tile return.
+// Dispatch: workgroups of WG = 64 (reduce: REDUCE_WG = 256; the host reads both from the
+// @workgroup_size attributes) in a grid folded into 2-D by shape::dispatch_2d;
+// lin = gid.y * (nwg.x * WG) + gid.x. GEMM kernels get one workgroup per tile and number
+// tiles linearly (tile = lin / WG, backward_weight: split-major); invocations past the last
+// tile return. The reduce kernel gets one invocation per gradient, bounds-checked.
 
 struct Conv {
     batch: u32,
@@ -54,7 +57,8 @@ struct Conv {
 @group(0) @binding(2) var<storage, read> src: array<f32>;
 @group(0) @binding(3) var<storage, read> aux: array<f32>;
 
-const WG: u32 = 64u;
+const WG: u32 = 64u;         // GEMM entry points: 8×8 invocations, one 32×32 tile of C
+const REDUCE_WG: u32 = 256u; // conv2d_backward_weight_reduce
 const TILE: u32 = 32u;
 
 // The four rows (or columns) of an invocation's block, 8 apart.
@@ -62,7 +66,7 @@ fn spread(first: u32) -> vec4<u32> {
     return vec4<u32>(first, first + 8u, first + 16u, first + 24u);
 }
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(WG)
 fn conv2d_forward(@builtin(global_invocation_id) gid: vec3<u32>,
                   @builtin(num_workgroups) nwg: vec3<u32>) {
     let lin = gid.y * (nwg.x * WG) + gid.x;
@@ -128,7 +132,7 @@ fn forward_store(acc: vec4<f32>, o: u32, ybase: vec4<u32>, n_ok: vec4<bool>, ohw
     if (n_ok.w) { dst[yi.w] = v.w; }
 }
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(WG)
 fn conv2d_backward_input(@builtin(global_invocation_id) gid: vec3<u32>,
                          @builtin(num_workgroups) nwg: vec3<u32>) {
     let lin = gid.y * (nwg.x * WG) + gid.x;
@@ -200,7 +204,7 @@ fn input_store(acc: vec4<f32>, c: u32, xbase: vec4<u32>, n_ok: vec4<bool>, hw: u
     if (n_ok.w) { dst[xi.w] = acc.w; }
 }
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(WG)
 fn conv2d_backward_weight(@builtin(global_invocation_id) gid: vec3<u32>,
                           @builtin(num_workgroups) nwg: vec3<u32>) {
     let lin = gid.y * (nwg.x * WG) + gid.x;
@@ -298,11 +302,11 @@ fn weight_store(acc: vec4<f32>, o: u32, qs: vec4<u32>, q_ok: vec4<bool>, split: 
 }
 
 // Sums the split-K partials (splits, out_c, patch_v + 1) over splits, in split order, into
-// grads. One invocation per (o, q); workgroups of 256.
-@compute @workgroup_size(256)
+// grads. One invocation per (o, q); workgroups of REDUCE_WG.
+@compute @workgroup_size(REDUCE_WG)
 fn conv2d_backward_weight_reduce(@builtin(global_invocation_id) gid: vec3<u32>,
                                  @builtin(num_workgroups) nwg: vec3<u32>) {
-    let e = gid.y * (nwg.x * 256u) + gid.x;
+    let e = gid.y * (nwg.x * REDUCE_WG) + gid.x;
     let patch_v = p.in_c * p.k * p.k;
     let slice = p.out_c * (patch_v + 1u);
     if (e >= slice) {

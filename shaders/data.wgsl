@@ -11,16 +11,17 @@
 // (backend::cpu PIXEL_SCALE: a multiply by the f32 nearest 1/255), so batches are identical.
 //
 // Bindings (group 0):
-//   0 p           uniform Gather (host: gpu/ops.rs)
+//   0 p           uniform Gather (host: gpu/uniforms.rs Gather, filled by gpu/ops.rs)
 //   1 x           read_write f32
 //   2 labels      read_write u32
 //   3 pixels      read u32 (packed)
 //   4 all_labels  read u32 (packed)
 //   5 order       read u32
 //
-// Dispatch: workgroups of 256 folded into 2-D by shape::dispatch_2d,
-// lin = gid.y * (nwg.x * 256) + gid.x over batch·48·48, bounds-checked; one pixel per
-// invocation, and the first pixel's invocation of each image also copies its label.
+// Dispatch: workgroups of WG = 256 (the host reads it from @workgroup_size) folded into 2-D
+// by shape::dispatch_2d, lin = gid.y * (nwg.x * WG) + gid.x over batch·48·48, bounds-checked;
+// one pixel per invocation, and the first pixel's invocation of each image also copies its
+// label.
 
 struct Gather {
     batch: u32,
@@ -36,14 +37,16 @@ struct Gather {
 @group(0) @binding(4) var<storage, read> all_labels: array<u32>;
 @group(0) @binding(5) var<storage, read> order: array<u32>;
 
+const WG: u32 = 256u;
+
 fn byte_at(word: u32, i: u32) -> u32 {
     return (word >> ((i % 4u) * 8u)) & 0xffu;
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn gather_batch(@builtin(global_invocation_id) gid: vec3<u32>,
                 @builtin(num_workgroups) nwg: vec3<u32>) {
-    let lin = gid.y * (nwg.x * 256u) + gid.x;
+    let lin = gid.y * (nwg.x * WG) + gid.x;
     if (lin >= p.batch * p.pixels) {
         return;
     }

@@ -6,7 +6,7 @@
 // All three entry points compute C[m, n] = Σ_k A[m, k]·B[k, n] with
 //   A[m, k] = a[a_off + m·a_sm + k·a_sk],  B[k, n] = bsrc[b_off + k·b_sk + n·b_sn],
 //   C[m, n] → dst[c_off + m·c_sm + n];
-// the host (gpu/ops.rs) picks the strides:
+// the host (gpu/ops.rs dense_*) picks the strides:
 //   dense_forward:          A = x (batch×in_f), B = wᵀ, C = y, plus bias[n] = bsrc[bias_off + n]
 //   dense_backward_input:   A = dy (batch×out_f), B = w, C = dx
 //   dense_backward_weight:  A = dyᵀ (out_f×batch), B = x, C = dw in grads, plus one extra
@@ -14,15 +14,17 @@
 //                           gradient, stored at dst[bias_dst + m]
 //
 // Bindings (group 0):
-//   0 p     uniform Mm        sizes, strides, offsets, tiling (host: gpu/ops.rs)
+//   0 p     uniform Mm        sizes, strides, offsets, tiling (host: gpu/uniforms.rs Mm,
+//                             filled by gpu/ops.rs dense_*)
 //   1 dst   read_write f32    y, dx, or grads
 //   2 a     read f32          x or dy
 //   3 bsrc  read f32          params or x
 //
 // One invocation computes a 4×4 register block (rows and columns 8 apart), a workgroup of 64
 // (8×8) a 32×32 tile of C; no shared memory, no barriers.
-// Dispatch: workgroups of 64 folded into 2-D by shape::dispatch_2d;
-// lin = gid.y * (nwg.x * 64) + gid.x, tile = lin / 64; invocations past the last tile return.
+// Dispatch: workgroups of WG = 64 (the host reads it from @workgroup_size), one per tile,
+// folded into 2-D by shape::dispatch_2d; lin = gid.y * (nwg.x * WG) + gid.x, tile = lin / WG;
+// invocations past the last tile return.
 
 struct Mm {
     m: u32,
@@ -109,19 +111,19 @@ fn store_row(v: vec4<f32>, m: u32, ns: vec4<u32>, n_ok: vec4<bool>, is_ones: vec
     if (n_ok.w) { dst[ci.w] = v.w; }
 }
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(WG)
 fn dense_forward(@builtin(global_invocation_id) gid: vec3<u32>,
                  @builtin(num_workgroups) nwg: vec3<u32>) {
     matmul_block(gid.y * (nwg.x * WG) + gid.x);
 }
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(WG)
 fn dense_backward_input(@builtin(global_invocation_id) gid: vec3<u32>,
                         @builtin(num_workgroups) nwg: vec3<u32>) {
     matmul_block(gid.y * (nwg.x * WG) + gid.x);
 }
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(WG)
 fn dense_backward_weight(@builtin(global_invocation_id) gid: vec3<u32>,
                          @builtin(num_workgroups) nwg: vec3<u32>) {
     matmul_block(gid.y * (nwg.x * WG) + gid.x);

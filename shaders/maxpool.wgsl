@@ -5,12 +5,12 @@
 // Ties keep the first maximum in row-major window order (a later element must be greater).
 //
 // Bindings (group 0):
-//   0 p       uniform Pool     shapes (host: gpu/ops.rs)
+//   0 p       uniform Pool     shapes (host: gpu/uniforms.rs Pool, filled by gpu/ops.rs)
 //   forward:  1 y read_write f32, 2 argmax read_write u32, 3 x read f32
 //   backward: 4 dx read_write f32, 5 dy read f32, 6 argmax read u32
 //
-// Dispatch: workgroups of 256 folded into 2-D by shape::dispatch_2d,
-// lin = gid.y * (nwg.x * 256) + gid.x, bounds-checked.
+// Dispatch: workgroups of WG = 256 (the host reads it from @workgroup_size) folded into 2-D
+// by shape::dispatch_2d, lin = gid.y * (nwg.x * WG) + gid.x, bounds-checked.
 //   maxpool_forward:  one invocation per output element, scans its window.
 //   maxpool_backward: one invocation per input element (a gather, no atomics): it takes dy of
 //                     the window it belongs to if argmax chose it, else 0; floor-dropped rows
@@ -37,7 +37,7 @@ struct Pool {
 
 const WG: u32 = 256u;
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn maxpool_forward(@builtin(global_invocation_id) gid: vec3<u32>,
                    @builtin(num_workgroups) nwg: vec3<u32>) {
     let lin = gid.y * (nwg.x * WG) + gid.x;
@@ -64,7 +64,7 @@ fn maxpool_forward(@builtin(global_invocation_id) gid: vec3<u32>,
     argmax_out[lin] = best_i;
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn maxpool_backward(@builtin(global_invocation_id) gid: vec3<u32>,
                     @builtin(num_workgroups) nwg: vec3<u32>) {
     let lin = gid.y * (nwg.x * WG) + gid.x;

@@ -6,21 +6,24 @@
 // (backend::stats); confusion (classes, classes) u32, rows true label, columns predicted.
 //
 // Bindings (group 0):
-//   0 p              uniform Loss            batch, classes (host: gpu/ops.rs)
+//   0 p              uniform Loss            batch, classes (host: gpu/uniforms.rs Loss,
+//                                            filled by gpu/ops.rs)
 //   forward:   1 probs_out read_write f32, 2 stats read_write f32, 3 logits read f32,
 //              4 labels read u32, 5 weights read f32
 //   backward:  6 d_logits read_write f32, 7 probs read f32, 4 labels, 5 weights
 //   confusion: 8 confusion read_write atomic<u32>, 7 probs, 4 labels
 //
-// Dispatch and work per invocation:
-//   softmax_cross_entropy_forward: ONE workgroup of 64, dispatched (1, 1, 1). Invocation l
-//     handles rows l, l + 64, …; its partial sums go to workgroup memory and invocation 0 adds
-//     them in index order, so the statistics are deterministic; then it accumulates into stats.
-//     −log p[y] is computed as −(x[y] − max − ln Σ exp(x − max)), finite for any logits.
-//   softmax_cross_entropy_backward: workgroups of 256 folded into 2-D by shape::dispatch_2d,
-//     lin = gid.y * (nwg.x * 256) + gid.x; one element (b, c) per invocation.
-//   confusion_accumulate: same folding with workgroups of 64, one sample per invocation; the
-//     counts are integers, so atomicAdd order does not matter.
+// Dispatch and work per invocation (the host reads each workgroup size from @workgroup_size):
+//   softmax_cross_entropy_forward: ONE workgroup of FWD_WG = 64, dispatched (1, 1, 1).
+//     Invocation l handles rows l, l + FWD_WG, …; its partial sums go to workgroup memory and
+//     invocation 0 adds them in index order, so the statistics are deterministic; then it
+//     accumulates into stats. −log p[y] is computed as −(x[y] − max − ln Σ exp(x − max)),
+//     finite for any logits.
+//   softmax_cross_entropy_backward: workgroups of BWD_WG = 256 folded into 2-D by
+//     shape::dispatch_2d, lin = gid.y * (nwg.x * BWD_WG) + gid.x; one element (b, c) per
+//     invocation.
+//   confusion_accumulate: same folding with workgroups of CONFUSION_WG = 64, one sample per
+//     invocation; the counts are integers, so atomicAdd order does not matter.
 
 struct Loss {
     batch: u32,
@@ -40,12 +43,14 @@ struct Loss {
 @group(0) @binding(8) var<storage, read_write> confusion: array<atomic<u32>>;
 
 const FWD_WG: u32 = 64u;
+const BWD_WG: u32 = 256u;
+const CONFUSION_WG: u32 = 64u;
 
-var<workgroup> part_loss: array<f32, 64>;
-var<workgroup> part_correct: array<f32, 64>;
-var<workgroup> part_weight: array<f32, 64>;
+var<workgroup> part_loss: array<f32, FWD_WG>;
+var<workgroup> part_correct: array<f32, FWD_WG>;
+var<workgroup> part_weight: array<f32, FWD_WG>;
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(FWD_WG)
 fn softmax_cross_entropy_forward(@builtin(local_invocation_index) l: u32) {
     var loss = 0.0;
     var correct = 0.0;
@@ -100,10 +105,10 @@ fn softmax_cross_entropy_forward(@builtin(local_invocation_index) l: u32) {
     }
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(BWD_WG)
 fn softmax_cross_entropy_backward(@builtin(global_invocation_id) gid: vec3<u32>,
                                   @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = gid.y * (nwg.x * 256u) + gid.x;
+    let i = gid.y * (nwg.x * BWD_WG) + gid.x;
     if (i >= p.batch * p.classes) {
         return;
     }
@@ -113,10 +118,10 @@ fn softmax_cross_entropy_backward(@builtin(global_invocation_id) gid: vec3<u32>,
     d_logits[i] = scale * (probs[i] - select(0.0, 1.0, i % p.classes == y));
 }
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(CONFUSION_WG)
 fn confusion_accumulate(@builtin(global_invocation_id) gid: vec3<u32>,
                         @builtin(num_workgroups) nwg: vec3<u32>) {
-    let b = gid.y * (nwg.x * 64u) + gid.x;
+    let b = gid.y * (nwg.x * CONFUSION_WG) + gid.x;
     if (b >= p.batch) {
         return;
     }

@@ -516,7 +516,7 @@ fn dense_forward_matches_loops() {
 }
 
 #[test]
-fn dense_backward_matches_finite_differences() {
+fn dense_backward_input_matches_finite_differences() {
     let s = DENSE;
     let cpu = CpuBackend::new(1);
     let (x, w, b) = dense_inputs(&s, 80);
@@ -524,15 +524,25 @@ fn dense_backward_matches_finite_differences() {
     let (params, w_off, _) = params_with(&w, &b, 84);
     let mut d_in = vec![f32::NAN; s.input_len()];
     cpu.dense_backward_input(&mut d_in, &r, &params, w_off, &s);
+
+    let (x64, w64, b64, r64) = (to_f64(&x), to_f64(&w), to_f64(&b), to_f64(&r));
+    let fd_x = finite_diff(&x64, 1e-3, |x| dot(&r64, &dense_ref(x, &w64, &b64, &s)));
+    assert_close("dense d_input", &d_in, &to_f32(&fd_x), ATOL, RTOL);
+}
+
+#[test]
+fn dense_backward_weight_and_bias_match_finite_differences() {
+    let s = DENSE;
+    let cpu = CpuBackend::new(1);
+    let (x, w, b) = dense_inputs(&s, 80);
+    let r = random_vec(s.output_len(), -1.0, 1.0, 83);
     let (mut grads, gw_off, gb_off) =
         params_with(&vec![9.0; s.weight_len()], &vec![9.0; s.bias_len()], 85);
     cpu.dense_backward_weight(&mut grads, gw_off, gb_off, &r, &x, &s);
 
     let (x64, w64, b64, r64) = (to_f64(&x), to_f64(&w), to_f64(&b), to_f64(&r));
-    let fd_x = finite_diff(&x64, 1e-3, |x| dot(&r64, &dense_ref(x, &w64, &b64, &s)));
     let fd_w = finite_diff(&w64, 1e-3, |w| dot(&r64, &dense_ref(&x64, w, &b64, &s)));
     let fd_b = finite_diff(&b64, 1e-3, |b| dot(&r64, &dense_ref(&x64, &w64, b, &s)));
-    assert_close("dense d_input", &d_in, &to_f32(&fd_x), ATOL, RTOL);
     let got_w = &grads[gw_off..gw_off + s.weight_len()];
     let got_b = &grads[gb_off..gb_off + s.bias_len()];
     assert_close("dense d_weight", got_w, &to_f32(&fd_w), ATOL, RTOL);
@@ -646,7 +656,7 @@ fn softmax_cross_entropy_forward_matches_reference_and_accumulates_stats() {
 }
 
 #[test]
-fn softmax_cross_entropy_counts_ties_as_the_first_maximum() {
+fn softmax_cross_entropy_forward_counts_ties_as_the_first_maximum() {
     let cpu = CpuBackend::new(1);
     // Classes 2 and 4 tie for the maximum: only label 2 counts as correct.
     let mut row = vec![0.0f32; CLASSES];
@@ -738,7 +748,7 @@ fn softmax_cross_entropy_backward_matches_finite_differences() {
 }
 
 #[test]
-fn confusion_accumulates_true_rows_and_first_max_columns() {
+fn confusion_accumulate_adds_true_rows_and_first_max_columns() {
     let cpu = CpuBackend::new(1);
     let batch = 40;
     let mut probs = random_vec(batch * CLASSES, 0.0, 1.0, 130);
@@ -968,7 +978,7 @@ fn two_threads_give_the_same_conv_and_dense_results_as_one() {
 }
 
 #[test]
-fn conv_backward_over_image_groups_equals_image_by_image() {
+fn conv2d_backward_over_image_groups_equals_image_by_image() {
     // Batch 11 makes the backward passes run several groups of images per worker, the last
     // one short (1 thread: 4 + 4 + 3; 2 threads: 4 + 2 and 4 + 1).
     let s = Conv2dShape {

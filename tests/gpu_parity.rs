@@ -72,16 +72,27 @@ fn parity<T>(f: impl Fn(&dyn ErasedOps) -> T, compare: impl Fn(&T, &T)) {
     }
 }
 
-/// Host-in, host-out versions of every op, object-safe so a test body is written once (each uploads its inputs, runs the op, downloads).
+/// Host-in, host-out versions of every op, object-safe so a test body is written once: each
+/// uploads its inputs, runs the op (after the ops whose outputs it reads, on the same
+/// backend), and downloads what the op wrote. Named like the `Backend` methods.
 trait ErasedOps {
-    fn conv(&self, c: &ConvCase) -> [Vec<f32>; 3];
-    fn pool(&self, s: &PoolShape, x: &[f32], dy: &[f32], junk: &[f32]) -> PoolOut;
-    fn dense(&self, c: &DenseCase) -> [Vec<f32>; 3];
-    fn act(&self, act: Activation, x: &[f32], dy: &[f32], len: usize) -> [Vec<f32>; 2];
-    fn loss(&self, c: &LossCase) -> (Vec<f32>, Vec<f32>, Vec<f32>, Vec<u32>);
-    fn adam(&self, p: &[f32], g: &[f32], m: &[f32], v: &[f32], s: &AdamStep) -> [Vec<f32>; 3];
-    fn gather(&self, c: &GatherCase) -> (Vec<f32>, Vec<u32>);
+    fn conv2d_forward(&self, c: &ConvCase) -> Vec<f32>;
+    fn conv2d_backward_input(&self, c: &ConvCase) -> Vec<f32>;
+    fn conv2d_backward_weight(&self, c: &ConvCase) -> Vec<f32>;
+    fn maxpool_forward(&self, c: &PoolCase) -> (Vec<f32>, Vec<u32>);
+    fn maxpool_backward(&self, c: &PoolCase) -> Vec<f32>;
+    fn dense_forward(&self, c: &DenseCase) -> Vec<f32>;
+    fn dense_backward_input(&self, c: &DenseCase) -> Vec<f32>;
+    fn dense_backward_weight(&self, c: &DenseCase) -> Vec<f32>;
+    fn activation_forward(&self, c: &ActCase) -> Vec<f32>;
+    fn activation_backward(&self, c: &ActCase) -> Vec<f32>;
+    fn softmax_cross_entropy_forward(&self, c: &LossCase) -> (Vec<f32>, Vec<f32>);
+    fn softmax_cross_entropy_backward(&self, c: &LossCase) -> Vec<f32>;
+    fn confusion_accumulate(&self, c: &LossCase) -> Vec<u32>;
+    fn adam_step(&self, c: &AdamCase) -> [Vec<f32>; 3];
+    fn gather_batch(&self, c: &GatherCase) -> (Vec<f32>, Vec<u32>);
     fn memory(&self, a: &[f32], b: &[f32], idx: &[u32]) -> (Vec<f32>, Vec<f32>, Vec<u32>);
+    fn copy(&self, a: &[f32], b: &[f32]) -> Vec<f32>;
 }
 
 struct Ops<'a, B: Backend>(&'a B);
@@ -98,6 +109,15 @@ struct ConvCase {
     junk: Vec<f32>,
 }
 
+/// Inputs of the two pooling ops: x `(batch, c, in_h, in_w)` + 3 with ties, dy
+/// `(batch, c, out_h, out_w)` + 3, and junk to prefill the outputs.
+struct PoolCase {
+    s: PoolShape,
+    x: Vec<f32>,
+    dy: Vec<f32>,
+    junk: Vec<f32>,
+}
+
 /// Inputs of the three dense ops (same layout idea as [`ConvCase`]).
 struct DenseCase {
     s: DenseShape,
@@ -107,6 +127,14 @@ struct DenseCase {
     x: Vec<f32>,
     dy: Vec<f32>,
     junk: Vec<f32>,
+}
+
+/// Inputs of the activation ops: x and dy `(len + 7)`, of which the ops touch `len`.
+struct ActCase {
+    act: Activation,
+    x: Vec<f32>,
+    dy: Vec<f32>,
+    len: usize,
 }
 
 /// Inputs of the loss ops: logits `(batch, classes)`, labels `(batch)`, weights `(classes)`,
@@ -121,6 +149,15 @@ struct LossCase {
     confusion: Vec<u32>,
 }
 
+/// Inputs of Adam: params, grads, m, v `(n)` and one step's scalars.
+struct AdamCase {
+    p: Vec<f32>,
+    g: Vec<f32>,
+    m: Vec<f32>,
+    v: Vec<f32>,
+    step: AdamStep,
+}
+
 /// Inputs of the gather: `n` images, an order `(len)` with repeats, and a prefilled x.
 struct GatherCase {
     pixels: Vec<u8>,
@@ -131,66 +168,119 @@ struct GatherCase {
     x_junk: Vec<f32>,
 }
 
-/// Pooling results: y, argmax, dx.
-type PoolOut = (Vec<f32>, Vec<u32>, Vec<f32>);
-
 impl<B: Backend> ErasedOps for Ops<'_, B> {
-    fn conv(&self, c: &ConvCase) -> [Vec<f32>; 3] {
+    fn conv2d_forward(&self, c: &ConvCase) -> Vec<f32> {
         let be = self.0;
-        let s = &c.s;
-        let params = be.upload(&c.params);
-        let x = be.upload(&c.x);
-        let dy = be.upload(&c.dy);
-        let mut y = be.upload(&c.junk[..s.output_len() + 5]);
-        let mut dx = be.upload(&c.junk[..s.input_len() + 5]);
-        let mut grads = be.upload(&c.junk[..c.params.len()]);
-        be.conv2d_forward(&mut y, &x, &params, c.w_off, c.b_off, s);
-        be.conv2d_backward_input(&mut dx, &dy, &params, c.w_off, s);
-        be.conv2d_backward_weight(&mut grads, c.w_off, c.b_off, &dy, &x, s);
+        let (params, x) = (be.upload(&c.params), be.upload(&c.x));
+        let mut y = be.upload(&c.junk[..c.s.output_len() + 5]);
+        be.conv2d_forward(&mut y, &x, &params, c.w_off, c.b_off, &c.s);
         be.submit();
-        [be.download(&y), be.download(&dx), be.download(&grads)]
+        be.download(&y)
     }
 
-    fn pool(&self, s: &PoolShape, x: &[f32], dy: &[f32], junk: &[f32]) -> PoolOut {
+    fn conv2d_backward_input(&self, c: &ConvCase) -> Vec<f32> {
         let be = self.0;
-        let x = be.upload(x);
-        let dy = be.upload(dy);
-        let mut y = be.upload(&junk[..s.output_len() + 3]);
-        let mut arg = be.upload_indices(&vec![7; s.output_len() + 3]);
-        let mut dx = be.upload(&junk[..s.input_len() + 3]);
-        be.maxpool_forward(&mut y, &mut arg, &x, s);
-        be.maxpool_backward(&mut dx, &dy, &arg, s);
-        (be.download(&y), be.download_indices(&arg), be.download(&dx))
+        let (params, dy) = (be.upload(&c.params), be.upload(&c.dy));
+        let mut dx = be.upload(&c.junk[..c.s.input_len() + 5]);
+        be.conv2d_backward_input(&mut dx, &dy, &params, c.w_off, &c.s);
+        be.submit();
+        be.download(&dx)
     }
 
-    fn dense(&self, c: &DenseCase) -> [Vec<f32>; 3] {
+    fn conv2d_backward_weight(&self, c: &ConvCase) -> Vec<f32> {
         let be = self.0;
-        let s = &c.s;
-        let params = be.upload(&c.params);
-        let x = be.upload(&c.x);
-        let dy = be.upload(&c.dy);
-        let mut y = be.upload(&c.junk[..s.output_len() + 5]);
-        let mut dx = be.upload(&c.junk[..s.input_len() + 5]);
+        let (x, dy) = (be.upload(&c.x), be.upload(&c.dy));
         let mut grads = be.upload(&c.junk[..c.params.len()]);
-        be.dense_forward(&mut y, &x, &params, c.w_off, c.b_off, s);
-        be.dense_backward_input(&mut dx, &dy, &params, c.w_off, s);
-        be.dense_backward_weight(&mut grads, c.w_off, c.b_off, &dy, &x, s);
-        [be.download(&y), be.download(&dx), be.download(&grads)]
+        be.conv2d_backward_weight(&mut grads, c.w_off, c.b_off, &dy, &x, &c.s);
+        be.submit();
+        be.download(&grads)
     }
 
-    fn act(&self, act: Activation, x: &[f32], dy: &[f32], len: usize) -> [Vec<f32>; 2] {
+    fn maxpool_forward(&self, c: &PoolCase) -> (Vec<f32>, Vec<u32>) {
         let be = self.0;
-        let x = be.upload(x);
-        let dy = be.upload(dy);
+        let x = be.upload(&c.x);
+        let mut y = be.upload(&c.junk[..c.s.output_len() + 3]);
+        let mut arg = be.upload_indices(&vec![7; c.s.output_len() + 3]);
+        be.maxpool_forward(&mut y, &mut arg, &x, &c.s);
+        (be.download(&y), be.download_indices(&arg))
+    }
+
+    fn maxpool_backward(&self, c: &PoolCase) -> Vec<f32> {
+        let be = self.0;
+        let (x, dy) = (be.upload(&c.x), be.upload(&c.dy));
+        let mut y = be.upload(&c.junk[..c.s.output_len() + 3]);
+        let mut arg = be.upload_indices(&vec![7; c.s.output_len() + 3]);
+        let mut dx = be.upload(&c.junk[..c.s.input_len() + 3]);
+        // The backward pass routes through this backend's own argmax.
+        be.maxpool_forward(&mut y, &mut arg, &x, &c.s);
+        be.maxpool_backward(&mut dx, &dy, &arg, &c.s);
+        be.download(&dx)
+    }
+
+    fn dense_forward(&self, c: &DenseCase) -> Vec<f32> {
+        let be = self.0;
+        let (params, x) = (be.upload(&c.params), be.upload(&c.x));
+        let mut y = be.upload(&c.junk[..c.s.output_len() + 5]);
+        be.dense_forward(&mut y, &x, &params, c.w_off, c.b_off, &c.s);
+        be.download(&y)
+    }
+
+    fn dense_backward_input(&self, c: &DenseCase) -> Vec<f32> {
+        let be = self.0;
+        let (params, dy) = (be.upload(&c.params), be.upload(&c.dy));
+        let mut dx = be.upload(&c.junk[..c.s.input_len() + 5]);
+        be.dense_backward_input(&mut dx, &dy, &params, c.w_off, &c.s);
+        be.download(&dx)
+    }
+
+    fn dense_backward_weight(&self, c: &DenseCase) -> Vec<f32> {
+        let be = self.0;
+        let (x, dy) = (be.upload(&c.x), be.upload(&c.dy));
+        let mut grads = be.upload(&c.junk[..c.params.len()]);
+        be.dense_backward_weight(&mut grads, c.w_off, c.b_off, &dy, &x, &c.s);
+        be.download(&grads)
+    }
+
+    fn activation_forward(&self, c: &ActCase) -> Vec<f32> {
+        let be = self.0;
+        let x = be.upload(&c.x);
+        // The output starts as a copy of dy: elements past `len` must keep it.
+        let mut y = be.upload(&c.dy);
+        be.activation_forward(&mut y, &x, c.act, c.len);
+        be.download(&y)
+    }
+
+    fn activation_backward(&self, c: &ActCase) -> Vec<f32> {
+        let be = self.0;
+        let (x, dy) = (be.upload(&c.x), be.upload(&c.dy));
         // Outputs start as copies of dy: elements past `len` must keep them.
         let mut y = be.upload(&be.download(&dy));
         let mut dx = be.upload(&be.download(&dy));
-        be.activation_forward(&mut y, &x, act, len);
-        be.activation_backward(&mut dx, &dy, &y, act, len);
-        [be.download(&y), be.download(&dx)]
+        // The derivative is taken from this backend's own forward output.
+        be.activation_forward(&mut y, &x, c.act, c.len);
+        be.activation_backward(&mut dx, &dy, &y, c.act, c.len);
+        be.download(&dx)
     }
 
-    fn loss(&self, c: &LossCase) -> (Vec<f32>, Vec<f32>, Vec<f32>, Vec<u32>) {
+    fn softmax_cross_entropy_forward(&self, c: &LossCase) -> (Vec<f32>, Vec<f32>) {
+        let be = self.0;
+        let n = c.batch * c.classes;
+        let logits = be.upload(&c.logits);
+        let labels = be.upload_indices(&c.labels);
+        let weights = be.upload(&c.weights);
+        let mut stats = be.upload(&c.stats);
+        let mut probs = be.upload(&c.logits[..n]);
+        // Twice: the statistics accumulate.
+        for _ in 0..2 {
+            be.softmax_cross_entropy_forward(
+                &mut probs, &mut stats, &logits, &labels, &weights, c.batch, c.classes,
+            );
+        }
+        be.submit();
+        (be.download(&probs), be.download(&stats))
+    }
+
+    fn softmax_cross_entropy_backward(&self, c: &LossCase) -> Vec<f32> {
         let be = self.0;
         let n = c.batch * c.classes;
         let logits = be.upload(&c.logits);
@@ -199,33 +289,45 @@ impl<B: Backend> ErasedOps for Ops<'_, B> {
         let mut stats = be.upload(&c.stats);
         let mut probs = be.upload(&c.logits[..n]);
         let mut d = be.upload(&c.logits[..n]);
+        // From this backend's own probabilities.
+        be.softmax_cross_entropy_forward(
+            &mut probs, &mut stats, &logits, &labels, &weights, c.batch, c.classes,
+        );
+        be.softmax_cross_entropy_backward(&mut d, &probs, &labels, &weights, c.batch, c.classes);
+        be.submit();
+        be.download(&d)
+    }
+
+    fn confusion_accumulate(&self, c: &LossCase) -> Vec<u32> {
+        let be = self.0;
+        let n = c.batch * c.classes;
+        let logits = be.upload(&c.logits);
+        let labels = be.upload_indices(&c.labels);
+        let weights = be.upload(&c.weights);
+        let mut stats = be.upload(&c.stats);
+        let mut probs = be.upload(&c.logits[..n]);
         let mut confusion = be.upload_indices(&c.confusion);
-        // Twice: the statistics and the confusion counts accumulate.
+        // Twice: the counts accumulate.
         for _ in 0..2 {
             be.softmax_cross_entropy_forward(
                 &mut probs, &mut stats, &logits, &labels, &weights, c.batch, c.classes,
             );
             be.confusion_accumulate(&mut confusion, &probs, &labels, c.batch, c.classes);
         }
-        be.softmax_cross_entropy_backward(&mut d, &probs, &labels, &weights, c.batch, c.classes);
         be.submit();
-        (
-            be.download(&probs),
-            be.download(&stats),
-            be.download(&d),
-            be.download_indices(&confusion),
-        )
+        be.download_indices(&confusion)
     }
 
-    fn adam(&self, p: &[f32], g: &[f32], m: &[f32], v: &[f32], s: &AdamStep) -> [Vec<f32>; 3] {
+    fn adam_step(&self, c: &AdamCase) -> [Vec<f32>; 3] {
         let be = self.0;
-        let (mut p, g, mut m, mut v) = (be.upload(p), be.upload(g), be.upload(m), be.upload(v));
-        be.adam_step(&mut p, &g, &mut m, &mut v, s);
-        be.adam_step(&mut p, &g, &mut m, &mut v, s);
+        let (mut p, g) = (be.upload(&c.p), be.upload(&c.g));
+        let (mut m, mut v) = (be.upload(&c.m), be.upload(&c.v));
+        be.adam_step(&mut p, &g, &mut m, &mut v, &c.step);
+        be.adam_step(&mut p, &g, &mut m, &mut v, &c.step);
         [be.download(&p), be.download(&m), be.download(&v)]
     }
 
-    fn gather(&self, c: &GatherCase) -> (Vec<f32>, Vec<u32>) {
+    fn gather_batch(&self, c: &GatherCase) -> (Vec<f32>, Vec<u32>) {
         let be = self.0;
         let images = be.upload_images(&c.pixels, &c.labels);
         let order = be.upload_indices(&c.order);
@@ -253,6 +355,15 @@ impl<B: Backend> ErasedOps for Ops<'_, B> {
         be.write(&mut src, &a[..3]);
         let mut all = be.download(&src);
         all.extend(late);
+        let up = be.upload_indices(idx);
+        let mut ids_all = be.download_indices(&ids);
+        ids_all.extend(be.download_indices(&up));
+        (early, all, ids_all)
+    }
+
+    fn copy(&self, a: &[f32], b: &[f32]) -> Vec<f32> {
+        let be = self.0;
+        let src = be.upload(a);
         // A copy sees the ops recorded before it, later ops see the copy; it stops at `len`.
         let mut doubled = be.zeros(a.len());
         let mut copied = be.upload(b);
@@ -260,11 +371,7 @@ impl<B: Backend> ErasedOps for Ops<'_, B> {
         be.activation_forward(&mut doubled, &src, Activation::Relu, a.len());
         be.copy(&mut copied, &doubled, a.len() - 2);
         be.activation_forward(&mut after, &copied, Activation::Linear, a.len());
-        all.extend(be.download(&after));
-        let up = be.upload_indices(idx);
-        let mut ids_all = be.download_indices(&ids);
-        ids_all.extend(be.download_indices(&up));
-        (early, all, ids_all)
+        be.download(&after)
     }
 }
 
@@ -296,8 +403,9 @@ fn conv_case(s: Conv2dShape, seed: u64) -> ConvCase {
     }
 }
 
-#[test]
-fn conv2d_ops_match_the_reference() {
+/// The convolution cases: an odd shape, one wider than a 32-row tile with a kernel of 2, and
+/// the first CNN layer's shape, whose weight gradient takes the split-K path.
+fn conv_cases() -> Vec<ConvCase> {
     let odd = Conv2dShape {
         batch: 3,
         in_c: 5,
@@ -306,14 +414,12 @@ fn conv2d_ops_match_the_reference() {
         out_c: 6,
         k: 3,
     };
-    // More than one 32-row tile of channels, and a kernel of 2.
     let wide = Conv2dShape {
         out_c: 37,
         in_c: 33,
         k: 2,
         ..odd
     };
-    // The first CNN layer's shape: the weight gradient takes the split-K path.
     let first = Conv2dShape {
         batch: 3,
         in_c: 1,
@@ -322,50 +428,97 @@ fn conv2d_ops_match_the_reference() {
         out_c: 5,
         k: 3,
     };
-    for (i, s) in [odd, wide, first].into_iter().enumerate() {
-        let c = conv_case(s, 10 + i as u64);
+    [odd, wide, first]
+        .into_iter()
+        .enumerate()
+        .map(|(i, s)| conv_case(s, 10 + i as u64))
+        .collect()
+}
+
+// Sums of ≤ 300 products of values ≤ 1 in another order: float error ≲ 1e-5 relative to the
+// sum of magnitudes, for every convolution op below.
+
+#[test]
+fn conv2d_forward_matches_the_reference() {
+    for (i, c) in conv_cases().iter().enumerate() {
         parity(
-            |o| o.conv(&c),
-            |got, want| {
-                // Sums of ≤ 300 products of values ≤ 1 in another order: float error ≲ 1e-5
-                // relative to the sum of magnitudes; the split-K weight gradient sums 6,348
-                // products, hence the larger bound there.
-                let atol = if i == 2 { 2e-3 } else { 1e-4 };
-                assert_close(&format!("conv {i} forward"), &got[0], &want[0], 1e-4, 1e-4);
-                assert_close(&format!("conv {i} d_input"), &got[1], &want[1], 1e-4, 1e-4);
-                assert_close(&format!("conv {i} grads"), &got[2], &want[2], atol, 1e-4);
-            },
+            |o| o.conv2d_forward(c),
+            |got, want| assert_close(&format!("conv {i} forward"), got, want, 1e-4, 1e-4),
         );
     }
 }
 
 #[test]
-fn maxpool_ops_match_the_reference_and_break_ties_alike() {
-    for (i, size) in [2usize, 3].into_iter().enumerate() {
-        let s = PoolShape {
-            batch: 3,
-            c: 5,
-            in_h: 7,
-            in_w: 9,
-            size,
-        };
-        let x = with_ties(s.input_len() + 3, 20 + i as u64);
-        let dy = random_vec(s.output_len() + 3, -1.0, 1.0, 30 + i as u64);
-        let junk = random_vec(s.input_len() + 3, 5.0, 6.0, 40);
+fn conv2d_backward_input_matches_the_reference() {
+    for (i, c) in conv_cases().iter().enumerate() {
         parity(
-            |o| o.pool(&s, &x, &dy, &junk),
+            |o| o.conv2d_backward_input(c),
+            |got, want| assert_close(&format!("conv {i} d_input"), got, want, 1e-4, 1e-4),
+        );
+    }
+}
+
+#[test]
+fn conv2d_backward_weight_matches_the_reference() {
+    for (i, c) in conv_cases().iter().enumerate() {
+        // The split-K weight gradient (case 2) sums 6,348 products, hence the larger bound.
+        let atol = if i == 2 { 2e-3 } else { 1e-4 };
+        parity(
+            |o| o.conv2d_backward_weight(c),
+            |got, want| assert_close(&format!("conv {i} grads"), got, want, atol, 1e-4),
+        );
+    }
+}
+
+/// Pools of size 2 and 3 over 7×9 planes (both drop a trailing row or column), with ties.
+fn pool_cases() -> Vec<PoolCase> {
+    [2usize, 3]
+        .into_iter()
+        .enumerate()
+        .map(|(i, size)| {
+            let s = PoolShape {
+                batch: 3,
+                c: 5,
+                in_h: 7,
+                in_w: 9,
+                size,
+            };
+            PoolCase {
+                s,
+                x: with_ties(s.input_len() + 3, 20 + i as u64),
+                dy: random_vec(s.output_len() + 3, -1.0, 1.0, 30 + i as u64),
+                junk: random_vec(s.input_len() + 3, 5.0, 6.0, 40),
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn maxpool_forward_matches_the_reference_and_breaks_ties_alike() {
+    for c in pool_cases() {
+        parity(
+            |o| o.maxpool_forward(&c),
             |got, want| {
-                // A maximum is a selection and routing a gradient a copy: exact.
+                // A maximum is a selection: exact.
                 assert_close("maxpool forward", &got.0, &want.0, 0.0, 0.0);
-                assert_eq!(got.1, want.1, "maxpool argmax (size {size})");
-                assert_close("maxpool backward", &got.2, &want.2, 0.0, 0.0);
+                assert_eq!(got.1, want.1, "maxpool argmax (size {})", c.s.size);
             },
         );
     }
 }
 
 #[test]
-fn dense_ops_match_the_reference() {
+fn maxpool_backward_matches_the_reference() {
+    for c in pool_cases() {
+        parity(
+            |o| o.maxpool_backward(&c),
+            // Routing a gradient is a copy: exact.
+            |got, want| assert_close("maxpool backward", got, want, 0.0, 0.0),
+        );
+    }
+}
+
+fn dense_case() -> DenseCase {
     let s = DenseShape {
         batch: 3,
         in_f: 37,
@@ -374,7 +527,7 @@ fn dense_ops_match_the_reference() {
     let w_off = 5;
     let b_off = w_off + s.weight_len() + 2;
     let n = b_off + s.out_f + 3;
-    let c = DenseCase {
+    DenseCase {
         s,
         w_off,
         b_off,
@@ -382,60 +535,113 @@ fn dense_ops_match_the_reference() {
         x: random_vec(s.input_len() + 4, -1.0, 1.0, 51),
         dy: random_vec(s.output_len() + 4, -1.0, 1.0, 52),
         junk: random_vec(n + 16, 5.0, 6.0, 53),
-    };
+    }
+}
+
+// Sums of ≤ 37 products of values ≤ 1 in another order, for every dense op below.
+
+#[test]
+fn dense_forward_matches_the_reference() {
+    let c = dense_case();
     parity(
-        |o| o.dense(&c),
-        |got, want| {
-            // Sums of ≤ 37 products of values ≤ 1 in another order.
-            assert_close("dense forward", &got[0], &want[0], 1e-5, 1e-5);
-            assert_close("dense d_input", &got[1], &want[1], 1e-5, 1e-5);
-            assert_close("dense grads", &got[2], &want[2], 1e-5, 1e-5);
-        },
+        |o| o.dense_forward(&c),
+        |got, want| assert_close("dense forward", got, want, 1e-5, 1e-5),
     );
 }
 
 #[test]
-fn activations_match_the_reference() {
+fn dense_backward_input_matches_the_reference() {
+    let c = dense_case();
+    parity(
+        |o| o.dense_backward_input(&c),
+        |got, want| assert_close("dense d_input", got, want, 1e-5, 1e-5),
+    );
+}
+
+#[test]
+fn dense_backward_weight_matches_the_reference() {
+    let c = dense_case();
+    parity(
+        |o| o.dense_backward_weight(&c),
+        |got, want| assert_close("dense grads", got, want, 1e-5, 1e-5),
+    );
+}
+
+/// One case per activation over 1001 elements of 1008-long buffers.
+fn act_cases() -> Vec<ActCase> {
     let n = 1001;
     let x = random_vec(n + 7, -4.0, 4.0, 60);
     let dy = random_vec(n + 7, -1.0, 1.0, 61);
-    for act in Activation::ALL {
+    Activation::ALL
+        .into_iter()
+        .map(|act| ActCase {
+            act,
+            x: x.clone(),
+            dy: dy.clone(),
+            len: n,
+        })
+        .collect()
+}
+
+// GPU exp/tanh are a few ulp from Rust's libm; outputs are O(1)..O(4).
+
+#[test]
+fn activation_forward_matches_the_reference() {
+    for c in act_cases() {
+        let what = format!("{} forward", c.act.name());
         parity(
-            |o| o.act(act, &x, &dy, n),
-            |got, want| {
-                // GPU exp/tanh are a few ulp from Rust's libm; outputs are O(1)..O(4).
-                let what = act.name();
-                assert_close(&format!("{what} forward"), &got[0], &want[0], 2e-6, 2e-5);
-                assert_close(&format!("{what} backward"), &got[1], &want[1], 2e-6, 2e-5);
-            },
+            |o| o.activation_forward(&c),
+            |got, want| assert_close(&what, got, want, 2e-6, 2e-5),
         );
     }
 }
 
 #[test]
-fn softmax_cross_entropy_and_confusion_match_the_reference() {
-    for (i, batch) in [5usize, 70].into_iter().enumerate() {
-        let classes = 7;
-        let mut rng = Rng::new(70 + i as u64);
-        let mut logits = with_ties(batch * classes + 3, 71 + i as u64);
-        // One row far apart (a probability underflows to 0) and one all-equal row.
-        logits[classes..2 * classes].copy_from_slice(&[90.0, -90.0, 0.0, 3.0, 90.0, 1.0, 2.0]);
-        logits[2 * classes..3 * classes].fill(0.5);
-        let c = LossCase {
-            batch,
-            classes,
-            logits,
-            labels: (0..batch + 2).map(|_| rng.below(classes) as u32).collect(),
-            weights: random_vec(classes, 0.5, 2.0, 72),
-            stats: vec![1.5, 2.0, 3.0, 0.5],
-            confusion: (0..classes * classes)
-                .map(|_| rng.below(4) as u32)
-                .collect(),
-        };
+fn activation_backward_matches_the_reference() {
+    for c in act_cases() {
+        let what = format!("{} backward", c.act.name());
         parity(
-            |o| o.loss(&c),
+            |o| o.activation_backward(&c),
+            |got, want| assert_close(&what, got, want, 2e-6, 2e-5),
+        );
+    }
+}
+
+/// Batches of 5 and 70 over 7 classes, with ties, one row far apart (a probability
+/// underflows to 0) and one all-equal row; stats and confusion start non-zero.
+fn loss_cases() -> Vec<LossCase> {
+    [5usize, 70]
+        .into_iter()
+        .enumerate()
+        .map(|(i, batch)| {
+            let classes = 7;
+            let mut rng = Rng::new(70 + i as u64);
+            let mut logits = with_ties(batch * classes + 3, 71 + i as u64);
+            logits[classes..2 * classes].copy_from_slice(&[90.0, -90.0, 0.0, 3.0, 90.0, 1.0, 2.0]);
+            logits[2 * classes..3 * classes].fill(0.5);
+            LossCase {
+                batch,
+                classes,
+                logits,
+                labels: (0..batch + 2).map(|_| rng.below(classes) as u32).collect(),
+                weights: random_vec(classes, 0.5, 2.0, 72),
+                stats: vec![1.5, 2.0, 3.0, 0.5],
+                confusion: (0..classes * classes)
+                    .map(|_| rng.below(4) as u32)
+                    .collect(),
+            }
+        })
+        .collect()
+}
+
+// exp and ln of O(1)..O(90) values: a few ulp; the loss sum adds ≤ 140 of them.
+
+#[test]
+fn softmax_cross_entropy_forward_matches_the_reference() {
+    for c in loss_cases() {
+        parity(
+            |o| o.softmax_cross_entropy_forward(&c),
             |got, want| {
-                // exp and ln of O(1)..O(90) values: a few ulp; the loss sum adds ≤ 140 of them.
                 assert_close("probs", &got.0, &want.0, 1e-6, 1e-5);
                 assert_close("stats", &got.1, &want.1, 1e-4, 1e-5);
                 assert_eq!(
@@ -443,23 +649,43 @@ fn softmax_cross_entropy_and_confusion_match_the_reference() {
                     want.1[stats::CORRECT],
                     "correct count"
                 );
-                assert_close("d_logits", &got.2, &want.2, 1e-6, 1e-5);
-                assert_eq!(got.3, want.3, "confusion counts");
             },
         );
     }
 }
 
 #[test]
-fn adam_matches_the_reference() {
+fn softmax_cross_entropy_backward_matches_the_reference() {
+    for c in loss_cases() {
+        parity(
+            |o| o.softmax_cross_entropy_backward(&c),
+            |got, want| assert_close("d_logits", got, want, 1e-6, 1e-5),
+        );
+    }
+}
+
+#[test]
+fn confusion_accumulate_matches_the_reference() {
+    for c in loss_cases() {
+        parity(
+            |o| o.confusion_accumulate(&c),
+            |got, want| assert_eq!(got, want, "confusion counts"),
+        );
+    }
+}
+
+#[test]
+fn adam_step_matches_the_reference() {
     let n = 1001;
-    let p = random_vec(n, -1.0, 1.0, 80);
-    let g = random_vec(n, -0.1, 0.1, 81);
-    let m = random_vec(n, -0.01, 0.01, 82);
-    let v = random_vec(n, 0.0, 1e-3, 83);
-    let step = AdamStep::new(1e-3, 0.9, 0.999, 1e-7, 3);
+    let c = AdamCase {
+        p: random_vec(n, -1.0, 1.0, 80),
+        g: random_vec(n, -0.1, 0.1, 81),
+        m: random_vec(n, -0.01, 0.01, 82),
+        v: random_vec(n, 0.0, 1e-3, 83),
+        step: AdamStep::new(1e-3, 0.9, 0.999, 1e-7, 3),
+    };
     parity(
-        |o| o.adam(&p, &g, &m, &v, &step),
+        |o| o.adam_step(&c),
         |got, want| {
             // Same operation order; sqrt and division are correctly rounded or within 1 ulp.
             assert_close("adam params", &got[0], &want[0], 1e-7, 1e-6);
@@ -497,7 +723,7 @@ fn gather_batch_matches_the_reference() {
         x_junk: random_vec(9 * IMAGE_PIXELS + 1, 5.0, 6.0, 91),
     };
     parity(
-        |o| o.gather(&c),
+        |o| o.gather_batch(&c),
         |got, want| {
             // The same single multiply by the f32 nearest 1/255: bit-identical.
             assert_close("gathered x", &got.0, &want.0, 0.0, 0.0);
@@ -515,6 +741,19 @@ fn memory_ops_round_trip_and_writes_keep_their_order() {
         |o| o.memory(&a, &b, &idx),
         |got, want| {
             // Copies only: exact.
+            assert_eq!(got, want);
+        },
+    );
+}
+
+#[test]
+fn copy_matches_the_reference_and_keeps_its_order() {
+    let a = random_vec(37, -1.0, 1.0, 100);
+    let b = random_vec(37, -1.0, 1.0, 101);
+    parity(
+        |o| o.copy(&a, &b),
+        |got, want| {
+            // Copies and relu only: exact.
             assert_eq!(got, want);
         },
     );

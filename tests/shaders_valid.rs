@@ -1,9 +1,14 @@
-//! Every WGSL shader parses and validates with naga, and every registry entry point exists
-//! with the workgroup size and bindings the host builds its layouts from. No GPU needed.
+//! Every WGSL shader parses and validates with naga; every registry entry point exists with
+//! the bindings the host builds its layouts from and a workgroup size the host can reflect;
+//! every Rust uniform struct has the layout of the WGSL struct it mirrors; and one name leads
+//! from each `Backend` method to its entry point, its CPU function and its parity test. No
+//! GPU needed.
 
-use fergpu::backend::gpu::kernels::{shader_source, Slot, KERNELS, SHADERS};
+use fergpu::backend::gpu::kernels::{self, shader_source, Slot, KERNELS, SHADERS};
+use fergpu::backend::gpu::uniforms::{UniformLayout, UNIFORMS};
+use naga::proc::Layouter;
 use naga::valid::{Capabilities, ValidationFlags, Validator};
-use naga::{AddressSpace, StorageAccess};
+use naga::{AddressSpace, Scalar, ScalarKind, StorageAccess, TypeInner};
 
 /// Parses and validates one shader, panicking with naga's message on failure.
 fn validated(name: &str, source: &str) -> (naga::Module, naga::valid::ModuleInfo) {
@@ -74,12 +79,6 @@ fn every_entry_point_matches_its_registry_layout() {
             .find(|(_, e)| e.name == k.entry)
             .unwrap_or_else(|| panic!("{}: no entry point {}", k.file, k.entry));
         assert_eq!(ep.stage, naga::ShaderStage::Compute, "{}", k.entry);
-        assert_eq!(
-            ep.workgroup_size,
-            [k.workgroup, 1, 1],
-            "{}: workgroup size differs from the registry",
-            k.entry
-        );
         let ep_info = info.get_entry_point(index);
         for (handle, var) in module.global_variables.iter() {
             let used = !ep_info[handle].is_empty();
@@ -118,7 +117,7 @@ fn every_entry_point_matches_its_registry_layout() {
 }
 
 #[test]
-fn entry_points_are_named_like_the_backend_methods() {
+fn each_backend_method_names_its_entry_point_cpu_function_and_parity_test() {
     let trait_methods = [
         "gather_batch",
         "conv2d_forward",
@@ -136,7 +135,184 @@ fn entry_points_are_named_like_the_backend_methods() {
         "confusion_accumulate",
         "adam_step",
     ];
+    let parity =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/gpu_parity.rs"))
+            .expect("tests/gpu_parity.rs");
     for m in trait_methods {
-        assert!(KERNELS.iter().any(|k| k.entry == m), "no entry point {m}");
+        let k = KERNELS
+            .iter()
+            .find(|k| k.entry == m)
+            .unwrap_or_else(|| panic!("no entry point {m}"));
+        // The CPU twin lives in the module named after the shader file, under the same name.
+        let module = k.file.trim_end_matches(".wgsl");
+        let path = format!("{}/src/backend/cpu/{module}.rs", env!("CARGO_MANIFEST_DIR"));
+        let cpu = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        assert!(
+            cpu.contains(&format!("pub fn {m}(")),
+            "{path} has no fn {m}"
+        );
+        let test = format!("fn {m}_matches_the_reference");
+        assert!(parity.contains(&test), "tests/gpu_parity.rs has no {test}…");
     }
+}
+
+#[test]
+fn workgroup_sizes_are_declared_once_as_named_constants() {
+    for k in KERNELS {
+        // The host reflects a 1-D size (this panics otherwise).
+        let wg = kernels::workgroup_size(&kernels::parse(k.file), k.entry);
+        assert!(wg.is_power_of_two(), "{}: workgroup size {wg}", k.entry);
+    }
+    // The attribute and the index arithmetic name a `const`, never repeat a number.
+    for s in SHADERS {
+        for (n, line) in s.source.lines().enumerate() {
+            let code = line.split("//").next().unwrap_or("");
+            for written in ["@workgroup_size(", "nwg.x * "] {
+                if let Some(at) = code.find(written) {
+                    let next = code[at + written.len()..].chars().next();
+                    assert!(
+                        next.is_some_and(|c| c.is_ascii_uppercase()),
+                        "{}:{}: `{written}` takes a named const: {line}",
+                        s.name,
+                        n + 1
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// `"u32"` or `"f32"` for a 4-byte scalar type, as the Rust mirrors spell their fields.
+fn scalar_name(inner: &TypeInner) -> Option<&'static str> {
+    match *inner {
+        TypeInner::Scalar(Scalar {
+            kind: ScalarKind::Uint,
+            width: 4,
+        }) => Some("u32"),
+        TypeInner::Scalar(Scalar {
+            kind: ScalarKind::Float,
+            width: 4,
+        }) => Some("f32"),
+        _ => None,
+    }
+}
+
+/// Compares a Rust uniform's layout with the WGSL struct of the same name in `source`:
+/// size, and each member's name, offset and scalar type, in order. Also requires that the
+/// struct is what the shader's uniform binding holds.
+fn compare_layout(u: &UniformLayout, source: &str) -> Result<(), String> {
+    let module = naga::front::wgsl::parse_str(source).map_err(|e| e.emit_to_string(source))?;
+    let mut layouter = Layouter::default();
+    layouter
+        .update(module.to_ctx())
+        .map_err(|e| format!("layout: {e}"))?;
+    let (ty, members, span) = module
+        .types
+        .iter()
+        .find_map(|(h, t)| match &t.inner {
+            TypeInner::Struct { members, span } if t.name.as_deref() == Some(u.name) => {
+                Some((h, members, *span))
+            }
+            _ => None,
+        })
+        .ok_or(format!("no WGSL struct {}", u.name))?;
+    let bound = module
+        .global_variables
+        .iter()
+        .any(|(_, v)| v.space == AddressSpace::Uniform && v.ty == ty);
+    if !bound {
+        return Err(format!("{} is not the shader's uniform", u.name));
+    }
+    if layouter[ty].size != span || span as usize != u.size {
+        return Err(format!(
+            "{}: WGSL size {span} bytes, Rust size {} bytes",
+            u.name, u.size
+        ));
+    }
+    let wgsl: Vec<(String, usize, &str)> = members
+        .iter()
+        .map(|m| {
+            let name = m.name.clone().unwrap_or_default();
+            let scalar = scalar_name(&module.types[m.ty].inner).unwrap_or("not a u32/f32");
+            (name, m.offset as usize, scalar)
+        })
+        .collect();
+    let rust: Vec<(String, usize, &str)> = u
+        .fields
+        .iter()
+        .map(|&(name, offset, ty)| (name.to_string(), offset, ty))
+        .collect();
+    if wgsl != rust {
+        return Err(format!(
+            "{}: fields differ\n  WGSL: {wgsl:?}\n  Rust: {rust:?}",
+            u.name
+        ));
+    }
+    Ok(())
+}
+
+#[test]
+fn every_rust_uniform_has_the_layout_of_its_wgsl_struct() {
+    for u in UNIFORMS {
+        compare_layout(u, shader_source(u.file)).unwrap_or_else(|e| panic!("{}: {e}", u.file));
+    }
+}
+
+#[test]
+fn every_uniform_binding_has_a_rust_mirror() {
+    for s in SHADERS {
+        let module = naga::front::wgsl::parse_str(s.source).expect("validated above");
+        for (_, v) in module.global_variables.iter() {
+            if v.space != AddressSpace::Uniform {
+                continue;
+            }
+            let name = module.types[v.ty].name.as_deref().unwrap_or("?");
+            assert!(
+                UNIFORMS.iter().any(|u| u.name == name && u.file == s.name),
+                "{}: uniform struct {name} has no Rust mirror in gpu/uniforms.rs",
+                s.name
+            );
+        }
+    }
+}
+
+/// Asserts `r` is an error whose message contains `why`.
+fn assert_fails(r: Result<(), String>, why: &str) {
+    match r {
+        Err(e) => assert!(e.contains(why), "expected `{why}`, got: {e}"),
+        Ok(()) => panic!("the layout check passed; expected `{why}`"),
+    }
+}
+
+#[test]
+fn the_layout_check_fails_when_a_field_is_added_on_one_side_only() {
+    let conv = UNIFORMS.iter().find(|u| u.name == "Conv").expect("Conv");
+    let source = shader_source(conv.file);
+    compare_layout(conv, source).expect("the real pair matches");
+
+    // A field only in WGSL (where the padding was: the size stays 64 bytes).
+    let wgsl_only = source.replacen("    _pad: u32,\n", "    extra: u32,\n", 1);
+    assert_ne!(wgsl_only, source);
+    assert_fails(compare_layout(conv, &wgsl_only), "fields differ");
+    // A field only in WGSL, growing the struct.
+    let grown = source.replacen("    _pad: u32,\n", "    _pad: u32,\n    extra: u32,\n", 1);
+    assert_fails(compare_layout(conv, &grown), "size");
+
+    // A field only in Rust.
+    let mut fields = conv.fields.to_vec();
+    fields.push(("extra", conv.size, "u32"));
+    let rust_only = UniformLayout {
+        fields: fields.leak(),
+        size: conv.size + 4,
+        ..*conv
+    };
+    assert_fails(compare_layout(&rust_only, source), "size");
+    // An f32 where the shader has a u32.
+    let mut fields = conv.fields.to_vec();
+    fields[0].2 = "f32";
+    let retyped = UniformLayout {
+        fields: fields.leak(),
+        ..*conv
+    };
+    assert_fails(compare_layout(&retyped, source), "fields differ");
 }

@@ -195,8 +195,10 @@ pub mod stats {
     pub const LEN: usize = 4;
 }
 
-/// The op-level compute backend. Each method is one kernel entry point of the same name in
-/// `shaders/*.wgsl` and in [`cpu::CpuBackend`].
+/// The op-level compute backend. Each op method is one kernel entry point of the same name in
+/// `shaders/<family>.wgsl`, one function of that name in the CPU module named after the
+/// shader file (`cpu/<family>.rs`), and one test `<method>_matches_the_reference` in
+/// `tests/gpu_parity.rs` (`tests/shaders_valid.rs` checks all four line up).
 pub trait Backend {
     /// A device buffer of `f32`.
     type Tensor;

@@ -1,11 +1,11 @@
-//! Fully connected layers as three matrix products on the whole batch.
+//! Fully connected layers (`shaders/dense.wgsl`) as three matrix products on the whole batch.
 
 use super::gemm::{matmul, MatRef};
 use crate::shape::DenseShape;
 use ::gemm::Parallelism;
 
 /// `out (batch, out_f) = input (batch, in_f) · weightᵀ (in_f, out_f) + bias (out_f)`.
-pub fn forward(
+pub fn dense_forward(
     out: &mut [f32],
     input: &[f32],
     weight: &[f32],
@@ -23,7 +23,7 @@ pub fn forward(
 }
 
 /// `d_input (batch, in_f) = d_out (batch, out_f) · weight (out_f, in_f)`.
-pub fn backward_input(
+pub fn dense_backward_input(
     d_input: &mut [f32],
     d_out: &[f32],
     weight: &[f32],
@@ -37,7 +37,7 @@ pub fn backward_input(
 
 /// `d_weight (out_f, in_f) = d_outᵀ (out_f, batch) · input (batch, in_f)` and
 /// `d_bias (out_f) = Σ_b d_out[b]`, overwritten.
-pub fn backward_weight(
+pub fn dense_backward_weight(
     d_weight: &mut [f32],
     d_bias: &mut [f32],
     d_out: &[f32],

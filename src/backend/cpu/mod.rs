@@ -8,7 +8,7 @@
 //! make the seed CNN (≈0.4 GFLOP per training image, 90 % of it in the 128→128 conv) far too
 //! slow to train on a laptop. Unrolling each image's patches into a matrix (im2col) turns the
 //! convolution and both of its gradients into dense matrix products, which the `gemm` crate
-//! runs with cache blocking and SIMD micro-kernels near the core's peak; see [`conv`].
+//! runs with cache blocking and SIMD micro-kernels near the core's peak; see `cpu/conv2d.rs`.
 //! Dense layers are matrix products too. Work is spread over a dedicated rayon pool of the
 //! backend's threads: convolutions give each worker a contiguous run of images and its own
 //! scratch buffers (kept between calls, so the hot path does not allocate), element-wise ops
@@ -16,15 +16,25 @@
 //!
 //! The small ops (pooling, activations, loss, Adam) are the plain loops of the trait docs and
 //! are the definition the WGSL shaders are tested against.
+//!
+//! One module per shader file, named after it (`conv2d` ↔ `shaders/conv2d.wgsl`, …), and in
+//! it one function per entry point, named like the entry point and the [`Backend`] method
+//! (`conv2d::conv2d_forward`); `gemm` is the matrix-product helper behind conv2d and dense.
 
-mod conv;
+mod activation;
+mod adam;
+mod conv2d;
+mod data;
 mod dense;
 mod gemm;
-mod loss;
-mod pointwise;
-mod pool;
+mod maxpool;
+mod softmax_xent;
 
-pub use pointwise::PIXEL_SCALE;
+pub use data::PIXEL_SCALE;
+
+/// Elements per parallel task of the element-wise ops: large enough that task overhead is
+/// negligible.
+const CHUNK: usize = 1 << 14;
 
 use super::{Activation, AdamStep, Backend, MemoryLimits};
 use crate::shape::{Conv2dShape, DenseShape, PoolShape, IMAGE_PIXELS, NUM_CLASSES};
@@ -276,9 +286,7 @@ impl Backend for CpuBackend {
         batch: usize,
     ) {
         let (pixels, all_labels) = (&images.pixels, &images.labels);
-        self.install(|| {
-            pointwise::gather_batch(x, labels, pixels, all_labels, order, offset, batch)
-        });
+        self.install(|| data::gather_batch(x, labels, pixels, all_labels, order, offset, batch));
     }
 
     fn conv2d_forward(
@@ -292,7 +300,7 @@ impl Backend for CpuBackend {
     ) {
         let weight = &params[w_off..w_off + s.weight_len()];
         let bias = &params[b_off..b_off + s.bias_len()];
-        conv::forward(&self.workers, out, input, weight, bias, s);
+        conv2d::conv2d_forward(&self.workers, out, input, weight, bias, s);
     }
 
     fn conv2d_backward_input(
@@ -304,7 +312,7 @@ impl Backend for CpuBackend {
         s: &Conv2dShape,
     ) {
         let weight = &params[w_off..w_off + s.weight_len()];
-        conv::backward_input(&self.workers, d_input, d_out, weight, s);
+        conv2d::conv2d_backward_input(&self.workers, d_input, d_out, weight, s);
     }
 
     fn conv2d_backward_weight(
@@ -317,7 +325,7 @@ impl Backend for CpuBackend {
         s: &Conv2dShape,
     ) {
         let (d_weight, d_bias) = weight_and_bias(grads, w_off, s.weight_len(), b_off, s.out_c);
-        conv::backward_weight(&self.workers, d_weight, d_bias, d_out, input, s);
+        conv2d::conv2d_backward_weight(&self.workers, d_weight, d_bias, d_out, input, s);
     }
 
     fn maxpool_forward(
@@ -327,7 +335,7 @@ impl Backend for CpuBackend {
         input: &Vec<f32>,
         s: &PoolShape,
     ) {
-        self.install(|| pool::forward(out, argmax, input, s));
+        self.install(|| maxpool::maxpool_forward(out, argmax, input, s));
     }
 
     fn maxpool_backward(
@@ -337,7 +345,7 @@ impl Backend for CpuBackend {
         argmax: &Vec<u32>,
         s: &PoolShape,
     ) {
-        self.install(|| pool::backward(d_input, d_out, argmax, s));
+        self.install(|| maxpool::maxpool_backward(d_input, d_out, argmax, s));
     }
 
     fn dense_forward(
@@ -352,7 +360,7 @@ impl Backend for CpuBackend {
         let weight = &params[w_off..w_off + s.weight_len()];
         let bias = &params[b_off..b_off + s.bias_len()];
         let par = self.par();
-        self.install(|| dense::forward(out, input, weight, bias, s, par));
+        self.install(|| dense::dense_forward(out, input, weight, bias, s, par));
     }
 
     fn dense_backward_input(
@@ -365,7 +373,7 @@ impl Backend for CpuBackend {
     ) {
         let weight = &params[w_off..w_off + s.weight_len()];
         let par = self.par();
-        self.install(|| dense::backward_input(d_input, d_out, weight, s, par));
+        self.install(|| dense::dense_backward_input(d_input, d_out, weight, s, par));
     }
 
     fn dense_backward_weight(
@@ -379,7 +387,7 @@ impl Backend for CpuBackend {
     ) {
         let (d_weight, d_bias) = weight_and_bias(grads, w_off, s.weight_len(), b_off, s.out_f);
         let par = self.par();
-        self.install(|| dense::backward_weight(d_weight, d_bias, d_out, input, s, par));
+        self.install(|| dense::dense_backward_weight(d_weight, d_bias, d_out, input, s, par));
     }
 
     fn activation_forward(
@@ -389,7 +397,7 @@ impl Backend for CpuBackend {
         act: Activation,
         len: usize,
     ) {
-        self.install(|| pointwise::activation_forward(out, input, act, len));
+        self.install(|| activation::activation_forward(out, input, act, len));
     }
 
     fn activation_backward(
@@ -400,7 +408,7 @@ impl Backend for CpuBackend {
         act: Activation,
         len: usize,
     ) {
-        self.install(|| pointwise::activation_backward(d_input, d_out, y, act, len));
+        self.install(|| activation::activation_backward(d_input, d_out, y, act, len));
     }
 
     fn softmax_cross_entropy_forward(
@@ -413,7 +421,7 @@ impl Backend for CpuBackend {
         batch: usize,
         classes: usize,
     ) {
-        loss::softmax_cross_entropy_forward(
+        softmax_xent::softmax_cross_entropy_forward(
             probs,
             stats,
             logits,
@@ -433,7 +441,7 @@ impl Backend for CpuBackend {
         batch: usize,
         classes: usize,
     ) {
-        loss::softmax_cross_entropy_backward(
+        softmax_xent::softmax_cross_entropy_backward(
             d_logits,
             probs,
             labels,
@@ -451,7 +459,7 @@ impl Backend for CpuBackend {
         batch: usize,
         classes: usize,
     ) {
-        loss::confusion_accumulate(confusion, probs, labels, batch, classes);
+        softmax_xent::confusion_accumulate(confusion, probs, labels, batch, classes);
     }
 
     fn adam_step(
@@ -462,7 +470,7 @@ impl Backend for CpuBackend {
         v: &mut Vec<f32>,
         step: &AdamStep,
     ) {
-        self.install(|| pointwise::adam_step(params, grads, m, v, step));
+        self.install(|| adam::adam_step(params, grads, m, v, step));
     }
 }
 

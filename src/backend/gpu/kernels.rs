@@ -1,10 +1,21 @@
 //! The kernel registry: every WGSL file (loaded with `include_str!`, nowhere else), every
-//! entry point with its workgroup size and bind group layout, and the pipelines built from
-//! them once per device.
+//! entry point with its bind group layout, and the pipelines built from them once per device.
+//!
+//! Workgroup sizes are declared once, in the WGSL: `const WG: u32 = 64u;` used by
+//! `@workgroup_size(WG)` and by the kernel's own index arithmetic. The host reads each entry
+//! point's size from naga's reflection of the module ([`workgroup_size`]) when it builds the
+//! pipelines, and sizes every dispatch from that. We keep the size in the shader rather than
+//! declaring it in Rust and passing a WGSL `override`, because today it is not a free
+//! parameter: the GEMM kernels' 8×8 invocations × 4×4 blocks = 32×32 tiles, and the loss
+//! kernel's workgroup arrays, are written for one size, so the shader should state it and
+//! stay complete on its own (naga validates every file without a pipeline-constant pass, and
+//! `EntryPoint::workgroup_size` is known without one). When the tile sizes become `override`
+//! constants (a later issue), the workgroup size follows from them and is passed to
+//! pipeline creation from the Rust side instead.
 //!
 //! The registry is public so `tests/shaders_valid.rs` can check, without a GPU, that each
-//! shader parses and validates with naga and that each entry point exists with the workgroup
-//! size and bindings listed here.
+//! shader parses and validates with naga, that each entry point exists with the bindings
+//! listed here, and that each uniform struct of [`super::uniforms`] matches its WGSL struct.
 
 /// One WGSL source file of `shaders/`.
 #[derive(Clone, Copy, Debug)]
@@ -84,9 +95,9 @@ pub enum Kernel {
     /// `activation.wgsl` `activation_backward`.
     ActivationBackward,
     /// `softmax_xent.wgsl` `softmax_cross_entropy_forward`.
-    SoftmaxXentForward,
+    SoftmaxCrossEntropyForward,
     /// `softmax_xent.wgsl` `softmax_cross_entropy_backward`.
-    SoftmaxXentBackward,
+    SoftmaxCrossEntropyBackward,
     /// `softmax_xent.wgsl` `confusion_accumulate`.
     ConfusionAccumulate,
     /// `adam.wgsl` `adam_step`.
@@ -95,7 +106,8 @@ pub enum Kernel {
     GatherBatch,
 }
 
-/// An entry point's file, name, workgroup size and bind group layout.
+/// An entry point's file, name and bind group layout (its workgroup size is the shader's,
+/// read by [`workgroup_size`]).
 #[derive(Clone, Copy, Debug)]
 pub struct KernelSpec {
     /// The kernel.
@@ -104,8 +116,6 @@ pub struct KernelSpec {
     pub file: &'static str,
     /// Entry point name.
     pub entry: &'static str,
-    /// Invocations per workgroup (1-D), as in the shader's `@workgroup_size`.
-    pub workgroup: u32,
     /// `(binding, slot)` of group 0, in the order the host passes buffers.
     pub bindings: &'static [(u32, Slot)],
 }
@@ -121,112 +131,96 @@ pub const KERNELS: &[KernelSpec] = &[
         Kernel::Conv2dForward,
         "conv2d.wgsl",
         "conv2d_forward",
-        64,
         OUT_IN_IN,
     ),
     spec(
         Kernel::Conv2dBackwardInput,
         "conv2d.wgsl",
         "conv2d_backward_input",
-        64,
         OUT_IN_IN,
     ),
     spec(
         Kernel::Conv2dBackwardWeight,
         "conv2d.wgsl",
         "conv2d_backward_weight",
-        64,
         OUT_IN_IN,
     ),
     spec(
         Kernel::Conv2dBackwardWeightReduce,
         "conv2d.wgsl",
         "conv2d_backward_weight_reduce",
-        256,
         &[(0, U), (1, W), (2, R)],
     ),
     spec(
         Kernel::MaxpoolForward,
         "maxpool.wgsl",
         "maxpool_forward",
-        256,
         &[(0, U), (1, W), (2, W), (3, R)],
     ),
     spec(
         Kernel::MaxpoolBackward,
         "maxpool.wgsl",
         "maxpool_backward",
-        256,
         &[(0, U), (4, W), (5, R), (6, R)],
     ),
     spec(
         Kernel::DenseForward,
         "dense.wgsl",
         "dense_forward",
-        64,
         OUT_IN_IN,
     ),
     spec(
         Kernel::DenseBackwardInput,
         "dense.wgsl",
         "dense_backward_input",
-        64,
         OUT_IN_IN,
     ),
     spec(
         Kernel::DenseBackwardWeight,
         "dense.wgsl",
         "dense_backward_weight",
-        64,
         OUT_IN_IN,
     ),
     spec(
         Kernel::ActivationForward,
         "activation.wgsl",
         "activation_forward",
-        256,
         &[(0, U), (1, W), (2, R)],
     ),
     spec(
         Kernel::ActivationBackward,
         "activation.wgsl",
         "activation_backward",
-        256,
         OUT_IN_IN,
     ),
     spec(
-        Kernel::SoftmaxXentForward,
+        Kernel::SoftmaxCrossEntropyForward,
         "softmax_xent.wgsl",
         "softmax_cross_entropy_forward",
-        64,
         &[(0, U), (1, W), (2, W), (3, R), (4, R), (5, R)],
     ),
     spec(
-        Kernel::SoftmaxXentBackward,
+        Kernel::SoftmaxCrossEntropyBackward,
         "softmax_xent.wgsl",
         "softmax_cross_entropy_backward",
-        256,
         &[(0, U), (6, W), (7, R), (4, R), (5, R)],
     ),
     spec(
         Kernel::ConfusionAccumulate,
         "softmax_xent.wgsl",
         "confusion_accumulate",
-        64,
         &[(0, U), (8, W), (7, R), (4, R)],
     ),
     spec(
         Kernel::AdamStep,
         "adam.wgsl",
         "adam_step",
-        256,
         &[(0, U), (1, W), (2, R), (3, W), (4, W)],
     ),
     spec(
         Kernel::GatherBatch,
         "data.wgsl",
         "gather_batch",
-        256,
         &[(0, U), (1, W), (2, W), (3, R), (4, R), (5, R)],
     ),
 ];
@@ -235,14 +229,12 @@ const fn spec(
     kernel: Kernel,
     file: &'static str,
     entry: &'static str,
-    workgroup: u32,
     bindings: &'static [(u32, Slot)],
 ) -> KernelSpec {
     KernelSpec {
         kernel,
         file,
         entry,
-        workgroup,
         bindings,
     }
 }
@@ -263,23 +255,60 @@ pub fn shader_source(name: &str) -> &'static str {
         .source
 }
 
-/// Every kernel's pipeline and bind group layout, built once per device.
+/// Shader file `name` parsed by naga's WGSL front end (the one wgpu uses). The shaders are
+/// compiled in and validated by `tests/shaders_valid.rs`, so a parse error is a bug.
+pub fn parse(name: &str) -> naga::Module {
+    let source = shader_source(name);
+    naga::front::wgsl::parse_str(source)
+        .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(source)))
+}
+
+/// Invocations per workgroup of entry point `entry` of `module`, as its `@workgroup_size`
+/// declares it (the one place it is written). Panics unless the size is a 1-D constant: the
+/// host folds every grid into 2-D itself (`shape::dispatch_2d`).
+pub fn workgroup_size(module: &naga::Module, entry: &str) -> u32 {
+    let ep = module
+        .entry_points
+        .iter()
+        .find(|e| e.name == entry)
+        .unwrap_or_else(|| panic!("no entry point {entry}"));
+    assert!(
+        ep.workgroup_size_overrides.is_none(),
+        "{entry}: the workgroup size must be a const, not an override"
+    );
+    let [x, y, z] = ep.workgroup_size;
+    assert!(
+        x > 0 && y == 1 && z == 1,
+        "{entry}: workgroups must be 1-D, not {x}×{y}×{z}"
+    );
+    x
+}
+
+/// One kernel's compiled state.
+struct Entry {
+    pipeline: wgpu::ComputePipeline,
+    layout: wgpu::BindGroupLayout,
+    /// Invocations per workgroup, reflected from the shader.
+    workgroup: u32,
+}
+
+/// Every kernel's pipeline, bind group layout and workgroup size, built once per device.
 pub(crate) struct Pipelines {
     /// Indexed by `Kernel as usize`.
-    entries: Vec<(wgpu::ComputePipeline, wgpu::BindGroupLayout)>,
+    entries: Vec<Entry>,
 }
 
 impl Pipelines {
     /// Compiles every shader module once and builds one pipeline per entry point.
     pub(crate) fn new(device: &wgpu::Device) -> Pipelines {
-        let modules: Vec<(&str, wgpu::ShaderModule)> = SHADERS
+        let modules: Vec<(&str, wgpu::ShaderModule, naga::Module)> = SHADERS
             .iter()
             .map(|s| {
                 let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
                     label: Some(s.name),
                     source: wgpu::ShaderSource::Wgsl(s.source.into()),
                 });
-                (s.name, module)
+                (s.name, module, parse(s.name))
             })
             .collect();
         let entries = KERNELS
@@ -287,8 +316,13 @@ impl Pipelines {
             .enumerate()
             .map(|(i, k)| {
                 assert_eq!(k.kernel as usize, i, "KERNELS out of Kernel order");
-                let module = &modules.iter().find(|(n, _)| *n == k.file).unwrap().1;
-                build(device, module, k)
+                let (_, module, reflected) = modules.iter().find(|m| m.0 == k.file).unwrap();
+                let (pipeline, layout) = build(device, module, k);
+                Entry {
+                    pipeline,
+                    layout,
+                    workgroup: workgroup_size(reflected, k.entry),
+                }
             })
             .collect();
         Pipelines { entries }
@@ -296,12 +330,17 @@ impl Pipelines {
 
     /// The pipeline of `k`.
     pub(crate) fn pipeline(&self, k: Kernel) -> &wgpu::ComputePipeline {
-        &self.entries[k as usize].0
+        &self.entries[k as usize].pipeline
     }
 
     /// The bind group layout of `k`.
     pub(crate) fn layout(&self, k: Kernel) -> &wgpu::BindGroupLayout {
-        &self.entries[k as usize].1
+        &self.entries[k as usize].layout
+    }
+
+    /// Invocations per workgroup of `k`.
+    pub(crate) fn workgroup(&self, k: Kernel) -> u32 {
+        self.entries[k as usize].workgroup
     }
 }
 

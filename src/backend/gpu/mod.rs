@@ -4,7 +4,8 @@
 //! - `context`: the opened device, error capture, and every wait/poll on the device;
 //! - [`kernels`]: the shader registry and the pipelines, built once per device;
 //! - `recorder`: one command encoder per batch, per-dispatch uniform slots, bind group cache;
-//! - `ops`: each op's uniform words and launch size;
+//! - [`uniforms`]: each shader's uniform struct, mirrored as a `#[repr(C)]` Pod struct;
+//! - `ops`: one function per entry point: the kernel, its uniform and its grid for a shape;
 //! - `buffers`: the tensor, index and data-set types.
 //!
 //! A training step records all its dispatches into one encoder; [`Backend::submit`] hands it
@@ -19,14 +20,17 @@ pub(crate) mod context;
 pub mod kernels;
 mod ops;
 mod recorder;
+pub mod uniforms;
 
 pub use buffers::{GpuImages, GpuIndices, GpuTensor};
 
 use self::adapter::{AdapterRequest, AdapterSummary, GpuApi};
 use self::buffers::Buf;
 use self::context::Context;
-use self::kernels::{Kernel, Pipelines};
+use self::kernels::Pipelines;
+use self::ops::Launch;
 use self::recorder::Recorder;
+use self::uniforms::Uniform;
 use super::{Activation, AdamStep, Backend, MemoryLimits};
 use crate::shape::{
     dispatch_2d, Conv2dShape, DenseShape, PoolShape, IMAGE_PIXELS, IMAGE_SIDE, NUM_CLASSES,
@@ -126,10 +130,11 @@ impl GpuBackend {
         self.rec.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Records `kernel` over `invocations` work items (folded into 2-D as needed).
-    /// A buffer the device cannot bind is reported (once per launch) and the launch is
-    /// skipped, so no invalid work is ever submitted.
-    fn launch(&self, kernel: Kernel, uniform: &[u32], buffers: &[&Buf], invocations: usize) {
+    /// Records `launch` over `buffers` (in the registry's binding order), its grid folded
+    /// into 2-D as needed. A buffer the device cannot bind is reported (once per launch) and
+    /// the launch is skipped, so no invalid work is ever submitted.
+    fn launch<U: Uniform>(&self, launch: &Launch<U>, buffers: &[&Buf]) {
+        let kernel = launch.kernel;
         let limit = self.ctx.limits.max_storage_buffer_binding_size;
         if let Some(big) = buffers.iter().find(|b| b.raw.size() > limit) {
             self.ctx.errors.push(format!(
@@ -142,13 +147,11 @@ impl GpuBackend {
             ));
             return;
         }
-        let wg = kernel.spec().workgroup as usize;
-        let (x, y) = dispatch_2d(invocations, wg, self.max_dim);
+        let groups = launch.grid.workgroups(self.pipelines.workgroup(kernel));
+        let (x, y) = dispatch_2d(groups, 1, self.max_dim);
         let limit = self.ctx.limits.max_compute_workgroups_per_dimension;
-        assert!(
-            y <= limit,
-            "{invocations} invocations do not fit a 2-D grid"
-        );
+        assert!(y <= limit, "{:?} does not fit a 2-D grid", launch.grid);
+        let uniform = bytemuck::bytes_of(&launch.uniform);
         self.rec()
             .dispatch(&self.ctx, &self.pipelines, kernel, uniform, buffers, (x, y));
     }
@@ -369,8 +372,7 @@ impl Backend for GpuBackend {
         assert!(offset + batch <= order.len(), "batch runs past the order");
         assert!(x.len() >= batch * IMAGE_PIXELS && labels.len() >= batch);
         self.launch(
-            Kernel::GatherBatch,
-            &ops::gather(batch, offset, IMAGE_SIDE),
+            &ops::gather_batch(batch, offset, IMAGE_SIDE),
             &[
                 &x.buf,
                 &labels.buf,
@@ -378,7 +380,6 @@ impl Backend for GpuBackend {
                 &images.labels,
                 &order.buf,
             ],
-            batch * IMAGE_PIXELS,
         );
     }
 
@@ -393,12 +394,9 @@ impl Backend for GpuBackend {
     ) {
         assert!(out.len() >= s.output_len() && input.len() >= s.input_len());
         assert!(params.len() >= w_off + s.weight_len() && params.len() >= b_off + s.out_c);
-        let u = ops::conv_forward(s, w_off, b_off);
         self.launch(
-            Kernel::Conv2dForward,
-            &u,
+            &ops::conv2d_forward(s, w_off, b_off),
             &[&out.buf, &input.buf, &params.buf],
-            ops::gemm_invocations(ops::conv_tiles(&u)),
         );
     }
 
@@ -412,12 +410,9 @@ impl Backend for GpuBackend {
     ) {
         assert!(d_input.len() >= s.input_len() && d_out.len() >= s.output_len());
         assert!(params.len() >= w_off + s.weight_len());
-        let u = ops::conv_backward_input(s, w_off);
         self.launch(
-            Kernel::Conv2dBackwardInput,
-            &u,
+            &ops::conv2d_backward_input(s, w_off),
             &[&d_input.buf, &d_out.buf, &params.buf],
-            ops::gemm_invocations(ops::conv_tiles(&u)),
         );
     }
 
@@ -432,31 +427,19 @@ impl Backend for GpuBackend {
     ) {
         assert!(d_out.len() >= s.output_len() && input.len() >= s.input_len());
         assert!(grads.len() >= w_off + s.weight_len() && grads.len() >= b_off + s.out_c);
-        let u = ops::conv_backward_weight(s, w_off, b_off);
-        let invocations = ops::gemm_invocations(ops::conv_tiles(&u));
-        let partials_len = ops::conv_partials_len(s, &u);
+        let weight = ops::conv2d_backward_weight(s, w_off, b_off);
+        let partials_len = ops::split_k_partials_len(&weight.uniform);
         if partials_len == 0 {
-            self.launch(
-                Kernel::Conv2dBackwardWeight,
-                &u,
-                &[&grads.buf, &d_out.buf, &input.buf],
-                invocations,
-            );
+            self.launch(&weight, &[&grads.buf, &d_out.buf, &input.buf]);
             return;
         }
+        // partials (splits, out_c, patch_len + 1), summed over splits into grads.
         let partials = self.partials(partials_len);
         let partials = &partials.as_ref().expect("allocated").buf;
+        self.launch(&weight, &[partials, &d_out.buf, &input.buf]);
         self.launch(
-            Kernel::Conv2dBackwardWeight,
-            &u,
-            &[partials, &d_out.buf, &input.buf],
-            invocations,
-        );
-        self.launch(
-            Kernel::Conv2dBackwardWeightReduce,
-            &u,
+            &ops::conv2d_backward_weight_reduce(&weight),
             &[&grads.buf, partials],
-            ops::conv_reduce_invocations(s),
         );
     }
 
@@ -470,10 +453,8 @@ impl Backend for GpuBackend {
         assert!(out.len() >= s.output_len() && argmax.len() >= s.output_len());
         assert!(input.len() >= s.input_len());
         self.launch(
-            Kernel::MaxpoolForward,
-            &ops::pool(s),
+            &ops::maxpool_forward(s),
             &[&out.buf, &argmax.buf, &input.buf],
-            s.output_len(),
         );
     }
 
@@ -487,10 +468,8 @@ impl Backend for GpuBackend {
         assert!(d_input.len() >= s.input_len() && d_out.len() >= s.output_len());
         assert!(argmax.len() >= s.output_len());
         self.launch(
-            Kernel::MaxpoolBackward,
-            &ops::pool(s),
+            &ops::maxpool_backward(s),
             &[&d_input.buf, &d_out.buf, &argmax.buf],
-            s.input_len(),
         );
     }
 
@@ -505,12 +484,9 @@ impl Backend for GpuBackend {
     ) {
         assert!(out.len() >= s.output_len() && input.len() >= s.input_len());
         assert!(params.len() >= w_off + s.weight_len() && params.len() >= b_off + s.out_f);
-        let u = ops::dense_forward(s, w_off, b_off);
         self.launch(
-            Kernel::DenseForward,
-            &u,
+            &ops::dense_forward(s, w_off, b_off),
             &[&out.buf, &input.buf, &params.buf],
-            ops::gemm_invocations(ops::mm_tiles(&u)),
         );
     }
 
@@ -524,12 +500,9 @@ impl Backend for GpuBackend {
     ) {
         assert!(d_input.len() >= s.input_len() && d_out.len() >= s.output_len());
         assert!(params.len() >= w_off + s.weight_len());
-        let u = ops::dense_backward_input(s, w_off);
         self.launch(
-            Kernel::DenseBackwardInput,
-            &u,
+            &ops::dense_backward_input(s, w_off),
             &[&d_input.buf, &d_out.buf, &params.buf],
-            ops::gemm_invocations(ops::mm_tiles(&u)),
         );
     }
 
@@ -544,12 +517,9 @@ impl Backend for GpuBackend {
     ) {
         assert!(d_out.len() >= s.output_len() && input.len() >= s.input_len());
         assert!(grads.len() >= w_off + s.weight_len() && grads.len() >= b_off + s.out_f);
-        let u = ops::dense_backward_weight(s, w_off, b_off);
         self.launch(
-            Kernel::DenseBackwardWeight,
-            &u,
+            &ops::dense_backward_weight(s, w_off, b_off),
             &[&grads.buf, &d_out.buf, &input.buf],
-            ops::gemm_invocations(ops::mm_tiles(&u)),
         );
     }
 
@@ -561,12 +531,7 @@ impl Backend for GpuBackend {
         len: usize,
     ) {
         assert!(out.len() >= len && input.len() >= len);
-        self.launch(
-            Kernel::ActivationForward,
-            &ops::activation(len, act.code()),
-            &[&out.buf, &input.buf],
-            len,
-        );
+        self.launch(&ops::activation_forward(len, act), &[&out.buf, &input.buf]);
     }
 
     fn activation_backward(
@@ -579,10 +544,8 @@ impl Backend for GpuBackend {
     ) {
         assert!(d_input.len() >= len && d_out.len() >= len && y.len() >= len);
         self.launch(
-            Kernel::ActivationBackward,
-            &ops::activation(len, act.code()),
+            &ops::activation_backward(len, act),
             &[&d_input.buf, &d_out.buf, &y.buf],
-            len,
         );
     }
 
@@ -599,11 +562,8 @@ impl Backend for GpuBackend {
         assert!(probs.len() >= batch * classes && logits.len() >= batch * classes);
         assert!(stats.len() >= super::stats::LEN && labels.len() >= batch);
         assert!(class_weights.len() >= classes);
-        // One workgroup sums the statistics in a fixed order (see softmax_xent.wgsl).
-        let one_group = kernels::Kernel::SoftmaxXentForward.spec().workgroup as usize;
         self.launch(
-            Kernel::SoftmaxXentForward,
-            &ops::loss(batch, classes),
+            &ops::softmax_cross_entropy_forward(batch, classes),
             &[
                 &probs.buf,
                 &stats.buf,
@@ -611,7 +571,6 @@ impl Backend for GpuBackend {
                 &labels.buf,
                 &class_weights.buf,
             ],
-            one_group,
         );
     }
 
@@ -627,10 +586,8 @@ impl Backend for GpuBackend {
         assert!(d_logits.len() >= batch * classes && probs.len() >= batch * classes);
         assert!(labels.len() >= batch && class_weights.len() >= classes);
         self.launch(
-            Kernel::SoftmaxXentBackward,
-            &ops::loss(batch, classes),
+            &ops::softmax_cross_entropy_backward(batch, classes),
             &[&d_logits.buf, &probs.buf, &labels.buf, &class_weights.buf],
-            batch * classes,
         );
     }
 
@@ -645,10 +602,8 @@ impl Backend for GpuBackend {
         assert!(confusion.len() >= classes * classes && probs.len() >= batch * classes);
         assert!(labels.len() >= batch);
         self.launch(
-            Kernel::ConfusionAccumulate,
-            &ops::loss(batch, classes),
+            &ops::confusion_accumulate(batch, classes),
             &[&confusion.buf, &probs.buf, &labels.buf],
-            batch,
         );
     }
 
@@ -666,10 +621,8 @@ impl Backend for GpuBackend {
             "Adam buffers differ in length"
         );
         self.launch(
-            Kernel::AdamStep,
-            &ops::adam(step, n),
+            &ops::adam_step(step, n),
             &[&params.buf, &grads.buf, &m.buf, &v.buf],
-            n,
         );
     }
 }

@@ -1,16 +1,19 @@
-//! Each op's uniform parameters and launch geometry: the host side of `shaders/*.wgsl`.
+//! One function per kernel entry point, named like it: what to dispatch for one op (the
+//! kernel, its uniform struct, and how much work), from the op's shape. The host side of
+//! `shaders/*.wgsl`; `GpuBackend` adds the buffers and records the dispatch.
 //!
-//! Uniforms are written as `u32` words in the order of the WGSL structs (f32 fields as their
-//! bits); each builder names its struct. Launch sizes come from `shape::dispatch_2d`, so grids
-//! larger than the device's per-dimension limit fold into a second dimension.
+//! Work is counted in invocations for kernels that do one item per invocation, or in whole
+//! workgroups for the GEMM kernels (one per 32×32 tile of C) and the loss's single workgroup;
+//! the workgroup size itself is the shader's (see [`super::kernels`]). Grids larger than the
+//! device's per-dimension limit fold into a second dimension (`shape::dispatch_2d`).
 
-use crate::backend::AdamStep;
+use super::kernels::Kernel;
+use super::uniforms::{Act, AdamParams, Conv, Gather, Loss, Mm, Pool, Uniform};
+use crate::backend::{Activation, AdamStep};
 use crate::shape::{Conv2dShape, DenseShape, PoolShape};
 
-/// Workgroup size of the register-tiled GEMM kernels (conv2d, dense): 8×8 invocations.
-pub(crate) const GEMM_WG: usize = 64;
-/// Side of the C tile one GEMM workgroup computes.
-const TILE: usize = 32;
+/// Side of the C tile one GEMM workgroup computes (`conv2d.wgsl`, `dense.wgsl` `TILE`).
+pub(crate) const TILE: usize = 32;
 /// `dense.wgsl` `NO_BIAS`.
 const NO_BIAS: u32 = u32::MAX;
 /// Split-K target: enough workgroups to fill a large GPU for the weight gradients.
@@ -18,242 +21,356 @@ const SPLIT_TARGET_GROUPS: usize = 1024;
 /// Split-K: shortest reduction chunk worth a partial sum of its own.
 const MIN_CHUNK: usize = 256;
 
+/// How much work a dispatch covers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Grid {
+    /// One invocation per item; invocations past the last item return.
+    Invocations(usize),
+    /// Whole workgroups: a GEMM's tiles, or one workgroup that loops over everything.
+    Workgroups(usize),
+}
+
+impl Grid {
+    /// Workgroups needed with `wg` invocations per workgroup.
+    pub(crate) fn workgroups(self, wg: u32) -> usize {
+        match self {
+            Grid::Invocations(n) => n.div_ceil(wg as usize),
+            Grid::Workgroups(n) => n,
+        }
+    }
+}
+
+/// One dispatch: the kernel, its uniform, and its grid.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct Launch<U: Uniform> {
+    /// The entry point.
+    pub(crate) kernel: Kernel,
+    /// Its parameters, the struct its shader binds at binding 0.
+    pub(crate) uniform: U,
+    /// How much work.
+    pub(crate) grid: Grid,
+}
+
+impl<U: Uniform> Launch<U> {
+    /// A launch of `kernel`, whose shader file must be the one that declares `U`.
+    fn new(kernel: Kernel, uniform: U, grid: Grid) -> Launch<U> {
+        assert_eq!(
+            kernel.spec().file,
+            U::LAYOUT.file,
+            "{} does not bind {}",
+            kernel.spec().entry,
+            U::LAYOUT.name
+        );
+        Launch {
+            kernel,
+            uniform,
+            grid,
+        }
+    }
+}
+
 /// A size as a shader `u32`; larger sizes are a bug of the caller (buffers that big cannot
 /// be bound anyway).
-pub(crate) fn u(n: usize) -> u32 {
+fn u(n: usize) -> u32 {
     u32::try_from(n).unwrap_or_else(|_| panic!("size {n} does not fit a u32 shader index"))
 }
 
-/// Invocations of a GEMM launch: 64 per 32×32 tile.
-pub(crate) fn gemm_invocations(n_tiles: u32) -> usize {
-    n_tiles as usize * GEMM_WG
-}
+// ---- data ---------------------------------------------------------------------------------
 
-/// `conv2d.wgsl` `Conv` for a forward pass.
-pub(crate) fn conv_forward(s: &Conv2dShape, w_off: usize, b_off: usize) -> [u32; 16] {
-    let tiles_m = s.out_c.div_ceil(TILE);
-    let tiles_n = (s.batch * s.out_h() * s.out_w()).div_ceil(TILE);
-    conv_uniform(s, w_off, b_off, 1, 0, tiles_m, tiles_n, tiles_m * tiles_n)
-}
-
-/// `conv2d.wgsl` `Conv` for the input gradient (rows: input channels, columns: input pixels).
-pub(crate) fn conv_backward_input(s: &Conv2dShape, w_off: usize) -> [u32; 16] {
-    let tiles_m = s.in_c.div_ceil(TILE);
-    let tiles_n = (s.batch * s.in_h * s.in_w).div_ceil(TILE);
-    conv_uniform(s, w_off, 0, 1, 0, tiles_m, tiles_n, tiles_m * tiles_n)
-}
-
-/// `conv2d.wgsl` `Conv` for the weight gradient, and the split count: the reduction over
-/// `batch·out_h·out_w` is cut into chunks so that small layers still fill the device.
-pub(crate) fn conv_backward_weight(s: &Conv2dShape, w_off: usize, b_off: usize) -> [u32; 16] {
-    let tiles_m = s.out_c.div_ceil(TILE);
-    let tiles_n = (s.patch_len() + 1).div_ceil(TILE);
-    let total = s.batch * s.out_h() * s.out_w();
-    let wanted = SPLIT_TARGET_GROUPS.div_ceil(tiles_m * tiles_n);
-    let most = total.div_ceil(MIN_CHUNK).max(1);
-    let chunk = total.div_ceil(wanted.clamp(1, most));
-    let splits = total.div_ceil(chunk);
-    conv_uniform(
-        s,
-        w_off,
-        b_off,
-        splits,
-        chunk,
-        tiles_m,
-        tiles_n,
-        tiles_m * tiles_n * splits,
+/// `gather_batch` of `batch` square images of `side × side` pixels from `order[offset..]`:
+/// one invocation per gathered pixel.
+pub(crate) fn gather_batch(batch: usize, offset: usize, side: usize) -> Launch<Gather> {
+    let uniform = Gather {
+        batch: u(batch),
+        offset: u(offset),
+        pixels: u(side * side),
+        side: u(side),
+    };
+    Launch::new(
+        Kernel::GatherBatch,
+        uniform,
+        Grid::Invocations(batch * side * side),
     )
 }
 
-/// Elements of the split-K partials `(splits, out_c, patch_len + 1)` of a weight-gradient
-/// uniform; 0 when it writes the gradients directly.
-pub(crate) fn conv_partials_len(s: &Conv2dShape, uniform: &[u32; 16]) -> usize {
-    let splits = uniform[10] as usize;
-    if splits == 1 {
+// ---- convolution --------------------------------------------------------------------------
+
+/// A `Conv` of shape `s` with every tiling and split field zero, filled in by the entry
+/// points below.
+fn conv(s: &Conv2dShape, w_off: usize, b_off: usize) -> Conv {
+    Conv {
+        batch: u(s.batch),
+        in_c: u(s.in_c),
+        in_h: u(s.in_h),
+        in_w: u(s.in_w),
+        out_c: u(s.out_c),
+        out_h: u(s.out_h()),
+        out_w: u(s.out_w()),
+        k: u(s.k),
+        w_off: u(w_off),
+        b_off: u(b_off),
+        splits: 1,
+        chunk: 0,
+        tiles_m: 0,
+        tiles_n: 0,
+        n_tiles: 0,
+        _pad: 0,
+    }
+}
+
+/// A GEMM launch over `rows × cols` of C in 32×32 tiles, one workgroup per tile (per split).
+fn conv_gemm(kernel: Kernel, mut uniform: Conv, rows: usize, cols: usize) -> Launch<Conv> {
+    let (tiles_m, tiles_n) = (rows.div_ceil(TILE), cols.div_ceil(TILE));
+    let n_tiles = tiles_m * tiles_n * uniform.splits as usize;
+    uniform.tiles_m = u(tiles_m);
+    uniform.tiles_n = u(tiles_n);
+    uniform.n_tiles = u(n_tiles);
+    Launch::new(kernel, uniform, Grid::Workgroups(n_tiles))
+}
+
+/// `conv2d_forward`: C `(out_c, batch·out_h·out_w)`.
+pub(crate) fn conv2d_forward(s: &Conv2dShape, w_off: usize, b_off: usize) -> Launch<Conv> {
+    let cols = s.batch * s.out_h() * s.out_w();
+    conv_gemm(Kernel::Conv2dForward, conv(s, w_off, b_off), s.out_c, cols)
+}
+
+/// `conv2d_backward_input`: C `(in_c, batch·in_h·in_w)`.
+pub(crate) fn conv2d_backward_input(s: &Conv2dShape, w_off: usize) -> Launch<Conv> {
+    let cols = s.batch * s.in_h * s.in_w;
+    conv_gemm(Kernel::Conv2dBackwardInput, conv(s, w_off, 0), s.in_c, cols)
+}
+
+/// `conv2d_backward_weight`: C `(out_c, patch_len + 1)` (the last column is the bias), with
+/// the reduction over `batch·out_h·out_w` cut into `splits` chunks of `chunk` so that small
+/// layers still fill the device. With one split it writes the gradients directly; otherwise
+/// it writes [`split_k_partials_len`] partial sums that
+/// [`conv2d_backward_weight_reduce`] adds up.
+pub(crate) fn conv2d_backward_weight(s: &Conv2dShape, w_off: usize, b_off: usize) -> Launch<Conv> {
+    let (rows, cols) = (s.out_c, s.patch_len() + 1);
+    let tiles = rows.div_ceil(TILE) * cols.div_ceil(TILE);
+    let total = s.batch * s.out_h() * s.out_w();
+    let wanted = SPLIT_TARGET_GROUPS.div_ceil(tiles);
+    let most = total.div_ceil(MIN_CHUNK).max(1);
+    let chunk = total.div_ceil(wanted.clamp(1, most));
+    let mut uniform = conv(s, w_off, b_off);
+    uniform.splits = u(total.div_ceil(chunk));
+    uniform.chunk = u(chunk);
+    conv_gemm(Kernel::Conv2dBackwardWeight, uniform, rows, cols)
+}
+
+/// Elements of the split-K partials `(splits, out_c, patch_len + 1)` a weight-gradient
+/// launch writes; 0 when it writes the gradients directly (one split).
+pub(crate) fn split_k_partials_len(weight: &Conv) -> usize {
+    if weight.splits == 1 {
         0
     } else {
-        splits * s.out_c * (s.patch_len() + 1)
+        weight.splits as usize * gradient_len(weight)
     }
 }
 
-/// Invocations of the split-K reduction: one per weight and bias gradient.
-pub(crate) fn conv_reduce_invocations(s: &Conv2dShape) -> usize {
-    s.out_c * (s.patch_len() + 1)
+/// Weight and bias gradients of a convolution: `out_c · (in_c·k·k + 1)`.
+fn gradient_len(c: &Conv) -> usize {
+    c.out_c as usize * (c.in_c as usize * (c.k * c.k) as usize + 1)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn conv_uniform(
-    s: &Conv2dShape,
-    w_off: usize,
-    b_off: usize,
-    splits: usize,
-    chunk: usize,
-    tiles_m: usize,
-    tiles_n: usize,
-    n_tiles: usize,
-) -> [u32; 16] {
-    [
-        u(s.batch),
-        u(s.in_c),
-        u(s.in_h),
-        u(s.in_w),
-        u(s.out_c),
-        u(s.out_h()),
-        u(s.out_w()),
-        u(s.k),
-        u(w_off),
-        u(b_off),
-        u(splits),
-        u(chunk),
-        u(tiles_m),
-        u(tiles_n),
-        u(n_tiles),
-        0,
-    ]
+/// `conv2d_backward_weight_reduce` after the split-K launch `weight`: one invocation per
+/// weight and bias gradient, summing its partials in split order.
+pub(crate) fn conv2d_backward_weight_reduce(weight: &Launch<Conv>) -> Launch<Conv> {
+    assert_eq!(weight.kernel, Kernel::Conv2dBackwardWeight);
+    let grid = Grid::Invocations(gradient_len(&weight.uniform));
+    Launch::new(Kernel::Conv2dBackwardWeightReduce, weight.uniform, grid)
 }
 
-/// `maxpool.wgsl` `Pool`.
-pub(crate) fn pool(s: &PoolShape) -> [u32; 8] {
-    [
-        u(s.batch),
-        u(s.c),
-        u(s.in_h),
-        u(s.in_w),
-        u(s.size),
-        u(s.out_h()),
-        u(s.out_w()),
-        0,
-    ]
-}
+// ---- pooling ------------------------------------------------------------------------------
 
-/// `dense.wgsl` `Mm`: `C[m, n] = Σ_k A[m, k]·B[k, n]` with the strides of one entry point.
-struct Mm {
-    m: usize,
-    n: usize,
-    k: usize,
-    ones_col: bool,
-    a: (usize, usize, usize),
-    b: (usize, usize, usize),
-    c: (usize, usize),
-    bias_off: u32,
-    bias_dst: usize,
-}
-
-impl Mm {
-    fn words(&self) -> [u32; 16] {
-        let tiles_n = self.n.div_ceil(TILE);
-        let n_tiles = self.m.div_ceil(TILE) * tiles_n;
-        [
-            u(self.m),
-            u(self.n),
-            u(self.k),
-            u32::from(self.ones_col),
-            u(self.a.0),
-            u(self.a.1),
-            u(self.a.2),
-            u(self.b.0),
-            u(self.b.1),
-            u(self.b.2),
-            u(self.c.0),
-            u(self.c.1),
-            self.bias_off,
-            u(self.bias_dst),
-            u(tiles_n),
-            u(n_tiles),
-        ]
+fn pool(s: &PoolShape) -> Pool {
+    Pool {
+        batch: u(s.batch),
+        c: u(s.c),
+        in_h: u(s.in_h),
+        in_w: u(s.in_w),
+        size: u(s.size),
+        out_h: u(s.out_h()),
+        out_w: u(s.out_w()),
+        _pad: 0,
     }
+}
+
+/// `maxpool_forward`: one invocation per output element.
+pub(crate) fn maxpool_forward(s: &PoolShape) -> Launch<Pool> {
+    let grid = Grid::Invocations(s.output_len());
+    Launch::new(Kernel::MaxpoolForward, pool(s), grid)
+}
+
+/// `maxpool_backward`: one invocation per input element (a gather).
+pub(crate) fn maxpool_backward(s: &PoolShape) -> Launch<Pool> {
+    let grid = Grid::Invocations(s.input_len());
+    Launch::new(Kernel::MaxpoolBackward, pool(s), grid)
+}
+
+// ---- dense --------------------------------------------------------------------------------
+
+/// A dense GEMM `C (m, n) = A (m, k) · B (k, n)` with the tiling fields filled in, one
+/// workgroup per 32×32 tile of C.
+fn dense_gemm(kernel: Kernel, mut uniform: Mm) -> Launch<Mm> {
+    let tiles_n = (uniform.n as usize).div_ceil(TILE);
+    let n_tiles = (uniform.m as usize).div_ceil(TILE) * tiles_n;
+    uniform.tiles_n = u(tiles_n);
+    uniform.n_tiles = u(n_tiles);
+    Launch::new(kernel, uniform, Grid::Workgroups(n_tiles))
 }
 
 /// `dense_forward`: A = x `(batch, in_f)`, B = wᵀ, C = y `(batch, out_f)` plus the bias.
-pub(crate) fn dense_forward(s: &DenseShape, w_off: usize, b_off: usize) -> [u32; 16] {
-    Mm {
-        m: s.batch,
-        n: s.out_f,
-        k: s.in_f,
-        ones_col: false,
-        a: (0, s.in_f, 1),
-        b: (w_off, 1, s.in_f),
-        c: (0, s.out_f),
+pub(crate) fn dense_forward(s: &DenseShape, w_off: usize, b_off: usize) -> Launch<Mm> {
+    let uniform = Mm {
+        m: u(s.batch),
+        n: u(s.out_f),
+        k: u(s.in_f),
+        ones_col: 0,
+        a_off: 0,
+        a_sm: u(s.in_f),
+        a_sk: 1,
+        b_off: u(w_off),
+        b_sk: 1,
+        b_sn: u(s.in_f),
+        c_off: 0,
+        c_sm: u(s.out_f),
         bias_off: u(b_off),
         bias_dst: 0,
-    }
-    .words()
+        tiles_n: 0,
+        n_tiles: 0,
+    };
+    dense_gemm(Kernel::DenseForward, uniform)
 }
 
 /// `dense_backward_input`: A = dy `(batch, out_f)`, B = w `(out_f, in_f)`, C = dx.
-pub(crate) fn dense_backward_input(s: &DenseShape, w_off: usize) -> [u32; 16] {
-    Mm {
-        m: s.batch,
-        n: s.in_f,
-        k: s.out_f,
-        ones_col: false,
-        a: (0, s.out_f, 1),
-        b: (w_off, s.in_f, 1),
-        c: (0, s.in_f),
+pub(crate) fn dense_backward_input(s: &DenseShape, w_off: usize) -> Launch<Mm> {
+    let uniform = Mm {
+        m: u(s.batch),
+        n: u(s.in_f),
+        k: u(s.out_f),
+        ones_col: 0,
+        a_off: 0,
+        a_sm: u(s.out_f),
+        a_sk: 1,
+        b_off: u(w_off),
+        b_sk: u(s.in_f),
+        b_sn: 1,
+        c_off: 0,
+        c_sm: u(s.in_f),
         bias_off: NO_BIAS,
         bias_dst: 0,
-    }
-    .words()
+        tiles_n: 0,
+        n_tiles: 0,
+    };
+    dense_gemm(Kernel::DenseBackwardInput, uniform)
 }
 
 /// `dense_backward_weight`: A = dyᵀ `(out_f, batch)`, B = x `(batch, in_f)` plus a column of
 /// ones whose sums are the bias gradient, C = dw in grads.
-pub(crate) fn dense_backward_weight(s: &DenseShape, w_off: usize, b_off: usize) -> [u32; 16] {
-    Mm {
-        m: s.out_f,
-        n: s.in_f + 1,
-        k: s.batch,
-        ones_col: true,
-        a: (0, 1, s.out_f),
-        b: (0, s.in_f, 1),
-        c: (w_off, s.in_f),
+pub(crate) fn dense_backward_weight(s: &DenseShape, w_off: usize, b_off: usize) -> Launch<Mm> {
+    let uniform = Mm {
+        m: u(s.out_f),
+        n: u(s.in_f + 1),
+        k: u(s.batch),
+        ones_col: 1,
+        a_off: 0,
+        a_sm: 1,
+        a_sk: u(s.out_f),
+        b_off: 0,
+        b_sk: u(s.in_f),
+        b_sn: 1,
+        c_off: u(w_off),
+        c_sm: u(s.in_f),
         bias_off: NO_BIAS,
-        bias_dst: b_off,
+        bias_dst: u(b_off),
+        tiles_n: 0,
+        n_tiles: 0,
+    };
+    dense_gemm(Kernel::DenseBackwardWeight, uniform)
+}
+
+// ---- activations --------------------------------------------------------------------------
+
+fn act(len: usize, a: Activation) -> Act {
+    Act {
+        len: u(len),
+        code: a.code(),
+        _pad0: 0,
+        _pad1: 0,
     }
-    .words()
 }
 
-/// The tile count (word 15) of a `Mm` uniform.
-pub(crate) fn mm_tiles(words: &[u32; 16]) -> u32 {
-    words[15]
+/// `activation_forward` over the first `len` elements, one per invocation.
+pub(crate) fn activation_forward(len: usize, a: Activation) -> Launch<Act> {
+    let grid = Grid::Invocations(len);
+    Launch::new(Kernel::ActivationForward, act(len, a), grid)
 }
 
-/// The tile count (word 14) of a `Conv` uniform.
-pub(crate) fn conv_tiles(words: &[u32; 16]) -> u32 {
-    words[14]
+/// `activation_backward` over the first `len` elements, one per invocation.
+pub(crate) fn activation_backward(len: usize, a: Activation) -> Launch<Act> {
+    let grid = Grid::Invocations(len);
+    Launch::new(Kernel::ActivationBackward, act(len, a), grid)
 }
 
-/// `activation.wgsl` `Act`.
-pub(crate) fn activation(len: usize, code: u32) -> [u32; 4] {
-    [u(len), code, 0, 0]
+// ---- loss ---------------------------------------------------------------------------------
+
+fn loss(batch: usize, classes: usize) -> Loss {
+    Loss {
+        batch: u(batch),
+        classes: u(classes),
+        _pad0: 0,
+        _pad1: 0,
+    }
 }
 
-/// `softmax_xent.wgsl` `Loss`.
-pub(crate) fn loss(batch: usize, classes: usize) -> [u32; 4] {
-    [u(batch), u(classes), 0, 0]
+/// `softmax_cross_entropy_forward`: one workgroup, which sums the statistics in a fixed
+/// order (see `softmax_xent.wgsl`).
+pub(crate) fn softmax_cross_entropy_forward(batch: usize, classes: usize) -> Launch<Loss> {
+    let uniform = loss(batch, classes);
+    Launch::new(
+        Kernel::SoftmaxCrossEntropyForward,
+        uniform,
+        Grid::Workgroups(1),
+    )
 }
 
-/// `adam.wgsl` `AdamParams`.
-pub(crate) fn adam(step: &AdamStep, len: usize) -> [u32; 8] {
-    [
-        step.lr_t.to_bits(),
-        step.beta1.to_bits(),
-        step.beta2.to_bits(),
-        step.eps.to_bits(),
-        u(len),
-        0,
-        0,
-        0,
-    ]
+/// `softmax_cross_entropy_backward`: one invocation per logit.
+pub(crate) fn softmax_cross_entropy_backward(batch: usize, classes: usize) -> Launch<Loss> {
+    let grid = Grid::Invocations(batch * classes);
+    Launch::new(
+        Kernel::SoftmaxCrossEntropyBackward,
+        loss(batch, classes),
+        grid,
+    )
 }
 
-/// `data.wgsl` `Gather` for square images of `side × side` pixels.
-pub(crate) fn gather(batch: usize, offset: usize, side: usize) -> [u32; 4] {
-    [u(batch), u(offset), u(side * side), u(side)]
+/// `confusion_accumulate`: one invocation per sample.
+pub(crate) fn confusion_accumulate(batch: usize, classes: usize) -> Launch<Loss> {
+    let grid = Grid::Invocations(batch);
+    Launch::new(Kernel::ConfusionAccumulate, loss(batch, classes), grid)
+}
+
+// ---- optimizer ----------------------------------------------------------------------------
+
+/// `adam_step` over `len` parameters, one per invocation.
+pub(crate) fn adam_step(step: &AdamStep, len: usize) -> Launch<AdamParams> {
+    let uniform = AdamParams {
+        lr_t: step.lr_t,
+        beta1: step.beta1,
+        beta2: step.beta2,
+        eps: step.eps,
+        len: u(len),
+        _pad0: 0,
+        _pad1: 0,
+        _pad2: 0,
+    };
+    Launch::new(Kernel::AdamStep, uniform, Grid::Invocations(len))
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::kernels;
     use super::*;
 
     fn conv(batch: usize, in_c: usize, side: usize, out_c: usize) -> Conv2dShape {
@@ -274,29 +391,99 @@ mod tests {
             conv(32, 128, 23, 128),
             conv(3, 5, 9, 4),
         ] {
-            let w = conv_backward_weight(&s, 0, 0);
-            let (splits, chunk) = (w[10] as usize, w[11] as usize);
+            let w = conv2d_backward_weight(&s, 0, 0);
+            let u = &w.uniform;
+            let (splits, chunk) = (u.splits as usize, u.chunk as usize);
             let total = s.batch * s.out_h() * s.out_w();
             assert!(splits >= 1 && chunk >= 1);
             assert!(splits * chunk >= total, "chunks miss part of {total}");
             assert!((splits - 1) * chunk < total, "an empty split");
-            assert_eq!(w[14] as usize, w[12] as usize * w[13] as usize * splits);
+            assert_eq!(
+                u.n_tiles as usize,
+                (u.tiles_m * u.tiles_n) as usize * splits
+            );
+            assert_eq!(w.grid, Grid::Workgroups(u.n_tiles as usize));
+            // One split writes the gradients directly; more write (splits, out_c, patch + 1).
+            let partials = if splits == 1 {
+                0
+            } else {
+                splits * s.out_c * (s.patch_len() + 1)
+            };
+            assert_eq!(split_k_partials_len(u), partials);
+            let reduce = conv2d_backward_weight_reduce(&w);
+            assert_eq!(
+                reduce.uniform, w.uniform,
+                "the reduction reads the same shape"
+            );
+            assert_eq!(
+                reduce.grid,
+                Grid::Invocations(s.out_c * (s.patch_len() + 1))
+            );
         }
         // A tiny layer needs no split: its gradients are written directly.
-        let w = conv_backward_weight(&conv(1, 1, 4, 1), 0, 0);
-        assert_eq!(w[10], 1);
+        let w = conv2d_backward_weight(&conv(1, 1, 4, 1), 0, 0);
+        assert_eq!(w.uniform.splits, 1);
+        assert_eq!(split_k_partials_len(&w.uniform), 0);
     }
 
     #[test]
-    fn dense_uniforms_count_tiles_of_the_product() {
+    fn dense_launches_count_tiles_of_the_product() {
         let s = DenseShape {
             batch: 3,
             in_f: 70,
             out_f: 33,
         };
         // forward: 3×33 output → 1×2 tiles; backward weight: 33×71 → 2×3 tiles.
-        assert_eq!(mm_tiles(&dense_forward(&s, 0, 0)), 2);
-        assert_eq!(mm_tiles(&dense_backward_weight(&s, 0, 0)), 6);
-        assert_eq!(mm_tiles(&dense_backward_input(&s, 0)), 3);
+        let tiles = |l: Launch<Mm>| (l.uniform.n_tiles, l.grid);
+        assert_eq!(tiles(dense_forward(&s, 0, 0)), (2, Grid::Workgroups(2)));
+        assert_eq!(
+            tiles(dense_backward_weight(&s, 0, 0)),
+            (6, Grid::Workgroups(6))
+        );
+        assert_eq!(tiles(dense_backward_input(&s, 0)), (3, Grid::Workgroups(3)));
+    }
+
+    /// The value of the WGSL `const name: u32` of `module`, if it is a plain literal.
+    fn const_u32(module: &naga::Module, name: &str) -> Option<u32> {
+        let (_, c) = module
+            .constants
+            .iter()
+            .find(|(_, c)| c.name.as_deref() == Some(name))?;
+        match module.global_expressions[c.init] {
+            naga::Expression::Literal(naga::Literal::U32(v)) => Some(v),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn the_gemm_tile_is_the_shaders_tile() {
+        for file in ["conv2d.wgsl", "dense.wgsl"] {
+            let module = kernels::parse(file);
+            assert_eq!(
+                const_u32(&module, "TILE"),
+                Some(TILE as u32),
+                "{file}: TILE"
+            );
+        }
+        // One invocation per 4×4 block of a tile: (TILE/4)² invocations per workgroup.
+        for k in [
+            Kernel::Conv2dForward,
+            Kernel::Conv2dBackwardInput,
+            Kernel::Conv2dBackwardWeight,
+            Kernel::DenseForward,
+            Kernel::DenseBackwardInput,
+            Kernel::DenseBackwardWeight,
+        ] {
+            let module = kernels::parse(k.spec().file);
+            let wg = kernels::workgroup_size(&module, k.spec().entry);
+            assert_eq!(wg as usize, (TILE / 4) * (TILE / 4), "{}", k.spec().entry);
+        }
+    }
+
+    #[test]
+    fn grids_count_workgroups_of_the_shaders_size() {
+        assert_eq!(Grid::Invocations(257).workgroups(256), 2);
+        assert_eq!(Grid::Invocations(256).workgroups(256), 1);
+        assert_eq!(Grid::Workgroups(5).workgroups(64), 5);
     }
 }

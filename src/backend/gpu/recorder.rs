@@ -85,9 +85,8 @@ impl Recorder {
         })
     }
 
-    /// Copies `uniform` into the next free slot; returns `(page, offset)`.
-    fn push_uniform(&mut self, ctx: &Context, uniform: &[u32]) -> (usize, u64) {
-        let bytes: &[u8] = bytemuck::cast_slice(uniform);
+    /// Copies `bytes` (a uniform struct's) into the next free slot; returns `(page, offset)`.
+    fn push_uniform(&mut self, ctx: &Context, bytes: &[u8]) -> (usize, u64) {
         assert!(
             bytes.len() as u64 <= self.slot,
             "uniform larger than a slot"
@@ -111,14 +110,15 @@ impl Recorder {
         (page, offset)
     }
 
-    /// Records one dispatch of `kernel` with parameters `uniform` over `buffers` (in the
-    /// registry's binding order, the uniform left out), as `groups` workgroups `(x, y)`.
+    /// Records one dispatch of `kernel` with parameters `uniform` (the bytes of its
+    /// [`super::uniforms::Uniform`] struct) over `buffers` (in the registry's binding order,
+    /// the uniform left out), as `groups` workgroups `(x, y)`.
     pub(crate) fn dispatch(
         &mut self,
         ctx: &Context,
         pipelines: &Pipelines,
         kernel: Kernel,
-        uniform: &[u32],
+        uniform: &[u8],
         buffers: &[&Buf],
         groups: (u32, u32),
     ) {

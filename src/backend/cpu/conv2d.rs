@@ -1,4 +1,4 @@
-//! Convolution as im2col + GEMM.
+//! Convolution as im2col + GEMM (the GPU twin is `shaders/conv2d.wgsl`).
 //!
 //! For one image, im2col unrolls every k×k patch of the input into a column of
 //! `cols (patch_len, out_h·out_w)`, with row `(c·k + i)·k + j` holding
@@ -59,7 +59,7 @@ fn col2im(d_input: &mut [f32], cols: &[f32], ld: usize, s: &Conv2dShape) {
 
 /// `out (batch, out_c, out_h, out_w) = conv(input (batch, in_c, in_h, in_w), weight) + bias`;
 /// weight `(out_c, patch_len)`, bias `(out_c)`.
-pub fn forward(
+pub fn conv2d_forward(
     w: &Workers,
     out: &mut [f32],
     input: &[f32],
@@ -106,7 +106,7 @@ fn groups(images: Range<usize>) -> impl Iterator<Item = Range<usize>> {
 /// `d_input (batch, in_c, in_h, in_w)` from `d_out (batch, out_c, out_h, out_w)` and
 /// weight `(out_c, patch_len)`: per group of images, `d_cols = weightᵀ · d_out`, then
 /// col2im of each image's column block.
-pub fn backward_input(
+pub fn conv2d_backward_input(
     w: &Workers,
     d_input: &mut [f32],
     d_out: &[f32],
@@ -144,7 +144,7 @@ pub fn backward_input(
 /// overwritten. Each worker sums its images, a group at a time (one product with a
 /// GROUP× longer inner dimension), into its own accumulator; the accumulators are then added
 /// in worker order, so the result does not depend on scheduling.
-pub fn backward_weight(
+pub fn conv2d_backward_weight(
     w: &Workers,
     d_weight: &mut [f32],
     d_bias: &mut [f32],

@@ -1,4 +1,4 @@
-//! Max pooling, one image plane per task.
+//! Max pooling (`shaders/maxpool.wgsl`), one image plane per task.
 //!
 //! argmax stores the flat index `row·in_w + col` inside the input plane; the first maximum
 //! in row-major window order wins ties (a later element must be strictly greater).
@@ -7,7 +7,7 @@ use crate::shape::PoolShape;
 use rayon::prelude::*;
 
 /// `out, argmax (batch, c, out_h, out_w)` from `input (batch, c, in_h, in_w)`.
-pub fn forward(out: &mut [f32], argmax: &mut [u32], input: &[f32], s: &PoolShape) {
+pub fn maxpool_forward(out: &mut [f32], argmax: &mut [u32], input: &[f32], s: &PoolShape) {
     let (oh, ow) = (s.out_h(), s.out_w());
     let planes = s.batch * s.c;
     let in_plane = s.in_h * s.in_w;
@@ -65,7 +65,7 @@ fn window_max(plane: &[f32], oy: usize, ox: usize, s: &PoolShape) -> (f32, usize
 /// not overlap, so no element receives two gradients; elements of floor-dropped rows and
 /// columns belong to no window). Scattering from the outputs costs one store per window,
 /// where reading from the inputs would cost a division per element.
-pub fn backward(d_input: &mut [f32], d_out: &[f32], argmax: &[u32], s: &PoolShape) {
+pub fn maxpool_backward(d_input: &mut [f32], d_out: &[f32], argmax: &[u32], s: &PoolShape) {
     let (oh, ow) = (s.out_h(), s.out_w());
     let in_plane = s.in_h * s.in_w;
     d_input[..s.input_len()]

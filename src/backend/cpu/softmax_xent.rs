@@ -1,4 +1,4 @@
-//! Softmax, class-weighted cross-entropy and the confusion matrix.
+//! Softmax, class-weighted cross-entropy and the confusion matrix (`shaders/softmax_xent.wgsl`).
 
 use crate::backend::stats;
 use crate::metrics::argmax;

@@ -1,0 +1,173 @@
+//! Every shader's uniform parameters as a `#[repr(C)]` Pod struct that mirrors its WGSL struct
+//! field for field: same name, same field names in the same order, `f32` fields as `f32`,
+//! padding spelled out. The recorder copies the struct's bytes into the dispatch's uniform
+//! slot as they are.
+//!
+//! [`Uniform`] lists each struct's fields with their `offset_of!` offsets and names the WGSL
+//! struct it mirrors; `tests/shaders_valid.rs` compares that list with naga's layout of the
+//! WGSL struct (size, member names, offsets, scalar types), so a field added on one side only
+//! fails the test. What each field means is documented once, in the shader's struct.
+
+use std::mem::{offset_of, size_of};
+
+/// A Rust mirror of one WGSL uniform struct.
+pub trait Uniform: bytemuck::Pod {
+    /// Where the WGSL struct is declared and how this struct lays it out.
+    const LAYOUT: UniformLayout;
+}
+
+/// What [`Uniform`] says about one struct, for the layout test.
+#[derive(Clone, Copy, Debug)]
+pub struct UniformLayout {
+    /// Name of the WGSL struct (and of the Rust struct).
+    pub name: &'static str,
+    /// The shader file in `shaders/` that declares it.
+    pub file: &'static str,
+    /// `size_of` the Rust struct in bytes.
+    pub size: usize,
+    /// `(field name, byte offset, scalar type)` of every field, in declaration order.
+    pub fields: &'static [(&'static str, usize, &'static str)],
+}
+
+/// Declares a uniform struct (fields `u32` or `f32`, visible to the crate's launch builders)
+/// and its [`Uniform`] impl, so the field list the layout test reads is the struct itself.
+macro_rules! uniform {
+    (
+        $(#[$doc:meta])*
+        $name:ident in $file:literal {
+            $($field:ident: $ty:ident),* $(,)?
+        }
+    ) => {
+        $(#[$doc])*
+        #[repr(C)]
+        #[derive(Clone, Copy, Debug, Default, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+        pub struct $name {
+            $(pub(crate) $field: $ty),*
+        }
+
+        impl Uniform for $name {
+            const LAYOUT: UniformLayout = UniformLayout {
+                name: stringify!($name),
+                file: $file,
+                size: size_of::<$name>(),
+                fields: &[$((stringify!($field), offset_of!($name, $field), stringify!($ty))),*],
+            };
+        }
+    };
+}
+
+uniform! {
+    /// `conv2d.wgsl` `Conv`: shapes, parameter offsets, split-K and tiling of the three
+    /// convolution GEMMs and the split-K reduction.
+    Conv in "conv2d.wgsl" {
+        batch: u32,
+        in_c: u32,
+        in_h: u32,
+        in_w: u32,
+        out_c: u32,
+        out_h: u32,
+        out_w: u32,
+        k: u32,
+        w_off: u32,
+        b_off: u32,
+        splits: u32,
+        chunk: u32,
+        tiles_m: u32,
+        tiles_n: u32,
+        n_tiles: u32,
+        _pad: u32,
+    }
+}
+
+uniform! {
+    /// `maxpool.wgsl` `Pool`: the pooling shape.
+    Pool in "maxpool.wgsl" {
+        batch: u32,
+        c: u32,
+        in_h: u32,
+        in_w: u32,
+        size: u32,
+        out_h: u32,
+        out_w: u32,
+        _pad: u32,
+    }
+}
+
+uniform! {
+    /// `dense.wgsl` `Mm`: `C[m, n] = Σ_k A[m, k]·B[k, n]` with the strides and offsets of one
+    /// dense entry point, and its tiling.
+    Mm in "dense.wgsl" {
+        m: u32,
+        n: u32,
+        k: u32,
+        ones_col: u32,
+        a_off: u32,
+        a_sm: u32,
+        a_sk: u32,
+        b_off: u32,
+        b_sk: u32,
+        b_sn: u32,
+        c_off: u32,
+        c_sm: u32,
+        bias_off: u32,
+        bias_dst: u32,
+        tiles_n: u32,
+        n_tiles: u32,
+    }
+}
+
+uniform! {
+    /// `activation.wgsl` `Act`: element count and [`crate::backend::Activation::code`].
+    Act in "activation.wgsl" {
+        len: u32,
+        code: u32,
+        _pad0: u32,
+        _pad1: u32,
+    }
+}
+
+uniform! {
+    /// `softmax_xent.wgsl` `Loss`: batch and class count.
+    Loss in "softmax_xent.wgsl" {
+        batch: u32,
+        classes: u32,
+        _pad0: u32,
+        _pad1: u32,
+    }
+}
+
+uniform! {
+    /// `adam.wgsl` `AdamParams`: one step's scalars ([`crate::backend::AdamStep`]) and the
+    /// parameter count.
+    AdamParams in "adam.wgsl" {
+        lr_t: f32,
+        beta1: f32,
+        beta2: f32,
+        eps: f32,
+        len: u32,
+        _pad0: u32,
+        _pad1: u32,
+        _pad2: u32,
+    }
+}
+
+uniform! {
+    /// `data.wgsl` `Gather`: which entries of the order to gather, and the image size.
+    Gather in "data.wgsl" {
+        batch: u32,
+        offset: u32,
+        pixels: u32,
+        side: u32,
+    }
+}
+
+/// Every uniform struct, one per shader file.
+pub const UNIFORMS: &[UniformLayout] = &[
+    Conv::LAYOUT,
+    Pool::LAYOUT,
+    Mm::LAYOUT,
+    Act::LAYOUT,
+    Loss::LAYOUT,
+    AdamParams::LAYOUT,
+    Gather::LAYOUT,
+];
