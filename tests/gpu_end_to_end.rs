@@ -270,3 +270,74 @@ fn cli_request_for_an_absent_adapter_kind_fails_and_names_what_exists() {
         "{err}"
     );
 }
+
+/// Evaluation picks its batch from the device: the seed CNN's first conv output is 1.03 MiB
+/// per image, so lavapipe's 128 MiB binding limit holds 123 images, not the 256 of a full
+/// evaluation batch. `fergpu eval` of 130 images works there, and a training batch that
+/// cannot fit is refused before anything runs, naming the largest that does.
+#[test]
+fn evaluation_batches_fit_the_software_adapter_and_too_large_training_batches_are_refused() {
+    if !have_software_adapter() {
+        return;
+    }
+    let dir = scratch("e2e-batch");
+    let spec = fergpu::model::ModelSpec::cnn(
+        fergpu::backend::Activation::Relu,
+        fergpu::backend::Activation::Selu,
+    );
+    let params = fergpu::model::Plan::new(&spec, 1).unwrap().init_params(2);
+    let ck = Checkpoint {
+        spec,
+        params,
+        optimizer: None,
+        train_state: None,
+    };
+    let ck_path = dir.join("cnn.safetensors");
+    ck.save(&ck_path).unwrap();
+    let data = dir.join("faces.csv");
+    let ds = synth::generate(1300, 77);
+    fergpu::data::csv::write(&data, &ds).unwrap();
+    let out = fergpu(&[
+        "eval",
+        "--adapter",
+        "software",
+        "--checkpoint",
+        ck_path.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--split",
+        "Training",
+        "--limit",
+        "130",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("130 images"), "{stdout}");
+
+    let out = fergpu(&[
+        "train",
+        "--adapter",
+        "software",
+        "--synthetic",
+        "800",
+        "--batch-size",
+        "512",
+        "--out",
+        dir.join("run").to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("--batch-size 512 does not fit")
+            && stderr.contains("the largest batch that fits is 123"),
+        "{stderr}"
+    );
+    assert!(
+        !dir.join("run").exists(),
+        "nothing written for a refused batch"
+    );
+}

@@ -14,7 +14,7 @@ use std::path::Path;
 /// One layer of a model description. The input is always `(1, 48, 48)`; the last layer must
 /// be a Dense with 7 units and no activation (softmax is part of the loss).
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(tag = "type", rename_all = "lowercase")]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
 pub enum LayerSpec {
     /// 2-D convolution, `kernel`×`kernel`, stride 1, valid padding, then `activation`.
     Conv2d {
@@ -139,6 +139,7 @@ impl ModelSpec {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
         let bad = |e: String| Error::BadModel(format!("{}: {e}", path.display()));
         #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
         struct File {
             name: Option<String>,
             layers: Vec<LayerSpec>,
@@ -424,7 +425,8 @@ impl Plan {
             format!("the largest batch that fits is {fits}")
         };
         Err(Error::Config(format!(
-            "--batch-size {batch} does not fit {device}: {what}, over the {} MiB one buffer may              take there{}; {hint}",
+            "--batch-size {batch} does not fit {device}: {what}, over the {} MiB one buffer may \
+             take there{}; {hint}",
             limits.max_buffer_bytes >> 20,
             match limits.total_bytes {
                 Some(t) => format!(" (or half of its {} MiB in all)", t >> 20),
@@ -638,5 +640,33 @@ mod tests {
             ModelSpec::from_file(&json_path),
             Err(Error::BadModel(_))
         ));
+    }
+
+    #[test]
+    fn the_largest_batch_follows_the_largest_buffer_and_the_memory() {
+        use crate::backend::MemoryLimits;
+        let plan = Plan::new(&ModelSpec::cnn(Activation::Relu, Activation::Selu), 1).unwrap();
+        // conv1's output, 128×46×46 floats, is the largest buffer per image.
+        assert_eq!(plan.floats_per_image().0, 128 * 46 * 46);
+        let lavapipe = MemoryLimits {
+            max_buffer_bytes: 128 << 20,
+            total_bytes: None,
+        };
+        assert_eq!(plan.largest_batch(&lavapipe), 123);
+        assert!(plan.check_batch(123, &lavapipe, "lavapipe").is_ok());
+        let e = plan
+            .check_batch(124, &lavapipe, "lavapipe")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("--batch-size 124") && e.contains("largest batch that fits is 123"),
+            "{e}"
+        );
+        let small_machine = MemoryLimits {
+            max_buffer_bytes: u64::MAX,
+            total_bytes: Some(64 << 20),
+        };
+        let (_, all) = plan.floats_per_image();
+        assert_eq!(plan.largest_batch(&small_machine), (32 << 20) / (4 * all));
     }
 }
