@@ -262,6 +262,9 @@ pub struct ParamTensor {
     pub shape: Vec<usize>,
     /// Glorot-uniform fan-in + fan-out for weights; `None` for biases (initialised to zero).
     pub glorot_fans: Option<(usize, usize)>,
+    /// Whether weight decay applies: conv and dense weights yes; biases (and normalisation
+    /// parameters) no.
+    pub decay: bool,
 }
 
 impl ParamTensor {
@@ -435,6 +438,15 @@ impl Plan {
         )))
     }
 
+    /// Per-parameter weight-decay factors `(P)`: 1 where [`ParamTensor::decay`], else 0.
+    pub fn decay_mask(&self) -> Vec<f32> {
+        let mut mask = vec![0f32; self.num_params];
+        for t in self.params.iter().filter(|t| t.decay) {
+            mask[t.offset..t.offset + t.len()].fill(1.0);
+        }
+        mask
+    }
+
     /// Keras-style initial parameters: Glorot-uniform weights, zero biases, from `seed`.
     pub fn init_params(&self, seed: u64) -> Vec<f32> {
         let mut rng = Rng::new(seed);
@@ -477,6 +489,7 @@ impl PlanBuilder {
             offset,
             shape,
             glorot_fans: fans,
+            decay: fans.is_some(),
         };
         plan.num_params += t.len();
         plan.params.push(t);
