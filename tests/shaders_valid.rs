@@ -36,6 +36,8 @@ fn every_shader_parses_and_validates() {
         "batchnorm.wgsl",
         "dropout.wgsl",
         "globalavgpool.wgsl",
+        "conv2d_tiled.wgsl",
+        "dense_tiled.wgsl",
     ];
     for name in expected {
         assert!(SHADERS.iter().any(|s| s.name == name), "{name} missing");
@@ -169,6 +171,19 @@ fn each_backend_method_names_its_entry_point_cpu_function_and_parity_test() {
 #[test]
 fn workgroup_sizes_are_declared_once_as_named_constants() {
     for k in KERNELS {
+        if k.kernel.is_tiled() {
+            // The tiles set it: `override WG = (BM / TM) * (BN / TN)`, 1-D.
+            let module = kernels::parse(k.file);
+            let ep = module
+                .entry_points
+                .iter()
+                .find(|e| e.name == k.entry)
+                .unwrap();
+            let overrides = ep.workgroup_size_overrides.expect("an override size");
+            assert!(overrides[0].is_some() && overrides[1].is_none() && overrides[2].is_none());
+            assert_eq!(ep.workgroup_size[1..], [1, 1], "{}", k.entry);
+            continue;
+        }
         // The host reflects a 1-D size (this panics otherwise).
         let wg = kernels::workgroup_size(&kernels::parse(k.file), k.entry);
         assert!(wg.is_power_of_two(), "{}: workgroup size {wg}", k.entry);
@@ -264,7 +279,9 @@ fn compare_layout(u: &UniformLayout, source: &str) -> Result<(), String> {
 #[test]
 fn every_rust_uniform_has_the_layout_of_its_wgsl_struct() {
     for u in UNIFORMS {
-        compare_layout(u, shader_source(u.file)).unwrap_or_else(|e| panic!("{}: {e}", u.file));
+        for file in u.files {
+            compare_layout(u, shader_source(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
+        }
     }
 }
 
@@ -278,7 +295,9 @@ fn every_uniform_binding_has_a_rust_mirror() {
             }
             let name = module.types[v.ty].name.as_deref().unwrap_or("?");
             assert!(
-                UNIFORMS.iter().any(|u| u.name == name && u.file == s.name),
+                UNIFORMS
+                    .iter()
+                    .any(|u| u.name == name && u.files.contains(&s.name)),
                 "{}: uniform struct {name} has no Rust mirror in gpu/uniforms.rs",
                 s.name
             );
@@ -298,7 +317,7 @@ fn assert_fails(r: Result<(), String>, why: &str) {
 fn the_layout_check_fails_when_a_field_is_added_on_one_side_only() {
     // Pool: its last field is padding the shader never reads, so the edits below still parse.
     let pool = UNIFORMS.iter().find(|u| u.name == "Pool").expect("Pool");
-    let source = shader_source(pool.file);
+    let source = shader_source(pool.files[0]);
     compare_layout(pool, source).expect("the real pair matches");
 
     // A field only in WGSL (where the padding was: the size stays 32 bytes).
@@ -326,4 +345,34 @@ fn the_layout_check_fails_when_a_field_is_added_on_one_side_only() {
         ..*pool
     };
     assert_fails(compare_layout(&retyped, source), "fields differ");
+}
+
+#[test]
+fn every_tile_configuration_specializes_and_validates_for_every_tiled_kernel() {
+    use fergpu::backend::gpu::tiles::TILE_CONFIGS;
+    for k in KERNELS.iter().filter(|k| k.kernel.is_tiled()) {
+        let source = shader_source(k.file);
+        let (module, info) = validated(k.file, source);
+        for cfg in TILE_CONFIGS {
+            let constants: naga::back::PipelineConstants = cfg
+                .constants()
+                .iter()
+                .map(|&(name, v)| (name.to_string(), v))
+                .collect();
+            let (m, _) = naga::back::pipeline_constants::process_overrides(
+                &module,
+                &info,
+                Some((naga::ShaderStage::Compute, k.entry)),
+                &constants,
+            )
+            .unwrap_or_else(|e| panic!("{} with {cfg}: {e}", k.entry));
+            let ep = m.entry_points.iter().find(|e| e.name == k.entry).unwrap();
+            assert_eq!(
+                ep.workgroup_size,
+                [cfg.workgroup(), 1, 1],
+                "{} with {cfg}",
+                k.entry
+            );
+        }
+    }
 }

@@ -594,4 +594,11 @@ pub trait Backend {
         d_out: &Self::Tensor,
         s: &GlobalAvgPoolShape,
     );
+
+    // ---- profiling ----------------------------------------------------------------------
+
+    /// Says which op of the model's plan the calls that follow run (`None`: none, e.g. the
+    /// loss or the optimizer), so that a profile can name each kernel's layer (`fergpu
+    /// profile`). Not an op: it computes nothing, and does nothing by default.
+    fn label_op(&self, _op: Option<usize>) {}
 }

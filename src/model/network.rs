@@ -121,6 +121,7 @@ impl<B: Backend> Network<B> {
     pub fn forward(&mut self, be: &B, batch: usize, mode: Mode) {
         self.mode = mode;
         for (i, op) in self.ops_at(batch).iter().enumerate() {
+            be.label_op(Some(i));
             let (before, rest) = self.outs.split_at_mut(i);
             let input = if i == 0 { &self.x } else { &before[i - 1] };
             let out = &mut rest[0];
@@ -178,6 +179,7 @@ impl<B: Backend> Network<B> {
                 Op::GlobalAvgPool { shape } => be.globalavgpool_forward(out, input, &shape),
             }
         }
+        be.label_op(None);
     }
 
     /// Softmax of the logits into `probs`, accumulating loss statistics into `stats (4)`.
@@ -218,6 +220,7 @@ impl<B: Backend> Network<B> {
             NUM_CLASSES,
         );
         for (i, op) in ops.iter().enumerate().rev() {
+            be.label_op(Some(i));
             let input = if i == 0 { &self.x } else { &self.outs[i - 1] };
             // The first op's input is the image: it needs no gradient.
             let need_input_grad = i > 0;
@@ -283,6 +286,7 @@ impl<B: Backend> Network<B> {
             }
             std::mem::swap(&mut d_out, &mut d_in);
         }
+        be.label_op(None);
     }
 }
 

@@ -24,6 +24,9 @@ pub(crate) struct Buf {
     pub(crate) id: u64,
     /// Dropped with the buffer: lets the bind group cache drop entries of dead buffers.
     alive: Arc<()>,
+    /// A 4-byte stand-in for a buffer the device could not make (the reason is recorded):
+    /// launches that bind it are skipped, so that no kernel ever indexes past it.
+    pub(crate) stand_in: bool,
 }
 
 impl Buf {
@@ -57,11 +60,20 @@ impl Buf {
         Buf::wrap(raw)
     }
 
+    /// A 4-byte stand-in for a buffer that could not be made (see [`Buf::stand_in`]).
+    pub(crate) fn stand_in(device: &wgpu::Device, label: &str) -> Buf {
+        Buf {
+            stand_in: true,
+            ..Buf::zeroed(device, 4, label)
+        }
+    }
+
     fn wrap(raw: wgpu::Buffer) -> Buf {
         Buf {
             raw,
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             alive: Arc::new(()),
+            stand_in: false,
         }
     }
 

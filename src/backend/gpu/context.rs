@@ -85,6 +85,9 @@ pub(crate) struct Context {
     pub(crate) summary: AdapterSummary,
     pub(crate) limits: wgpu::Limits,
     pub(crate) errors: ErrorSink,
+    /// Whether the device was opened with `Features::TIMESTAMP_QUERY` (the adapter has it):
+    /// compute passes can then write timestamps (`fergpu profile`, autotuning).
+    pub(crate) timestamps: bool,
 }
 
 impl Context {
@@ -98,8 +101,17 @@ impl Context {
         // The adapter's limits rather than the WebGPU defaults: the data set and the large
         // layers need big storage bindings.
         let limits = adapter.limits();
+        // Timestamps at the start and end of compute passes are all the profile needs (each
+        // dispatch has its own pass), so the inside-encoder/inside-pass features are not
+        // asked for. Requested only where the adapter has it.
+        let timestamps = adapter.features().contains(wgpu::Features::TIMESTAMP_QUERY);
         let desc = wgpu::DeviceDescriptor {
             label: Some("fergpu"),
+            required_features: if timestamps {
+                wgpu::Features::TIMESTAMP_QUERY
+            } else {
+                wgpu::Features::empty()
+            },
             required_limits: limits.clone(),
             memory_hints: wgpu::MemoryHints::Performance,
             ..Default::default()
@@ -130,6 +142,7 @@ impl Context {
             summary,
             limits,
             errors,
+            timestamps,
         })
     }
 

@@ -9,13 +9,21 @@
 //! parameter: the GEMM kernels' 8×8 invocations × 4×4 blocks = 32×32 tiles, and the loss
 //! kernel's workgroup arrays, are written for one size, so the shader should state it and
 //! stay complete on its own (naga validates every file without a pipeline-constant pass, and
-//! `EntryPoint::workgroup_size` is known without one). When the tile sizes become `override`
-//! constants (a later issue), the workgroup size follows from them and is passed to
-//! pipeline creation from the Rust side instead.
+//! `EntryPoint::workgroup_size` is known without one).
+//!
+//! The tiled kernels (`conv2d_tiled.wgsl`, `dense_tiled.wgsl`) are the exception: their tile
+//! sizes are free parameters, so they are `override` constants that the host sets per
+//! pipeline from a [`TileConfig`] (one pipeline per kernel and configuration, built on first
+//! use and kept), and the workgroup size follows from them in the shader
+//! (`override WG = (BM / TM) * (BN / TN)`); the host knows it from the configuration.
 //!
 //! The registry is public so `tests/shaders_valid.rs` can check, without a GPU, that each
 //! shader parses and validates with naga, that each entry point exists with the bindings
 //! listed here, and that each uniform struct of [`super::uniforms`] matches its WGSL struct.
+
+use super::tiles::TileConfig;
+use std::collections::HashMap;
+use std::sync::Mutex;
 
 /// One WGSL source file of `shaders/`.
 #[derive(Clone, Copy, Debug)]
@@ -67,6 +75,14 @@ pub const SHADERS: &[ShaderFile] = &[
     ShaderFile {
         name: "globalavgpool.wgsl",
         source: include_str!("../../../shaders/globalavgpool.wgsl"),
+    },
+    ShaderFile {
+        name: "conv2d_tiled.wgsl",
+        source: include_str!("../../../shaders/conv2d_tiled.wgsl"),
+    },
+    ShaderFile {
+        name: "dense_tiled.wgsl",
+        source: include_str!("../../../shaders/dense_tiled.wgsl"),
     },
 ];
 
@@ -130,6 +146,19 @@ pub enum Kernel {
     GlobalavgpoolForward,
     /// `globalavgpool.wgsl` `globalavgpool_backward`.
     GlobalavgpoolBackward,
+    /// `conv2d_tiled.wgsl` `conv2d_forward_tiled`.
+    Conv2dForwardTiled,
+    /// `conv2d_tiled.wgsl` `conv2d_backward_input_tiled`.
+    Conv2dBackwardInputTiled,
+    /// `conv2d_tiled.wgsl` `conv2d_backward_weight_tiled` (split-K partials, or grads with one
+    /// split; the partials are summed by [`Kernel::Conv2dBackwardWeightReduce`]).
+    Conv2dBackwardWeightTiled,
+    /// `dense_tiled.wgsl` `dense_forward_tiled`.
+    DenseForwardTiled,
+    /// `dense_tiled.wgsl` `dense_backward_input_tiled`.
+    DenseBackwardInputTiled,
+    /// `dense_tiled.wgsl` `dense_backward_weight_tiled`.
+    DenseBackwardWeightTiled,
 }
 
 /// An entry point's file, name and bind group layout (its workgroup size is the shader's,
@@ -291,6 +320,42 @@ pub const KERNELS: &[KernelSpec] = &[
         "globalavgpool_backward",
         &[(0, U), (3, W), (4, R)],
     ),
+    spec(
+        Kernel::Conv2dForwardTiled,
+        "conv2d_tiled.wgsl",
+        "conv2d_forward_tiled",
+        OUT_IN_IN,
+    ),
+    spec(
+        Kernel::Conv2dBackwardInputTiled,
+        "conv2d_tiled.wgsl",
+        "conv2d_backward_input_tiled",
+        OUT_IN_IN,
+    ),
+    spec(
+        Kernel::Conv2dBackwardWeightTiled,
+        "conv2d_tiled.wgsl",
+        "conv2d_backward_weight_tiled",
+        OUT_IN_IN,
+    ),
+    spec(
+        Kernel::DenseForwardTiled,
+        "dense_tiled.wgsl",
+        "dense_forward_tiled",
+        OUT_IN_IN,
+    ),
+    spec(
+        Kernel::DenseBackwardInputTiled,
+        "dense_tiled.wgsl",
+        "dense_backward_input_tiled",
+        OUT_IN_IN,
+    ),
+    spec(
+        Kernel::DenseBackwardWeightTiled,
+        "dense_tiled.wgsl",
+        "dense_backward_weight_tiled",
+        OUT_IN_IN,
+    ),
 ];
 
 const fn spec(
@@ -352,31 +417,93 @@ pub fn workgroup_size(module: &naga::Module, entry: &str) -> u32 {
     x
 }
 
-/// One kernel's compiled state.
-struct Entry {
-    pipeline: wgpu::ComputePipeline,
-    layout: wgpu::BindGroupLayout,
-    /// Invocations per workgroup, reflected from the shader.
-    workgroup: u32,
+/// The shader files whose kernels index buffers only through the op's shape, which the host
+/// checks against the buffers' lengths before every launch (`GpuBackend`'s asserts), and
+/// fixed-size arrays only through loop counters bounded by the tile sizes: the GEMM kernels.
+/// Their modules can be built without wgpu's runtime bounds checks
+/// ([`BuildOptions::bounds_checks`]). The others keep them: `data.wgsl` and `maxpool.wgsl`
+/// follow indices read from device buffers, and the rest are cheap.
+pub const UNCHECKED_FILES: &[&str] = &[
+    "conv2d.wgsl",
+    "dense.wgsl",
+    "conv2d_tiled.wgsl",
+    "dense_tiled.wgsl",
+];
+
+/// How the shader modules and pipelines are built.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BuildOptions {
+    /// Keep wgpu's runtime bounds checks in every module (`true`), or build the
+    /// [`UNCHECKED_FILES`] without them (`false`, the default): on Vulkan, naga otherwise
+    /// clamps every index into the tiled kernels' workgroup and register arrays.
+    pub bounds_checks: bool,
 }
 
-/// Every kernel's pipeline, bind group layout and workgroup size, built once per device.
+impl Kernel {
+    /// Whether this is a workgroup-memory kernel whose tile sizes (and so its workgroup
+    /// size) are `override` constants set per pipeline from a [`TileConfig`].
+    pub fn is_tiled(self) -> bool {
+        matches!(
+            self,
+            Kernel::Conv2dForwardTiled
+                | Kernel::Conv2dBackwardInputTiled
+                | Kernel::Conv2dBackwardWeightTiled
+                | Kernel::DenseForwardTiled
+                | Kernel::DenseBackwardInputTiled
+                | Kernel::DenseBackwardWeightTiled
+        )
+    }
+}
+
+/// One kernel's compiled state.
+struct Entry {
+    /// The pipeline of a kernel with a fixed workgroup size; tiled kernels have one per
+    /// configuration, in [`Pipelines::tiled`].
+    pipeline: Option<wgpu::ComputePipeline>,
+    layout: wgpu::BindGroupLayout,
+    pipeline_layout: wgpu::PipelineLayout,
+    /// Invocations per workgroup, reflected from the shader (0 for tiled kernels).
+    workgroup: u32,
+    /// The shader file's module, by index into [`Pipelines::modules`].
+    module: usize,
+}
+
+/// Every kernel's pipeline, bind group layout and workgroup size, built once per device; the
+/// tiled kernels' pipelines built on first use, once per configuration.
 pub(crate) struct Pipelines {
     /// Indexed by `Kernel as usize`.
     entries: Vec<Entry>,
+    /// One module per shader file, in [`SHADERS`] order.
+    modules: Vec<wgpu::ShaderModule>,
+    /// Pipelines of the tiled kernels, by kernel and configuration.
+    tiled: Mutex<HashMap<(Kernel, TileConfig), wgpu::ComputePipeline>>,
 }
 
 impl Pipelines {
-    /// Compiles every shader module once and builds one pipeline per entry point.
-    pub(crate) fn new(device: &wgpu::Device) -> Pipelines {
-        let modules: Vec<(&str, wgpu::ShaderModule, naga::Module)> = SHADERS
+    /// Compiles every shader module once and builds one pipeline per entry point of fixed
+    /// workgroup size.
+    pub(crate) fn new(device: &wgpu::Device, opts: BuildOptions) -> Pipelines {
+        let modules: Vec<wgpu::ShaderModule> = SHADERS
             .iter()
             .map(|s| {
-                let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                let desc = wgpu::ShaderModuleDescriptor {
                     label: Some(s.name),
                     source: wgpu::ShaderSource::Wgsl(s.source.into()),
-                });
-                (s.name, module, parse(s.name))
+                };
+                if opts.bounds_checks || !UNCHECKED_FILES.contains(&s.name) {
+                    device.create_shader_module(desc)
+                } else {
+                    let mut checks = wgpu::ShaderRuntimeChecks::checked();
+                    checks.bounds_checks = false;
+                    // SAFETY: the kernels of these files read and write buffers only at
+                    // indices bounded by the op's shape (clamped with `min` or guarded), which
+                    // `GpuBackend` asserts against every bound buffer's length before recording
+                    // a launch; their workgroup and private arrays are indexed by loop counters
+                    // bounded by the tile sizes (see the files' headers). tests/gpu_parity.rs
+                    // and tests/gpu_variants.rs run every kernel of these files, unchecked,
+                    // with buffers longer than the shape prefilled with junk.
+                    unsafe { device.create_shader_module_trusted(desc, checks) }
+                }
             })
             .collect();
         let entries = KERNELS
@@ -384,21 +511,62 @@ impl Pipelines {
             .enumerate()
             .map(|(i, k)| {
                 assert_eq!(k.kernel as usize, i, "KERNELS out of Kernel order");
-                let (_, module, reflected) = modules.iter().find(|m| m.0 == k.file).unwrap();
-                let (pipeline, layout) = build(device, module, k);
+                let module = SHADERS.iter().position(|s| s.name == k.file).unwrap();
+                let (layout, pipeline_layout) = layouts(device, k);
+                let (pipeline, workgroup) = if k.kernel.is_tiled() {
+                    (None, 0)
+                } else {
+                    let pipeline = build(device, &pipeline_layout, &modules[module], k, &[]);
+                    (Some(pipeline), workgroup_size(&parse(k.file), k.entry))
+                };
                 Entry {
                     pipeline,
                     layout,
-                    workgroup: workgroup_size(reflected, k.entry),
+                    pipeline_layout,
+                    workgroup,
+                    module,
                 }
             })
             .collect();
-        Pipelines { entries }
+        Pipelines {
+            entries,
+            modules,
+            tiled: Mutex::new(HashMap::new()),
+        }
     }
 
-    /// The pipeline of `k`.
+    /// The pipeline of `k`, a kernel of fixed workgroup size.
     pub(crate) fn pipeline(&self, k: Kernel) -> &wgpu::ComputePipeline {
-        &self.entries[k as usize].pipeline
+        self.entries[k as usize]
+            .pipeline
+            .as_ref()
+            .unwrap_or_else(|| panic!("{:?} is tiled: it needs a configuration", k))
+    }
+
+    /// The pipeline of the tiled kernel `k` with tiles `cfg`, built on first use.
+    pub(crate) fn tiled(
+        &self,
+        device: &wgpu::Device,
+        k: Kernel,
+        cfg: TileConfig,
+    ) -> wgpu::ComputePipeline {
+        assert!(k.is_tiled(), "{k:?} has no tile configurations");
+        cfg.check().unwrap_or_else(|e| panic!("{e}"));
+        let mut built = self.tiled.lock().unwrap_or_else(|p| p.into_inner());
+        built
+            .entry((k, cfg))
+            .or_insert_with(|| {
+                let e = &self.entries[k as usize];
+                let constants = cfg.constants();
+                build(
+                    device,
+                    &e.pipeline_layout,
+                    &self.modules[e.module],
+                    k.spec(),
+                    &constants,
+                )
+            })
+            .clone()
     }
 
     /// The bind group layout of `k`.
@@ -406,18 +574,19 @@ impl Pipelines {
         &self.entries[k as usize].layout
     }
 
-    /// Invocations per workgroup of `k`.
+    /// Invocations per workgroup of `k`, a kernel of fixed workgroup size.
     pub(crate) fn workgroup(&self, k: Kernel) -> u32 {
-        self.entries[k as usize].workgroup
+        let wg = self.entries[k as usize].workgroup;
+        assert!(
+            wg > 0,
+            "{k:?} is tiled: its workgroup is its configuration's"
+        );
+        wg
     }
 }
 
-/// One entry point's explicit bind group layout and pipeline.
-fn build(
-    device: &wgpu::Device,
-    module: &wgpu::ShaderModule,
-    k: &KernelSpec,
-) -> (wgpu::ComputePipeline, wgpu::BindGroupLayout) {
+/// One entry point's explicit bind group layout and pipeline layout.
+fn layouts(device: &wgpu::Device, k: &KernelSpec) -> (wgpu::BindGroupLayout, wgpu::PipelineLayout) {
     let entries: Vec<wgpu::BindGroupLayoutEntry> = k
         .bindings
         .iter()
@@ -445,13 +614,28 @@ fn build(
         bind_group_layouts: &[Some(&bgl)],
         immediate_size: 0,
     });
-    let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+    (bgl, layout)
+}
+
+/// The pipeline of entry point `k` with `override` values `constants`. The tiled kernels
+/// (the only ones with constants) skip zero-filling their workgroup memory: each copies its
+/// whole tiles before the barrier that precedes every read (see `conv2d_tiled.wgsl`).
+fn build(
+    device: &wgpu::Device,
+    layout: &wgpu::PipelineLayout,
+    module: &wgpu::ShaderModule,
+    k: &KernelSpec,
+    constants: &[(&str, f64)],
+) -> wgpu::ComputePipeline {
+    device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
         label: Some(k.entry),
-        layout: Some(&layout),
+        layout: Some(layout),
         module,
         entry_point: Some(k.entry),
-        compilation_options: Default::default(),
+        compilation_options: wgpu::PipelineCompilationOptions {
+            constants,
+            zero_initialize_workgroup_memory: !k.kernel.is_tiled(),
+        },
         cache: None,
-    });
-    (pipeline, bgl)
+    })
 }

@@ -6,7 +6,12 @@
 //! - `recorder`: one command encoder per batch, per-dispatch uniform slots, bind group cache;
 //! - [`uniforms`]: each shader's uniform struct, mirrored as a `#[repr(C)]` Pod struct;
 //! - `ops`: one function per entry point: the kernel, its uniform and its grid for a shape;
-//! - `buffers`: the tensor, index and data-set types.
+//! - `buffers`: the tensor, index and data-set types;
+//! - [`tiles`]: the GEMM-shaped launches' variants (register-only or workgroup-memory tiled
+//!   kernels with a tile configuration) and the default choice;
+//! - [`autotune`]: choosing variants by measurement, cached on disk per adapter and shape;
+//! - [`timing`]: timing sessions (GPU timestamps or wall clock) and host-side step times,
+//!   for `fergpu profile` and autotuning.
 //!
 //! A training step records all its dispatches into one encoder; [`Backend::submit`] hands it
 //! to the queue. Nothing is read back per batch: loss statistics accumulate in a device
@@ -15,21 +20,27 @@
 //! [`crate::Error::Gpu`]; a failed download returns NaNs and records why.
 
 pub mod adapter;
+pub mod autotune;
 mod buffers;
 pub(crate) mod context;
 pub mod kernels;
 mod ops;
 mod recorder;
+pub mod tiles;
+pub mod timing;
 pub mod uniforms;
 
 pub use buffers::{GpuImages, GpuIndices, GpuTensor};
 
 use self::adapter::{AdapterRequest, AdapterSummary, GpuApi};
+use self::autotune::{Autotune, Choice, Tuner};
 use self::buffers::Buf;
 use self::context::Context;
-use self::kernels::Pipelines;
+use self::kernels::{BuildOptions, Pipelines};
 use self::ops::Launch;
-use self::recorder::Recorder;
+use self::recorder::{Dispatch, Recorder};
+use self::tiles::{Gemm, GemmShape, TuneKey, Variant};
+use self::timing::{HostTimes, TimedDispatch, Timer};
 use self::uniforms::Uniform;
 use super::{Activation, AdamStep, Backend, BatchNorm, Dropout, MemoryLimits};
 use crate::shape::{
@@ -37,8 +48,26 @@ use crate::shape::{
     IMAGE_PIXELS, IMAGE_SIDE, NUM_CLASSES,
 };
 use crate::Result;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
+
+/// Timed repetitions of each variant when autotuning (after one untimed warm-up).
+const TUNE_REPS: usize = 3;
+/// A variant whose warm-up run takes this many times the best time so far is not timed
+/// further (on slow adapters the losers would dominate the tuning time).
+const TUNE_GIVE_UP: f64 = 4.0;
+
+/// How a [`GpuBackend`] is opened beyond the adapter: autotuning and shader building.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GpuOptions {
+    /// How the GEMM-shaped launches choose their variant (`--autotune`).
+    pub autotune: Autotune,
+    /// The autotune cache's folder (`None`: [`autotune::cache_dir`]).
+    pub cache_dir: Option<PathBuf>,
+    /// How shader modules and pipelines are built.
+    pub build: BuildOptions,
+}
 
 /// Host↔device traffic a [`GpuBackend`] has issued since it was opened. Tests use it to check
 /// that a training step is one submission and that nothing is read back per batch.
@@ -66,6 +95,12 @@ pub struct GpuBackend {
     readbacks: AtomicUsize,
     /// Bytes written into existing buffers so far (see [`Traffic`]).
     written: AtomicU64,
+    /// The variant every GEMM-shaped launch uses, when a test forces one.
+    forced: Option<Variant>,
+    /// Variant choices by shape, and the autotune cache.
+    tuner: Mutex<Tuner>,
+    /// The plan op the current calls run for ([`Backend::label_op`]; `usize::MAX`: none).
+    op: AtomicUsize,
 }
 
 impl std::fmt::Debug for GpuBackend {
@@ -80,13 +115,31 @@ impl GpuBackend {
     /// Opens the adapter `req` asks for (through `api`, or any API), requesting the adapter's
     /// own limits, and builds every pipeline. `AdapterRequest::Cpu` is not a GPU adapter and
     /// is an error here ([`crate::device::run_on`] handles it).
+    ///
+    /// Autotuning is off ([`tiles::default_variant`]): a library user asks for it with
+    /// [`GpuBackend::with_options`].
     pub fn new(req: &AdapterRequest, api: Option<GpuApi>) -> Result<GpuBackend> {
+        let opts = GpuOptions {
+            autotune: Autotune::Off,
+            ..GpuOptions::default()
+        };
+        GpuBackend::with_options(req, api, &opts)
+    }
+
+    /// Opens the adapter `req` asks for (through `api`, or any API) as [`GpuBackend::new`]
+    /// does, with `opts`.
+    pub fn with_options(
+        req: &AdapterRequest,
+        api: Option<GpuApi>,
+        opts: &GpuOptions,
+    ) -> Result<GpuBackend> {
         let ctx = Context::open(req, api)?;
         let pipelines = ctx.scoped("building the compute pipelines", || {
-            Pipelines::new(&ctx.device)
+            Pipelines::new(&ctx.device, opts.build)
         })?;
         let rec = Mutex::new(Recorder::new(&ctx));
         let max_dim = ctx.limits.max_compute_workgroups_per_dimension as usize;
+        let tuner = Tuner::new(&ctx.summary, opts.autotune, opts.cache_dir.as_deref());
         let be = GpuBackend {
             ctx,
             pipelines,
@@ -95,6 +148,9 @@ impl GpuBackend {
             max_dim,
             readbacks: AtomicUsize::new(0),
             written: AtomicU64::new(0),
+            forced: None,
+            tuner: Mutex::new(tuner),
+            op: AtomicUsize::new(usize::MAX),
         };
         be.check()?;
         Ok(be)
@@ -127,14 +183,122 @@ impl GpuBackend {
         self.max_dim = max_dim.clamp(1, limit);
     }
 
+    /// Makes every GEMM-shaped launch use `variant` (`None`: choose as the options say), so
+    /// that tests can run each variant and tile configuration. Panics if the device cannot
+    /// run it ([`Variant::fits`]).
+    pub fn set_variant(&mut self, variant: Option<Variant>) {
+        if let Some(v) = variant {
+            assert!(v.fits(&self.ctx.limits), "{v} exceeds this device's limits");
+        }
+        self.forced = variant;
+    }
+
+    /// Whether the device writes timestamps ([`Timer::Timestamps`] is available).
+    pub fn has_timestamps(&self) -> bool {
+        self.ctx.timestamps
+    }
+
+    /// Starts timing every dispatch recorded from now on with `timer` (work recorded before
+    /// is submitted first). [`Timer::Timestamps`] needs [`GpuBackend::has_timestamps`].
+    pub fn start_timing(&self, timer: Timer) {
+        assert!(
+            timer == Timer::Wall || self.ctx.timestamps,
+            "{} has no timestamp queries",
+            self.ctx.summary.name
+        );
+        self.rec().start_timing(&self.ctx, timer);
+    }
+
+    /// Ends the timing [`GpuBackend::start_timing`] began: submits what is recorded, waits,
+    /// and returns every dispatch timed, in recording order.
+    pub fn finish_timing(&self) -> Vec<TimedDispatch> {
+        self.rec().finish_timing(&self.ctx)
+    }
+
+    /// Host-side time spent per submission so far (see [`HostTimes`]).
+    pub fn host_times(&self) -> HostTimes {
+        self.rec().host
+    }
+
+    /// The variant chosen so far for each GEMM-shaped launch shape, and where it came from.
+    pub fn choices(&self) -> Vec<(TuneKey, Choice)> {
+        self.tuner().choices()
+    }
+
+    /// Whether launches are autotuned on this adapter (`--autotune` resolved), and the
+    /// notes autotuning made (an ignored cache file, …).
+    pub fn autotune_state(&self) -> (bool, Vec<String>) {
+        let t = self.tuner();
+        (t.measuring, t.notes.clone())
+    }
+
     fn rec(&self) -> MutexGuard<'_, Recorder> {
         self.rec.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn tuner(&self) -> MutexGuard<'_, Tuner> {
+        self.tuner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The variant of the launch `key`: forced, already chosen, known without measuring
+    /// (default or cached), or measured now by running `run` with each variant the device
+    /// can run, on the launch's own buffers (every GEMM method writes its outputs from its
+    /// inputs, so running it again changes nothing).
+    fn choose(&self, key: TuneKey, run: &dyn Fn(Variant)) -> Variant {
+        if let Some(v) = self.forced {
+            return self.tuner().force(&key, v).variant;
+        }
+        if let Some(c) = self.tuner().get(&key) {
+            return c.variant;
+        }
+        if let Some(c) = self.tuner().known(&key, &self.ctx.limits) {
+            return c.variant;
+        }
+        self.tuner().announce();
+        let timer = if self.ctx.timestamps {
+            Timer::Timestamps
+        } else {
+            Timer::Wall
+        };
+        let mut times = Vec::new();
+        let mut best = f64::INFINITY;
+        for v in Variant::all() {
+            if !v.fits(&self.ctx.limits) {
+                continue;
+            }
+            let timed = |reps: usize| {
+                self.start_timing(timer);
+                for _ in 0..reps {
+                    run(v);
+                }
+                let per_rep = self.finish_timing();
+                // A launch may be two dispatches (split-K and its reduction).
+                let n = per_rep.len() / reps;
+                per_rep
+                    .chunks(n.max(1))
+                    .map(|c| c.iter().map(TimedDispatch::micros).sum::<f64>())
+                    .fold(f64::INFINITY, f64::min)
+            };
+            let warm = timed(1);
+            let t = if warm > TUNE_GIVE_UP * best {
+                warm
+            } else {
+                timed(TUNE_REPS)
+            };
+            best = best.min(t);
+            times.push((v, t));
+        }
+        self.tuner().measured(&key, &times).variant
+    }
+
     /// Records `launch` over `buffers` (in the registry's binding order), its grid folded
-    /// into 2-D as needed. A buffer the device cannot bind is reported (once per launch) and
-    /// the launch is skipped, so no invalid work is ever submitted.
+    /// into 2-D as needed. A buffer the device cannot bind, or a stand-in for one it could
+    /// not make, is reported (once per launch) and the launch is skipped, so no invalid work
+    /// is ever submitted.
     fn launch<U: Uniform>(&self, launch: &Launch<U>, buffers: &[&Buf]) {
+        if buffers.iter().any(|b| b.stand_in) {
+            return; // the allocation failure is recorded already
+        }
         let kernel = launch.kernel;
         let limit = self.ctx.limits.max_storage_buffer_binding_size;
         if let Some(big) = buffers.iter().find(|b| b.raw.size() > limit) {
@@ -148,13 +312,31 @@ impl GpuBackend {
             ));
             return;
         }
-        let groups = launch.grid.workgroups(self.pipelines.workgroup(kernel));
+        let (pipeline, wg) = match launch.tiles {
+            Some(cfg) => (
+                self.pipelines.tiled(&self.ctx.device, kernel, cfg),
+                cfg.workgroup(),
+            ),
+            None => (
+                self.pipelines.pipeline(kernel).clone(),
+                self.pipelines.workgroup(kernel),
+            ),
+        };
+        let groups = launch.grid.workgroups(wg);
         let (x, y) = dispatch_2d(groups, 1, self.max_dim);
         let limit = self.ctx.limits.max_compute_workgroups_per_dimension;
         assert!(y <= limit, "{:?} does not fit a 2-D grid", launch.grid);
-        let uniform = bytemuck::bytes_of(&launch.uniform);
-        self.rec()
-            .dispatch(&self.ctx, &self.pipelines, kernel, uniform, buffers, (x, y));
+        let op = self.op.load(Ordering::Relaxed);
+        let d = Dispatch {
+            kernel,
+            pipeline: &pipeline,
+            tiles: launch.tiles,
+            uniform: bytemuck::bytes_of(&launch.uniform),
+            buffers,
+            groups: (x, y),
+            op: (op != usize::MAX).then_some(op),
+        };
+        self.rec().dispatch(&self.ctx, &self.pipelines, &d);
     }
 
     /// Whether a buffer of `bytes` can exist on this device; if not, the reason is recorded
@@ -176,15 +358,18 @@ impl GpuBackend {
     }
 
     fn buf_zeroed(&self, bytes: u64, label: &str) -> Buf {
-        let bytes = if self.fits(bytes, label) { bytes } else { 4 };
-        Buf::zeroed(&self.ctx.device, bytes, label)
+        if self.fits(bytes, label) {
+            Buf::zeroed(&self.ctx.device, bytes, label)
+        } else {
+            Buf::stand_in(&self.ctx.device, label)
+        }
     }
 
     fn buf_init(&self, bytes: &[u8], label: &str) -> Buf {
         if self.fits(bytes.len() as u64, label) {
             Buf::init(&self.ctx.device, bytes, label)
         } else {
-            Buf::zeroed(&self.ctx.device, 4, label)
+            Buf::stand_in(&self.ctx.device, label)
         }
     }
 
@@ -395,10 +580,18 @@ impl Backend for GpuBackend {
     ) {
         assert!(out.len() >= s.output_len() && input.len() >= s.input_len());
         assert!(params.len() >= w_off + s.weight_len() && params.len() >= b_off + s.out_c);
-        self.launch(
-            &ops::conv2d_forward(s, w_off, b_off),
-            &[&out.buf, &input.buf, &params.buf],
-        );
+        let buffers = [&out.buf, &input.buf, &params.buf];
+        let run = |v: Variant| match v {
+            Variant::Register => self.launch(&ops::conv2d_forward(s, w_off, b_off), &buffers),
+            Variant::Tiled(c) => {
+                self.launch(&ops::conv2d_forward_tiled(s, w_off, b_off, c), &buffers)
+            }
+        };
+        let key = TuneKey {
+            gemm: Gemm::Conv2dForward,
+            shape: GemmShape::Conv(*s),
+        };
+        run(self.choose(key, &run));
     }
 
     fn conv2d_backward_input(
@@ -411,10 +604,18 @@ impl Backend for GpuBackend {
     ) {
         assert!(d_input.len() >= s.input_len() && d_out.len() >= s.output_len());
         assert!(params.len() >= w_off + s.weight_len());
-        self.launch(
-            &ops::conv2d_backward_input(s, w_off),
-            &[&d_input.buf, &d_out.buf, &params.buf],
-        );
+        let buffers = [&d_input.buf, &d_out.buf, &params.buf];
+        let run = |v: Variant| match v {
+            Variant::Register => self.launch(&ops::conv2d_backward_input(s, w_off), &buffers),
+            Variant::Tiled(c) => {
+                self.launch(&ops::conv2d_backward_input_tiled(s, w_off, c), &buffers)
+            }
+        };
+        let key = TuneKey {
+            gemm: Gemm::Conv2dBackwardInput,
+            shape: GemmShape::Conv(*s),
+        };
+        run(self.choose(key, &run));
     }
 
     fn conv2d_backward_weight(
@@ -428,20 +629,30 @@ impl Backend for GpuBackend {
     ) {
         assert!(d_out.len() >= s.output_len() && input.len() >= s.input_len());
         assert!(grads.len() >= w_off + s.weight_len() && grads.len() >= b_off + s.out_c);
-        let weight = ops::conv2d_backward_weight(s, w_off, b_off);
-        let partials_len = ops::split_k_partials_len(&weight.uniform);
-        if partials_len == 0 {
-            self.launch(&weight, &[&grads.buf, &d_out.buf, &input.buf]);
-            return;
-        }
-        // partials (splits, out_c, patch_len + 1), summed over splits into grads.
-        let partials = self.partials(partials_len);
-        let partials = &partials.as_ref().expect("allocated").buf;
-        self.launch(&weight, &[partials, &d_out.buf, &input.buf]);
-        self.launch(
-            &ops::conv2d_backward_weight_reduce(&weight),
-            &[&grads.buf, partials],
-        );
+        let run = |v: Variant| {
+            let weight = match v {
+                Variant::Register => ops::conv2d_backward_weight(s, w_off, b_off),
+                Variant::Tiled(c) => ops::conv2d_backward_weight_tiled(s, w_off, b_off, c),
+            };
+            let partials_len = ops::split_k_partials_len(&weight.uniform);
+            if partials_len == 0 {
+                self.launch(&weight, &[&grads.buf, &d_out.buf, &input.buf]);
+                return;
+            }
+            // partials (splits, out_c, patch_len + 1), summed over splits into grads.
+            let partials = self.partials(partials_len);
+            let partials = &partials.as_ref().expect("allocated").buf;
+            self.launch(&weight, &[partials, &d_out.buf, &input.buf]);
+            self.launch(
+                &ops::conv2d_backward_weight_reduce(&weight),
+                &[&grads.buf, partials],
+            );
+        };
+        let key = TuneKey {
+            gemm: Gemm::Conv2dBackwardWeight,
+            shape: GemmShape::Conv(*s),
+        };
+        run(self.choose(key, &run));
     }
 
     fn maxpool_forward(
@@ -485,10 +696,18 @@ impl Backend for GpuBackend {
     ) {
         assert!(out.len() >= s.output_len() && input.len() >= s.input_len());
         assert!(params.len() >= w_off + s.weight_len() && params.len() >= b_off + s.out_f);
-        self.launch(
-            &ops::dense_forward(s, w_off, b_off),
-            &[&out.buf, &input.buf, &params.buf],
-        );
+        let buffers = [&out.buf, &input.buf, &params.buf];
+        let run = |v: Variant| match v {
+            Variant::Register => self.launch(&ops::dense_forward(s, w_off, b_off), &buffers),
+            Variant::Tiled(c) => {
+                self.launch(&ops::dense_forward_tiled(s, w_off, b_off, c), &buffers)
+            }
+        };
+        let key = TuneKey {
+            gemm: Gemm::DenseForward,
+            shape: GemmShape::Dense(*s),
+        };
+        run(self.choose(key, &run));
     }
 
     fn dense_backward_input(
@@ -501,10 +720,18 @@ impl Backend for GpuBackend {
     ) {
         assert!(d_input.len() >= s.input_len() && d_out.len() >= s.output_len());
         assert!(params.len() >= w_off + s.weight_len());
-        self.launch(
-            &ops::dense_backward_input(s, w_off),
-            &[&d_input.buf, &d_out.buf, &params.buf],
-        );
+        let buffers = [&d_input.buf, &d_out.buf, &params.buf];
+        let run = |v: Variant| match v {
+            Variant::Register => self.launch(&ops::dense_backward_input(s, w_off), &buffers),
+            Variant::Tiled(c) => {
+                self.launch(&ops::dense_backward_input_tiled(s, w_off, c), &buffers)
+            }
+        };
+        let key = TuneKey {
+            gemm: Gemm::DenseBackwardInput,
+            shape: GemmShape::Dense(*s),
+        };
+        run(self.choose(key, &run));
     }
 
     fn dense_backward_weight(
@@ -518,10 +745,21 @@ impl Backend for GpuBackend {
     ) {
         assert!(d_out.len() >= s.output_len() && input.len() >= s.input_len());
         assert!(grads.len() >= w_off + s.weight_len() && grads.len() >= b_off + s.out_f);
-        self.launch(
-            &ops::dense_backward_weight(s, w_off, b_off),
-            &[&grads.buf, &d_out.buf, &input.buf],
-        );
+        let buffers = [&grads.buf, &d_out.buf, &input.buf];
+        let run = |v: Variant| match v {
+            Variant::Register => {
+                self.launch(&ops::dense_backward_weight(s, w_off, b_off), &buffers)
+            }
+            Variant::Tiled(c) => self.launch(
+                &ops::dense_backward_weight_tiled(s, w_off, b_off, c),
+                &buffers,
+            ),
+        };
+        let key = TuneKey {
+            gemm: Gemm::DenseBackwardWeight,
+            shape: GemmShape::Dense(*s),
+        };
+        run(self.choose(key, &run));
     }
 
     fn activation_forward(
@@ -726,5 +964,9 @@ impl Backend for GpuBackend {
     ) {
         assert!(d_input.len() >= s.input_len() && d_out.len() >= s.output_len());
         self.launch(&ops::globalavgpool_backward(s), &[&d_input.buf, &d_out.buf]);
+    }
+
+    fn label_op(&self, op: Option<usize>) {
+        self.op.store(op.unwrap_or(usize::MAX), Ordering::Relaxed);
     }
 }

@@ -8,6 +8,7 @@
 //! device's per-dimension limit fold into a second dimension (`shape::dispatch_2d`).
 
 use super::kernels::Kernel;
+use super::tiles::TileConfig;
 use super::uniforms::{Act, AdamParams, Conv, Drop, Gap, Gather, Loss, Mm, Norm, Pool, Uniform};
 use crate::backend::{Activation, AdamStep, BatchNorm, Dropout};
 use crate::shape::{BatchNormShape, Conv2dShape, DenseShape, GlobalAvgPoolShape, PoolShape};
@@ -49,22 +50,46 @@ pub(crate) struct Launch<U: Uniform> {
     pub(crate) uniform: U,
     /// How much work.
     pub(crate) grid: Grid,
+    /// The tile configuration of a tiled kernel (its pipeline); `None` for the others.
+    pub(crate) tiles: Option<TileConfig>,
 }
 
 impl<U: Uniform> Launch<U> {
-    /// A launch of `kernel`, whose shader file must be the one that declares `U`.
+    /// A launch of `kernel`, whose shader file must be one that declares `U`.
     fn new(kernel: Kernel, uniform: U, grid: Grid) -> Launch<U> {
-        assert_eq!(
-            kernel.spec().file,
-            U::LAYOUT.file,
+        assert!(
+            U::LAYOUT.files.contains(&kernel.spec().file),
             "{} does not bind {}",
             kernel.spec().entry,
             U::LAYOUT.name
+        );
+        assert!(!kernel.is_tiled(), "{kernel:?} needs a tile configuration");
+        Launch {
+            kernel,
+            uniform,
+            grid,
+            tiles: None,
+        }
+    }
+
+    /// A launch of the tiled `kernel` with tiles `cfg`: one workgroup per `grid` item.
+    fn tiled(kernel: Kernel, uniform: U, grid: Grid, cfg: TileConfig) -> Launch<U> {
+        assert!(kernel.is_tiled(), "{kernel:?} has no tile configurations");
+        assert!(
+            U::LAYOUT.files.contains(&kernel.spec().file),
+            "{} does not bind {}",
+            kernel.spec().entry,
+            U::LAYOUT.name
+        );
+        assert!(
+            matches!(grid, Grid::Workgroups(_)),
+            "tiled grids count tiles"
         );
         Launch {
             kernel,
             uniform,
             grid,
+            tiles: Some(cfg),
         }
     }
 }
@@ -148,14 +173,20 @@ pub(crate) fn conv2d_backward_input(s: &Conv2dShape, w_off: usize) -> Launch<Con
 pub(crate) fn conv2d_backward_weight(s: &Conv2dShape, w_off: usize, b_off: usize) -> Launch<Conv> {
     let (rows, cols) = (s.out_c, s.patch_len() + 1);
     let tiles = rows.div_ceil(TILE) * cols.div_ceil(TILE);
+    let mut uniform = conv(s, w_off, b_off);
+    (uniform.splits, uniform.chunk) = split_k(s, tiles, 1);
+    conv_gemm(Kernel::Conv2dBackwardWeight, uniform, rows, cols)
+}
+
+/// `(splits, chunk)` of a weight-gradient launch with `tiles` tiles per split: enough
+/// splits to reach [`SPLIT_TARGET_GROUPS`] workgroups, none shorter than [`MIN_CHUNK`], and
+/// chunks a multiple of `step` (a tiled kernel's reduction steps).
+fn split_k(s: &Conv2dShape, tiles: usize, step: usize) -> (u32, u32) {
     let total = s.batch * s.out_h() * s.out_w();
     let wanted = SPLIT_TARGET_GROUPS.div_ceil(tiles);
     let most = total.div_ceil(MIN_CHUNK).max(1);
-    let chunk = total.div_ceil(wanted.clamp(1, most));
-    let mut uniform = conv(s, w_off, b_off);
-    uniform.splits = u(total.div_ceil(chunk));
-    uniform.chunk = u(chunk);
-    conv_gemm(Kernel::Conv2dBackwardWeight, uniform, rows, cols)
+    let chunk = total.div_ceil(wanted.clamp(1, most)).next_multiple_of(step);
+    (u(total.div_ceil(chunk)), u(chunk))
 }
 
 /// Elements of the split-K partials `(splits, out_c, patch_len + 1)` a weight-gradient
@@ -176,9 +207,73 @@ fn gradient_len(c: &Conv) -> usize {
 /// `conv2d_backward_weight_reduce` after the split-K launch `weight`: one invocation per
 /// weight and bias gradient, summing its partials in split order.
 pub(crate) fn conv2d_backward_weight_reduce(weight: &Launch<Conv>) -> Launch<Conv> {
-    assert_eq!(weight.kernel, Kernel::Conv2dBackwardWeight);
+    assert!(matches!(
+        weight.kernel,
+        Kernel::Conv2dBackwardWeight | Kernel::Conv2dBackwardWeightTiled
+    ));
     let grid = Grid::Invocations(gradient_len(&weight.uniform));
     Launch::new(Kernel::Conv2dBackwardWeightReduce, weight.uniform, grid)
+}
+
+// ---- tiled convolution (conv2d_tiled.wgsl) ------------------------------------------------
+
+/// A tiled launch over `rows × cols` of C in `cfg`'s tiles, one workgroup per tile (per
+/// split); `uniform` is the register launch's, re-tiled.
+fn conv_tiled(
+    kernel: Kernel,
+    mut uniform: Conv,
+    rows: usize,
+    cols: usize,
+    cfg: TileConfig,
+) -> Launch<Conv> {
+    let (tiles_m, tiles_n) = (
+        rows.div_ceil(cfg.bm as usize),
+        cols.div_ceil(cfg.bn as usize),
+    );
+    let n_tiles = tiles_m * tiles_n * uniform.splits as usize;
+    uniform.tiles_m = u(tiles_m);
+    uniform.tiles_n = u(tiles_n);
+    uniform.n_tiles = u(n_tiles);
+    Launch::tiled(kernel, uniform, Grid::Workgroups(n_tiles), cfg)
+}
+
+/// `conv2d_forward_tiled`: C `(out_c, batch·out_h·out_w)` in `cfg`'s tiles.
+pub(crate) fn conv2d_forward_tiled(
+    s: &Conv2dShape,
+    w_off: usize,
+    b_off: usize,
+    cfg: TileConfig,
+) -> Launch<Conv> {
+    let cols = s.batch * s.out_h() * s.out_w();
+    let kernel = Kernel::Conv2dForwardTiled;
+    conv_tiled(kernel, conv(s, w_off, b_off), s.out_c, cols, cfg)
+}
+
+/// `conv2d_backward_input_tiled`: C `(in_c, batch·in_h·in_w)` in `cfg`'s tiles.
+pub(crate) fn conv2d_backward_input_tiled(
+    s: &Conv2dShape,
+    w_off: usize,
+    cfg: TileConfig,
+) -> Launch<Conv> {
+    let cols = s.batch * s.in_h * s.in_w;
+    let kernel = Kernel::Conv2dBackwardInputTiled;
+    conv_tiled(kernel, conv(s, w_off, 0), s.in_c, cols, cfg)
+}
+
+/// `conv2d_backward_weight_tiled`: C `(out_c, patch_len + 1)` in `cfg`'s tiles, split-K as
+/// [`conv2d_backward_weight`] says (chunks a multiple of `cfg.bk`); its partials are summed
+/// by the same [`conv2d_backward_weight_reduce`].
+pub(crate) fn conv2d_backward_weight_tiled(
+    s: &Conv2dShape,
+    w_off: usize,
+    b_off: usize,
+    cfg: TileConfig,
+) -> Launch<Conv> {
+    let (rows, cols) = (s.out_c, s.patch_len() + 1);
+    let tiles = rows.div_ceil(cfg.bm as usize) * cols.div_ceil(cfg.bn as usize);
+    let mut uniform = conv(s, w_off, b_off);
+    (uniform.splits, uniform.chunk) = split_k(s, tiles, cfg.bk as usize);
+    conv_tiled(Kernel::Conv2dBackwardWeightTiled, uniform, rows, cols, cfg)
 }
 
 // ---- pooling ------------------------------------------------------------------------------
@@ -288,6 +383,51 @@ pub(crate) fn dense_backward_weight(s: &DenseShape, w_off: usize, b_off: usize) 
         n_tiles: 0,
     };
     dense_gemm(Kernel::DenseBackwardWeight, uniform)
+}
+
+// ---- tiled dense (dense_tiled.wgsl) -------------------------------------------------------
+
+/// The register launch `l` as the tiled `kernel` in `cfg`'s tiles, one workgroup per tile.
+fn dense_tiled(kernel: Kernel, l: Launch<Mm>, cfg: TileConfig) -> Launch<Mm> {
+    let mut uniform = l.uniform;
+    let tiles_n = (uniform.n as usize).div_ceil(cfg.bn as usize);
+    let n_tiles = (uniform.m as usize).div_ceil(cfg.bm as usize) * tiles_n;
+    uniform.tiles_n = u(tiles_n);
+    uniform.n_tiles = u(n_tiles);
+    Launch::tiled(kernel, uniform, Grid::Workgroups(n_tiles), cfg)
+}
+
+/// `dense_forward_tiled`: [`dense_forward`]'s product in `cfg`'s tiles.
+pub(crate) fn dense_forward_tiled(
+    s: &DenseShape,
+    w_off: usize,
+    b_off: usize,
+    cfg: TileConfig,
+) -> Launch<Mm> {
+    let kernel = Kernel::DenseForwardTiled;
+    dense_tiled(kernel, dense_forward(s, w_off, b_off), cfg)
+}
+
+/// `dense_backward_input_tiled`: [`dense_backward_input`]'s product in `cfg`'s tiles.
+pub(crate) fn dense_backward_input_tiled(
+    s: &DenseShape,
+    w_off: usize,
+    cfg: TileConfig,
+) -> Launch<Mm> {
+    let kernel = Kernel::DenseBackwardInputTiled;
+    dense_tiled(kernel, dense_backward_input(s, w_off), cfg)
+}
+
+/// `dense_backward_weight_tiled`: [`dense_backward_weight`]'s product (bias column
+/// included) in `cfg`'s tiles.
+pub(crate) fn dense_backward_weight_tiled(
+    s: &DenseShape,
+    w_off: usize,
+    b_off: usize,
+    cfg: TileConfig,
+) -> Launch<Mm> {
+    let kernel = Kernel::DenseBackwardWeightTiled;
+    dense_tiled(kernel, dense_backward_weight(s, w_off, b_off), cfg)
 }
 
 // ---- activations --------------------------------------------------------------------------

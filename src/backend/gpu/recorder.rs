@@ -12,8 +12,11 @@
 use super::buffers::Buf;
 use super::context::Context;
 use super::kernels::{Kernel, Pipelines};
+use super::tiles::TileConfig;
+use super::timing::{HostTimes, Session, TimedDispatch, Timer};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Weak;
+use std::time::Instant;
 
 /// Bytes per uniform page.
 const PAGE: u64 = 64 * 1024;
@@ -35,11 +38,33 @@ struct BindKey {
     buffers: [u64; MAX_BUFFERS],
 }
 
+/// One dispatch to record.
+pub(crate) struct Dispatch<'a> {
+    /// The entry point (its bind group layout, and what a profile calls it).
+    pub(crate) kernel: Kernel,
+    /// Its pipeline (a tiled kernel's for one configuration).
+    pub(crate) pipeline: &'a wgpu::ComputePipeline,
+    /// The tile configuration of a tiled kernel.
+    pub(crate) tiles: Option<TileConfig>,
+    /// The bytes of its [`super::uniforms::Uniform`] struct.
+    pub(crate) uniform: &'a [u8],
+    /// Its storage buffers, in the registry's binding order (the uniform left out).
+    pub(crate) buffers: &'a [&'a Buf],
+    /// Workgroups `(x, y)`.
+    pub(crate) groups: (u32, u32),
+    /// The plan op it runs for (profiles name its layer).
+    pub(crate) op: Option<usize>,
+}
+
 /// One batch's recording state.
 pub(crate) struct Recorder {
     encoder: Option<wgpu::CommandEncoder>,
-    /// Uniform pages `(PAGE bytes)` on the device, and their host copies.
-    pages: Vec<(wgpu::Buffer, Vec<u8>)>,
+    /// When the first command of the open encoder was recorded.
+    encode_started: Option<Instant>,
+    /// Uniform pages `(PAGE bytes)` on the device, their host copies being filled, and what
+    /// was last written to the device (unchanged pages are not written again: a training
+    /// step's uniforms are mostly the same every step).
+    pages: Vec<(wgpu::Buffer, Vec<u8>, Vec<u8>)>,
     /// Next free slot: page index and byte offset.
     cursor: (usize, u64),
     /// Bytes per uniform slot (the device's uniform offset alignment, at least 256).
@@ -52,6 +77,10 @@ pub(crate) struct Recorder {
     in_flight: VecDeque<wgpu::SubmissionIndex>,
     /// Command buffers submitted so far (see `GpuBackend::traffic`).
     pub(crate) submissions: usize,
+    /// Host time spent per submission, summed.
+    pub(crate) host: HostTimes,
+    /// The open timing session, if any.
+    session: Option<Session>,
 }
 
 impl Recorder {
@@ -60,6 +89,7 @@ impl Recorder {
         let slot = u64::from(ctx.limits.min_uniform_buffer_offset_alignment).max(256);
         Recorder {
             encoder: None,
+            encode_started: None,
             pages: Vec::new(),
             cursor: (0, 0),
             slot,
@@ -67,6 +97,8 @@ impl Recorder {
             added: 0,
             in_flight: VecDeque::new(),
             submissions: 0,
+            host: HostTimes::default(),
+            session: None,
         }
     }
 
@@ -77,6 +109,9 @@ impl Recorder {
 
     /// The open command encoder, started if needed.
     pub(crate) fn encoder(&mut self, ctx: &Context) -> &mut wgpu::CommandEncoder {
+        if self.encoder.is_none() {
+            self.encode_started = Some(Instant::now());
+        }
         self.encoder.get_or_insert_with(|| {
             ctx.device
                 .create_command_encoder(&wgpu::CommandEncoderDescriptor {
@@ -102,7 +137,8 @@ impl Recorder {
                 usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
                 mapped_at_creation: false,
             });
-            self.pages.push((buffer, vec![0; PAGE as usize]));
+            self.pages
+                .push((buffer, vec![0; PAGE as usize], vec![0; PAGE as usize]));
         }
         let at = offset as usize;
         self.pages[page].1[at..at + bytes.len()].copy_from_slice(bytes);
@@ -110,18 +146,19 @@ impl Recorder {
         (page, offset)
     }
 
-    /// Records one dispatch of `kernel` with parameters `uniform` (the bytes of its
-    /// [`super::uniforms::Uniform`] struct) over `buffers` (in the registry's binding order,
-    /// the uniform left out), as `groups` workgroups `(x, y)`.
-    pub(crate) fn dispatch(
-        &mut self,
-        ctx: &Context,
-        pipelines: &Pipelines,
-        kernel: Kernel,
-        uniform: &[u8],
-        buffers: &[&Buf],
-        groups: (u32, u32),
-    ) {
+    /// Records dispatch `d`. Inside a timing session its compute pass also writes timestamps,
+    /// or (wall timing) it is submitted and waited for at once.
+    pub(crate) fn dispatch(&mut self, ctx: &Context, pipelines: &Pipelines, d: &Dispatch<'_>) {
+        if self.session.as_ref().is_some_and(Session::full) {
+            self.drain_timestamps(ctx);
+        }
+        let Dispatch {
+            kernel,
+            uniform,
+            buffers,
+            groups,
+            ..
+        } = *d;
         let spec = kernel.spec();
         assert_eq!(
             buffers.len() + 1,
@@ -176,14 +213,68 @@ impl Recorder {
             (bind_group, buffers.iter().map(|b| b.token()).collect())
         });
         let bind_group = bind_group.0.clone();
-        let encoder = self.encoder(ctx);
+        self.encoder(ctx);
+        let submission = self.submissions;
+        let encoder = self.encoder.as_mut().expect("started above");
+        let workgroups = u64::from(groups.0) * u64::from(groups.1);
+        let timestamp_writes = self
+            .session
+            .as_mut()
+            .and_then(|s| s.note(kernel, d.tiles, uniform, d.op, workgroups, submission));
         let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
             label: Some(spec.entry),
-            timestamp_writes: None,
+            timestamp_writes,
         });
-        pass.set_pipeline(pipelines.pipeline(kernel));
+        pass.set_pipeline(d.pipeline);
         pass.set_bind_group(0, &bind_group, &[]);
         pass.dispatch_workgroups(groups.0, groups.1, 1);
+        drop(pass);
+        if self
+            .session
+            .as_ref()
+            .is_some_and(|s| s.timer == Timer::Wall)
+        {
+            let start = Instant::now();
+            self.submit(ctx);
+            ctx.wait();
+            self.settled();
+            let end = Instant::now();
+            self.session.as_mut().expect("open").wall(start, end);
+        }
+    }
+
+    /// Opens a timing session (see [`super::timing`]); `Timer::Timestamps` needs a device
+    /// with timestamp queries. Work recorded before it is submitted first.
+    pub(crate) fn start_timing(&mut self, ctx: &Context, timer: Timer) {
+        self.submit(ctx);
+        self.session = Some(Session::new(ctx, timer, self.submissions));
+    }
+
+    /// Closes the timing session: submits what is recorded, waits for it, and returns every
+    /// dispatch timed since [`Recorder::start_timing`] (empty without a session).
+    pub(crate) fn finish_timing(&mut self, ctx: &Context) -> Vec<TimedDispatch> {
+        self.drain_timestamps(ctx);
+        self.session
+            .take()
+            .map(Session::into_records)
+            .unwrap_or_default()
+    }
+
+    /// Submits what is recorded with the resolve of the session's timestamps, waits, and
+    /// reads them back.
+    fn drain_timestamps(&mut self, ctx: &Context) {
+        let Some(session) = self.session.take() else {
+            return;
+        };
+        let mut session = session;
+        if session.pending() {
+            session.resolve(self.encoder(ctx));
+        }
+        self.submit(ctx);
+        ctx.wait();
+        self.settled();
+        session.read(ctx);
+        self.session = Some(session);
     }
 
     /// Submits the recorded batch (uniforms first), if any; then, if more than
@@ -192,22 +283,31 @@ impl Recorder {
         let Some(encoder) = self.encoder.take() else {
             return;
         };
+        let start = Instant::now();
+        if let Some(began) = self.encode_started.take() {
+            self.host.encode += start.duration_since(began);
+        }
         let (last_page, used) = self.cursor;
-        for (i, (buffer, host)) in self.pages.iter().enumerate().take(last_page + 1) {
-            let len = if i == last_page { used } else { PAGE };
-            if len > 0 {
-                ctx.queue.write_buffer(buffer, 0, &host[..len as usize]);
+        for (i, (buffer, host, written)) in self.pages.iter_mut().enumerate().take(last_page + 1) {
+            let len = if i == last_page { used } else { PAGE } as usize;
+            if len > 0 && host[..len] != written[..len] {
+                ctx.queue.write_buffer(buffer, 0, &host[..len]);
+                written[..len].copy_from_slice(&host[..len]);
             }
         }
         self.cursor = (0, 0);
         self.submissions += 1;
         self.in_flight
             .push_back(ctx.queue.submit([encoder.finish()]));
+        let submitted = Instant::now();
+        self.host.submit += submitted.duration_since(start);
         while self.in_flight.len() > IN_FLIGHT {
             let oldest = self.in_flight.pop_front().expect("non-empty");
             ctx.wait_for(oldest);
         }
         ctx.poll();
+        self.host.throttled += submitted.elapsed();
+        self.host.submissions += 1;
     }
 
     /// Forgets the in-flight submissions (after a full wait, they are all done).

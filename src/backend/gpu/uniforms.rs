@@ -10,7 +10,7 @@
 
 use std::mem::{offset_of, size_of};
 
-/// A Rust mirror of one WGSL uniform struct.
+/// A Rust mirror of one WGSL uniform struct (declared alike in each file that binds it).
 pub trait Uniform: bytemuck::Pod {
     /// Where the WGSL struct is declared and how this struct lays it out.
     const LAYOUT: UniformLayout;
@@ -21,8 +21,9 @@ pub trait Uniform: bytemuck::Pod {
 pub struct UniformLayout {
     /// Name of the WGSL struct (and of the Rust struct).
     pub name: &'static str,
-    /// The shader file in `shaders/` that declares it.
-    pub file: &'static str,
+    /// The shader files in `shaders/` that declare it (a tiled kernel's file repeats the
+    /// struct of the register kernels it stands in for).
+    pub files: &'static [&'static str],
     /// `size_of` the Rust struct in bytes.
     pub size: usize,
     /// `(field name, byte offset, scalar type)` of every field, in declaration order.
@@ -34,7 +35,7 @@ pub struct UniformLayout {
 macro_rules! uniform {
     (
         $(#[$doc:meta])*
-        $name:ident in $file:literal {
+        $name:ident in $($file:literal),+ {
             $($field:ident: $ty:ident),* $(,)?
         }
     ) => {
@@ -48,7 +49,7 @@ macro_rules! uniform {
         impl Uniform for $name {
             const LAYOUT: UniformLayout = UniformLayout {
                 name: stringify!($name),
-                file: $file,
+                files: &[$($file),+],
                 size: size_of::<$name>(),
                 fields: &[$((stringify!($field), offset_of!($name, $field), stringify!($ty))),*],
             };
@@ -59,7 +60,7 @@ macro_rules! uniform {
 uniform! {
     /// `conv2d.wgsl` `Conv`: shapes, parameter offsets, split-K and tiling of the three
     /// convolution GEMMs and the split-K reduction.
-    Conv in "conv2d.wgsl" {
+    Conv in "conv2d.wgsl", "conv2d_tiled.wgsl" {
         batch: u32,
         in_c: u32,
         in_h: u32,
@@ -96,7 +97,7 @@ uniform! {
 uniform! {
     /// `dense.wgsl` `Mm`: `C[m, n] = Σ_k A[m, k]·B[k, n]` with the strides and offsets of one
     /// dense entry point, and its tiling.
-    Mm in "dense.wgsl" {
+    Mm in "dense.wgsl", "dense_tiled.wgsl" {
         m: u32,
         n: u32,
         k: u32,
@@ -205,7 +206,7 @@ uniform! {
     }
 }
 
-/// Every uniform struct, one per shader file.
+/// Every uniform struct, one per family of shader files.
 pub const UNIFORMS: &[UniformLayout] = &[
     Conv::LAYOUT,
     Pool::LAYOUT,
