@@ -6,9 +6,10 @@
 
 use crate::backend::cpu::CpuBackend;
 use crate::backend::gpu::adapter::{AdapterRequest, GpuApi};
-use crate::backend::gpu::GpuBackend;
+use crate::backend::gpu::autotune::Autotune;
+use crate::backend::gpu::{GpuBackend, GpuOptions};
 use crate::backend::Backend;
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// Work generic over the backend.
 pub trait Job {
@@ -18,8 +19,8 @@ pub trait Job {
     fn run<B: Backend>(self, be: &B, device: &str) -> Result<Self::Output>;
 }
 
-/// Which device runs the work (`--adapter`, `--gpu-backend`, `--threads`); the `device`
-/// section of [`crate::settings::Settings`].
+/// Which device runs the work (`--adapter`, `--gpu-backend`, `--threads`, `--autotune`); the
+/// `device` section of [`crate::settings::Settings`].
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::Args)]
 #[serde(default, deny_unknown_fields)]
 #[command(next_help_heading = "Device")]
@@ -33,6 +34,11 @@ pub struct DeviceChoice {
     /// Threads of the CPU backend (0: one per core).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
+    /// Choose each convolution and dense kernel by timing the candidates, once per adapter
+    /// and layer shape, kept in the user's cache folder: auto (on for hardware GPUs, off on
+    /// software ones) | on | off | refresh (time again).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub autotune: Autotune,
 }
 
 crate::flags::defaults_from_flags!(DeviceChoice);
@@ -48,9 +54,13 @@ pub fn run_on<J: Job>(choice: &DeviceChoice, job: J) -> Result<J::Output> {
         .as_deref()
         .map(GpuApi::parse)
         .transpose()?;
+    let opts = GpuOptions {
+        autotune: choice.autotune,
+        ..GpuOptions::default()
+    };
     match req {
         AdapterRequest::Cpu => run_cpu(choice, job),
-        AdapterRequest::Auto => match GpuBackend::new(&req, api) {
+        AdapterRequest::Auto => match GpuBackend::with_options(&req, api, &opts) {
             Ok(gpu) => {
                 eprintln!("fergpu: using GPU adapter {}", gpu.adapter());
                 if gpu.adapter().kind() == "software" {
@@ -71,11 +81,35 @@ pub fn run_on<J: Job>(choice: &DeviceChoice, job: J) -> Result<J::Output> {
             }
         },
         _ => {
-            let gpu = GpuBackend::new(&req, api)?;
+            let gpu = GpuBackend::with_options(&req, api, &opts)?;
             eprintln!("fergpu: using GPU adapter {}", gpu.adapter());
             run_gpu(&gpu, job)
         }
     }
+}
+
+/// Opens the GPU adapter `choice` selects (`auto`: the best one) with its autotune mode, for
+/// work that only a GPU can do (`fergpu profile`); `--adapter cpu` is an error that says so.
+pub fn open_gpu(choice: &DeviceChoice, what: &str) -> Result<GpuBackend> {
+    let req = AdapterRequest::parse(&choice.adapter);
+    if req == AdapterRequest::Cpu {
+        return Err(Error::Config(format!(
+            "--adapter cpu: {what} needs a GPU adapter (`fergpu adapters` lists them; \
+             `--adapter software` is Mesa's lavapipe where installed)"
+        )));
+    }
+    let api = choice
+        .gpu_backend
+        .as_deref()
+        .map(GpuApi::parse)
+        .transpose()?;
+    let opts = GpuOptions {
+        autotune: choice.autotune,
+        ..GpuOptions::default()
+    };
+    let gpu = GpuBackend::with_options(&req, api, &opts)?;
+    eprintln!("fergpu: using GPU adapter {}", gpu.adapter());
+    Ok(gpu)
 }
 
 fn run_cpu<J: Job>(choice: &DeviceChoice, job: J) -> Result<J::Output> {

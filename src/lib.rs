@@ -37,6 +37,7 @@ mod flags;
 pub mod metrics;
 pub mod model;
 pub mod predict;
+pub mod profile;
 pub mod report;
 pub mod rng;
 pub mod run;

@@ -195,9 +195,16 @@ fn parse_class_weight(s: &str) -> std::result::Result<ClassWeight, String> {
     ClassWeight::parse(s).map_err(|e| e.to_string())
 }
 
-/// The settings that may change when a run is resumed (`--resume DIR`): how long it runs and
-/// where and how quietly. Anything else would make the resumed run a different run.
-pub const RESUMABLE: [&str; 5] = ["epochs", "quiet", "adapter", "gpu_backend", "threads"];
+/// The settings that may change when a run is resumed (`--resume DIR`): how long it runs,
+/// where (the device settings, autotuning included) and how quietly. Anything else would make the resumed run a different run.
+pub const RESUMABLE: [&str; 6] = [
+    "epochs",
+    "quiet",
+    "adapter",
+    "gpu_backend",
+    "threads",
+    "autotune",
+];
 
 /// The most CPU threads a run may ask for, as a multiple of the machine's cores: more only
 /// adds switching, and a mistyped `--threads 100000` would try to start that many.

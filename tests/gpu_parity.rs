@@ -1128,6 +1128,7 @@ fn choice(adapter: &str, api: Option<&str>) -> DeviceChoice {
         adapter: adapter.into(),
         gpu_backend: api.map(String::from),
         threads: 1,
+        ..DeviceChoice::default()
     }
 }
 

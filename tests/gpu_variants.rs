@@ -174,15 +174,16 @@ const OPS: [&str; 3] = ["forward", "backward_input", "backward_weight"];
 /// The three results of a case: forward, input gradient, weight gradient.
 type Results = [Vec<f32>; 3];
 
-/// Runs every conv and dense case with `variant` forced on `gpu` and compares with `want`.
-fn check_variant(
-    gpu: &mut GpuBackend,
-    variant: Variant,
-    conv: &[(ConvCase, Results)],
-    dense: &[(DenseCase, Results)],
-) {
+/// Every case with the CPU reference's results.
+struct Cases {
+    conv: Vec<(ConvCase, Results)>,
+    dense: Vec<(DenseCase, Results)>,
+}
+
+/// Runs every case with `variant` forced on `gpu` and compares with the reference.
+fn check_variant(gpu: &mut GpuBackend, variant: Variant, cases: &Cases) {
     gpu.set_variant(Some(variant));
-    for (i, (c, want)) in conv.iter().enumerate() {
+    for (i, (c, want)) in cases.conv.iter().enumerate() {
         let got = conv_ops(gpu, c);
         for (o, (g, w)) in got.iter().zip(want).enumerate() {
             // Sums of up to 6,912 products (the split-K weight gradient of case 2) of values
@@ -192,7 +193,7 @@ fn check_variant(
             assert_close(&what, g, w, atol, 1e-4);
         }
     }
-    for (i, (c, want)) in dense.iter().enumerate() {
+    for (i, (c, want)) in cases.dense.iter().enumerate() {
         let got = dense_ops(gpu, c);
         for (o, (g, w)) in got.iter().zip(want).enumerate() {
             let what = format!("{variant}: dense case {i} {}", OPS[o]);
@@ -203,7 +204,7 @@ fn check_variant(
 }
 
 /// The CPU reference's results of every case.
-fn references() -> (Vec<(ConvCase, Results)>, Vec<(DenseCase, Results)>) {
+fn references() -> Cases {
     let cpu = CpuBackend::new(1);
     let conv = conv_cases()
         .into_iter()
@@ -219,7 +220,7 @@ fn references() -> (Vec<(ConvCase, Results)>, Vec<(DenseCase, Results)>) {
             (c, want)
         })
         .collect();
-    (conv, dense)
+    Cases { conv, dense }
 }
 
 #[test]
@@ -227,10 +228,10 @@ fn every_variant_and_tile_configuration_matches_the_reference() {
     let Some(mut gpu) = open(BuildOptions::default()) else {
         return;
     };
-    let (conv, dense) = references();
+    let cases = references();
     for v in Variant::all() {
         if v.fits(gpu.limits()) {
-            check_variant(&mut gpu, v, &conv, &dense);
+            check_variant(&mut gpu, v, &cases);
         } else {
             eprintln!("note: {v} exceeds this adapter's limits, not run");
         }
@@ -243,10 +244,10 @@ fn every_variant_folds_its_grid_into_two_dimensions() {
         return;
     };
     gpu.set_max_dispatch_dim(3);
-    let (conv, dense) = references();
+    let cases = references();
     let limits = gpu.limits().clone();
     for v in Variant::all().into_iter().filter(|v| v.fits(&limits)) {
-        check_variant(&mut gpu, v, &conv, &dense);
+        check_variant(&mut gpu, v, &cases);
     }
 }
 
@@ -257,13 +258,13 @@ fn the_variants_agree_with_runtime_bounds_checks_kept() {
     }) else {
         return;
     };
-    let (conv, dense) = references();
+    let cases = references();
     let tiled = Variant::all()[1..]
         .iter()
         .copied()
         .find(|v| v.fits(gpu.limits()))
         .expect("a tile configuration fits");
     for v in [Variant::Register, tiled] {
-        check_variant(&mut gpu, v, &conv, &dense);
+        check_variant(&mut gpu, v, &cases);
     }
 }

@@ -52,6 +52,9 @@ pub enum Command {
     Cv(CvArgs),
     /// Train every configuration of a grid file, with a results table.
     Sweep(SweepArgs),
+    /// Time one training step's GPU dispatches: one row per kernel (layer, shape, variant,
+    /// µs, GFLOP/s, GB/s, share), then the host's time per step and the device's idle gap.
+    Profile(ProfileArgs),
 }
 
 /// `fergpu train`.
@@ -165,6 +168,30 @@ pub struct BenchArgs {
     pub device: DeviceChoice,
 }
 
+/// `fergpu profile`.
+#[derive(Args)]
+pub struct ProfileArgs {
+    /// The model: mlp | cnn | vgg | compact | a model file.
+    #[arg(long, default_value = "cnn")]
+    pub model: String,
+    /// Images per training step.
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+    /// Steps timed end to end, and steps whose dispatches are timed.
+    #[arg(long, default_value_t = 5)]
+    pub steps: usize,
+    /// How dispatches are timed: timestamps (GPU timestamp queries; the default where the
+    /// adapter has them) | wall (each dispatch submitted alone and waited for: upper bounds).
+    #[arg(long, value_enum)]
+    pub timer: Option<crate::backend::gpu::timing::Timer>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// The device (a GPU adapter).
+    #[command(flatten)]
+    pub device: DeviceChoice,
+}
+
 /// `fergpu predict`.
 #[derive(Args)]
 pub struct PredictArgs {
@@ -258,5 +285,6 @@ pub fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<Outcome> {
         Command::ExportImages(a) => tools::export_images(a),
         Command::Bench(a) => tools::bench(a),
         Command::Predict(a) => tools::predict(a),
+        Command::Profile(a) => tools::profile(a),
     }
 }

@@ -1,8 +1,9 @@
-//! The commands around training: `eval`, `predict`, `bench`, `info`, `synth`, `adapters`,
-//! `export-images`.
+//! The commands around training: `eval`, `predict`, `bench`, `profile`, `info`, `synth`,
+//! `adapters`, `export-images`.
 
 use super::{
-    AdaptersArgs, BenchArgs, EvalArgs, ExportArgs, InfoArgs, Outcome, PredictArgs, SynthArgs,
+    AdaptersArgs, BenchArgs, EvalArgs, ExportArgs, InfoArgs, Outcome, PredictArgs, ProfileArgs,
+    SynthArgs,
 };
 use crate::backend::Backend;
 use crate::checkpoint::Checkpoint;
@@ -178,6 +179,31 @@ pub(super) fn predict(a: PredictArgs) -> Result<Outcome> {
             "{failed} of {} images could not be read",
             a.images.len()
         )));
+    }
+    Ok(Outcome::Done)
+}
+
+/// `fergpu profile`.
+pub(super) fn profile(a: ProfileArgs) -> Result<Outcome> {
+    if a.batch_size == 0 || a.batch_size > 65_536 {
+        return Err(Error::Config(format!(
+            "--batch-size {}: must be between 1 and 65536",
+            a.batch_size
+        )));
+    }
+    let gpu = crate::device::open_gpu(&a.device, "fergpu profile")?;
+    let cfg = crate::profile::ProfileConfig {
+        model: a.model,
+        batch: a.batch_size,
+        steps: a.steps.max(1),
+        timer: a.timer,
+    };
+    let p = crate::profile::run(&gpu, &cfg)?;
+    gpu.check()?;
+    if a.json {
+        println!("{:#}", serde_json::json!(p));
+    } else {
+        print!("{}", crate::profile::table(&p));
     }
     Ok(Outcome::Done)
 }

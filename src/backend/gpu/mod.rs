@@ -215,6 +215,14 @@ impl GpuBackend {
         self.rec().finish_timing(&self.ctx)
     }
 
+    /// Submits everything recorded and waits until the device has finished it.
+    pub fn sync(&self) {
+        let mut rec = self.rec();
+        rec.submit(&self.ctx);
+        self.ctx.wait();
+        rec.settled();
+    }
+
     /// Host-side time spent per submission so far (see [`HostTimes`]).
     pub fn host_times(&self) -> HostTimes {
         self.rec().host

@@ -1,0 +1,214 @@
+//! `fergpu profile` on the software adapter (lavapipe in CI): one row per dispatch of a
+//! training step, in order, with layers, shapes, variants and shares that add up; with GPU
+//! timestamps and with the wall-clock fallback; for the seed CNN, the MLP with autotuning
+//! (cache in a scratch folder) and the batch-normalised `compact` preset.
+//!
+//! With no software adapter the tests print a note and pass, unless `CI` or
+//! `FERGPU_REQUIRE_GPU=1` is set, where they fail.
+
+use fergpu::backend::gpu::adapter::{list_adapters, AdapterRequest};
+use fergpu::backend::gpu::timing::Timer;
+use fergpu::backend::gpu::GpuBackend;
+use fergpu::profile::{self, ProfileConfig};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn gpu_required() -> bool {
+    std::env::var_os("CI").is_some() || std::env::var("FERGPU_REQUIRE_GPU").is_ok_and(|v| v == "1")
+}
+
+/// Whether a software adapter exists; panics without one when one is required.
+fn have_software_adapter() -> bool {
+    let found = list_adapters(None);
+    if found.iter().any(|a| a.device_type == wgpu::DeviceType::Cpu) {
+        return true;
+    }
+    assert!(
+        !gpu_required(),
+        "a software adapter is required; found {found:?}"
+    );
+    eprintln!("note: skipping profile tests, no software adapter ({found:?})");
+    false
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch folder");
+    dir
+}
+
+/// `fergpu profile --adapter software --json` with `args`, its cache in `cache`; the JSON.
+fn profile_json(args: &[&str], cache: &Path) -> Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_fergpu"))
+        .args(["profile", "--adapter", "software", "--json", "--steps", "1"])
+        .args(args)
+        .env("FERGPU_CACHE_DIR", cache)
+        .output()
+        .expect("run fergpu");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "fergpu profile {args:?} failed: {stderr}"
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {stderr}"))
+}
+
+fn rows(p: &Value) -> &Vec<Value> {
+    p["rows"].as_array().expect("rows")
+}
+
+fn kernels(p: &Value) -> Vec<&str> {
+    rows(p)
+        .iter()
+        .map(|r| r["kernel"].as_str().unwrap())
+        .collect()
+}
+
+/// What every profile must satisfy: a step from gather to Adam, positive times, shares and
+/// the busy time adding up, a variant on every GEMM row, and the timer's own figures.
+fn check_common(p: &Value, timer: &str) {
+    let k = kernels(p);
+    assert_eq!(k.first(), Some(&"gather_batch"), "{k:?}");
+    assert_eq!(k.last(), Some(&"adam_step"), "{k:?}");
+    assert_eq!(p["timer"], timer);
+    let micros: Vec<f64> = rows(p)
+        .iter()
+        .map(|r| r["micros"].as_f64().unwrap())
+        .collect();
+    assert!(micros.iter().all(|&m| m > 0.0), "{micros:?}");
+    let busy = p["gpu_busy_us"].as_f64().unwrap();
+    assert!((micros.iter().sum::<f64>() - busy).abs() <= 1e-6 * busy);
+    let shares: f64 = rows(p).iter().map(|r| r["share"].as_f64().unwrap()).sum();
+    assert!((shares - 100.0).abs() < 1e-6, "shares add up to {shares}");
+    for r in rows(p) {
+        let gemm = r["kernel"].as_str().unwrap().starts_with("conv2d_")
+            && !r["kernel"].as_str().unwrap().ends_with("_reduce")
+            || r["kernel"].as_str().unwrap().starts_with("dense_");
+        let v = r["variant"].as_str().unwrap();
+        assert_eq!(gemm, v != "-", "{r}");
+        if gemm {
+            assert!(r["gflops"].as_f64().unwrap() > 0.0, "{r}");
+            assert!(r["layer"].as_str().unwrap() != "-", "{r}");
+        }
+    }
+    assert!(p["step_us"].as_f64().unwrap() > 0.0);
+    assert!(p["images_per_s"].as_f64().unwrap() > 0.0);
+    let host = &p["host"];
+    assert!(host["encode_us"].as_f64().unwrap() > 0.0 && host["submit_us"].as_f64().unwrap() > 0.0);
+    if timer == "timestamps" {
+        assert!(p["idle_gap_us"].is_number() && p["gpu_span_us"].as_f64().unwrap() > 0.0);
+    } else {
+        assert!(p["idle_gap_us"].is_null() && p["gpu_span_us"].is_null());
+        assert!(p["timer_note"].as_str().unwrap().contains("upper bound"));
+    }
+}
+
+#[test]
+fn the_seed_cnn_profile_lists_every_dispatch_of_a_step_by_timestamps_and_by_wall_clock() {
+    if !have_software_adapter() {
+        return;
+    }
+    let cache = scratch("profile-cnn-cache");
+    let gpu = GpuBackend::new(&AdapterRequest::Software, None).expect("software adapter");
+    let mut timers = vec!["wall"];
+    if gpu.has_timestamps() {
+        timers.push("timestamps");
+    }
+    drop(gpu);
+    for timer in timers {
+        let p = profile_json(
+            &["--model", "cnn", "--batch-size", "2", "--timer", timer],
+            &cache,
+        );
+        check_common(&p, timer);
+        let k = kernels(&p);
+        let count = |name: &str| k.iter().filter(|&&n| n == name).count();
+        // Four convolutions; the first has no input gradient.
+        assert_eq!(count("conv2d_forward"), 4);
+        assert_eq!(count("conv2d_backward_weight"), 4);
+        assert_eq!(count("conv2d_backward_input"), 3);
+        assert_eq!(count("dense_forward") + count("dense_backward_weight"), 4);
+        assert_eq!(count("maxpool_forward"), 3);
+        let conv1 = &rows(&p)[1];
+        assert_eq!(conv1["layer"], "0 conv 128×46×46");
+        assert_eq!(conv1["shape"], "1x48x48->128 k3 b2");
+        // autotune auto is off on a software adapter: the register kernels.
+        assert_eq!(conv1["variant"], "register");
+        assert!(p["autotune"].as_str().unwrap().starts_with("off"));
+        assert_eq!(p["batch"], 2);
+        assert_eq!(p["model"], "cnn");
+    }
+    // Nothing was cached: autotuning was off.
+    assert!(std::fs::read_dir(&cache).unwrap().next().is_none());
+}
+
+#[test]
+fn autotuning_in_a_profile_measures_once_then_reads_the_cache() {
+    if !have_software_adapter() {
+        return;
+    }
+    let cache = scratch("profile-autotune-cache");
+    let args = ["--model", "mlp", "--batch-size", "3", "--autotune", "on"];
+    let first = profile_json(&args, &cache);
+    let timer = first["timer"].as_str().unwrap().to_string();
+    check_common(&first, &timer);
+    // mlp: three dense layers × forward, input gradient (not for the first), weight gradient.
+    let auto = first["autotune"].as_str().unwrap();
+    assert!(
+        auto.starts_with("on: 8 launch shapes, 8 measured now, 0 from the cache"),
+        "{auto}"
+    );
+    let file: Value =
+        serde_json::from_str(&std::fs::read_to_string(cache.join("autotune.json")).unwrap())
+            .unwrap();
+    let entries = file["entries"].as_object().unwrap();
+    assert_eq!(entries.len(), 8, "{entries:?}");
+    let key = entries
+        .keys()
+        .find(|k| k.ends_with("|dense_forward 2304->120 b3"))
+        .expect("the first layer's key");
+    assert!(key.contains("llvmpipe"), "{key}");
+    let second = profile_json(&args, &cache);
+    let auto = second["autotune"].as_str().unwrap();
+    assert!(
+        auto.starts_with("on: 8 launch shapes, 0 measured now, 8 from the cache"),
+        "{auto}"
+    );
+    // The cached choices are the ones used.
+    let row = rows(&second)
+        .iter()
+        .find(|r| r["kernel"] == "dense_forward" || r["kernel"] == "dense_forward_tiled")
+        .unwrap();
+    assert_eq!(row["variant"], entries[key]["choice"]);
+}
+
+#[test]
+fn the_compact_preset_profiles_through_the_library_with_its_batch_norms() {
+    if !have_software_adapter() {
+        return;
+    }
+    let gpu = GpuBackend::new(&AdapterRequest::Software, None).expect("software adapter");
+    let cfg = ProfileConfig {
+        model: "compact".into(),
+        batch: 2,
+        steps: 1,
+        timer: Some(Timer::Wall),
+    };
+    let p = profile::run(&gpu, &cfg).expect("profile");
+    let bn: Vec<_> = p
+        .rows
+        .iter()
+        .filter(|r| r.kernel == "batchnorm_forward_train")
+        .collect();
+    // Eight convolutions and the dense layer are each followed by a batch norm.
+    assert_eq!(bn.len(), 9);
+    assert_eq!(bn[0].layer, "1 batchnorm 32×2304");
+    assert!(p.rows.iter().any(|r| r.kernel == "dropout_backward"));
+    let text = profile::table(&p);
+    assert!(
+        text.contains("batchnorm_backward") && text.contains("upper bound"),
+        "{text}"
+    );
+}
