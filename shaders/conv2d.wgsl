@@ -19,7 +19,7 @@
 // GEMM views; one invocation computes a 4×4 register block of C, the 64 invocations of a
 // workgroup (8×8) a 32×32 tile. Rows of the block are 8 apart and so are its columns, so
 // neighbouring invocations read neighbouring addresses. No shared memory, no barriers.
-//   conv2d_forward:          C[o, n]  = bias[o] + Σ_q w[o, q]·X[q, n]
+//   conv2d_forward:          C[o, n]  = act(bias[o] + Σ_q w[o, q]·X[q, n]) (act: p.act)
 //                            n = (b, oy, ox) over batch·out_h·out_w, q = (c, i, j) over in_c·k·k
 //   conv2d_backward_input:   C[c, n]  = Σ_(i,j,o) w[o, c, i, j]·dy[b, o, y+pad−i, x+pad−j]
 //                            n = (b, y, x) over batch·in_h·in_w; taps outside dy count zero
@@ -53,12 +53,34 @@ struct Conv {
     tiles_n: u32,  // 32-column tiles of C
     n_tiles: u32,  // tiles_m · tiles_n (· splits for backward_weight)
     pad: u32,      // zero rows and columns on each side of the input
+    act: u32,      // forward: activation applied after the bias (5: none; see `activate`)
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Conv;
 @group(0) @binding(1) var<storage, read_write> dst: array<f32>;
 @group(0) @binding(2) var<storage, read> src: array<f32>;
 @group(0) @binding(3) var<storage, read> aux: array<f32>;
+
+// The forward epilogue's activation, p.act (backend::Activation::code; 5, linear, for a
+// convolution without one): the same functions as activation.wgsl's `activate`, so that a
+// fused convolution and activation compute what the two kernels compute one after the other.
+const SELU_SCALE: f32 = 1.0507009873554805;
+const SELU_ALPHA: f32 = 1.6732632423543772;
+const ELU_ALPHA: f32 = 1.0;
+
+fn activate(x: f32) -> f32 {
+    switch p.act {
+        case 0u: { return max(x, 0.0); }
+        case 1u: { return select(ELU_ALPHA * (exp(x) - 1.0), x, x > 0.0); }
+        case 2u: { return select(SELU_SCALE * SELU_ALPHA * (exp(x) - 1.0), SELU_SCALE * x, x > 0.0); }
+        case 3u: { return 1.0 / (1.0 + exp(-x)); }
+        case 4u: { return tanh(clamp(x, -15.0, 15.0)); }
+        default: { return x; }
+    }
+}
 
 const WG: u32 = 64u;         // GEMM entry points: 8×8 invocations, one 32×32 tile of C
 const REDUCE_WG: u32 = 256u; // conv2d_backward_weight_reduce
@@ -134,7 +156,8 @@ fn forward_store(acc: vec4<f32>, o: u32, ybase: vec4<u32>, n_ok: vec4<bool>, ohw
     if (o >= p.out_c) {
         return;
     }
-    let v = acc + vec4<f32>(aux[p.b_off + o]);
+    let b = acc + vec4<f32>(aux[p.b_off + o]);
+    let v = vec4<f32>(activate(b.x), activate(b.y), activate(b.z), activate(b.w));
     let yi = ybase + vec4<u32>(o * ohw);
     if (n_ok.x) { dst[yi.x] = v.x; }
     if (n_ok.y) { dst[yi.y] = v.y; }

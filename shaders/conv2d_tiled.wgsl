@@ -17,7 +17,7 @@
 //   3 aux  read f32         forward, backward_input: params · backward_weight: x
 //
 // GEMM views (C = A·B), reduction order chosen so the hoisted index arithmetic stays cheap:
-//   conv2d_forward_tiled:         C[o, n] = bias[o] + Σ_q w[o, q]·X[q, n], q = (c, i, j)
+//   conv2d_forward_tiled:         C[o, n] = act(bias[o] + Σ_q w[o, q]·X[q, n]), q = (c, i, j)
 //   conv2d_backward_input_tiled:  C[c, n] = Σ_q w[o, c, i, j]·dy[b, o, y+pad−i, x+pad−j],
 //                                 q = (o, i, j), n = (b, y, x)
 //   conv2d_backward_weight_tiled: C[o, q] = Σ_t dy[b, o, t]·X[q, t] over this split's chunk of
@@ -58,12 +58,34 @@ struct Conv {
     tiles_n: u32,  // BN-column tiles of C
     n_tiles: u32,  // tiles_m · tiles_n (· splits for backward_weight)
     pad: u32,      // zero rows and columns on each side of the input
+    act: u32,      // forward: activation applied after the bias (5: none; see `activate`)
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Conv;
 @group(0) @binding(1) var<storage, read_write> dst: array<f32>;
 @group(0) @binding(2) var<storage, read> src: array<f32>;
 @group(0) @binding(3) var<storage, read> aux: array<f32>;
+
+// The forward epilogue's activation, p.act (backend::Activation::code; 5, linear, for a
+// convolution without one): the same functions as activation.wgsl's `activate`, so that a
+// fused convolution and activation compute what the two kernels compute one after the other.
+const SELU_SCALE: f32 = 1.0507009873554805;
+const SELU_ALPHA: f32 = 1.6732632423543772;
+const ELU_ALPHA: f32 = 1.0;
+
+fn activate(x: f32) -> f32 {
+    switch p.act {
+        case 0u: { return max(x, 0.0); }
+        case 1u: { return select(ELU_ALPHA * (exp(x) - 1.0), x, x > 0.0); }
+        case 2u: { return select(SELU_SCALE * SELU_ALPHA * (exp(x) - 1.0), SELU_SCALE * x, x > 0.0); }
+        case 3u: { return 1.0 / (1.0 + exp(-x)); }
+        case 4u: { return tanh(clamp(x, -15.0, 15.0)); }
+        default: { return x; }
+    }
+}
 
 override BM: u32 = 64u;   // rows of the C tile
 override BN: u32 = 64u;   // columns of the C tile
@@ -203,7 +225,7 @@ fn conv2d_forward_tiled(@builtin(workgroup_id) wid: vec3<u32>,
             for (var i = 0u; i < TM; i++) {
                 let o = m0 + block_row(i, li);
                 if (o < p.out_c) {
-                    dst[ybase + o * ohw] = acc[i * 2u + j4][c] + aux[p.b_off + o];
+                    dst[ybase + o * ohw] = activate(acc[i * 2u + j4][c] + aux[p.b_off + o]);
                 }
             }
         }

@@ -102,6 +102,7 @@ trait ErasedOps {
     fn dropout_backward(&self, c: &DropCase) -> Vec<f32>;
     fn globalavgpool_forward(&self, c: &GapCase) -> Vec<f32>;
     fn globalavgpool_backward(&self, c: &GapCase) -> Vec<f32>;
+    fn conv2d_forward_act(&self, c: &ConvCase, act: Activation) -> Vec<f32>;
 }
 
 /// Inputs of the batch-norm ops: x and dy `(batch, c, hw)` + slack (one channel constant),
@@ -482,6 +483,16 @@ impl<B: Backend> ErasedOps for Ops<'_, B> {
         be.globalavgpool_backward(&mut dx, &dy, &c.s);
         be.download(&dx)
     }
+
+    fn conv2d_forward_act(&self, c: &ConvCase, act: Activation) -> Vec<f32> {
+        let be = self.0;
+        let (params, x) = (be.upload(&c.params), be.upload(&c.x));
+        let mut pre = be.upload(&c.junk[..c.s.output_len() + 5]);
+        let mut y = be.upload(&c.junk[..c.s.output_len() + 5]);
+        be.conv2d_forward_act(&mut y, &mut pre, &x, &params, c.w_off, c.b_off, &c.s, act);
+        be.submit();
+        be.download(&y)
+    }
 }
 
 /// Values on a coarse grid (multiples of 1/4 in [-2, 2)), so windows and rows have ties.
@@ -589,6 +600,22 @@ fn conv2d_backward_weight_matches_the_reference() {
         parity(
             |o| o.conv2d_backward_weight(c),
             |got, want| assert_close(&format!("conv {i} grads"), got, want, atol, 1e-4),
+        );
+    }
+}
+
+#[test]
+fn conv2d_forward_act_matches_the_reference_for_every_activation() {
+    let cases = conv_cases();
+    for (i, act) in Activation::ALL.into_iter().enumerate() {
+        // Each activation on another case, the padded ones included.
+        let c = &cases[i % cases.len()];
+        parity(
+            |o| o.conv2d_forward_act(c, act),
+            |got, want| {
+                let what = format!("conv {} forward + {}", i % cases.len(), act.name());
+                assert_close(&what, got, want, 1e-4, 1e-4)
+            },
         );
     }
 }

@@ -17,7 +17,7 @@ use fergpu::backend::gpu::adapter::AdapterRequest;
 use fergpu::backend::gpu::kernels::BuildOptions;
 use fergpu::backend::gpu::tiles::Variant;
 use fergpu::backend::gpu::{GpuBackend, GpuOptions};
-use fergpu::backend::Backend;
+use fergpu::backend::{Activation, Backend};
 use fergpu::shape::{Conv2dShape, DenseShape};
 
 fn gpu_required() -> bool {
@@ -109,12 +109,24 @@ fn conv_ops<B: Backend>(be: &B, c: &ConvCase) -> Results {
     let (params, x, dy) = (be.upload(&c.params), be.upload(&c.x), be.upload(&c.dy));
     let mut y = be.upload(&c.junk[..c.s.output_len() + 5]);
     be.conv2d_forward(&mut y, &x, &params, c.w_off, c.b_off, &c.s);
+    // The activation fused into the epilogue, on the same output (the last 5 keep the junk).
+    let mut pre = be.upload(&c.junk[..c.s.output_len() + 5]);
+    let mut y_act = be.upload(&c.junk[..c.s.output_len() + 5]);
+    let act = Activation::ALL[c.s.out_c % Activation::ALL.len()];
+    be.conv2d_forward_act(
+        &mut y_act, &mut pre, &x, &params, c.w_off, c.b_off, &c.s, act,
+    );
     let mut dx = be.upload(&c.junk[..c.s.input_len() + 5]);
     be.conv2d_backward_input(&mut dx, &dy, &params, c.w_off, &c.s);
     let mut grads = be.upload(&c.junk[..c.params.len()]);
     be.conv2d_backward_weight(&mut grads, c.w_off, c.b_off, &dy, &x, &c.s);
     be.submit();
-    [be.download(&y), be.download(&dx), be.download(&grads)]
+    vec![
+        be.download(&y),
+        be.download(&dx),
+        be.download(&grads),
+        be.download(&y_act),
+    ]
 }
 
 /// A dense layer's inputs (same layout idea as [`ConvCase`]).
@@ -166,13 +178,19 @@ fn dense_ops<B: Backend>(be: &B, c: &DenseCase) -> Results {
     let mut grads = be.upload(&c.junk[..c.params.len()]);
     be.dense_backward_weight(&mut grads, c.w_off, c.b_off, &dy, &x, &c.s);
     be.submit();
-    [be.download(&y), be.download(&dx), be.download(&grads)]
+    vec![be.download(&y), be.download(&dx), be.download(&grads)]
 }
 
-const OPS: [&str; 3] = ["forward", "backward_input", "backward_weight"];
+const OPS: [&str; 4] = [
+    "forward",
+    "backward_input",
+    "backward_weight",
+    "forward_act",
+];
 
-/// The three results of a case: forward, input gradient, weight gradient.
-type Results = [Vec<f32>; 3];
+/// The results of a case: forward, input gradient, weight gradient (and for convolutions the
+/// forward pass with an activation fused in).
+type Results = Vec<Vec<f32>>;
 
 /// Every case with the CPU reference's results.
 struct Cases {

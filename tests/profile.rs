@@ -133,7 +133,10 @@ fn the_seed_cnn_profile_lists_every_dispatch_of_a_step_by_timestamps_and_by_wall
         assert_eq!(count("maxpool_forward"), 3);
         let conv1 = &rows(&p)[1];
         assert_eq!(conv1["layer"], "0 conv 128×46×46");
-        assert_eq!(conv1["shape"], "1x48x48->128 k3 b2");
+        // Its relu runs in its epilogue: no activation_forward of its own.
+        assert_eq!(conv1["shape"], "1x48x48->128 k3 b2 +relu");
+        assert_eq!(rows(&p)[2]["kernel"], "maxpool_forward");
+        assert_eq!(count("activation_forward"), 1, "the Dense 64's selu only");
         // autotune auto is off on a software adapter: the register kernels.
         assert_eq!(conv1["variant"], "register");
         assert!(p["autotune"].as_str().unwrap().starts_with("off"));

@@ -595,6 +595,29 @@ pub trait Backend {
         s: &GlobalAvgPoolShape,
     );
 
+    // ---- fused ops ----------------------------------------------------------------------
+
+    /// [`Backend::conv2d_forward`] then [`Backend::activation_forward`] over its output:
+    /// `out = act(conv(input) + bias)`, `(batch, out_c, out_h, out_w)`. `pre` (the same
+    /// shape) is scratch for the convolution's output before the activation: what it holds
+    /// afterwards is unspecified (a backend that fuses the two never writes it), so nothing
+    /// may read it; the activation's backward takes `out`. By default the two ops, in order.
+    #[allow(clippy::too_many_arguments)]
+    fn conv2d_forward_act(
+        &self,
+        out: &mut Self::Tensor,
+        pre: &mut Self::Tensor,
+        input: &Self::Tensor,
+        params: &Self::Tensor,
+        w_off: usize,
+        b_off: usize,
+        s: &Conv2dShape,
+        act: Activation,
+    ) {
+        self.conv2d_forward(pre, input, params, w_off, b_off, s);
+        self.activation_forward(out, pre, act, s.output_len());
+    }
+
     // ---- profiling ----------------------------------------------------------------------
 
     /// Says which op of the model's plan the calls that follow run (`None`: none, e.g. the

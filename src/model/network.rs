@@ -40,7 +40,8 @@ pub struct Network<B: Backend> {
     /// Softmax probabilities `(batch, 7)`.
     pub probs: B::Tensor,
     /// Each op's output, `outs[i]` of `plan.ops[i].output_len()` elements; the last is the
-    /// logits `(batch, 7)`.
+    /// logits `(batch, 7)`. A convolution followed by its activation runs both at once
+    /// (`Backend::conv2d_forward_act`): its own output is then scratch, read by nothing.
     outs: Vec<B::Tensor>,
     /// Argmax of each pooling op `(batch, C, out_h, out_w)`; `None` for other ops.
     argmax: Vec<Option<B::Indices>>,
@@ -120,7 +121,13 @@ impl<B: Backend> Network<B> {
     /// Runs every op on `x` in `mode`, leaving each op's output in place for backward.
     pub fn forward(&mut self, be: &B, batch: usize, mode: Mode) {
         self.mode = mode;
-        for (i, op) in self.ops_at(batch).iter().enumerate() {
+        let ops = self.ops_at(batch);
+        // Set when a convolution ran the activation after it in its epilogue.
+        let mut fused = false;
+        for (i, op) in ops.iter().enumerate() {
+            if std::mem::take(&mut fused) {
+                continue;
+            }
             be.label_op(Some(i));
             let (before, rest) = self.outs.split_at_mut(i);
             let input = if i == 0 { &self.x } else { &before[i - 1] };
@@ -130,7 +137,25 @@ impl<B: Backend> Network<B> {
                     shape,
                     w_off,
                     b_off,
-                } => be.conv2d_forward(out, input, &self.params, w_off, b_off, &shape),
+                } => match ops.get(i + 1) {
+                    // The activation's output is what backward reads; the convolution's own
+                    // output buffer is scratch for backends that do not fuse the two.
+                    Some(&Op::Act { act, len }) if len == shape.output_len() => {
+                        let (pre, post) = rest.split_at_mut(1);
+                        be.conv2d_forward_act(
+                            &mut post[0],
+                            &mut pre[0],
+                            input,
+                            &self.params,
+                            w_off,
+                            b_off,
+                            &shape,
+                            act,
+                        );
+                        fused = true;
+                    }
+                    _ => be.conv2d_forward(out, input, &self.params, w_off, b_off, &shape),
+                },
                 Op::Pool { shape } => {
                     let argmax = self.argmax[i].as_mut().expect("pool has argmax");
                     be.maxpool_forward(out, argmax, input, &shape)

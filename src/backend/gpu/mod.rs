@@ -299,6 +299,36 @@ impl GpuBackend {
         self.tuner().measured(&key, &times).variant
     }
 
+    /// `conv2d_forward` with `act` in its epilogue (`Linear`: none), in the variant chosen for
+    /// its shape.
+    #[allow(clippy::too_many_arguments)]
+    fn conv_forward(
+        &self,
+        out: &GpuTensor,
+        input: &GpuTensor,
+        params: &GpuTensor,
+        w_off: usize,
+        b_off: usize,
+        s: &Conv2dShape,
+        act: Activation,
+    ) {
+        assert!(out.len() >= s.output_len() && input.len() >= s.input_len());
+        assert!(params.len() >= w_off + s.weight_len() && params.len() >= b_off + s.out_c);
+        let buffers = [&out.buf, &input.buf, &params.buf];
+        let run = |v: Variant| match v {
+            Variant::Register => self.launch(&ops::conv2d_forward(s, w_off, b_off, act), &buffers),
+            Variant::Tiled(c) => self.launch(
+                &ops::conv2d_forward_tiled(s, w_off, b_off, act, c),
+                &buffers,
+            ),
+        };
+        let key = TuneKey {
+            gemm: Gemm::Conv2dForward,
+            shape: GemmShape::Conv(*s),
+        };
+        run(self.choose(key, &run));
+    }
+
     /// Records `launch` over `buffers` (in the registry's binding order), its grid folded
     /// into 2-D as needed. A buffer the device cannot bind, or a stand-in for one it could
     /// not make, is reported (once per launch) and the launch is skipped, so no invalid work
@@ -586,20 +616,7 @@ impl Backend for GpuBackend {
         b_off: usize,
         s: &Conv2dShape,
     ) {
-        assert!(out.len() >= s.output_len() && input.len() >= s.input_len());
-        assert!(params.len() >= w_off + s.weight_len() && params.len() >= b_off + s.out_c);
-        let buffers = [&out.buf, &input.buf, &params.buf];
-        let run = |v: Variant| match v {
-            Variant::Register => self.launch(&ops::conv2d_forward(s, w_off, b_off), &buffers),
-            Variant::Tiled(c) => {
-                self.launch(&ops::conv2d_forward_tiled(s, w_off, b_off, c), &buffers)
-            }
-        };
-        let key = TuneKey {
-            gemm: Gemm::Conv2dForward,
-            shape: GemmShape::Conv(*s),
-        };
-        run(self.choose(key, &run));
+        self.conv_forward(out, input, params, w_off, b_off, s, Activation::Linear);
     }
 
     fn conv2d_backward_input(
@@ -972,6 +989,21 @@ impl Backend for GpuBackend {
     ) {
         assert!(d_input.len() >= s.input_len() && d_out.len() >= s.output_len());
         self.launch(&ops::globalavgpool_backward(s), &[&d_input.buf, &d_out.buf]);
+    }
+
+    fn conv2d_forward_act(
+        &self,
+        out: &mut GpuTensor,
+        _pre: &mut GpuTensor,
+        input: &GpuTensor,
+        params: &GpuTensor,
+        w_off: usize,
+        b_off: usize,
+        s: &Conv2dShape,
+        act: Activation,
+    ) {
+        // One kernel: the activation in the convolution's epilogue; `pre` is not needed.
+        self.conv_forward(out, input, params, w_off, b_off, s, act);
     }
 
     fn label_op(&self, op: Option<usize>) {

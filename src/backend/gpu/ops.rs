@@ -140,6 +140,10 @@ fn conv(s: &Conv2dShape, w_off: usize, b_off: usize) -> Conv {
         tiles_n: 0,
         n_tiles: 0,
         pad: u(s.pad),
+        act: Activation::Linear.code(),
+        _pad0: 0,
+        _pad1: 0,
+        _pad2: 0,
     }
 }
 
@@ -153,10 +157,19 @@ fn conv_gemm(kernel: Kernel, mut uniform: Conv, rows: usize, cols: usize) -> Lau
     Launch::new(kernel, uniform, Grid::Workgroups(n_tiles))
 }
 
-/// `conv2d_forward`: C `(out_c, batch·out_h·out_w)`.
-pub(crate) fn conv2d_forward(s: &Conv2dShape, w_off: usize, b_off: usize) -> Launch<Conv> {
+/// `conv2d_forward`: C `(out_c, batch·out_h·out_w)`, then `act` (`Linear`: none).
+pub(crate) fn conv2d_forward(
+    s: &Conv2dShape,
+    w_off: usize,
+    b_off: usize,
+    act: Activation,
+) -> Launch<Conv> {
     let cols = s.batch * s.out_h() * s.out_w();
-    conv_gemm(Kernel::Conv2dForward, conv(s, w_off, b_off), s.out_c, cols)
+    let uniform = Conv {
+        act: act.code(),
+        ..conv(s, w_off, b_off)
+    };
+    conv_gemm(Kernel::Conv2dForward, uniform, s.out_c, cols)
 }
 
 /// `conv2d_backward_input`: C `(in_c, batch·in_h·in_w)`.
@@ -237,16 +250,20 @@ fn conv_tiled(
     Launch::tiled(kernel, uniform, Grid::Workgroups(n_tiles), cfg)
 }
 
-/// `conv2d_forward_tiled`: C `(out_c, batch·out_h·out_w)` in `cfg`'s tiles.
+/// `conv2d_forward_tiled`: C `(out_c, batch·out_h·out_w)` in `cfg`'s tiles, then `act`.
 pub(crate) fn conv2d_forward_tiled(
     s: &Conv2dShape,
     w_off: usize,
     b_off: usize,
+    act: Activation,
     cfg: TileConfig,
 ) -> Launch<Conv> {
     let cols = s.batch * s.out_h() * s.out_w();
-    let kernel = Kernel::Conv2dForwardTiled;
-    conv_tiled(kernel, conv(s, w_off, b_off), s.out_c, cols, cfg)
+    let uniform = Conv {
+        act: act.code(),
+        ..conv(s, w_off, b_off)
+    };
+    conv_tiled(Kernel::Conv2dForwardTiled, uniform, s.out_c, cols, cfg)
 }
 
 /// `conv2d_backward_input_tiled`: C `(in_c, batch·in_h·in_w)` in `cfg`'s tiles.

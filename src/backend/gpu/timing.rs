@@ -311,6 +311,10 @@ impl TimedDispatch {
                 let splits = f(c.splits);
                 match self.kernel {
                     Kernel::Conv2dForward | Kernel::Conv2dForwardTiled => {
+                        let shape = match Activation::ALL.iter().find(|a| a.code() == c.act) {
+                            Some(a) if *a != Activation::Linear => format!("{shape} +{}", a.name()),
+                            _ => shape,
+                        };
                         work(shape, Some(2.0 * macs), x + grads + y)
                     }
                     Kernel::Conv2dBackwardInput | Kernel::Conv2dBackwardInputTiled => {

@@ -77,6 +77,10 @@ uniform! {
         tiles_n: u32,
         n_tiles: u32,
         pad: u32,
+        act: u32,
+        _pad0: u32,
+        _pad1: u32,
+        _pad2: u32,
     }
 }
 
