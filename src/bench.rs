@@ -1,5 +1,7 @@
 //! `fergpu bench`: training and evaluation images/s per model and batch size, and GFLOP/s
-//! of the convolution and dense kernels, on any backend.
+//! of the convolution and dense kernels (the seed CNN's at batch 32, the MLP's at 512, and
+//! every other model's asked for at the first batch size), on any backend. On a GPU each
+//! kernel runs the variant its shape gets (`--autotune`); `fergpu profile` says which.
 //!
 //! Timings are wall-clock around work that ends in a download (which waits for the device),
 //! after warm-up steps, on generated data.
@@ -51,6 +53,17 @@ pub fn run<B: Backend>(be: &B, cfg: &BenchConfig) -> Result<Vec<BenchRow>> {
     rows.extend(kernel_rows(be, &Plan::new(&cnn, 32)?, cfg.kernel_reps));
     let mlp = ModelSpec::mlp(Activation::Relu);
     rows.extend(kernel_rows(be, &Plan::new(&mlp, 512)?, cfg.kernel_reps));
+    // Every other model asked for (the vgg and compact presets, model files): its layers at
+    // the first batch size.
+    let batch = cfg.batch_sizes.first().copied().unwrap_or(32);
+    for model in cfg
+        .models
+        .iter()
+        .filter(|m| !["mlp", "cnn"].contains(&m.as_str()))
+    {
+        let spec = ModelSpec::resolve(model, Activation::Relu, Activation::Selu)?;
+        rows.extend(kernel_rows(be, &Plan::new(&spec, batch)?, cfg.kernel_reps));
+    }
     Ok(rows)
 }
 

@@ -7,6 +7,7 @@
 use crate::backend::cpu::CpuBackend;
 use crate::backend::gpu::adapter::{AdapterRequest, GpuApi};
 use crate::backend::gpu::autotune::Autotune;
+use crate::backend::gpu::kernels::BuildOptions;
 use crate::backend::gpu::{GpuBackend, GpuOptions};
 use crate::backend::Backend;
 use crate::error::{Error, Result};
@@ -88,9 +89,10 @@ pub fn run_on<J: Job>(choice: &DeviceChoice, job: J) -> Result<J::Output> {
     }
 }
 
-/// Opens the GPU adapter `choice` selects (`auto`: the best one) with its autotune mode, for
-/// work that only a GPU can do (`fergpu profile`); `--adapter cpu` is an error that says so.
-pub fn open_gpu(choice: &DeviceChoice, what: &str) -> Result<GpuBackend> {
+/// Opens the GPU adapter `choice` selects (`auto`: the best one) with its autotune mode and
+/// shaders built as `build` says, for work that only a GPU can do (`fergpu profile`);
+/// `--adapter cpu` is an error that says so.
+pub fn open_gpu(choice: &DeviceChoice, what: &str, build: BuildOptions) -> Result<GpuBackend> {
     let req = AdapterRequest::parse(&choice.adapter);
     if req == AdapterRequest::Cpu {
         return Err(Error::Config(format!(
@@ -105,6 +107,7 @@ pub fn open_gpu(choice: &DeviceChoice, what: &str) -> Result<GpuBackend> {
         .transpose()?;
     let opts = GpuOptions {
         autotune: choice.autotune,
+        build,
         ..GpuOptions::default()
     };
     let gpu = GpuBackend::with_options(&req, api, &opts)?;

@@ -184,6 +184,10 @@ pub struct ProfileArgs {
     /// adapter has them) | wall (each dispatch submitted alone and waited for: upper bounds).
     #[arg(long, value_enum)]
     pub timer: Option<crate::backend::gpu::timing::Timer>,
+    /// Keep wgpu's runtime bounds checks in the convolution and dense shaders (built without
+    /// them by default), to measure what that saves.
+    #[arg(long)]
+    pub bounds_checks: bool,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,

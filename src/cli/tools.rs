@@ -191,7 +191,10 @@ pub(super) fn profile(a: ProfileArgs) -> Result<Outcome> {
             a.batch_size
         )));
     }
-    let gpu = crate::device::open_gpu(&a.device, "fergpu profile")?;
+    let build = crate::backend::gpu::kernels::BuildOptions {
+        bounds_checks: a.bounds_checks,
+    };
+    let gpu = crate::device::open_gpu(&a.device, "fergpu profile", build)?;
     let cfg = crate::profile::ProfileConfig {
         model: a.model,
         batch: a.batch_size,

@@ -276,10 +276,11 @@ impl Tuner {
                 Some(p) => format!("; the choices are kept in {}", p.display()),
                 None => String::new(),
             };
-            self.note(format!(
-                "autotuning the convolution and dense kernels for this adapter, once per \
-                 layer shape{whither} (--autotune off skips it)"
-            ));
+            // Said, not kept: the notes are for what went wrong.
+            eprintln!(
+                "fergpu: autotuning the convolution and dense kernels for this adapter, once \
+                 per layer shape{whither} (--autotune off skips it)"
+            );
         }
     }
 

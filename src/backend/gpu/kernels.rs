@@ -420,9 +420,9 @@ pub fn workgroup_size(module: &naga::Module, entry: &str) -> u32 {
 /// The shader files whose kernels index buffers only through the op's shape, which the host
 /// checks against the buffers' lengths before every launch (`GpuBackend`'s asserts), and
 /// fixed-size arrays only through loop counters bounded by the tile sizes: the GEMM kernels.
-/// Their modules can be built without wgpu's runtime bounds checks
-/// ([`BuildOptions::bounds_checks`]). The others keep them: `data.wgsl` and `maxpool.wgsl`
-/// follow indices read from device buffers, and the rest are cheap.
+/// Their modules can be built without wgpu's runtime bounds checks and loop-bounding
+/// counters ([`BuildOptions::bounds_checks`]). The others keep them: `data.wgsl` and
+/// `maxpool.wgsl` follow indices read from device buffers, and the rest are cheap.
 pub const UNCHECKED_FILES: &[&str] = &[
     "conv2d.wgsl",
     "dense.wgsl",
@@ -433,9 +433,10 @@ pub const UNCHECKED_FILES: &[&str] = &[
 /// How the shader modules and pipelines are built.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct BuildOptions {
-    /// Keep wgpu's runtime bounds checks in every module (`true`), or build the
-    /// [`UNCHECKED_FILES`] without them (`false`, the default): on Vulkan, naga otherwise
-    /// clamps every index into the tiled kernels' workgroup and register arrays.
+    /// Keep wgpu's runtime checks in every module (`true`), or build the [`UNCHECKED_FILES`]
+    /// without bounds checks and loop-bounding counters (`false`, the default): otherwise, on
+    /// Vulkan, naga clamps every index into the tiled kernels' workgroup and register arrays
+    /// and adds a counter to every loop, inner product loops included.
     pub bounds_checks: bool,
 }
 
@@ -495,13 +496,16 @@ impl Pipelines {
                 } else {
                     let mut checks = wgpu::ShaderRuntimeChecks::checked();
                     checks.bounds_checks = false;
+                    checks.force_loop_bounding = false;
                     // SAFETY: the kernels of these files read and write buffers only at
                     // indices bounded by the op's shape (clamped with `min` or guarded), which
                     // `GpuBackend` asserts against every bound buffer's length before recording
                     // a launch; their workgroup and private arrays are indexed by loop counters
-                    // bounded by the tile sizes (see the files' headers). tests/gpu_parity.rs
-                    // and tests/gpu_variants.rs run every kernel of these files, unchecked,
-                    // with buffers longer than the shape prefilled with junk.
+                    // bounded by the tile sizes (see the files' headers). Every loop ends: each
+                    // counts up by a positive step (1, `WG`, `BK`, or a run of at least one
+                    // pixel) to a bound fixed before it starts. tests/gpu_parity.rs and
+                    // tests/gpu_variants.rs run every kernel of these files, unchecked, with
+                    // buffers longer than the shape prefilled with junk.
                     unsafe { device.create_shader_module_trusted(desc, checks) }
                 }
             })

@@ -290,9 +290,21 @@ impl Recorder {
         let (last_page, used) = self.cursor;
         for (i, (buffer, host, written)) in self.pages.iter_mut().enumerate().take(last_page + 1) {
             let len = if i == last_page { used } else { PAGE } as usize;
-            if len > 0 && host[..len] != written[..len] {
-                ctx.queue.write_buffer(buffer, 0, &host[..len]);
-                written[..len].copy_from_slice(&host[..len]);
+            // Only the slots that changed since the last write (most of a training step's
+            // uniforms are the same every step; the optimizer's and the gather's are not).
+            let differs = |(a, b): (&[u8], &[u8])| a != b;
+            let slot = self.slot as usize;
+            let mut changed = host[..len]
+                .chunks(slot)
+                .zip(written[..len].chunks(slot))
+                .enumerate()
+                .filter(|(_, pair)| differs(*pair))
+                .map(|(s, _)| s);
+            if let Some(first) = changed.next() {
+                let last = changed.last().unwrap_or(first);
+                let (from, to) = (first * slot, ((last + 1) * slot).min(len));
+                ctx.queue.write_buffer(buffer, from as u64, &host[from..to]);
+                written[from..to].copy_from_slice(&host[from..to]);
             }
         }
         self.cursor = (0, 0);
