@@ -15,7 +15,9 @@
 //! - [`run`]: a whole run (the epoch loop, resume) and the run folder that owns its files;
 //! - [`experiment`]: cross-validation folds and sweeps above single runs;
 //! - [`cli`]: the command line; `src/main.rs` only parses and calls it;
-//! - [`metrics`], [`report`]: confusion matrices, per-class scores, plots and HTML tables.
+//! - [`metrics`], [`report`]: confusion matrices, per-class scores, plots and HTML tables;
+//! - [`bench`], [`profile`]: images/s and kernel GFLOP/s on any backend; a training step's
+//!   GPU time kernel by kernel.
 //!
 //! Imports go one way: cli → experiment → run → settings → train/eval → model → backend →
 //! shape/data. Stopping is a [`cancel::Cancel`] value handed down, not a global.

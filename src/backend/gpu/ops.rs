@@ -3,7 +3,8 @@
 //! `shaders/*.wgsl`; `GpuBackend` adds the buffers and records the dispatch.
 //!
 //! Work is counted in invocations for kernels that do one item per invocation, or in whole
-//! workgroups for the GEMM kernels (one per 32×32 tile of C) and the loss's single workgroup;
+//! workgroups for the GEMM kernels (one per 32×32 tile of C; the tiled kernels' `*_tiled`
+//! launches, one per tile of their configuration) and the loss's single workgroup;
 //! the workgroup size itself is the shader's (see [`super::kernels`]). Grids larger than the
 //! device's per-dimension limit fold into a second dimension (`shape::dispatch_2d`).
 
