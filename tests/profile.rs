@@ -215,3 +215,37 @@ fn the_compact_preset_profiles_through_the_library_with_its_batch_norms() {
         "{text}"
     );
 }
+
+#[test]
+fn a_step_after_the_first_is_one_submission_that_rewrites_only_the_uniforms_that_change() {
+    use fergpu::backend::Activation;
+    use fergpu::model::{ModelSpec, Plan};
+    use fergpu::train::{Trainer, TrainerOptions};
+    if !have_software_adapter() {
+        return;
+    }
+    let gpu = GpuBackend::new(&AdapterRequest::Software, None).expect("software adapter");
+    let spec = ModelSpec::mlp(Activation::Relu);
+    let params = Plan::new(&spec, 1).unwrap().init_params(1);
+    let ds = fergpu::data::synth::generate(4 * 4, 3);
+    let opts = TrainerOptions {
+        batch: 4,
+        ..TrainerOptions::default()
+    };
+    let mut tr = Trainer::new(&gpu, spec, &params, &ds, &opts).unwrap();
+    let mut seen = Vec::new();
+    tr.run_epoch(1e-3, &mut |_| {
+        seen.push(gpu.traffic());
+        true
+    });
+    assert_eq!(seen.len(), 4);
+    // The first step writes every dispatch's uniform slot (16 dispatches, 256 bytes each).
+    assert!(seen[0].uniform_bytes >= 16 * 256, "{:?}", seen[0]);
+    for w in seen.windows(2) {
+        assert_eq!(w[1].submissions - w[0].submissions, 1);
+        assert_eq!(w[1].readbacks, w[0].readbacks, "nothing is read back per step");
+        // Only the gather's offset and the optimizer's step change: two slots.
+        let bytes = w[1].uniform_bytes - w[0].uniform_bytes;
+        assert!(bytes > 0 && bytes <= 2 * 256, "{bytes} uniform bytes in a step");
+    }
+}

@@ -80,6 +80,9 @@ pub struct Traffic {
     /// Bytes written into existing buffers by `write`/`write_indices` (uploads that create a
     /// buffer and the per-dispatch uniforms are not counted).
     pub bytes_written: u64,
+    /// Bytes of per-dispatch uniforms written (only the slots that changed since the last
+    /// submission are).
+    pub uniform_bytes: u64,
 }
 
 /// The GPU backend; see the module docs.
@@ -168,10 +171,12 @@ impl GpuBackend {
 
     /// Host↔device traffic so far.
     pub fn traffic(&self) -> Traffic {
+        let rec = self.rec();
         Traffic {
-            submissions: self.rec().submissions,
+            submissions: rec.submissions,
             readbacks: self.readbacks.load(Ordering::Relaxed),
             bytes_written: self.written.load(Ordering::Relaxed),
+            uniform_bytes: rec.uniform_bytes,
         }
     }
 

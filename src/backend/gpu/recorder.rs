@@ -79,6 +79,8 @@ pub(crate) struct Recorder {
     pub(crate) submissions: usize,
     /// Host time spent per submission, summed.
     pub(crate) host: HostTimes,
+    /// Uniform bytes written to the device so far (see `GpuBackend::traffic`).
+    pub(crate) uniform_bytes: u64,
     /// The open timing session, if any.
     session: Option<Session>,
 }
@@ -98,6 +100,7 @@ impl Recorder {
             in_flight: VecDeque::new(),
             submissions: 0,
             host: HostTimes::default(),
+            uniform_bytes: 0,
             session: None,
         }
     }
@@ -288,25 +291,35 @@ impl Recorder {
             self.host.encode += start.duration_since(began);
         }
         let (last_page, used) = self.cursor;
+        let mut uniform_bytes = 0;
         for (i, (buffer, host, written)) in self.pages.iter_mut().enumerate().take(last_page + 1) {
             let len = if i == last_page { used } else { PAGE } as usize;
-            // Only the slots that changed since the last write (most of a training step's
-            // uniforms are the same every step; the optimizer's and the gather's are not).
-            let differs = |(a, b): (&[u8], &[u8])| a != b;
+            // Only the runs of slots that changed since the last write: most of a training
+            // step's uniforms are the same every step (the gather's offset and the
+            // optimizer's step are not).
             let slot = self.slot as usize;
-            let mut changed = host[..len]
-                .chunks(slot)
-                .zip(written[..len].chunks(slot))
-                .enumerate()
-                .filter(|(_, pair)| differs(*pair))
-                .map(|(s, _)| s);
-            if let Some(first) = changed.next() {
-                let last = changed.last().unwrap_or(first);
-                let (from, to) = (first * slot, ((last + 1) * slot).min(len));
-                ctx.queue.write_buffer(buffer, from as u64, &host[from..to]);
-                written[from..to].copy_from_slice(&host[from..to]);
+            let same = |host: &[u8], written: &[u8], at: usize| {
+                let to = (at + slot).min(len);
+                host[at..to] == written[at..to]
+            };
+            let mut at = 0;
+            while at < len {
+                if same(host, written, at) {
+                    at += slot;
+                    continue;
+                }
+                let mut to = at + slot;
+                while to < len && !same(host, written, to) {
+                    to += slot;
+                }
+                let to = to.min(len);
+                ctx.queue.write_buffer(buffer, at as u64, &host[at..to]);
+                written[at..to].copy_from_slice(&host[at..to]);
+                uniform_bytes += (to - at) as u64;
+                at = to;
             }
         }
+        self.uniform_bytes += uniform_bytes;
         self.cursor = (0, 0);
         self.submissions += 1;
         self.in_flight
