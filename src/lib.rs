@@ -16,7 +16,7 @@
 //! - [`experiment`]: cross-validation folds and sweeps above single runs;
 //! - [`cli`]: the command line; `src/main.rs` only parses and calls it;
 //! - [`metrics`], [`report`]: confusion matrices, per-class scores, plots and HTML tables;
-//! - [`bench`], [`profile`]: images/s and kernel GFLOP/s on any backend; a training step's
+//! - [`bench`](mod@bench), [`profile`]: images/s and kernel GFLOP/s on any backend; a training step's
 //!   GPU time kernel by kernel.
 //!
 //! Imports go one way: cli → experiment → run → settings → train/eval → model → backend →

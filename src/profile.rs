@@ -175,7 +175,13 @@ pub fn run(be: &GpuBackend, cfg: &ProfileConfig) -> Result<Profile> {
     let (tuned, notes) = be.autotune_state();
     let choices = be.choices();
     let count = |s: Source| choices.iter().filter(|(_, c)| c.source == s).count();
-    let mut autotune = if tuned {
+    let forced = choices.iter().find(|(_, c)| c.source == Source::Forced);
+    let mut autotune = if let Some((_, c)) = forced {
+        format!(
+            "forced: every GEMM-shaped launch runs {} (--variant)",
+            c.variant
+        )
+    } else if tuned {
         format!(
             "on: {} launch shapes, {} measured now, {} from the cache",
             choices.len(),

@@ -4,7 +4,8 @@
 //! (sizes that are no multiple of any tile, reductions that end mid-step, padding, split-K,
 //! several tiles each way), with buffers longer than the shapes prefilled with junk so that
 //! stray or missing writes show. Each variant also runs on a backend that folds grids at 3
-//! workgroups per dimension, and once with wgpu's runtime bounds checks kept.
+//! workgroups per dimension, once with wgpu's runtime bounds checks kept, and once with the
+//! tiled kernels' workgroup memory left unfilled.
 //!
 //! With no GPU adapter the tests print a note and pass, unless `CI` or `FERGPU_REQUIRE_GPU=1`
 //! is set, where they fail.
@@ -257,6 +258,21 @@ fn every_variant_and_tile_configuration_matches_the_reference() {
 }
 
 #[test]
+fn the_tiled_variants_need_no_zero_filled_workgroup_memory() {
+    let Some(mut gpu) = open(BuildOptions {
+        skip_workgroup_zeroing: true,
+        ..BuildOptions::default()
+    }) else {
+        return;
+    };
+    let cases = references();
+    let limits = gpu.limits().clone();
+    for v in Variant::all()[1..].iter().filter(|v| v.fits(&limits)) {
+        check_variant(&mut gpu, *v, &cases);
+    }
+}
+
+#[test]
 fn every_variant_folds_its_grid_into_two_dimensions() {
     let Some(mut gpu) = open(BuildOptions::default()) else {
         return;
@@ -273,6 +289,7 @@ fn every_variant_folds_its_grid_into_two_dimensions() {
 fn the_variants_agree_with_runtime_bounds_checks_kept() {
     let Some(mut gpu) = open(BuildOptions {
         bounds_checks: true,
+        skip_workgroup_zeroing: false,
     }) else {
         return;
     };

@@ -243,9 +243,15 @@ fn a_step_after_the_first_is_one_submission_that_rewrites_only_the_uniforms_that
     assert!(seen[0].uniform_bytes >= 16 * 256, "{:?}", seen[0]);
     for w in seen.windows(2) {
         assert_eq!(w[1].submissions - w[0].submissions, 1);
-        assert_eq!(w[1].readbacks, w[0].readbacks, "nothing is read back per step");
+        assert_eq!(
+            w[1].readbacks, w[0].readbacks,
+            "nothing is read back per step"
+        );
         // Only the gather's offset and the optimizer's step change: two slots.
         let bytes = w[1].uniform_bytes - w[0].uniform_bytes;
-        assert!(bytes > 0 && bytes <= 2 * 256, "{bytes} uniform bytes in a step");
+        assert!(
+            bytes > 0 && bytes <= 2 * 256,
+            "{bytes} uniform bytes in a step"
+        );
     }
 }

@@ -188,6 +188,16 @@ pub struct ProfileArgs {
     /// them by default), to measure what that saves.
     #[arg(long)]
     pub bounds_checks: bool,
+    /// Skip zero-filling the tiled kernels' workgroup memory at the start of each workgroup
+    /// (they write every element before reading it; zero-filled by default), to measure
+    /// what that saves.
+    #[arg(long)]
+    pub skip_workgroup_zeroing: bool,
+    /// Run every convolution and dense kernel as this variant instead of choosing per shape:
+    /// `register` or `tiled BMxBNxBK/TMxTN` (e.g. `tiled 64x64x8/4x4`; see `TILE_CONFIGS` in
+    /// src/backend/gpu/tiles.rs for the ones autotuning tries).
+    #[arg(long, value_name = "VARIANT")]
+    pub variant: Option<String>,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,

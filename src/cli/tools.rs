@@ -193,8 +193,31 @@ pub(super) fn profile(a: ProfileArgs) -> Result<Outcome> {
     }
     let build = crate::backend::gpu::kernels::BuildOptions {
         bounds_checks: a.bounds_checks,
+        skip_workgroup_zeroing: a.skip_workgroup_zeroing,
     };
-    let gpu = crate::device::open_gpu(&a.device, "fergpu profile", build)?;
+    use crate::backend::gpu::tiles::{TileConfig, Variant, TILE_CONFIGS};
+    let variant = match a.variant.as_deref().map(|v| (v, Variant::parse(v))) {
+        None => None,
+        Some((_, Some(v))) => Some(v),
+        Some((v, None)) => {
+            let known: Vec<String> = TILE_CONFIGS.iter().map(TileConfig::to_string).collect();
+            return Err(Error::Config(format!(
+                "--variant '{v}': expected `register` or `tiled BMxBNxBK/TMxTN` with register \
+                 blocks of 4 or 8 and a valid tile (e.g. tiled {})",
+                known.join(", tiled ")
+            )));
+        }
+    };
+    let mut gpu = crate::device::open_gpu(&a.device, "fergpu profile", build)?;
+    if let Some(v) = variant {
+        if !v.fits(gpu.limits()) {
+            return Err(Error::Config(format!(
+                "--variant {v}: exceeds what {} allows per workgroup",
+                gpu.adapter().name
+            )));
+        }
+        gpu.set_variant(Some(v));
+    }
     let cfg = crate::profile::ProfileConfig {
         model: a.model,
         batch: a.batch_size,

@@ -438,6 +438,13 @@ pub struct BuildOptions {
     /// Vulkan, naga clamps every index into the tiled kernels' workgroup and register arrays
     /// and adds a counter to every loop, inner product loops included.
     pub bounds_checks: bool,
+    /// Skip zero-filling the tiled kernels' workgroup memory at the start of every workgroup
+    /// (`true`: safe, since each copies its whole tiles before the barrier that precedes
+    /// every read, see `conv2d_tiled.wgsl`), or zero-fill it as wgpu does by default
+    /// (`false`, the default: on lavapipe skipping it saved nothing measurable; `fergpu
+    /// profile --skip-workgroup-zeroing` measures it on a GPU). The other kernels always get
+    /// it.
+    pub skip_workgroup_zeroing: bool,
 }
 
 impl Kernel {
@@ -472,6 +479,8 @@ struct Entry {
 /// Every kernel's pipeline, bind group layout and workgroup size, built once per device; the
 /// tiled kernels' pipelines built on first use, once per configuration.
 pub(crate) struct Pipelines {
+    /// How they are built.
+    opts: BuildOptions,
     /// Indexed by `Kernel as usize`.
     entries: Vec<Entry>,
     /// One module per shader file, in [`SHADERS`] order.
@@ -520,7 +529,7 @@ impl Pipelines {
                 let (pipeline, workgroup) = if k.kernel.is_tiled() {
                     (None, 0)
                 } else {
-                    let pipeline = build(device, &pipeline_layout, &modules[module], k, &[]);
+                    let pipeline = build(device, &pipeline_layout, &modules[module], k, &[], true);
                     (Some(pipeline), workgroup_size(&parse(k.file), k.entry))
                 };
                 Entry {
@@ -533,6 +542,7 @@ impl Pipelines {
             })
             .collect();
         Pipelines {
+            opts,
             entries,
             modules,
             tiled: Mutex::new(HashMap::new()),
@@ -568,6 +578,7 @@ impl Pipelines {
                     &self.modules[e.module],
                     k.spec(),
                     &constants,
+                    !self.opts.skip_workgroup_zeroing,
                 )
             })
             .clone()
@@ -621,15 +632,16 @@ fn layouts(device: &wgpu::Device, k: &KernelSpec) -> (wgpu::BindGroupLayout, wgp
     (bgl, layout)
 }
 
-/// The pipeline of entry point `k` with `override` values `constants`. The tiled kernels
-/// (the only ones with constants) skip zero-filling their workgroup memory: each copies its
-/// whole tiles before the barrier that precedes every read (see `conv2d_tiled.wgsl`).
+/// The pipeline of entry point `k` with `override` values `constants`, its workgroup memory
+/// zero-filled at the start of each workgroup if `zero_fill` (see
+/// [`BuildOptions::skip_workgroup_zeroing`]).
 fn build(
     device: &wgpu::Device,
     layout: &wgpu::PipelineLayout,
     module: &wgpu::ShaderModule,
     k: &KernelSpec,
     constants: &[(&str, f64)],
+    zero_fill: bool,
 ) -> wgpu::ComputePipeline {
     device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
         label: Some(k.entry),
@@ -638,7 +650,7 @@ fn build(
         entry_point: Some(k.entry),
         compilation_options: wgpu::PipelineCompilationOptions {
             constants,
-            zero_initialize_workgroup_memory: !k.kernel.is_tiled(),
+            zero_initialize_workgroup_memory: zero_fill,
         },
         cache: None,
     })

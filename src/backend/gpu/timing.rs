@@ -3,7 +3,7 @@
 //! at its start and one at its end, `Features::TIMESTAMP_QUERY`), or, where the adapter has
 //! no timestamps or they are not wanted, submitted alone and waited for on the host.
 //!
-//! Timestamps go to a query set of [`QUERIES`] entries, resolved and read back when the
+//! Timestamps go to a query set of `QUERIES` entries, resolved and read back when the
 //! session ends or the set is full (the only waits timestamps add). Host-side figures of
 //! every submission (encoding, submitting, waiting for the device to catch up) are counted
 //! always, in [`HostTimes`].
