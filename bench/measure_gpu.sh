@@ -70,7 +70,7 @@ run "profile-cnn-b$small-checked.txt" "$fergpu" profile --adapter "$adapter" --m
 run "profile-cnn-b$small-unzeroed.txt" "$fergpu" profile --adapter "$adapter" --model cnn \
     --batch-size "$small" --skip-workgroup-zeroing
 for v in register "tiled 64x64x8/4x4" "tiled 128x128x8/8x8"; do
-    run "profile-cnn-b$small-${v// /-}.txt" "$fergpu" profile --adapter "$adapter" \
+    run "profile-cnn-b$small-${v//[ \/]/-}.txt" "$fergpu" profile --adapter "$adapter" \
         --model cnn --batch-size "$small" --variant "$v"
 done
 

@@ -257,6 +257,18 @@ impl Tuner {
         Some(choice)
     }
 
+    /// Records the default choice for `key` where it cannot be measured now (a profile is
+    /// timing its own dispatches); it is not cached.
+    pub(crate) fn fallback(&mut self, key: &TuneKey, limits: &wgpu::Limits) -> Choice {
+        let choice = Choice {
+            variant: default_variant(key, self.software, limits),
+            source: Source::Default,
+            micros: None,
+        };
+        self.table.insert(*key, choice);
+        choice
+    }
+
     /// Records a forced choice.
     pub(crate) fn force(&mut self, key: &TuneKey, variant: Variant) -> Choice {
         let choice = Choice {

@@ -267,6 +267,10 @@ impl GpuBackend {
         if let Some(c) = self.tuner().known(&key, &self.ctx.limits) {
             return c.variant;
         }
+        if self.rec().timing() {
+            // A profile is timing its own dispatches: measuring now would mix the two.
+            return self.tuner().fallback(&key, &self.ctx.limits).variant;
+        }
         self.tuner().announce();
         let timer = if self.ctx.timestamps {
             Timer::Timestamps

@@ -253,6 +253,11 @@ impl Recorder {
         self.session = Some(Session::new(ctx, timer, self.submissions));
     }
 
+    /// Whether a timing session is open.
+    pub(crate) fn timing(&self) -> bool {
+        self.session.is_some()
+    }
+
     /// Closes the timing session: submits what is recorded, waits for it, and returns every
     /// dispatch timed since [`Recorder::start_timing`] (empty without a session).
     pub(crate) fn finish_timing(&mut self, ctx: &Context) -> Vec<TimedDispatch> {
