@@ -161,7 +161,7 @@ pub struct AugmentSettings {
     pub erase: f64,
     /// The erased rectangle's area as a share of the image, drawn in MIN-MAX (0 < MIN ≤ MAX
     /// ≤ 1); its aspect ratio is drawn in 0.3..3.3.
-    #[arg(long, default_value = "0.02-0.4", value_parser = parse_area_range)]
+    #[arg(long, default_value = "0.02-0.4", value_name = "MIN-MAX", value_parser = parse_area_range)]
     pub erase_area: AreaRange,
 }
 

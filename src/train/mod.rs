@@ -147,12 +147,13 @@ pub struct Trainer<'b, B: Backend> {
     spec: ModelSpec,
     state: TrainState,
     opts: TrainerOptions,
-    images: B::Images,        // (n_train, 48·48) u8 pixels and (n_train) labels
-    n: usize,                 // training images
-    order: B::Indices,        // (n_train) this epoch's permutation, augmentation packed in
-    warp: Option<B::Indices>, // (n_train, 4) this epoch's ImageWarps, when opts.warp is active
-    weights: B::Tensor,       // (7) class weights of the training loss
-    stats: B::Tensor,         // (4) see backend::stats
+    images: B::Images,  // (n_train, 48·48) u8 pixels and (n_train) labels
+    n: usize,           // training images
+    order: B::Indices,  // (n_train) this epoch's permutation, augmentation packed in
+    weights: B::Tensor, // (7) class weights of the training loss
+    stats: B::Tensor,   // (4) see backend::stats
+    /// `(n_train, 4)` this epoch's [`augment::ImageWarp`]s, when `opts.warp` is active.
+    warp: Option<B::Indices>,
 }
 
 /// What [`Trainer::run_epoch`] tells its callback after each batch.

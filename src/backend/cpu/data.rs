@@ -46,7 +46,7 @@ pub fn gather_batch(
 
 /// The factor a warped sample (a pixel value times 65536, see [`crate::augment`]) is
 /// multiplied by: exactly `PIXEL_SCALE / 65536`, so an unwarped sample gathers to the value
-/// [`gather_batch`] gives, bit for bit.
+/// [`crate::backend::Backend::gather_batch`] gives, bit for bit.
 pub const WARPED_PIXEL_SCALE: f32 = PIXEL_SCALE / 65536.0;
 
 /// [`gather_batch`] with each image also scaled, rotated (bilinear) and partly erased as
