@@ -2,7 +2,7 @@
 //! on the first batches of FER2013's Training rows on a GPU adapter and on the CPU reference,
 //! and prints both loss curves and their largest relative difference.
 //!
-//! `cargo run --release --example loss_curve -- PATH.csv[.gz] [--model mlp|cnn] [--steps N]
+//! `cargo run --release --example loss_curve -- PATH.csv[.gz] [--model mlp|cnn|vgg|compact] [--steps N]
 //! [--batch B] [--every K] [--adapter software] [--seed S]`
 //!
 //! Each printed loss is the mean class-unweighted cross-entropy over the last `every` steps,
@@ -17,7 +17,7 @@ use fergpu::backend::gpu::GpuBackend;
 use fergpu::backend::{stats, Activation, Backend};
 use fergpu::data::csv::{load, LoadOptions};
 use fergpu::data::{Dataset, Usage};
-use fergpu::model::network::{Adam, Network};
+use fergpu::model::network::{Adam, Mode, Network};
 use fergpu::model::{ModelSpec, Plan};
 use fergpu::rng::Rng;
 use fergpu::shape::NUM_CLASSES;
@@ -60,7 +60,7 @@ fn parse_args() -> anyhow::Result<Args> {
         }
     }
     if a.data.as_os_str().is_empty() {
-        bail!("usage: loss_curve PATH.csv[.gz] [--model mlp|cnn] [--steps N] [--batch B] [--every K] [--adapter A] [--seed S]");
+        bail!("usage: loss_curve PATH.csv[.gz] [--model mlp|cnn|vgg|compact] [--steps N] [--batch B] [--every K] [--adapter A] [--seed S]");
     }
     if a.steps == 0 || a.batch == 0 || a.every == 0 {
         bail!("--steps, --batch and --every must be positive");
@@ -103,7 +103,11 @@ fn train<B: Backend>(
             offset,
             a.batch,
         );
-        net.forward(be, a.batch);
+        let mode = Mode::Train {
+            seed: a.seed,
+            step: adam.t,
+        };
+        net.forward(be, a.batch, mode);
         net.loss_forward(be, &mut st, &ones, a.batch);
         net.backward(be, &ones, a.batch);
         adam.step(be, &mut net, 1e-3);

@@ -1,9 +1,12 @@
-// conv2d.wgsl: 2-D "valid" convolution (stride 1, square k×k kernel, NCHW) as implicit GEMM.
+// conv2d.wgsl: 2-D convolution (stride 1, square k×k kernel, `pad` zeros on every side,
+// NCHW) as implicit GEMM.
 //
 // Layout (f32, row-major): input x (batch, in_c, in_h, in_w); weight w (out_c, in_c, k, k) at
-// params[w_off..]; bias (out_c) at params[b_off..]; output y (batch, out_c, out_h, out_w).
-// The im2col matrix is never stored: an index into it splits into a column part and a row
-// part that are added (x[b, c, oy+i, ox+j] = x_base(b, oy, ox) + offset(c, i, j)).
+// params[w_off..]; bias (out_c) at params[b_off..]; output y (batch, out_c, out_h, out_w),
+// out_h = in_h + 2·pad − k + 1. The im2col matrix is never stored: tap (c, i, j) of output
+// pixel (oy, ox) reads x[b, c, oy+i−pad, ox+j−pad], or 0 where that falls on the padding
+// (u32 arithmetic: a coordinate left of or above the image wraps to a huge value and fails
+// the same `< in_w` / `< in_h` test as one past the right or bottom edge).
 //
 // Bindings (group 0):
 //   0 p    uniform Conv     shapes, offsets, tiling (host: gpu/uniforms.rs Conv, filled by
@@ -18,7 +21,7 @@
 // neighbouring invocations read neighbouring addresses. No shared memory, no barriers.
 //   conv2d_forward:          C[o, n]  = bias[o] + Σ_q w[o, q]·X[q, n]
 //                            n = (b, oy, ox) over batch·out_h·out_w, q = (c, i, j) over in_c·k·k
-//   conv2d_backward_input:   C[c, n]  = Σ_(i,j,o) w[o, c, i, j]·dy[b, o, y−i, x−j]
+//   conv2d_backward_input:   C[c, n]  = Σ_(i,j,o) w[o, c, i, j]·dy[b, o, y+pad−i, x+pad−j]
 //                            n = (b, y, x) over batch·in_h·in_w; taps outside dy count zero
 //   conv2d_backward_weight:  C[o, q]  = Σ_t dy[b, o, t]·X[q, t], t = (b, oy, ox), plus one
 //                            extra column q = patch_v whose X is 1 (the bias gradient). The
@@ -49,7 +52,7 @@ struct Conv {
     tiles_m: u32,  // 32-row tiles of C
     tiles_n: u32,  // 32-column tiles of C
     n_tiles: u32,  // tiles_m · tiles_n (· splits for backward_weight)
-    _pad: u32,
+    pad: u32,      // zero rows and columns on each side of the input
 }
 
 @group(0) @binding(0) var<uniform> p: Conv;
@@ -88,7 +91,9 @@ fn conv2d_forward(@builtin(global_invocation_id) gid: vec3<u32>,
     let nc = min(ns, vec4<u32>(n_cols - 1u));
     let b = nc / ohw;
     let pix = nc % ohw;
-    let xbase = b * (p.in_c * hw) + (pix / p.out_w) * p.in_w + pix % p.out_w;
+    let oy = pix / p.out_w;
+    let ox = pix % p.out_w;
+    let pad = vec4<u32>(p.pad);
 
     var a0 = vec4<f32>(0.0);
     var a1 = vec4<f32>(0.0);
@@ -97,10 +102,15 @@ fn conv2d_forward(@builtin(global_invocation_id) gid: vec3<u32>,
     var q = 0u;
     for (var c = 0u; c < p.in_c; c++) {
         for (var i = 0u; i < p.k; i++) {
-            let row = c * hw + i * p.in_w;
+            let iy = oy + vec4<u32>(i) - pad;
+            let row_ok = iy < vec4<u32>(p.in_h);
+            let row = b * (p.in_c * hw) + vec4<u32>(c * hw) + iy * p.in_w;
             for (var j = 0u; j < p.k; j++) {
-                let xi = xbase + vec4<u32>(row + j);
-                let xv = vec4<f32>(src[xi.x], src[xi.y], src[xi.z], src[xi.w]);
+                let ix = ox + vec4<u32>(j) - pad;
+                let ok = row_ok & (ix < vec4<u32>(p.in_w));
+                let xi = select(vec4<u32>(0u), row + ix, ok);
+                let xv = select(vec4<f32>(0.0),
+                                vec4<f32>(src[xi.x], src[xi.y], src[xi.z], src[xi.w]), ok);
                 let wi = wrow + vec4<u32>(q);
                 let wv = vec4<f32>(aux[wi.x], aux[wi.y], aux[wi.z], aux[wi.w]);
                 a0 = fma(vec4<f32>(wv.x), xv, a0);
@@ -164,10 +174,10 @@ fn conv2d_backward_input(@builtin(global_invocation_id) gid: vec3<u32>,
     var a2 = vec4<f32>(0.0);
     var a3 = vec4<f32>(0.0);
     for (var i = 0u; i < p.k; i++) {
-        // u32 wraps, so y < i gives a huge yy and fails the bound like yy ≥ out_h does.
-        let yy = y - vec4<u32>(i);
+        // u32 wraps, so y + pad < i gives a huge yy and fails the bound like yy ≥ out_h does.
+        let yy = y + vec4<u32>(p.pad) - vec4<u32>(i);
         for (var j = 0u; j < p.k; j++) {
-            let xx = x - vec4<u32>(j);
+            let xx = x + vec4<u32>(p.pad) - vec4<u32>(j);
             let ok = (yy < vec4<u32>(p.out_h)) & (xx < vec4<u32>(p.out_w));
             let di = select(vec4<u32>(0u), dbase + yy * p.out_w + xx, ok);
             let wi0 = wcol + vec4<u32>(i * p.k + j);
@@ -230,7 +240,9 @@ fn conv2d_backward_weight(@builtin(global_invocation_id) gid: vec3<u32>,
     let qc = min(qs, vec4<u32>(patch_v - 1u));
     let c = qc / kk;
     let r = qc % kk;
-    let xoff = c * hw + (r / p.k) * p.in_w + r % p.k;
+    let ri = r / p.k;
+    let rj = r % p.k;
+    let pad = vec4<u32>(p.pad);
 
     var a0 = vec4<f32>(0.0);
     var a1 = vec4<f32>(0.0);
@@ -246,12 +258,19 @@ fn conv2d_backward_weight(@builtin(global_invocation_id) gid: vec3<u32>,
     while (t < t_end) {
         let run = min(p.out_w - ox, t_end - t);
         let dbase = b * (p.out_c * ohw) + oy * p.out_w + ox;
-        let xbase = b * (p.in_c * hw) + oy * p.in_w + ox;
+        // This output row's input row for each column's tap, and where that row starts.
+        let iy = vec4<u32>(oy) + ri - pad;
+        let row_ok = iy < vec4<u32>(p.in_h);
+        let xrow = vec4<u32>(b * (p.in_c * hw)) + c * hw + iy * p.in_w;
+        let xcol = vec4<u32>(ox) + rj - pad;
         for (var u = 0u; u < run; u++) {
             let di = drow + vec4<u32>(dbase + u);
             let dv = vec4<f32>(src[di.x], src[di.y], src[di.z], src[di.w]);
-            let xi = xoff + vec4<u32>(xbase + u);
-            let xv = select(vec4<f32>(aux[xi.x], aux[xi.y], aux[xi.z], aux[xi.w]),
+            let ix = xcol + vec4<u32>(u);
+            let ok = row_ok & (ix < vec4<u32>(p.in_w));
+            let xi = select(vec4<u32>(0u), xrow + ix, ok);
+            let xv = select(select(vec4<f32>(0.0),
+                                   vec4<f32>(aux[xi.x], aux[xi.y], aux[xi.z], aux[xi.w]), ok),
                             vec4<f32>(1.0), is_bias);
             a0 = fma(vec4<f32>(dv.x), xv, a0);
             a1 = fma(vec4<f32>(dv.y), xv, a1);

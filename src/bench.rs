@@ -79,7 +79,7 @@ fn model_rows<B: Backend>(
     let secs = t0.elapsed().as_secs_f64();
     let set = DeviceSet::new(be, &ds);
     let mut ev = Evaluator::with_batch(be, spec, &params, batch)?;
-    ev.load_params(tr.params_tensor());
+    ev.load_params(tr.params_tensor(), tr.running_tensor());
     ev.evaluate(&set, false);
     let t1 = Instant::now();
     ev.evaluate(&set, false);
@@ -115,7 +115,19 @@ fn kernel_rows<B: Backend>(be: &B, plan: &Plan, reps: usize) -> Vec<BenchRow> {
         let first = i == 0;
         let (label, macs, input_len, out_len) = match op {
             Op::Conv { shape: s, .. } => (
-                format!("{}x{}x{}->{} b{}", s.in_c, s.in_h, s.in_w, s.out_c, s.batch),
+                format!(
+                    "{}x{}x{}->{}{} b{}",
+                    s.in_c,
+                    s.in_h,
+                    s.in_w,
+                    s.out_c,
+                    if s.pad > 0 {
+                        format!(" pad{}", s.pad)
+                    } else {
+                        String::new()
+                    },
+                    s.batch
+                ),
                 s.forward_macs(),
                 s.input_len(),
                 s.output_len(),

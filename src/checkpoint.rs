@@ -1,8 +1,9 @@
 //! Checkpoints as safetensors files that PyTorch can load.
 //!
 //! Tensors are named by layer in PyTorch layout (`conv1.weight [out, in, kh, kw]`,
-//! `dense1.weight [out, in]`, biases `[out]`); the flatten is in channel, row, column order, as
-//! `torch.flatten` of an NCHW tensor. The model description is stored as JSON in the file's
+//! `dense1.weight [out, in]`, biases `[out]`, batch norms' `bn1.weight`, `bn1.bias`,
+//! `bn1.running_mean`, `bn1.running_var` `[c]`); the flatten is in channel, row, column
+//! order, as `torch.flatten` of an NCHW tensor. The model description is stored as JSON in the file's
 //! metadata under `fergpu.model`, so `eval` needs no model flags. A checkpoint written during
 //! training also carries Adam's moments (`optimizer.m`, `optimizer.v`, flat `(P)`) and the
 //! trainer's resumable state (`fergpu.train_state`, JSON). Files are written atomically.
@@ -36,6 +37,9 @@ pub struct Checkpoint {
     pub spec: ModelSpec,
     /// Parameters, flat `(P)` in the layout of `Plan::new(&spec, _)`.
     pub params: Vec<f32>,
+    /// Batch norms' running statistics, flat `(S)` in the layout of the plan's `running`
+    /// (empty for models without batch norm).
+    pub running: Vec<f32>,
     /// Adam's state, when saved by a training run.
     pub optimizer: Option<OptimizerState>,
     /// The trainer's resumable state (opaque JSON), when saved by a training run.
@@ -47,14 +51,16 @@ impl Checkpoint {
     pub fn save(&self, path: &Path) -> Result<()> {
         let plan = Plan::new(&self.spec, 1)?;
         assert_eq!(self.params.len(), plan.num_params);
-        let mut tensors: Vec<(String, Vec<usize>, &[f32])> = plan
-            .params
-            .iter()
-            .map(|t| {
+        assert_eq!(self.running.len(), plan.num_running);
+        let params = plan.params.iter().map(|t| (t, &self.params));
+        let running = plan.running.iter().map(|t| (t, &self.running));
+        let mut tensors: Vec<(String, Vec<usize>, &[f32])> = params
+            .chain(running)
+            .map(|(t, flat)| {
                 (
                     t.name.clone(),
                     t.shape.clone(),
-                    &self.params[t.offset..t.offset + t.len()],
+                    &flat[t.offset..t.offset + t.len()],
                 )
             })
             .collect();
@@ -139,6 +145,10 @@ impl Checkpoint {
         for t in &plan.params {
             params[t.offset..t.offset + t.len()].copy_from_slice(&read(&t.name, &t.shape)?);
         }
+        let mut running = vec![0f32; plan.num_running];
+        for t in &plan.running {
+            running[t.offset..t.offset + t.len()].copy_from_slice(&read(&t.name, &t.shape)?);
+        }
         let optimizer = match meta.get("fergpu.optimizer_step") {
             Some(step) => Some(OptimizerState {
                 m: read("optimizer.m", &[plan.num_params])?,
@@ -152,6 +162,7 @@ impl Checkpoint {
         Ok(Checkpoint {
             spec,
             params,
+            running,
             optimizer,
             train_state: meta.get(STATE_KEY).cloned(),
         })
@@ -178,6 +189,7 @@ mod tests {
         let ck = Checkpoint {
             spec,
             params,
+            running: vec![],
             optimizer: Some(OptimizerState {
                 m: vec![0.5; n],
                 v: vec![0.25; n],
@@ -209,6 +221,7 @@ mod tests {
         Checkpoint {
             spec,
             params,
+            running: vec![],
             optimizer: None,
             train_state: None,
         }

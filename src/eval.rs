@@ -6,7 +6,7 @@ use crate::checkpoint::Checkpoint;
 use crate::data::{Dataset, EMOTIONS};
 use crate::error::{Error, Result};
 use crate::metrics::{argmax, Confusion};
-use crate::model::network::Network;
+use crate::model::network::{Mode, Network};
 use crate::model::{ModelSpec, Plan};
 use crate::shape::NUM_CLASSES;
 use std::fmt::Write as _;
@@ -82,8 +82,9 @@ pub struct Evaluator<'b, B: Backend> {
 }
 
 impl<'b, B: Backend> Evaluator<'b, B> {
-    /// Builds the network of `spec` with `params (P)`, in batches that fit the device, for
-    /// sets of at most `max_images` images.
+    /// Builds the network of `spec` with `params (P)` and the initial running statistics
+    /// ([`Evaluator::set_params`] replaces both), in batches that fit the device, for sets of
+    /// at most `max_images` images.
     pub fn new(
         be: &'b B,
         spec: &ModelSpec,
@@ -117,16 +118,25 @@ impl<'b, B: Backend> Evaluator<'b, B> {
         self.net.plan.batch
     }
 
-    /// Takes the parameters `(P)` from a device tensor (a trainer's), without a round trip
-    /// through the host.
-    pub fn load_params(&mut self, params: &B::Tensor) {
-        let len = self.net.plan.num_params;
-        self.be.copy(&mut self.net.params, params, len);
+    /// Takes the parameters `(P)` and running statistics `(S)` from device tensors (a
+    /// trainer's), without a round trip through the host.
+    pub fn load_params(&mut self, params: &B::Tensor, running: &B::Tensor) {
+        let plan = &self.net.plan;
+        let (p, s) = (plan.num_params, plan.num_running);
+        self.be.copy(&mut self.net.params, params, p);
+        self.be.copy(&mut self.net.running, running, s);
     }
 
-    /// Takes the parameters `(P)` from the host.
-    pub fn set_params(&mut self, params: &[f32]) {
+    /// Takes the parameters `(P)` and running statistics `(S)` from the host (a
+    /// checkpoint's).
+    pub fn set_params(&mut self, params: &[f32], running: &[f32]) {
+        assert_eq!(
+            running.len(),
+            self.net.plan.num_running,
+            "running statistics"
+        );
         self.be.write(&mut self.net.params, params);
+        self.be.write(&mut self.net.running, running);
     }
 
     /// One pass over `set`: softmax statistics and the confusion matrix accumulate on the
@@ -148,7 +158,7 @@ impl<'b, B: Backend> Evaluator<'b, B> {
                 offset,
                 batch,
             );
-            net.forward(be, batch);
+            net.forward(be, batch, Mode::Eval);
             net.loss_forward(be, &mut self.stats, &self.ones, batch);
             be.confusion_accumulate(
                 &mut self.confusion,
@@ -185,6 +195,7 @@ pub fn evaluate_checkpoint<B: Backend>(
         return Err(Error::Config("the evaluation split has no images".into()));
     }
     let mut ev = Evaluator::new(be, &ck.spec, &ck.params, ds.len())?;
+    ev.set_params(&ck.params, &ck.running);
     let set = DeviceSet::new(be, ds);
     Ok(ev.evaluate(&set, keep_probs))
 }

@@ -91,7 +91,7 @@ pub struct DataSettings {
 #[serde(default, deny_unknown_fields)]
 #[command(next_help_heading = "Model")]
 pub struct ModelSettings {
-    /// mlp | cnn | a model file (.json or .toml layer list).
+    /// mlp | cnn | vgg | compact | a model file (.json or .toml layer list).
     #[arg(long, default_value = "cnn")]
     pub model: String,
     /// Hidden activation of the presets: relu | elu | selu | sigmoid | tanh.

@@ -4,10 +4,12 @@
 //! functions; nothing else computes an output size. Tensors are NCHW (batch, channel, row,
 //! column), row-major, as PyTorch stores them, so Flatten is a no-op on the buffer.
 
-/// A 2-D convolution: square `k`×`k` kernel, stride 1, no padding ("valid"), NCHW.
+/// A 2-D convolution: square `k`×`k` kernel, stride 1, `pad` rows and columns of zeros on
+/// every side of the input (0: "valid"; `k/2` for an odd `k`: "same"), NCHW.
 ///
 /// Buffers: input `(batch, in_c, in_h, in_w)`, weight `(out_c, in_c, k, k)`, bias `(out_c)`,
-/// output `(batch, out_c, out_h, out_w)`.
+/// output `(batch, out_c, out_h, out_w)`. Output pixel `(y, x)` sees input pixels
+/// `(y + i − pad, x + j − pad)` for `i, j < k`; those outside the input count as zero.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Conv2dShape {
     /// Images in the batch.
@@ -22,28 +24,33 @@ pub struct Conv2dShape {
     pub out_c: usize,
     /// Kernel side.
     pub k: usize,
+    /// Zero rows and columns added on each side of the input.
+    pub pad: usize,
 }
 
 impl Conv2dShape {
-    /// Output rows: `in_h - k + 1`. Panics if the kernel does not fit (a model bug).
+    /// Output rows: `in_h + 2·pad − k + 1`. Panics if the kernel does not fit the padded
+    /// input (a model bug).
     pub fn out_h(&self) -> usize {
         assert!(
-            self.in_h >= self.k,
-            "conv kernel {} taller than input {}",
+            self.in_h + 2 * self.pad >= self.k,
+            "conv kernel {} taller than input {} padded by {}",
             self.k,
-            self.in_h
+            self.in_h,
+            self.pad
         );
-        self.in_h - self.k + 1
+        self.in_h + 2 * self.pad - self.k + 1
     }
-    /// Output columns: `in_w - k + 1`.
+    /// Output columns: `in_w + 2·pad − k + 1`.
     pub fn out_w(&self) -> usize {
         assert!(
-            self.in_w >= self.k,
-            "conv kernel {} wider than input {}",
+            self.in_w + 2 * self.pad >= self.k,
+            "conv kernel {} wider than input {} padded by {}",
             self.k,
-            self.in_w
+            self.in_w,
+            self.pad
         );
-        self.in_w - self.k + 1
+        self.in_w + 2 * self.pad - self.k + 1
     }
     /// Elements of the input, `batch·in_c·in_h·in_w`.
     pub fn input_len(&self) -> usize {
@@ -159,6 +166,61 @@ impl DenseShape {
     }
 }
 
+/// Batch normalisation over the channels of `(batch, c, hw)`: a conv output `(batch, c, h, w)`
+/// with `hw = h·w`, or a dense output `(batch, features)` with `c = features` and `hw = 1`.
+/// Each channel's statistics are taken over its `batch·hw` values.
+///
+/// Buffers: input and output `(batch, c, hw)`; weight γ, bias β, running mean and running
+/// variance `(c)` each; the saved batch statistics `(2, c)` (mean, then 1/√(var + eps)).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct BatchNormShape {
+    /// Images in the batch.
+    pub batch: usize,
+    /// Channels (or features).
+    pub c: usize,
+    /// Values per channel per image: rows·columns, or 1 after a dense layer.
+    pub hw: usize,
+}
+
+impl BatchNormShape {
+    /// Elements of the input (and output), `batch·c·hw`.
+    pub fn len(&self) -> usize {
+        self.batch * self.c * self.hw
+    }
+    /// True when the batch holds no values.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Values each channel's statistics are taken over, `batch·hw`.
+    pub fn count(&self) -> usize {
+        self.batch * self.hw
+    }
+}
+
+/// Global average pooling: the mean of each channel's plane, `(batch, c, h·w)` → `(batch, c)`.
+///
+/// Buffers: input `(batch, c, hw)`, output `(batch, c)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct GlobalAvgPoolShape {
+    /// Images in the batch.
+    pub batch: usize,
+    /// Channels.
+    pub c: usize,
+    /// Pixels per plane, rows·columns.
+    pub hw: usize,
+}
+
+impl GlobalAvgPoolShape {
+    /// Elements of the input, `batch·c·hw`.
+    pub fn input_len(&self) -> usize {
+        self.batch * self.c * self.hw
+    }
+    /// Elements of the output, `batch·c`.
+    pub fn output_len(&self) -> usize {
+        self.batch * self.c
+    }
+}
+
 /// Side of a FER2013 image.
 pub const IMAGE_SIDE: usize = 48;
 /// Pixels in a FER2013 image, 48×48.
@@ -194,8 +256,13 @@ mod tests {
             in_w: 48,
             out_c: 128,
             k: 3,
+            pad: 0,
         };
         assert_eq!((c.out_h(), c.out_w()), (46, 46));
+        let same = Conv2dShape { pad: 1, ..c };
+        assert_eq!((same.out_h(), same.out_w()), (48, 48));
+        let five = Conv2dShape { k: 5, pad: 1, ..c };
+        assert_eq!((five.out_h(), five.out_w()), (46, 46));
         let p = PoolShape {
             batch: 2,
             c: 128,

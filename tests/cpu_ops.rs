@@ -25,9 +25,12 @@ mod common;
 use common::{assert_close, random_vec};
 use fergpu::augment::{self, EraseRect, ImageWarp};
 use fergpu::backend::cpu::{CpuBackend, PIXEL_SCALE};
-use fergpu::backend::{stats, Activation, AdamStep, Backend};
+use fergpu::backend::{dropout_hash, stats, Activation, AdamStep, Backend, BatchNorm, Dropout};
 use fergpu::rng::Rng;
-use fergpu::shape::{Conv2dShape, DenseShape, PoolShape, IMAGE_PIXELS, IMAGE_SIDE};
+use fergpu::shape::{
+    BatchNormShape, Conv2dShape, DenseShape, GlobalAvgPoolShape, PoolShape, IMAGE_PIXELS,
+    IMAGE_SIDE,
+};
 
 /// Tolerances for `f32` results against `f64` references (see the module docs).
 const ATOL: f32 = 1e-5;
@@ -41,6 +44,22 @@ const CONV: Conv2dShape = Conv2dShape {
     in_w: 9,
     out_c: 4,
     k: 3,
+    pad: 0,
+};
+
+/// The same with "same" padding: one ring of zeros, output 7×9.
+const CONV_SAME: Conv2dShape = Conv2dShape { pad: 1, ..CONV };
+
+/// A 5×5 kernel padded by 2 over a 4×6 input, smaller than the kernel: some taps of every
+/// output see only padding, and the corner outputs see mostly padding.
+const CONV_K5_PAD2: Conv2dShape = Conv2dShape {
+    batch: 2,
+    in_c: 2,
+    in_h: 4,
+    in_w: 6,
+    out_c: 3,
+    k: 5,
+    pad: 2,
 };
 
 /// A first layer: one channel, so 9-tap patches (a matrix product with an inner dimension
@@ -52,6 +71,7 @@ const CONV_ONE_CHANNEL: Conv2dShape = Conv2dShape {
     in_w: 21,
     out_c: 4,
     k: 3,
+    pad: 0,
 };
 
 /// An odd dense layer: batch 3, 13→6 features.
@@ -92,9 +112,11 @@ fn finite_diff(x: &[f64], eps: f64, loss: impl Fn(&[f64]) -> f64) -> Vec<f64> {
 
 // ---- naive references -------------------------------------------------------------------
 
-/// `out[b,o,y,x] = bias[o] + Σ_{c,i,j} input[b,c,y+i,x+j]·weight[o,c,i,j]`, six loops.
+/// `out[b,o,y,x] = bias[o] + Σ_{c,i,j} input[b,c,y+i−pad,x+j−pad]·weight[o,c,i,j]`, six
+/// loops; taps outside the input add nothing (zero padding).
 fn conv_ref(input: &[f64], weight: &[f64], bias: &[f64], s: &Conv2dShape) -> Vec<f64> {
-    let (oh, ow, k) = (s.in_h - s.k + 1, s.in_w - s.k + 1, s.k);
+    let (k, pad) = (s.k, s.pad as isize);
+    let (oh, ow) = (s.in_h + 2 * s.pad + 1 - k, s.in_w + 2 * s.pad + 1 - k);
     let mut out = vec![0.0; s.batch * s.out_c * oh * ow];
     for b in 0..s.batch {
         for o in 0..s.out_c {
@@ -104,7 +126,17 @@ fn conv_ref(input: &[f64], weight: &[f64], bias: &[f64], s: &Conv2dShape) -> Vec
                     for c in 0..s.in_c {
                         for i in 0..k {
                             for j in 0..k {
-                                let xi = ((b * s.in_c + c) * s.in_h + y + i) * s.in_w + x + j;
+                                let iy = (y + i) as isize - pad;
+                                let ix = (x + j) as isize - pad;
+                                if iy < 0
+                                    || ix < 0
+                                    || iy >= s.in_h as isize
+                                    || ix >= s.in_w as isize
+                                {
+                                    continue;
+                                }
+                                let (iy, ix) = (iy as usize, ix as usize);
+                                let xi = ((b * s.in_c + c) * s.in_h + iy) * s.in_w + ix;
                                 let wi = ((o * s.in_c + c) * k + i) * k + j;
                                 acc += input[xi] * weight[wi];
                             }
@@ -271,7 +303,9 @@ fn conv_inputs(s: &Conv2dShape, seed: u64) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
 #[test]
 fn conv2d_forward_matches_six_loops() {
     assert_eq!((CONV.out_h(), CONV.out_w()), (5, 7));
-    for s in [CONV, CONV_ONE_CHANNEL] {
+    assert_eq!((CONV_SAME.out_h(), CONV_SAME.out_w()), (7, 9));
+    assert_eq!((CONV_K5_PAD2.out_h(), CONV_K5_PAD2.out_w()), (4, 6));
+    for s in [CONV, CONV_ONE_CHANNEL, CONV_SAME, CONV_K5_PAD2] {
         let cpu = CpuBackend::new(1);
         let (x, w, b) = conv_inputs(&s, 10);
         // Bias before weight in the buffer: the op must honour both offsets, in either order.
@@ -279,14 +313,19 @@ fn conv2d_forward_matches_six_loops() {
         let mut out = cpu.zeros(s.output_len());
         cpu.conv2d_forward(&mut out, &x, &params, w_off, b_off, &s);
         let want = conv_ref(&to_f64(&x), &to_f64(&w), &to_f64(&b), &s);
-        let name = format!("conv forward, {} channels", s.in_c);
+        let name = format!("conv forward, {} channels, pad {}", s.in_c, s.pad);
         assert_close(&name, &out, &to_f32(&want), ATOL, RTOL);
     }
 }
 
 #[test]
 fn conv2d_backward_input_matches_finite_differences() {
-    let s = CONV;
+    for s in [CONV, CONV_SAME, CONV_K5_PAD2] {
+        conv2d_backward_input_case(s);
+    }
+}
+
+fn conv2d_backward_input_case(s: Conv2dShape) {
     let cpu = CpuBackend::new(1);
     let (x, w, b) = conv_inputs(&s, 20);
     let r = random_vec(s.output_len(), -1.0, 1.0, 23);
@@ -298,12 +337,13 @@ fn conv2d_backward_input_matches_finite_differences() {
     let fd = finite_diff(&to_f64(&x), 1e-3, |x| {
         dot(&r64, &conv_ref(x, &w64, &b64, &s))
     });
-    assert_close("conv d_input", &d_in, &to_f32(&fd), ATOL, RTOL);
+    let name = format!("conv d_input, pad {}", s.pad);
+    assert_close(&name, &d_in, &to_f32(&fd), ATOL, RTOL);
 }
 
 #[test]
 fn conv2d_backward_weight_and_bias_match_finite_differences() {
-    for s in [CONV, CONV_ONE_CHANNEL] {
+    for s in [CONV, CONV_ONE_CHANNEL, CONV_SAME, CONV_K5_PAD2] {
         conv2d_backward_weight_case(s);
     }
 }
@@ -323,7 +363,7 @@ fn conv2d_backward_weight_case(s: Conv2dShape) {
     let fd_b = finite_diff(&b64, 1e-3, |b| dot(&r64, &conv_ref(&x64, &w64, b, &s)));
     let got_w = &grads[w_off..w_off + s.weight_len()];
     let got_b = &grads[b_off..b_off + s.bias_len()];
-    let c = s.in_c;
+    let c = format!("{}, pad {}", s.in_c, s.pad);
     assert_close(
         &format!("conv d_weight, {c} ch"),
         got_w,
@@ -1071,6 +1111,7 @@ fn two_threads_give_the_same_conv_and_dense_results_as_one() {
             in_w: 19,
             out_c: 24,
             k: 3,
+            pad: batch % 2,
         };
         let (x, w, b) = conv_inputs(&s, 160 + batch as u64);
         let (params, w_off, b_off) = params_with(&w, &b, 170);
@@ -1137,6 +1178,7 @@ fn conv2d_backward_over_image_groups_equals_image_by_image() {
         in_w: 8,
         out_c: 6,
         k: 3,
+        pad: 1,
     };
     let one = Conv2dShape { batch: 1, ..s };
     let (x, w, b) = conv_inputs(&s, 190);
@@ -1178,4 +1220,449 @@ fn conv2d_backward_over_image_groups_equals_image_by_image() {
             1e-4,
         );
     }
+}
+
+// ---- batch normalisation ----------------------------------------------------------------
+
+/// Batch norm after a conv (batch 3, 5 channels of 7×9) and after a dense layer (batch 4,
+/// 6 features: statistics over 4 values each).
+const BN_CONV: BatchNormShape = BatchNormShape {
+    batch: 3,
+    c: 5,
+    hw: 63,
+};
+const BN_DENSE: BatchNormShape = BatchNormShape {
+    batch: 4,
+    c: 6,
+    hw: 1,
+};
+const BN_EPS: f64 = 1e-5;
+const BN_MOMENTUM: f64 = 0.1;
+
+/// The training forward in f64, straight from the definition: per channel the mean and
+/// biased variance over `batch·hw` values, then `γ·(x − μ)/√(σ² + eps) + β`. Returns the
+/// output and each channel's `(mean, biased variance)`.
+fn bn_train_ref(
+    x: &[f64],
+    gamma: &[f64],
+    beta: &[f64],
+    s: &BatchNormShape,
+) -> (Vec<f64>, Vec<(f64, f64)>) {
+    let at = |b: usize, c: usize, j: usize| (b * s.c + c) * s.hw + j;
+    let n = (s.batch * s.hw) as f64;
+    let mut out = vec![0.0; s.len()];
+    let mut stats = Vec::new();
+    for c in 0..s.c {
+        let (mut sum, mut sq) = (0.0, 0.0);
+        for b in 0..s.batch {
+            for j in 0..s.hw {
+                sum += x[at(b, c, j)];
+            }
+        }
+        let mean = sum / n;
+        for b in 0..s.batch {
+            for j in 0..s.hw {
+                sq += (x[at(b, c, j)] - mean).powi(2);
+            }
+        }
+        let var = sq / n;
+        for b in 0..s.batch {
+            for j in 0..s.hw {
+                let i = at(b, c, j);
+                out[i] = gamma[c] * (x[i] - mean) / (var + BN_EPS).sqrt() + beta[c];
+            }
+        }
+        stats.push((mean, var));
+    }
+    (out, stats)
+}
+
+/// Offsets of one batch norm's tensors: γ, β at 3 and 3 + c + 2 of the parameters, the
+/// running mean and variance at 1 and 1 + c + 4 of the running buffer (padding between, so a
+/// wrong offset reads or writes junk that the tests see).
+fn bn_layer(c: usize) -> BatchNorm {
+    BatchNorm {
+        w_off: 3,
+        b_off: 3 + c + 2,
+        mean_off: 1,
+        var_off: 1 + c + 4,
+        momentum: BN_MOMENTUM as f32,
+        eps: BN_EPS as f32,
+    }
+}
+
+/// Inputs of one batch norm: x `(batch, c, hw)` (channel 2 constant: zero variance, when
+/// `flat_channel`), params `(w_off + …)` with γ in [0.5, 1.5] and β in [−0.5, 0.5], running
+/// `(mean_off + …)` with means in [−1, 1] and variances in [0.5, 2], the rest junk.
+struct BnCase {
+    s: BatchNormShape,
+    bn: BatchNorm,
+    x: Vec<f32>,
+    params: Vec<f32>,
+    running: Vec<f32>,
+}
+
+fn bn_case(s: BatchNormShape, seed: u64, flat_channel: bool) -> BnCase {
+    let bn = bn_layer(s.c);
+    let mut x = random_vec(s.len(), -1.0, 1.0, seed);
+    if flat_channel {
+        for b in 0..s.batch {
+            x[(b * s.c + 2) * s.hw..(b * s.c + 3) * s.hw].fill(0.7);
+        }
+    }
+    let mut params = random_vec(bn.b_off + s.c + 3, 5.0, 6.0, seed + 1);
+    params[bn.w_off..bn.w_off + s.c].copy_from_slice(&random_vec(s.c, 0.5, 1.5, seed + 2));
+    params[bn.b_off..bn.b_off + s.c].copy_from_slice(&random_vec(s.c, -0.5, 0.5, seed + 3));
+    let mut running = random_vec(bn.var_off + s.c + 2, 5.0, 6.0, seed + 4);
+    running[bn.mean_off..bn.mean_off + s.c].copy_from_slice(&random_vec(s.c, -1.0, 1.0, seed + 5));
+    running[bn.var_off..bn.var_off + s.c].copy_from_slice(&random_vec(s.c, 0.5, 2.0, seed + 6));
+    BnCase {
+        s,
+        bn,
+        x,
+        params,
+        running,
+    }
+}
+
+impl BnCase {
+    fn gamma(&self) -> &[f32] {
+        &self.params[self.bn.w_off..self.bn.w_off + self.s.c]
+    }
+    fn beta(&self) -> &[f32] {
+        &self.params[self.bn.b_off..self.bn.b_off + self.s.c]
+    }
+}
+
+#[test]
+fn batchnorm_forward_train_matches_the_definition_and_updates_the_running_statistics() {
+    for (s, flat) in [(BN_CONV, true), (BN_DENSE, false), (BN_DENSE, true)] {
+        let c = bn_case(s, 200, flat);
+        let cpu = CpuBackend::new(2);
+        let mut out = vec![7.0; s.len() + 3];
+        let mut saved = vec![7.0; 2 * s.c];
+        let mut running = c.running.clone();
+        cpu.batchnorm_forward_train(
+            &mut out,
+            &mut saved,
+            &mut running,
+            &c.x,
+            &c.params,
+            &c.bn,
+            &s,
+        );
+        let (want, stats) = bn_train_ref(&to_f64(&c.x), &to_f64(c.gamma()), &to_f64(c.beta()), &s);
+        let what = format!("bn train forward, hw {}", s.hw);
+        assert_close(&what, &out[..s.len()], &to_f32(&want), ATOL, RTOL);
+        assert_eq!(out[s.len()..], [7.0; 3], "{what}: wrote past the batch");
+        let n = (s.batch * s.hw) as f64;
+        let m = BN_MOMENTUM;
+        let (mut want_mean, mut want_var) = (vec![], vec![]);
+        let (mut want_saved_mean, mut want_r) = (vec![], vec![]);
+        for (ch, &(mean, var)) in stats.iter().enumerate() {
+            let (rm, rv) = (
+                c.running[c.bn.mean_off + ch] as f64,
+                c.running[c.bn.var_off + ch] as f64,
+            );
+            // The running variance is the unbiased estimate, n/(n − 1) times the biased one.
+            want_mean.push(((1.0 - m) * rm + m * mean) as f32);
+            want_var.push(((1.0 - m) * rv + m * var * n / (n - 1.0)) as f32);
+            want_saved_mean.push(mean as f32);
+            want_r.push((1.0 / (var + BN_EPS).sqrt()) as f32);
+        }
+        let (mo, vo) = (c.bn.mean_off, c.bn.var_off);
+        assert_close(&what, &running[mo..mo + s.c], &want_mean, 1e-6, 1e-5);
+        assert_close(&what, &running[vo..vo + s.c], &want_var, 1e-6, 1e-5);
+        assert_close(&what, &saved[..s.c], &want_saved_mean, 1e-6, 1e-5);
+        assert_close(&what, &saved[s.c..], &want_r, 1e-6, 1e-5);
+        // Only the two running tensors moved.
+        for (i, (&a, &b)) in running.iter().zip(&c.running).enumerate() {
+            let inside = (mo..mo + s.c).contains(&i) || (vo..vo + s.c).contains(&i);
+            assert!(inside || a == b, "{what}: running[{i}] changed");
+        }
+        if flat {
+            // Zero variance: x − μ is exactly 0, so the output is β, finite.
+            for b in 0..s.batch {
+                let plane = &out[(b * s.c + 2) * s.hw..(b * s.c + 3) * s.hw];
+                assert!(plane.iter().all(|&v| v == c.beta()[2]), "{what}: {plane:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn batchnorm_forward_eval_uses_the_running_statistics() {
+    for s in [BN_CONV, BN_DENSE] {
+        let c = bn_case(s, 210, false);
+        let cpu = CpuBackend::new(2);
+        let mut out = vec![7.0; s.len() + 3];
+        cpu.batchnorm_forward_eval(&mut out, &c.x, &c.params, &c.running, &c.bn, &s);
+        let mut want = vec![0f32; s.len()];
+        for (i, w) in want.iter_mut().enumerate() {
+            let ch = (i / s.hw) % s.c;
+            let mean = c.running[c.bn.mean_off + ch] as f64;
+            let var = c.running[c.bn.var_off + ch] as f64;
+            let (g, b) = (c.gamma()[ch] as f64, c.beta()[ch] as f64);
+            *w = (g * (c.x[i] as f64 - mean) / (var + BN_EPS).sqrt() + b) as f32;
+        }
+        let what = format!("bn eval forward, hw {}", s.hw);
+        assert_close(&what, &out[..s.len()], &want, ATOL, RTOL);
+        assert_eq!(out[s.len()..], [7.0; 3], "{what}: wrote past the batch");
+    }
+}
+
+/// The gradient through the batch statistics: the mean and the variance depend on every
+/// input, so each `d_input` element gathers terms from its whole channel. A channel of
+/// constant values (zero variance) is included: its gradient stays finite (eps keeps
+/// 1/√(σ² + eps) bounded) and matches the finite differences too.
+#[test]
+fn batchnorm_backward_matches_finite_differences_through_the_batch_statistics() {
+    for s in [BN_CONV, BN_DENSE] {
+        let c = bn_case(s, 220, true);
+        let cpu = CpuBackend::new(2);
+        let r = random_vec(s.len(), -1.0, 1.0, 223);
+        let mut out = cpu.zeros(s.len());
+        let mut saved = cpu.zeros(2 * s.c);
+        let mut running = c.running.clone();
+        cpu.batchnorm_forward_train(
+            &mut out,
+            &mut saved,
+            &mut running,
+            &c.x,
+            &c.params,
+            &c.bn,
+            &s,
+        );
+        let mut d_in = vec![f32::NAN; s.len() + 2];
+        // Stale values in the gradient slots must be overwritten; the rest stays.
+        let mut grads = vec![9.0; c.params.len()];
+        cpu.batchnorm_backward(
+            &mut d_in, &mut grads, &r, &c.x, &saved, &c.params, &c.bn, &s,
+        );
+        assert!(
+            d_in[..s.len()].iter().all(|v| v.is_finite()),
+            "d_input not finite"
+        );
+
+        let (x64, g64, b64, r64) = (
+            to_f64(&c.x),
+            to_f64(c.gamma()),
+            to_f64(c.beta()),
+            to_f64(&r),
+        );
+        let loss = |x: &[f64], g: &[f64], b: &[f64]| dot(&r64, &bn_train_ref(x, g, b, &s).0);
+        let fd_x = finite_diff(&x64, 1e-4, |x| loss(x, &g64, &b64));
+        let fd_g = finite_diff(&g64, 1e-4, |g| loss(&x64, g, &b64));
+        let fd_b = finite_diff(&b64, 1e-4, |b| loss(&x64, &g64, b));
+        let what = format!("bn backward, hw {}", s.hw);
+        // d_input subtracts per-channel means of dy: a difference of O(1) terms, so its
+        // absolute error is that of the terms (≈ 1e-6 · r ≈ 3e-4 on the constant channel).
+        assert_close(
+            &format!("{what} d_input"),
+            &d_in[..s.len()],
+            &to_f32(&fd_x),
+            1e-4,
+            RTOL,
+        );
+        let (w, b) = (c.bn.w_off, c.bn.b_off);
+        assert_close(
+            &format!("{what} d_gamma"),
+            &grads[w..w + s.c],
+            &to_f32(&fd_g),
+            ATOL,
+            RTOL,
+        );
+        assert_close(
+            &format!("{what} d_beta"),
+            &grads[b..b + s.c],
+            &to_f32(&fd_b),
+            ATOL,
+            RTOL,
+        );
+        for (i, &v) in grads.iter().enumerate() {
+            let inside = (w..w + s.c).contains(&i) || (b..b + s.c).contains(&i);
+            assert!(inside || v == 9.0, "{what}: grads[{i}] touched");
+        }
+    }
+}
+
+#[test]
+fn batchnorm_over_one_value_per_channel_is_refused() {
+    // A dense batch norm on a batch of one image: the variance would be 0/0 and the
+    // unbiased estimate n/(n − 1) divides by zero. The model refuses to train such a batch
+    // (see tests/layers_models.rs); the op itself asserts rather than return NaN.
+    let s = BatchNormShape {
+        batch: 1,
+        ..BN_DENSE
+    };
+    let c = bn_case(BN_DENSE, 230, false);
+    let result = std::panic::catch_unwind(|| {
+        let cpu = CpuBackend::new(1);
+        let (mut out, mut saved, mut running) = (vec![0.0; 6], vec![0.0; 12], c.running.clone());
+        cpu.batchnorm_forward_train(
+            &mut out,
+            &mut saved,
+            &mut running,
+            &c.x,
+            &c.params,
+            &c.bn,
+            &s,
+        );
+    });
+    let msg = result.expect_err("batch norm over 1 value must not run");
+    let msg = msg.downcast_ref::<String>().cloned().unwrap_or_default();
+    assert!(msg.contains("at least 2 values per channel"), "{msg}");
+}
+
+// ---- dropout --------------------------------------------------------------------------------
+
+#[test]
+fn dropout_forward_keeps_by_the_hash_scales_and_drops_the_share_asked() {
+    let cpu = CpuBackend::new(2);
+    // Longer than a parallel chunk; `len` stops short of the buffer.
+    let len = 40_000;
+    let x = random_vec(len + 3, 0.5, 1.5, 240);
+    for rate in [0.1f32, 0.5, 0.9] {
+        let d = Dropout {
+            rate,
+            seed: 0x1234_5678_9abc,
+            step: 7,
+            layer: 3,
+        };
+        let mut out = vec![7.0; len + 3];
+        cpu.dropout_forward(&mut out, &x, &d, len);
+        let threshold = ((1.0 - rate as f64) * 2f64.powi(32)) as u64;
+        let mut kept = 0;
+        for i in 0..len {
+            let keep = (dropout_hash(d.seed, d.step, d.layer, i as u32) as u64) < threshold;
+            let want = if keep { x[i] / (1.0 - rate) } else { 0.0 };
+            assert!(
+                (out[i] - want).abs() <= 1e-6 * want.abs(),
+                "[{i}] {} vs {want}",
+                out[i]
+            );
+            kept += keep as usize;
+        }
+        assert_eq!(out[len..], [7.0; 3], "wrote past len");
+        // Binomial: the kept share is within 5 standard deviations of 1 − rate.
+        let share = kept as f64 / len as f64;
+        let sd = (rate as f64 * (1.0 - rate as f64) / len as f64).sqrt();
+        assert!(
+            (share - (1.0 - rate as f64)).abs() < 5.0 * sd,
+            "rate {rate}: kept {share}"
+        );
+    }
+}
+
+#[test]
+fn dropout_masks_change_with_every_part_of_the_key() {
+    let cpu = CpuBackend::new(1);
+    let len = 4096;
+    let x = vec![1.0; len];
+    let base = Dropout {
+        rate: 0.5,
+        seed: 9,
+        step: 0,
+        layer: 4,
+    };
+    let mask = |d: Dropout| {
+        let mut out = vec![0.0; len];
+        cpu.dropout_forward(&mut out, &x, &d, len);
+        out.iter().map(|&v| v != 0.0).collect::<Vec<bool>>()
+    };
+    let m0 = mask(base);
+    assert_eq!(m0, mask(base), "the same key draws the same mask");
+    let others = [
+        Dropout { seed: 10, ..base },
+        Dropout {
+            seed: 9 | 1 << 40,
+            ..base
+        },
+        Dropout { step: 1, ..base },
+        Dropout {
+            step: 1 << 33,
+            ..base
+        },
+        Dropout { layer: 5, ..base },
+    ];
+    for d in others {
+        let m = mask(d);
+        let same = m.iter().zip(&m0).filter(|(a, b)| a == b).count();
+        // Independent masks agree on about half the elements (sd 32 of 4096).
+        assert!(
+            (same as i64 - 2048).abs() < 200,
+            "{d:?}: {same} of {len} agree"
+        );
+    }
+}
+
+#[test]
+fn dropout_backward_matches_finite_differences() {
+    let cpu = CpuBackend::new(1);
+    let len = 301;
+    let d = Dropout {
+        rate: 0.3,
+        seed: 5,
+        step: 11,
+        layer: 2,
+    };
+    let x = random_vec(len, -1.0, 1.0, 250);
+    let r = random_vec(len, -1.0, 1.0, 251);
+    let mut d_in = vec![f32::NAN; len];
+    cpu.dropout_backward(&mut d_in, &r, &d, len);
+    // The forward in f64: the mask from the key, scaled by 1/(1 − rate).
+    let scale = 1.0 / (1.0 - d.rate as f64);
+    let f = |x: &[f64]| -> Vec<f64> {
+        x.iter()
+            .enumerate()
+            .map(|(i, &v)| if d.keeps(i) { v * scale } else { 0.0 })
+            .collect()
+    };
+    let r64 = to_f64(&r);
+    let fd = finite_diff(&to_f64(&x), 1e-3, |x| dot(&r64, &f(x)));
+    assert_close("dropout d_input", &d_in, &to_f32(&fd), ATOL, RTOL);
+    assert!(d_in.contains(&0.0) && d_in.iter().any(|&v| v != 0.0));
+}
+
+// ---- global average pooling -------------------------------------------------------------
+
+const GAP: GlobalAvgPoolShape = GlobalAvgPoolShape {
+    batch: 3,
+    c: 5,
+    hw: 63,
+};
+
+fn gap_ref(x: &[f64], s: &GlobalAvgPoolShape) -> Vec<f64> {
+    (0..s.batch * s.c)
+        .map(|p| x[p * s.hw..(p + 1) * s.hw].iter().sum::<f64>() / s.hw as f64)
+        .collect()
+}
+
+#[test]
+fn globalavgpool_forward_matches_the_mean_of_each_plane() {
+    let cpu = CpuBackend::new(2);
+    let x = random_vec(GAP.input_len(), -1.0, 1.0, 260);
+    let mut out = vec![7.0; GAP.output_len() + 2];
+    cpu.globalavgpool_forward(&mut out, &x, &GAP);
+    let want = gap_ref(&to_f64(&x), &GAP);
+    assert_close(
+        "gap forward",
+        &out[..GAP.output_len()],
+        &to_f32(&want),
+        ATOL,
+        RTOL,
+    );
+    assert_eq!(out[GAP.output_len()..], [7.0; 2]);
+}
+
+#[test]
+fn globalavgpool_backward_matches_finite_differences() {
+    let cpu = CpuBackend::new(2);
+    let x = random_vec(GAP.input_len(), -1.0, 1.0, 270);
+    let r = random_vec(GAP.output_len(), -1.0, 1.0, 271);
+    let mut d_in = vec![f32::NAN; GAP.input_len()];
+    cpu.globalavgpool_backward(&mut d_in, &r, &GAP);
+    let r64 = to_f64(&r);
+    let fd = finite_diff(&to_f64(&x), 1e-3, |x| dot(&r64, &gap_ref(x, &GAP)));
+    assert_close("gap d_input", &d_in, &to_f32(&fd), ATOL, RTOL);
 }

@@ -289,6 +289,7 @@ fn evaluation_batches_fit_the_software_adapter_and_too_large_training_batches_ar
     let ck = Checkpoint {
         spec,
         params,
+        running: vec![],
         optimizer: None,
         train_state: None,
     };

@@ -18,10 +18,12 @@ use fergpu::augment::{self, AreaRange, ImageWarp, Warp};
 use fergpu::backend::cpu::CpuBackend;
 use fergpu::backend::gpu::adapter::{format_adapters, list_adapters, AdapterRequest};
 use fergpu::backend::gpu::GpuBackend;
-use fergpu::backend::{stats, Activation, AdamStep, Backend};
+use fergpu::backend::{stats, Activation, AdamStep, Backend, BatchNorm, Dropout};
 use fergpu::device::{run_on, DeviceChoice, Job};
 use fergpu::rng::Rng;
-use fergpu::shape::{Conv2dShape, DenseShape, PoolShape, IMAGE_PIXELS};
+use fergpu::shape::{
+    BatchNormShape, Conv2dShape, DenseShape, GlobalAvgPoolShape, PoolShape, IMAGE_PIXELS,
+};
 use fergpu::Error;
 use std::sync::OnceLock;
 
@@ -94,6 +96,42 @@ trait ErasedOps {
     fn gather_batch_warped(&self, c: &GatherCase, warp: &[u32]) -> (Vec<f32>, Vec<u32>);
     fn memory(&self, a: &[f32], b: &[f32], idx: &[u32]) -> (Vec<f32>, Vec<f32>, Vec<u32>);
     fn copy(&self, a: &[f32], b: &[f32]) -> Vec<f32>;
+    fn batchnorm_forward_train(&self, c: &BnCase) -> [Vec<f32>; 3];
+    fn batchnorm_forward_eval(&self, c: &BnCase) -> Vec<f32>;
+    fn batchnorm_backward(&self, c: &BnCase) -> [Vec<f32>; 2];
+    fn dropout_forward(&self, c: &DropCase) -> Vec<f32>;
+    fn dropout_backward(&self, c: &DropCase) -> Vec<f32>;
+    fn globalavgpool_forward(&self, c: &GapCase) -> Vec<f32>;
+    fn globalavgpool_backward(&self, c: &GapCase) -> Vec<f32>;
+}
+
+/// Inputs of the batch-norm ops: x and dy `(batch, c, hw)` + slack (one channel constant),
+/// params `(…)` with γ and β at the layer's offsets, running `(…)` with the running mean and
+/// variance at theirs, and junk to prefill the outputs.
+struct BnCase {
+    s: BatchNormShape,
+    bn: BatchNorm,
+    x: Vec<f32>,
+    dy: Vec<f32>,
+    params: Vec<f32>,
+    running: Vec<f32>,
+    junk: Vec<f32>,
+}
+
+/// Inputs of dropout: x and dy `(len + 5)`, of which the ops touch `len`, and the key.
+struct DropCase {
+    d: Dropout,
+    x: Vec<f32>,
+    dy: Vec<f32>,
+    len: usize,
+}
+
+/// Inputs of global average pooling: x `(batch, c, hw)` and dy `(batch, c)`, plus slack.
+struct GapCase {
+    s: GlobalAvgPoolShape,
+    x: Vec<f32>,
+    dy: Vec<f32>,
+    junk: Vec<f32>,
 }
 
 struct Ops<'a, B: Backend>(&'a B);
@@ -394,6 +432,77 @@ impl<B: Backend> ErasedOps for Ops<'_, B> {
         be.activation_forward(&mut after, &copied, Activation::Linear, a.len());
         be.download(&after)
     }
+
+    fn batchnorm_forward_train(&self, c: &BnCase) -> [Vec<f32>; 3] {
+        let be = self.0;
+        let (x, params) = (be.upload(&c.x), be.upload(&c.params));
+        let mut running = be.upload(&c.running);
+        let mut y = be.upload(&c.junk[..c.s.len() + 5]);
+        let mut saved = be.upload(&c.junk[..2 * c.s.c]);
+        // Twice: the running statistics move twice.
+        for _ in 0..2 {
+            be.batchnorm_forward_train(&mut y, &mut saved, &mut running, &x, &params, &c.bn, &c.s);
+        }
+        be.submit();
+        [be.download(&y), be.download(&saved), be.download(&running)]
+    }
+
+    fn batchnorm_forward_eval(&self, c: &BnCase) -> Vec<f32> {
+        let be = self.0;
+        let (x, params, running) = (be.upload(&c.x), be.upload(&c.params), be.upload(&c.running));
+        let mut y = be.upload(&c.junk[..c.s.len() + 5]);
+        be.batchnorm_forward_eval(&mut y, &x, &params, &running, &c.bn, &c.s);
+        be.submit();
+        be.download(&y)
+    }
+
+    fn batchnorm_backward(&self, c: &BnCase) -> [Vec<f32>; 2] {
+        let be = self.0;
+        let (x, dy, params) = (be.upload(&c.x), be.upload(&c.dy), be.upload(&c.params));
+        let mut running = be.upload(&c.running);
+        let mut y = be.zeros(c.s.len());
+        let mut saved = be.zeros(2 * c.s.c);
+        let mut dx = be.upload(&c.junk[..c.s.len() + 5]);
+        let mut grads = be.upload(&c.junk[..c.params.len()]);
+        // From this backend's own batch statistics.
+        be.batchnorm_forward_train(&mut y, &mut saved, &mut running, &x, &params, &c.bn, &c.s);
+        be.batchnorm_backward(&mut dx, &mut grads, &dy, &x, &saved, &params, &c.bn, &c.s);
+        be.submit();
+        [be.download(&dx), be.download(&grads)]
+    }
+
+    fn dropout_forward(&self, c: &DropCase) -> Vec<f32> {
+        let be = self.0;
+        let x = be.upload(&c.x);
+        // The output starts as a copy of dy: elements past `len` must keep it.
+        let mut y = be.upload(&c.dy);
+        be.dropout_forward(&mut y, &x, &c.d, c.len);
+        be.download(&y)
+    }
+
+    fn dropout_backward(&self, c: &DropCase) -> Vec<f32> {
+        let be = self.0;
+        let dy = be.upload(&c.dy);
+        let mut dx = be.upload(&c.x);
+        be.dropout_backward(&mut dx, &dy, &c.d, c.len);
+        be.download(&dx)
+    }
+
+    fn globalavgpool_forward(&self, c: &GapCase) -> Vec<f32> {
+        let be = self.0;
+        let x = be.upload(&c.x);
+        let mut y = be.upload(&c.junk[..c.s.output_len() + 3]);
+        be.globalavgpool_forward(&mut y, &x, &c.s);
+        be.download(&y)
+    }
+
+    fn globalavgpool_backward(&self, c: &GapCase) -> Vec<f32> {
+        let be = self.0;
+        let dy = be.upload(&c.dy);
+        let mut dx = be.upload(&c.junk[..c.s.input_len() + 3]);
+        be.globalavgpool_backward(&mut dx, &dy, &c.s);
+        be.download(&dx)
+    }
 }
 
 /// Values on a coarse grid (multiples of 1/4 in [-2, 2)), so windows and rows have ties.
@@ -424,8 +533,10 @@ fn conv_case(s: Conv2dShape, seed: u64) -> ConvCase {
     }
 }
 
-/// The convolution cases: an odd shape, one wider than a 32-row tile with a kernel of 2, and
-/// the first CNN layer's shape, whose weight gradient takes the split-K path.
+/// The convolution cases: an odd shape, one wider than a 32-row tile with a kernel of 2, the
+/// first layer of the padded presets (48×48, "same"), whose weight gradient takes the
+/// split-K path, the odd shape with "same" padding, and a 5×5 kernel padded by 2 over a
+/// 4×6 input (taps that see only padding).
 fn conv_cases() -> Vec<ConvCase> {
     let odd = Conv2dShape {
         batch: 3,
@@ -434,6 +545,7 @@ fn conv_cases() -> Vec<ConvCase> {
         in_w: 9,
         out_c: 6,
         k: 3,
+        pad: 0,
     };
     let wide = Conv2dShape {
         out_c: 37,
@@ -448,8 +560,19 @@ fn conv_cases() -> Vec<ConvCase> {
         in_w: 48,
         out_c: 5,
         k: 3,
+        pad: 1,
     };
-    [odd, wide, first]
+    let same = Conv2dShape { pad: 1, ..odd };
+    let k5_pad2 = Conv2dShape {
+        batch: 2,
+        in_c: 3,
+        in_h: 4,
+        in_w: 6,
+        out_c: 5,
+        k: 5,
+        pad: 2,
+    };
+    [odd, wide, first, same, k5_pad2]
         .into_iter()
         .enumerate()
         .map(|(i, s)| conv_case(s, 10 + i as u64))
@@ -845,6 +968,171 @@ fn a_grid_beyond_65535_workgroups_folds_into_two_dimensions() {
     // Relu is exact.
     assert_close("relu over a 2-D grid", &got, &want, 0.0, 0.0);
     gpu.check().expect("the GPU reported an error");
+}
+
+// ---- batch normalisation, dropout, global average pooling --------------------------------
+
+/// Batch norm after a conv (5 channels of 7×9, more channels than the folded grid's 3
+/// workgroups per row), after a dense layer (37 features over a batch of 3), and over 600
+/// values per channel (more than a workgroup's 256 invocations). Channel 1 is constant (zero
+/// variance) in each.
+fn bn_cases() -> Vec<BnCase> {
+    [(3, 5, 63), (3, 37, 1), (2, 3, 300)]
+        .into_iter()
+        .enumerate()
+        .map(|(i, (batch, c, hw))| {
+            let s = BatchNormShape { batch, c, hw };
+            let seed = 120 + 10 * i as u64;
+            let bn = BatchNorm {
+                w_off: 3,
+                b_off: 3 + c + 2,
+                mean_off: 1,
+                var_off: 1 + c + 4,
+                momentum: 0.1,
+                eps: 1e-5,
+            };
+            let mut x = random_vec(s.len() + 5, -1.0, 1.0, seed);
+            for b in 0..batch {
+                x[(b * c + 1) * hw..(b * c + 2) * hw].fill(0.7);
+            }
+            let mut params = random_vec(bn.b_off + c + 3, -1.0, 1.0, seed + 1);
+            params[bn.w_off..bn.w_off + c].copy_from_slice(&random_vec(c, 0.5, 1.5, seed + 2));
+            let mut running = random_vec(bn.var_off + c + 2, -1.0, 1.0, seed + 3);
+            running[bn.var_off..bn.var_off + c].copy_from_slice(&random_vec(c, 0.5, 2.0, seed + 4));
+            BnCase {
+                s,
+                bn,
+                x,
+                dy: random_vec(s.len() + 5, -1.0, 1.0, seed + 5),
+                params,
+                running,
+                junk: random_vec(s.len().max(params_len(c)) + 16, 5.0, 6.0, seed + 6),
+            }
+        })
+        .collect()
+}
+
+/// Length of a [`bn_cases`] parameter buffer for `c` channels.
+fn params_len(c: usize) -> usize {
+    3 + c + 2 + c + 3
+}
+
+// Sums of ≤ 600 values in another order (the CPU in f64, the GPU in f32 with the corrected
+// two-pass mean): the statistics agree to ~1e-6 relative, and the constant channel's
+// x − μ is exactly 0 on both (1/√eps ≈ 316 would magnify any rounding left in μ).
+
+#[test]
+fn batchnorm_forward_train_matches_the_reference() {
+    for (i, c) in bn_cases().iter().enumerate() {
+        parity(
+            |o| o.batchnorm_forward_train(c),
+            |got, want| {
+                assert_close(&format!("bn {i} y"), &got[0], &want[0], 1e-5, 1e-5);
+                assert_close(&format!("bn {i} saved"), &got[1], &want[1], 1e-6, 1e-5);
+                assert_close(&format!("bn {i} running"), &got[2], &want[2], 1e-6, 1e-5);
+            },
+        );
+    }
+}
+
+#[test]
+fn batchnorm_forward_eval_matches_the_reference() {
+    for (i, c) in bn_cases().iter().enumerate() {
+        parity(
+            |o| o.batchnorm_forward_eval(c),
+            // The same per-channel expression on both: rounding only.
+            |got, want| assert_close(&format!("bn {i} eval"), got, want, 1e-6, 1e-6),
+        );
+    }
+}
+
+#[test]
+fn batchnorm_backward_matches_the_reference() {
+    for (i, c) in bn_cases().iter().enumerate() {
+        parity(
+            |o| o.batchnorm_backward(c),
+            |got, want| {
+                assert_close(&format!("bn {i} d_input"), &got[0], &want[0], 1e-5, 1e-5);
+                assert_close(&format!("bn {i} grads"), &got[1], &want[1], 1e-5, 1e-5);
+            },
+        );
+    }
+}
+
+/// Dropout over 1001 elements at three rates, with a seed and a step that use both of
+/// their words.
+fn drop_cases() -> Vec<DropCase> {
+    let n = 1001;
+    [0.1f32, 0.5, 0.8]
+        .into_iter()
+        .enumerate()
+        .map(|(i, rate)| DropCase {
+            d: Dropout {
+                rate,
+                seed: 0xfeed_0000_0001 + i as u64,
+                step: (1 << 32) + 17,
+                layer: 6 + i as u32,
+            },
+            x: random_vec(n + 5, -1.0, 1.0, 140 + i as u64),
+            dy: random_vec(n + 5, -1.0, 1.0, 150 + i as u64),
+            len: n,
+        })
+        .collect()
+}
+
+#[test]
+fn dropout_forward_matches_the_reference() {
+    for c in drop_cases() {
+        parity(
+            |o| o.dropout_forward(&c),
+            // The same integer hash draws the same mask; the scaling is one multiply: exact.
+            |got, want| assert_eq!(got, want, "dropout mask or scaling at rate {}", c.d.rate),
+        );
+    }
+}
+
+#[test]
+fn dropout_backward_matches_the_reference() {
+    for c in drop_cases() {
+        parity(
+            |o| o.dropout_backward(&c),
+            |got, want| assert_eq!(got, want, "dropout backward at rate {}", c.d.rate),
+        );
+    }
+}
+
+fn gap_case() -> GapCase {
+    let s = GlobalAvgPoolShape {
+        batch: 3,
+        c: 5,
+        hw: 63,
+    };
+    GapCase {
+        s,
+        x: random_vec(s.input_len() + 3, -1.0, 1.0, 160),
+        dy: random_vec(s.output_len() + 3, -1.0, 1.0, 161),
+        junk: random_vec(s.input_len() + 3, 5.0, 6.0, 162),
+    }
+}
+
+#[test]
+fn globalavgpool_forward_matches_the_reference() {
+    let c = gap_case();
+    parity(
+        |o| o.globalavgpool_forward(&c),
+        // Means of 63 values summed in another order.
+        |got, want| assert_close("gap forward", got, want, 1e-6, 1e-5),
+    );
+}
+
+#[test]
+fn globalavgpool_backward_matches_the_reference() {
+    let c = gap_case();
+    parity(
+        |o| o.globalavgpool_backward(&c),
+        // One division, the same on both: exact.
+        |got, want| assert_close("gap backward", got, want, 0.0, 0.0),
+    );
 }
 
 // ---- errors and device choice --------------------------------------------------------------

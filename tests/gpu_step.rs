@@ -20,7 +20,7 @@ use fergpu::backend::cpu::CpuBackend;
 use fergpu::backend::gpu::adapter::AdapterRequest;
 use fergpu::backend::gpu::GpuBackend;
 use fergpu::backend::{stats, Activation, Backend};
-use fergpu::model::network::{Adam, Network};
+use fergpu::model::network::{Adam, Mode, Network};
 use fergpu::model::{ModelSpec, Plan};
 use fergpu::rng::Rng;
 use fergpu::shape::{IMAGE_PIXELS, NUM_CLASSES};
@@ -108,7 +108,14 @@ fn train<B: Backend>(be: &B, plan: &Plan, params: &[f32], d: &Data, steps: usize
         };
         let offset = (step * plan.batch) % (d.order.len() - plan.batch);
         be.gather_batch(&mut net.x, &mut net.labels, &images, &order, offset, batch);
-        net.forward(be, batch);
+        net.forward(
+            be,
+            batch,
+            Mode::Train {
+                seed: 1,
+                step: step as u64,
+            },
+        );
         net.loss_forward(be, &mut st, &weights, batch);
         net.backward(be, &weights, batch);
         if step == 0 {

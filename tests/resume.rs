@@ -1,6 +1,7 @@
 //! Resume equivalence on the CPU backend: a run stopped (mid-epoch or between epochs) and
-//! resumed ends with the same weights, Adam moments and step count, bit for bit, as a run
-//! that was never stopped; its metrics agree too.
+//! resumed ends with the same weights, batch norms' running statistics, Adam moments and
+//! step count, bit for bit, as a run that was never stopped; its metrics agree too. One case
+//! trains a model with batch norm and dropout, whose masks are keyed by the step count.
 
 mod support;
 
@@ -62,6 +63,10 @@ fn assert_same_runs(a: &Path, b: &Path) {
         let x = Checkpoint::load(&a.join(name)).unwrap();
         let y = Checkpoint::load(&b.join(name)).unwrap();
         assert_eq!(x.spec, y.spec, "{name}");
+        assert!(
+            bits(&x.running) == bits(&y.running),
+            "{name}: running statistics differ"
+        );
         assert!(
             bits(&x.params) == bits(&y.params),
             "{name}: weights differ in {} of {} values",
@@ -169,6 +174,69 @@ fn with_scale_rotation_and_erasing_a_resumed_run_equals_uninterrupted_bit_for_bi
             .params
     };
     assert!(bits(&last(&whole.out)) != bits(&last(&plain.out)));
+}
+
+/// A model with batch norm over conv planes and over dense features, and dropout: conv 3×3
+/// same (4) → batch norm → relu → 4×4 pool → global average pool → dense 16 → batch norm →
+/// relu → dropout 0.5 → dense 7.
+const BN_MODEL: &str = r#"
+[[layers]]
+type = "conv2d"
+filters = 4
+padding = "same"
+activation = "linear"
+[[layers]]
+type = "batchnorm"
+[[layers]]
+type = "activation"
+activation = "relu"
+[[layers]]
+type = "maxpool"
+size = 4
+[[layers]]
+type = "globalavgpool"
+[[layers]]
+type = "dense"
+units = 16
+[[layers]]
+type = "batchnorm"
+[[layers]]
+type = "activation"
+activation = "relu"
+[[layers]]
+type = "dropout"
+rate = 0.5
+[[layers]]
+type = "dense"
+units = 7
+"#;
+
+#[test]
+fn a_batch_norm_and_dropout_model_resumes_mid_epoch_bit_for_bit() {
+    let s = splits();
+    let dir = fresh_dir("resume-bn");
+    let model = dir.join("bn.toml");
+    std::fs::write(&model, BN_MODEL).unwrap();
+    let cfg = |out: &str| {
+        let mut c = config(dir.join(out), 2);
+        c.model.model = model.to_str().unwrap().into();
+        c
+    };
+    let whole = train_on(&cfg("whole"), &s, NEW, &go()).unwrap();
+    let stop = Cancel::new();
+    stop.request();
+    let first = train_on(&cfg("parts"), &s, NEW, &stop).unwrap();
+    assert!(first.interrupted);
+    let saved = Checkpoint::load(&dir.join("parts/checkpoint-last.safetensors")).unwrap();
+    // The running statistics moved in the one step taken, and were saved.
+    assert!(saved.running.iter().any(|&v| v != 0.0 && v != 1.0));
+    let rest = train_on(&cfg("parts"), &s, RESUME, &go()).unwrap();
+    assert_eq!(rest.records.len(), 2);
+    assert_same_runs(&whole.out, &rest.out);
+    assert_eq!(
+        whole.summary.unwrap().confusion,
+        rest.summary.unwrap().confusion
+    );
 }
 
 #[test]

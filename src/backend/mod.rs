@@ -18,7 +18,7 @@
 pub mod cpu;
 pub mod gpu;
 
-use crate::shape::{Conv2dShape, DenseShape, PoolShape};
+use crate::shape::{BatchNormShape, Conv2dShape, DenseShape, GlobalAvgPoolShape, PoolShape};
 
 /// Element-wise activation functions. Each derivative is computed from the activation's
 /// *output* `y`, so backward never needs the pre-activation.
@@ -169,6 +169,90 @@ impl AdamStep {
     }
 }
 
+/// Where one batch-normalisation layer keeps its tensors, and its constants (PyTorch's
+/// defaults: momentum 0.1, eps 1e-5).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BatchNorm {
+    /// Offset of the scale γ `(c)` in the parameter (and gradient) buffer.
+    pub w_off: usize,
+    /// Offset of the shift β `(c)` in the parameter (and gradient) buffer.
+    pub b_off: usize,
+    /// Offset of the running mean `(c)` in the running-statistics buffer.
+    pub mean_off: usize,
+    /// Offset of the running variance `(c)` in the running-statistics buffer.
+    pub var_off: usize,
+    /// Weight of the batch's statistics in the running ones.
+    pub momentum: f32,
+    /// Added to the variance before the square root.
+    pub eps: f32,
+}
+
+/// One dropout layer's mask for one training step. Element `i` of the layer's input is kept
+/// when `dropout_hash(seed, step, layer, i) < threshold()`, so the mask is a pure function of
+/// the key: both backends draw the same one, backward redraws it instead of storing it, and a
+/// resumed run (whose step count is saved) draws the masks of the run it continues.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Dropout {
+    /// Share of elements dropped, in (0, 1).
+    pub rate: f32,
+    /// The run's seed.
+    pub seed: u64,
+    /// The optimizer's step count before this step (0 for the first step of a run).
+    pub step: u64,
+    /// The layer's index in the model's layer list.
+    pub layer: u32,
+}
+
+impl Dropout {
+    /// Hashes below this keep their element: `(1 − rate)·2³²`, rounded down.
+    pub fn threshold(&self) -> u32 {
+        assert!(
+            self.rate > 0.0 && self.rate < 1.0,
+            "dropout rate {} not in (0, 1)",
+            self.rate
+        );
+        ((1.0 - self.rate as f64) * 4_294_967_296.0) as u32
+    }
+
+    /// Kept elements are scaled by `1/(1 − rate)` ("inverted" dropout), so evaluation needs
+    /// no rescaling.
+    pub fn scale(&self) -> f32 {
+        1.0 / (1.0 - self.rate)
+    }
+
+    /// Whether element `i` is kept.
+    pub fn keeps(&self, i: usize) -> bool {
+        dropout_hash(self.seed, self.step, self.layer, i as u32) < self.threshold()
+    }
+}
+
+/// One round of Chris Wellons' `lowbias32` integer hash (a bijection of `u32`).
+pub fn lowbias32(mut x: u32) -> u32 {
+    x ^= x >> 16;
+    x = x.wrapping_mul(0x7feb_352d);
+    x ^= x >> 15;
+    x = x.wrapping_mul(0x846c_a68b);
+    x ^= x >> 16;
+    x
+}
+
+/// The counter-based hash behind dropout masks: `lowbias32` rounds over the element index,
+/// then the layer, the step's two words and the seed's two words, each mixed in by XOR.
+/// `shaders/dropout.wgsl` computes the same integer operations.
+pub fn dropout_hash(seed: u64, step: u64, layer: u32, element: u32) -> u32 {
+    let mut h = lowbias32(element);
+    for word in [
+        layer,
+        step as u32,
+        (step >> 32) as u32,
+        seed as u32,
+        (seed >> 32) as u32,
+    ] {
+        h = lowbias32(h ^ word);
+    }
+    h
+}
+
 /// What a device can hold, for sizing batches before anything is allocated.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MemoryLimits {
@@ -283,7 +367,8 @@ pub trait Backend {
 
     // ---- convolution --------------------------------------------------------------------
 
-    /// `out[b,o,y,x] = bias[o] + Σ_{c,i,j} input[b,c,y+i,x+j]·weight[o,c,i,j]`.
+    /// `out[b,o,y,x] = bias[o] + Σ_{c,i,j} input[b,c,y+i−pad,x+j−pad]·weight[o,c,i,j]`, input
+    /// pixels outside the image counting zero (see [`Conv2dShape`]).
     /// weight `(out_c, in_c, k, k)` at `params[w_off..]`, bias `(out_c)` at `params[b_off..]`.
     fn conv2d_forward(
         &self,
@@ -294,8 +379,8 @@ pub trait Backend {
         b_off: usize,
         s: &Conv2dShape,
     );
-    /// `d_input[b,c,y,x] = Σ_{o,i,j} d_out[b,o,y−i,x−j]·weight[o,c,i,j]` (terms inside the
-    /// output only). d_input `(batch, in_c, in_h, in_w)`, d_out `(batch, out_c, out_h, out_w)`.
+    /// `d_input[b,c,y,x] = Σ_{o,i,j} d_out[b,o,y+pad−i,x+pad−j]·weight[o,c,i,j]` (terms inside
+    /// the output only). d_input `(batch, in_c, in_h, in_w)`, d_out `(batch, out_c, out_h, out_w)`.
     fn conv2d_backward_input(
         &self,
         d_input: &mut Self::Tensor,
@@ -304,7 +389,8 @@ pub trait Backend {
         w_off: usize,
         s: &Conv2dShape,
     );
-    /// `d_weight[o,c,i,j] = Σ_{b,y,x} d_out[b,o,y,x]·input[b,c,y+i,x+j]` written to
+    /// `d_weight[o,c,i,j] = Σ_{b,y,x} d_out[b,o,y,x]·input[b,c,y+i−pad,x+j−pad]` (zero outside
+    /// the image) written to
     /// `grads[w_off..]`, and `d_bias[o] = Σ_{b,y,x} d_out[b,o,y,x]` to `grads[b_off..]`.
     fn conv2d_backward_weight(
         &self,
@@ -439,5 +525,91 @@ pub trait Backend {
         m: &mut Self::Tensor,
         v: &mut Self::Tensor,
         step: &AdamStep,
+    );
+
+    // ---- batch normalisation ------------------------------------------------------------
+
+    /// Training mode. Per channel `c`, over its `n = batch·hw` values (see
+    /// [`BatchNormShape`]): the batch mean `μ = Σx/n` and biased variance `σ² = Σ(x − μ)²/n`;
+    /// `out = γ·(x − μ)·r + β` with `r = 1/√(σ² + eps)`; `saved (2, c)` ← `[μ, r]` for
+    /// backward; and the running statistics move towards the batch's:
+    /// `mean ← (1 − momentum)·mean + momentum·μ`,
+    /// `var ← (1 − momentum)·var + momentum·σ²·n/(n − 1)` (unbiased, as PyTorch).
+    /// γ, β `(c)` at `params[bn.w_off..]`, `params[bn.b_off..]`; running mean and variance
+    /// `(c)` at `running[bn.mean_off..]`, `running[bn.var_off..]`. Needs `n ≥ 2`.
+    #[allow(clippy::too_many_arguments)]
+    fn batchnorm_forward_train(
+        &self,
+        out: &mut Self::Tensor,
+        saved: &mut Self::Tensor,
+        running: &mut Self::Tensor,
+        input: &Self::Tensor,
+        params: &Self::Tensor,
+        bn: &BatchNorm,
+        s: &BatchNormShape,
+    );
+    /// Evaluation mode: `out = γ·(x − mean)/√(var + eps) + β` with the running statistics.
+    fn batchnorm_forward_eval(
+        &self,
+        out: &mut Self::Tensor,
+        input: &Self::Tensor,
+        params: &Self::Tensor,
+        running: &Self::Tensor,
+        bn: &BatchNorm,
+        s: &BatchNormShape,
+    );
+    /// Backward of the training mode, through the batch statistics. Per channel, with
+    /// `x̂ = (x − μ)·r` from `saved (2, c)`: `dβ = Σ dy` to `grads[bn.b_off..]`,
+    /// `dγ = Σ dy·x̂` to `grads[bn.w_off..]`, and
+    /// `d_input = γ·r·(dy − dβ/n − x̂·dγ/n)`.
+    #[allow(clippy::too_many_arguments)]
+    fn batchnorm_backward(
+        &self,
+        d_input: &mut Self::Tensor,
+        grads: &mut Self::Tensor,
+        d_out: &Self::Tensor,
+        input: &Self::Tensor,
+        saved: &Self::Tensor,
+        params: &Self::Tensor,
+        bn: &BatchNorm,
+        s: &BatchNormShape,
+    );
+
+    // ---- dropout ------------------------------------------------------------------------
+
+    /// `out[i] = input[i]·scale` where `d` keeps element `i`, else 0, for `i < len`
+    /// (see [`Dropout`]).
+    fn dropout_forward(
+        &self,
+        out: &mut Self::Tensor,
+        input: &Self::Tensor,
+        d: &Dropout,
+        len: usize,
+    );
+    /// `d_input[i] = d_out[i]·scale` where `d` keeps element `i`, else 0, for `i < len`: the
+    /// forward's mask, redrawn from its key.
+    fn dropout_backward(
+        &self,
+        d_input: &mut Self::Tensor,
+        d_out: &Self::Tensor,
+        d: &Dropout,
+        len: usize,
+    );
+
+    // ---- global average pooling ---------------------------------------------------------
+
+    /// `out[b,c] = Σ_p input[b,c,p] / hw` (see [`GlobalAvgPoolShape`]).
+    fn globalavgpool_forward(
+        &self,
+        out: &mut Self::Tensor,
+        input: &Self::Tensor,
+        s: &GlobalAvgPoolShape,
+    );
+    /// `d_input[b,c,p] = d_out[b,c] / hw`.
+    fn globalavgpool_backward(
+        &self,
+        d_input: &mut Self::Tensor,
+        d_out: &Self::Tensor,
+        s: &GlobalAvgPoolShape,
     );
 }

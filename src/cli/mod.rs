@@ -156,7 +156,7 @@ pub struct ExportArgs {
 /// `fergpu bench`.
 #[derive(Args)]
 pub struct BenchArgs {
-    /// Models to time (mlp, cnn or model files).
+    /// Models to time (mlp, cnn, vgg, compact or model files).
     #[arg(long, default_value = "mlp,cnn", value_delimiter = ',')]
     pub models: Vec<String>,
     /// Batch sizes to time.

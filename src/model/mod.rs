@@ -1,14 +1,18 @@
-//! Models: layer lists ([`ModelSpec`]), the notebook's presets, and the resolved [`Plan`]
-//! (every op's shape and every parameter's offset in the one flat parameter buffer).
+//! Models: layer lists ([`ModelSpec`]), the notebook's presets and the modern ones (`vgg`,
+//! `compact`), and the resolved [`Plan`] (every op's shape, every parameter's offset in the
+//! one flat parameter buffer, and every running statistic's offset in the second, untrained
+//! buffer).
 //!
 //! The network itself ([`network::Network`]) is generic over the backend.
 
 pub mod network;
 
-use crate::backend::Activation;
+use crate::backend::{Activation, BatchNorm};
 use crate::error::{Error, Result};
 use crate::rng::Rng;
-use crate::shape::{Conv2dShape, DenseShape, PoolShape, IMAGE_SIDE, NUM_CLASSES};
+use crate::shape::{
+    BatchNormShape, Conv2dShape, DenseShape, GlobalAvgPoolShape, PoolShape, IMAGE_SIDE, NUM_CLASSES,
+};
 use std::path::Path;
 
 /// One layer of a model description. The input is always `(1, 48, 48)`; the last layer must
@@ -16,13 +20,17 @@ use std::path::Path;
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
 pub enum LayerSpec {
-    /// 2-D convolution, `kernel`×`kernel`, stride 1, valid padding, then `activation`.
+    /// 2-D convolution, `kernel`×`kernel`, stride 1, zero `padding`, then `activation`.
     Conv2d {
         /// Output channels.
         filters: usize,
         /// Kernel side (default 3).
         #[serde(default = "default_kernel")]
         kernel: usize,
+        /// Zero padding (default valid: none); left out of the JSON when valid, so models
+        /// without padding read and write as before.
+        #[serde(default, skip_serializing_if = "Padding::is_valid")]
+        padding: Padding,
         /// Activation after the convolution (default relu).
         #[serde(default = "default_activation")]
         activation: Activation,
@@ -45,6 +53,99 @@ pub enum LayerSpec {
         #[serde(default = "default_linear")]
         activation: Activation,
     },
+    /// Batch normalisation: over each channel of a `(C, H, W)` input (PyTorch's
+    /// `BatchNorm2d`), or each feature of a flat one (`BatchNorm1d`). Training normalises
+    /// with the batch's statistics and keeps running ones; evaluation uses the running ones.
+    BatchNorm {
+        /// Weight of each batch's statistics in the running ones (default 0.1, as PyTorch).
+        #[serde(default = "default_momentum")]
+        momentum: f32,
+        /// Added to the variance before its square root (default 1e-5, as PyTorch).
+        #[serde(default = "default_eps")]
+        eps: f32,
+    },
+    /// Dropout: during training each value is zeroed with probability `rate` and the others
+    /// are scaled by `1/(1 − rate)`; evaluation passes everything through.
+    Dropout {
+        /// Share of values dropped, in [0, 1) (default 0.5, as PyTorch).
+        #[serde(default = "default_rate")]
+        rate: f32,
+    },
+    /// An activation function as a layer of its own (e.g. after a batch norm).
+    Activation {
+        /// The function.
+        activation: Activation,
+    },
+    /// Global average pooling: `(C, H, W)` → `C` features, each the mean of its channel.
+    GlobalAvgPool,
+}
+
+/// Zero padding of a convolution's input, on every side.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Padding {
+    /// None (`"valid"`): the output shrinks by `kernel − 1`.
+    #[default]
+    Valid,
+    /// `kernel / 2` pixels (`"same"`): the output keeps the input's size; odd kernels only.
+    Same,
+    /// This many pixels (a number), fewer than the kernel's side.
+    Pixels(usize),
+}
+
+impl Padding {
+    /// True for [`Padding::Valid`].
+    pub fn is_valid(&self) -> bool {
+        *self == Padding::Valid
+    }
+
+    /// Pixels added on each side for a `k`×`k` kernel; an error for `same` with an even
+    /// kernel, or a padding at least as wide as the kernel.
+    pub fn pixels(self, k: usize) -> std::result::Result<usize, String> {
+        match self {
+            Padding::Valid => Ok(0),
+            Padding::Same if k % 2 == 1 => Ok(k / 2),
+            Padding::Same => Err(format!(
+                "padding \"same\" needs an odd kernel (kernel / 2 zeros on each side keep the \
+                 size only then), not {k}; use an odd kernel or a number of pixels"
+            )),
+            Padding::Pixels(n) if n < k => Ok(n),
+            Padding::Pixels(n) => Err(format!(
+                "padding {n} is not smaller than the kernel {k} (the outer outputs would see \
+                 nothing but zeros)"
+            )),
+        }
+    }
+}
+
+impl serde::Serialize for Padding {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        match self {
+            Padding::Valid => s.serialize_str("valid"),
+            Padding::Same => s.serialize_str("same"),
+            Padding::Pixels(n) => s.serialize_u64(*n as u64),
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Padding {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        #[derive(serde::Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Name(String),
+            Pixels(u64),
+        }
+        match Raw::deserialize(d).map_err(|_| {
+            serde::de::Error::custom("padding must be \"valid\", \"same\" or a number of pixels")
+        })? {
+            Raw::Name(n) if n == "valid" => Ok(Padding::Valid),
+            Raw::Name(n) if n == "same" => Ok(Padding::Same),
+            Raw::Name(n) => Err(serde::de::Error::custom(format!(
+                "padding \"{n}\": expected \"valid\", \"same\" or a number of pixels"
+            ))),
+            Raw::Pixels(n) => Ok(Padding::Pixels(n as usize)),
+        }
+    }
 }
 
 fn default_kernel() -> usize {
@@ -58,6 +159,15 @@ fn default_activation() -> Activation {
 }
 fn default_linear() -> Activation {
     Activation::Linear
+}
+fn default_momentum() -> f32 {
+    0.1
+}
+fn default_eps() -> f32 {
+    1e-5
+}
+fn default_rate() -> f32 {
+    0.5
 }
 
 /// A model: a name and a layer list. Stored in checkpoint metadata as JSON.
@@ -98,6 +208,7 @@ impl ModelSpec {
         let conv = |filters| LayerSpec::Conv2d {
             filters,
             kernel: 3,
+            padding: Padding::Valid,
             activation: act,
         };
         let pool = LayerSpec::MaxPool { size: 2 };
@@ -124,12 +235,57 @@ impl ModelSpec {
         }
     }
 
-    /// A preset by name (`mlp`, `cnn`), or a model file (`.json` or `.toml`) with a `layers`
-    /// list such as `[[layers]] type = "conv2d"  filters = 32`.
+    /// Khaireddin & Chen's VGG variant for FER2013 (2021), adapted to 48×48: four stages of
+    /// [conv 3×3 same → batch norm → `act`] × 2 with 64, 128, 256, 512 channels, each stage
+    /// ending in a 2×2 max pool (48 → 24 → 12 → 6 → 3), then Flatten (512·3·3), Dense 4096,
+    /// `act`, dropout 0.5, Dense 4096, `act`, dropout 0.5, Dense 7.
+    pub fn vgg(act: Activation) -> ModelSpec {
+        ModelSpec {
+            name: "vgg".into(),
+            layers: bn_stages(&[64, 128, 256, 512], act)
+                .into_iter()
+                .chain([
+                    LayerSpec::Flatten,
+                    dense(4096, act),
+                    LayerSpec::Dropout { rate: 0.5 },
+                    dense(4096, act),
+                    LayerSpec::Dropout { rate: 0.5 },
+                    dense(NUM_CLASSES, Activation::Linear),
+                ])
+                .collect(),
+        }
+    }
+
+    /// A small batch-normalised network for CPUs and small GPUs: four stages of
+    /// [conv 3×3 same → batch norm → `act`] × 2 with 32, 64, 128, 256 channels, each stage
+    /// ending in a 2×2 max pool, then Flatten (256·3·3), Dense 256 → batch norm → `act` →
+    /// dropout 0.5 → Dense 7. About 120 M multiply-adds per image.
+    pub fn compact(act: Activation) -> ModelSpec {
+        ModelSpec {
+            name: "compact".into(),
+            layers: bn_stages(&[32, 64, 128, 256], act)
+                .into_iter()
+                .chain([
+                    LayerSpec::Flatten,
+                    dense(256, Activation::Linear),
+                    batch_norm(),
+                    LayerSpec::Activation { activation: act },
+                    LayerSpec::Dropout { rate: 0.5 },
+                    dense(NUM_CLASSES, Activation::Linear),
+                ])
+                .collect(),
+        }
+    }
+
+    /// A preset by name (`mlp`, `cnn`, `vgg`, `compact`), or a model file (`.json` or
+    /// `.toml`) with a `layers` list such as `[[layers]] type = "conv2d"  filters = 32`.
+    /// `act` is the hidden activation of every preset; `dense_act` the CNN's Dense 64's.
     pub fn resolve(name_or_path: &str, act: Activation, dense_act: Activation) -> Result<Self> {
         match name_or_path {
             "mlp" => Ok(ModelSpec::mlp(act)),
             "cnn" => Ok(ModelSpec::cnn(act, dense_act)),
+            "vgg" => Ok(ModelSpec::vgg(act)),
+            "compact" => Ok(ModelSpec::compact(act)),
             path => ModelSpec::from_file(Path::new(path)),
         }
     }
@@ -157,6 +313,48 @@ impl ModelSpec {
         Plan::new(&spec, 1).map_err(|e| bad(e.to_string()))?;
         Ok(spec)
     }
+}
+
+/// A dense layer of `units` with activation `act`.
+fn dense(units: usize, act: Activation) -> LayerSpec {
+    LayerSpec::Dense {
+        units,
+        activation: act,
+    }
+}
+
+/// A batch norm with PyTorch's momentum and eps.
+fn batch_norm() -> LayerSpec {
+    LayerSpec::BatchNorm {
+        momentum: default_momentum(),
+        eps: default_eps(),
+    }
+}
+
+/// VGG-style stages: per entry of `channels`, [conv 3×3 same (no activation) → batch norm →
+/// `act`] twice, then a 2×2 max pool.
+fn bn_stages(channels: &[usize], act: Activation) -> Vec<LayerSpec> {
+    let block = |filters| {
+        [
+            LayerSpec::Conv2d {
+                filters,
+                kernel: 3,
+                padding: Padding::Same,
+                activation: Activation::Linear,
+            },
+            batch_norm(),
+            LayerSpec::Activation { activation: act },
+        ]
+    };
+    channels
+        .iter()
+        .flat_map(|&c| {
+            block(c)
+                .into_iter()
+                .chain(block(c))
+                .chain([LayerSpec::MaxPool { size: 2 }])
+        })
+        .collect()
 }
 
 /// One op of a resolved model, at a given batch size.
@@ -192,6 +390,28 @@ pub enum Op {
         /// Elements at the plan's batch size.
         len: usize,
     },
+    /// A batch normalisation; γ, β in the parameters, running statistics in the running
+    /// buffer, at the offsets of `bn`.
+    BatchNorm {
+        /// Shape at the plan's batch size.
+        shape: BatchNormShape,
+        /// Offsets and constants.
+        bn: BatchNorm,
+    },
+    /// A dropout over `len` elements.
+    Dropout {
+        /// Share dropped, in (0, 1).
+        rate: f32,
+        /// The layer's index in the model's layer list (part of the mask's key).
+        layer: u32,
+        /// Elements at the plan's batch size.
+        len: usize,
+    },
+    /// A global average pooling.
+    GlobalAvgPool {
+        /// Shape at the plan's batch size.
+        shape: GlobalAvgPoolShape,
+    },
 }
 
 impl Op {
@@ -202,6 +422,9 @@ impl Op {
             Op::Pool { shape } => shape.output_len(),
             Op::Dense { shape, .. } => shape.output_len(),
             Op::Act { len, .. } => *len,
+            Op::BatchNorm { shape, .. } => shape.len(),
+            Op::Dropout { len, .. } => *len,
+            Op::GlobalAvgPool { shape } => shape.output_len(),
         }
     }
 
@@ -216,6 +439,10 @@ impl Op {
             }
             Op::Dense { shape, .. } => format!("dense {}", shape.out_f),
             Op::Act { act, .. } => act.name().to_string(),
+            Op::BatchNorm { shape, .. } if shape.hw == 1 => format!("batchnorm {}", shape.c),
+            Op::BatchNorm { shape, .. } => format!("batchnorm {}×{}", shape.c, shape.hw),
+            Op::Dropout { rate, .. } => format!("dropout {rate}"),
+            Op::GlobalAvgPool { shape } => format!("globalavgpool {}", shape.c),
         }
     }
 
@@ -247,12 +474,24 @@ impl Op {
                 act,
                 len: len / old_batch * batch,
             },
+            Op::BatchNorm { shape, bn } => Op::BatchNorm {
+                shape: BatchNormShape { batch, ..shape },
+                bn,
+            },
+            Op::Dropout { rate, layer, len } => Op::Dropout {
+                rate,
+                layer,
+                len: len / old_batch * batch,
+            },
+            Op::GlobalAvgPool { shape } => Op::GlobalAvgPool {
+                shape: GlobalAvgPoolShape { batch, ..shape },
+            },
         }
     }
 }
 
 /// One named parameter tensor in the flat buffer, in PyTorch layout.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ParamTensor {
     /// Name, e.g. `conv1.weight`, `dense2.bias`.
     pub name: String,
@@ -265,6 +504,9 @@ pub struct ParamTensor {
     /// Whether weight decay applies: conv and dense weights yes; biases (and normalisation
     /// parameters) no.
     pub decay: bool,
+    /// The initial value of every element when `glorot_fans` is `None`: 0 for biases, batch
+    /// norm shifts and running means; 1 for batch norm scales and running variances.
+    pub fill: f32,
 }
 
 impl ParamTensor {
@@ -278,7 +520,8 @@ impl ParamTensor {
     }
 }
 
-/// A model resolved at a batch size: its ops with shapes, and the flat parameter layout.
+/// A model resolved at a batch size: its ops with shapes, the flat parameter layout, and the
+/// layout of the running statistics.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Plan {
     /// Batch size the shapes are given at.
@@ -289,6 +532,12 @@ pub struct Plan {
     pub params: Vec<ParamTensor>,
     /// Total parameters (length of the flat buffer).
     pub num_params: usize,
+    /// Running statistics `(S)` in layer order (`bnN.running_mean`, `bnN.running_var`): a
+    /// second flat buffer, kept apart from the parameters because no optimizer (and no
+    /// weight decay) may touch it; batch norm updates it in training mode.
+    pub running: Vec<ParamTensor>,
+    /// Total running statistics (length of the second buffer; 0 without batch norm).
+    pub num_running: usize,
 }
 
 impl Plan {
@@ -301,6 +550,8 @@ impl Plan {
             ops: vec![],
             params: vec![],
             num_params: 0,
+            running: vec![],
+            num_running: 0,
         };
         let mut b = PlanBuilder {
             batch,
@@ -308,17 +559,20 @@ impl Plan {
             flat: None,
             plan,
         };
-        let (mut convs, mut denses) = (0, 0);
+        let (mut convs, mut denses, mut norms) = (0, 0, 0);
         for (i, layer) in spec.layers.iter().enumerate() {
             let at = |m: String| Error::BadModel(format!("layer {} ({layer:?}): {m}", i + 1));
             match *layer {
                 LayerSpec::Conv2d {
                     filters,
                     kernel,
+                    padding,
                     activation,
                 } => {
                     convs += 1;
-                    b.conv(filters, kernel, activation, convs).map_err(at)?
+                    let pad = padding.pixels(kernel).map_err(at)?;
+                    b.conv(filters, kernel, pad, activation, convs)
+                        .map_err(at)?
                 }
                 LayerSpec::MaxPool { size } => b.pool(size).map_err(at)?,
                 LayerSpec::Flatten => b.flatten(),
@@ -326,6 +580,16 @@ impl Plan {
                     denses += 1;
                     b.dense(units, activation, denses).map_err(at)?
                 }
+                LayerSpec::BatchNorm { momentum, eps } => {
+                    norms += 1;
+                    b.batch_norm(momentum, eps, norms).map_err(at)?
+                }
+                LayerSpec::Dropout { rate } => b.dropout(rate, i).map_err(at)?,
+                LayerSpec::Activation { activation } => {
+                    let len = b.features() * batch;
+                    b.act(activation, len)
+                }
+                LayerSpec::GlobalAvgPool => b.global_avg_pool().map_err(at)?,
             }
         }
         match spec.layers.last() {
@@ -438,6 +702,24 @@ impl Plan {
         )))
     }
 
+    /// Whether some batch norm takes its statistics over a single value per image (after a
+    /// dense layer, or over a 1×1 plane): such a layer cannot train on a batch of one image
+    /// (its variance would be 0/0), so training batches need at least two.
+    pub fn needs_two_per_batch(&self) -> bool {
+        self.ops
+            .iter()
+            .any(|op| matches!(op, Op::BatchNorm { shape, .. } if shape.hw == 1))
+    }
+
+    /// The initial running statistics `(S)`: means 0, variances 1 (as PyTorch).
+    pub fn init_running(&self) -> Vec<f32> {
+        let mut flat = vec![0f32; self.num_running];
+        for t in &self.running {
+            flat[t.offset..t.offset + t.len()].fill(t.fill);
+        }
+        flat
+    }
+
     /// Per-parameter weight-decay factors `(P)`: 1 where [`ParamTensor::decay`], else 0.
     pub fn decay_mask(&self) -> Vec<f32> {
         let mut mask = vec![0f32; self.num_params];
@@ -447,16 +729,21 @@ impl Plan {
         mask
     }
 
-    /// Keras-style initial parameters: Glorot-uniform weights, zero biases, from `seed`.
+    /// Keras-style initial parameters: Glorot-uniform weights, zero biases, from `seed`;
+    /// batch norm scales 1 and shifts 0 (as PyTorch).
     pub fn init_params(&self, seed: u64) -> Vec<f32> {
         let mut rng = Rng::new(seed);
         let mut flat = vec![0f32; self.num_params];
         for t in &self.params {
-            if let Some((fan_in, fan_out)) = t.glorot_fans {
-                let limit = (6.0 / (fan_in + fan_out) as f32).sqrt();
-                for w in &mut flat[t.offset..t.offset + t.len()] {
-                    *w = rng.range(-limit, limit);
+            let values = &mut flat[t.offset..t.offset + t.len()];
+            match t.glorot_fans {
+                Some((fan_in, fan_out)) => {
+                    let limit = (6.0 / (fan_in + fan_out) as f32).sqrt();
+                    for w in values {
+                        *w = rng.range(-limit, limit);
+                    }
                 }
+                None => values.fill(t.fill),
             }
         }
         flat
@@ -490,10 +777,39 @@ impl PlanBuilder {
             shape,
             glorot_fans: fans,
             decay: fans.is_some(),
+            fill: 0.0,
         };
         plan.num_params += t.len();
         plan.params.push(t);
         offset
+    }
+
+    /// Adds a tensor of `len` elements starting at `fill` to the parameters (trained, never
+    /// decayed) or to the running statistics; returns its offset there.
+    fn add_filled(&mut self, name: String, len: usize, fill: f32, running: bool) -> usize {
+        let plan = self.plan();
+        let (list, total) = if running {
+            (&mut plan.running, &mut plan.num_running)
+        } else {
+            (&mut plan.params, &mut plan.num_params)
+        };
+        let offset = *total;
+        *total += len;
+        list.push(ParamTensor {
+            name,
+            offset,
+            shape: vec![len],
+            glorot_fans: None,
+            decay: false,
+            fill,
+        });
+        offset
+    }
+
+    /// Values per image at this point: the flat features, or `C·H·W`.
+    fn features(&self) -> usize {
+        let (c, h, w) = self.chw;
+        self.flat.unwrap_or(c * h * w)
     }
 
     fn act(&mut self, act: Activation, len: usize) {
@@ -502,14 +818,21 @@ impl PlanBuilder {
         }
     }
 
-    fn conv(&mut self, filters: usize, k: usize, act: Activation, n: usize) -> Result<(), String> {
+    fn conv(
+        &mut self,
+        filters: usize,
+        k: usize,
+        pad: usize,
+        act: Activation,
+        n: usize,
+    ) -> Result<(), String> {
         if self.flat.is_some() {
             return Err("a convolution cannot follow Flatten".into());
         }
         let (c, h, w) = self.chw;
-        if filters == 0 || k == 0 || k > h || k > w {
+        if filters == 0 || k == 0 || k > h + 2 * pad || k > w + 2 * pad {
             return Err(format!(
-                "kernel {k} with {filters} filters does not fit a {h}×{w} input"
+                "kernel {k} with {filters} filters does not fit a {h}×{w} input padded by {pad}"
             ));
         }
         let shape = Conv2dShape {
@@ -519,6 +842,7 @@ impl PlanBuilder {
             in_w: w,
             out_c: filters,
             k,
+            pad,
         };
         let fans = (c * k * k, filters * k * k);
         let w_off = self.add_param(
@@ -587,6 +911,66 @@ impl PlanBuilder {
         self.act(act, shape.output_len());
         Ok(())
     }
+
+    fn batch_norm(&mut self, momentum: f32, eps: f32, n: usize) -> Result<(), String> {
+        if !(0.0..=1.0).contains(&momentum) {
+            return Err(format!("momentum {momentum} is not in [0, 1]"));
+        }
+        if !(eps > 0.0 && eps.is_finite()) {
+            return Err(format!("eps {eps} is not a positive number"));
+        }
+        let shape = match self.flat {
+            Some(features) => BatchNormShape {
+                batch: self.batch,
+                c: features,
+                hw: 1,
+            },
+            None => BatchNormShape {
+                batch: self.batch,
+                c: self.chw.0,
+                hw: self.chw.1 * self.chw.2,
+            },
+        };
+        let c = shape.c;
+        let bn = BatchNorm {
+            w_off: self.add_filled(format!("bn{n}.weight"), c, 1.0, false),
+            b_off: self.add_filled(format!("bn{n}.bias"), c, 0.0, false),
+            mean_off: self.add_filled(format!("bn{n}.running_mean"), c, 0.0, true),
+            var_off: self.add_filled(format!("bn{n}.running_var"), c, 1.0, true),
+            momentum,
+            eps,
+        };
+        self.plan().ops.push(Op::BatchNorm { shape, bn });
+        Ok(())
+    }
+
+    /// Dropout of layer `layer` (its index in the layer list); a rate of 0 is no op at all.
+    fn dropout(&mut self, rate: f32, layer: usize) -> Result<(), String> {
+        if !(0.0..1.0).contains(&rate) {
+            return Err(format!("dropout rate {rate} is not in [0, 1)"));
+        }
+        if rate > 0.0 {
+            let len = self.features() * self.batch;
+            let layer = layer as u32;
+            self.plan().ops.push(Op::Dropout { rate, layer, len });
+        }
+        Ok(())
+    }
+
+    fn global_avg_pool(&mut self) -> Result<(), String> {
+        if self.flat.is_some() {
+            return Err("global average pooling cannot follow Flatten".into());
+        }
+        let (c, h, w) = self.chw;
+        let shape = GlobalAvgPoolShape {
+            batch: self.batch,
+            c,
+            hw: h * w,
+        };
+        self.plan().ops.push(Op::GlobalAvgPool { shape });
+        self.flat = Some(c);
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -623,6 +1007,7 @@ mod tests {
         let big = LayerSpec::Conv2d {
             filters: 1,
             kernel: 49,
+            padding: Padding::Valid,
             activation: Activation::Relu,
         };
         assert!(Plan::new(&spec(vec![big, LayerSpec::Flatten, dense7]), 1).is_err());

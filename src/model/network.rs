@@ -2,8 +2,24 @@
 //! Adam optimizer state. The same code runs on the CPU reference and the GPU.
 
 use super::{Op, Plan};
-use crate::backend::{AdamStep, Backend};
+use crate::backend::{AdamStep, Backend, Dropout};
 use crate::shape::{IMAGE_PIXELS, NUM_CLASSES};
+
+/// What a forward pass is for. Batch norm and dropout differ by it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Training: batch norm normalises with the batch's statistics and updates the running
+    /// ones; dropout drops, with masks keyed by the run's `seed` and the optimizer's `step`
+    /// (its step count before this step), so both backends and a resumed run draw the same.
+    Train {
+        /// The run's seed.
+        seed: u64,
+        /// Optimizer steps taken before this one.
+        step: u64,
+    },
+    /// Evaluation: batch norm uses the running statistics, dropout passes everything.
+    Eval,
+}
 
 /// A model's device buffers, sized for the plan's (largest) batch. Smaller batches reuse
 /// them: every op touches only the first `batch`-many elements.
@@ -12,6 +28,9 @@ pub struct Network<B: Backend> {
     pub plan: Plan,
     /// All parameters in one buffer `(P)`, laid out by `plan.params`.
     pub params: B::Tensor,
+    /// The running statistics of every batch norm in one buffer `(S)`, laid out by
+    /// `plan.running` (updated by training forward passes, never by the optimizer).
+    pub running: B::Tensor,
     /// Gradients `(P)`, the same layout.
     pub grads: B::Tensor,
     /// Input batch `(batch, 1, 48, 48)`, scaled to 0..1.
@@ -25,12 +44,19 @@ pub struct Network<B: Backend> {
     outs: Vec<B::Tensor>,
     /// Argmax of each pooling op `(batch, C, out_h, out_w)`; `None` for other ops.
     argmax: Vec<Option<B::Indices>>,
+    /// Each batch norm's batch statistics `(2, C)` (mean, 1/√(var + eps)) from the last
+    /// training forward pass, for backward; `None` for other ops.
+    saved: Vec<Option<B::Tensor>>,
+    /// The mode of the last forward pass (backward needs a training one: its batch
+    /// statistics and dropout key).
+    mode: Mode,
     /// Two ping-pong gradient buffers `(max op output)`: backward reads one, writes the other.
     d: [B::Tensor; 2],
 }
 
 impl<B: Backend> Network<B> {
-    /// Allocates buffers for `plan` and uploads `params` `(P)`.
+    /// Allocates buffers for `plan` and uploads `params` `(P)`; the running statistics start
+    /// at [`Plan::init_running`] (write others into `running`).
     pub fn new(be: &B, plan: Plan, params: &[f32]) -> Network<B> {
         assert_eq!(
             params.len(),
@@ -47,9 +73,20 @@ impl<B: Backend> Network<B> {
             .iter()
             .map(|op| matches!(op, Op::Pool { .. }).then(|| be.zeros_indices(op.output_len())))
             .collect();
+        let saved = plan
+            .ops
+            .iter()
+            .map(|op| match op {
+                Op::BatchNorm { shape, .. } => Some(be.zeros(2 * shape.c)),
+                _ => None,
+            })
+            .collect();
         let max_len = plan.ops.iter().map(Op::output_len).max().unwrap_or(1);
         Network {
             params: be.upload(params),
+            running: be.upload(&plan.init_running()),
+            saved,
+            mode: Mode::Eval,
             grads: be.zeros(plan.num_params),
             x: be.zeros(plan.batch * IMAGE_PIXELS),
             labels: be.zeros_indices(plan.batch),
@@ -80,8 +117,9 @@ impl<B: Backend> Network<B> {
         self.outs.last().expect("a model has ops")
     }
 
-    /// Runs every op on `x`, leaving each op's output in place for backward.
-    pub fn forward(&mut self, be: &B, batch: usize) {
+    /// Runs every op on `x` in `mode`, leaving each op's output in place for backward.
+    pub fn forward(&mut self, be: &B, batch: usize, mode: Mode) {
+        self.mode = mode;
         for (i, op) in self.ops_at(batch).iter().enumerate() {
             let (before, rest) = self.outs.split_at_mut(i);
             let input = if i == 0 { &self.x } else { &before[i - 1] };
@@ -102,6 +140,42 @@ impl<B: Backend> Network<B> {
                     b_off,
                 } => be.dense_forward(out, input, &self.params, w_off, b_off, &shape),
                 Op::Act { act, len } => be.activation_forward(out, input, act, len),
+                Op::BatchNorm { shape, bn } => match mode {
+                    Mode::Train { .. } => {
+                        let saved = self.saved[i].as_mut().expect("batch norm saves");
+                        let running = &mut self.running;
+                        be.batchnorm_forward_train(
+                            out,
+                            saved,
+                            running,
+                            input,
+                            &self.params,
+                            &bn,
+                            &shape,
+                        )
+                    }
+                    Mode::Eval => be.batchnorm_forward_eval(
+                        out,
+                        input,
+                        &self.params,
+                        &self.running,
+                        &bn,
+                        &shape,
+                    ),
+                },
+                Op::Dropout { rate, layer, len } => match mode {
+                    Mode::Train { seed, step } => {
+                        let d = Dropout {
+                            rate,
+                            seed,
+                            step,
+                            layer,
+                        };
+                        be.dropout_forward(out, input, &d, len)
+                    }
+                    Mode::Eval => be.copy(out, input, len),
+                },
+                Op::GlobalAvgPool { shape } => be.globalavgpool_forward(out, input, &shape),
             }
         }
     }
@@ -126,8 +200,12 @@ impl<B: Backend> Network<B> {
         );
     }
 
-    /// Back-propagates the loss from `probs` and `labels` into `grads`.
+    /// Back-propagates the loss from `probs` and `labels` into `grads`, after a training
+    /// forward pass.
     pub fn backward(&mut self, be: &B, weights: &B::Tensor, batch: usize) {
+        let Mode::Train { seed, step } = self.mode else {
+            panic!("backward needs a training forward pass before it");
+        };
         let ops = self.ops_at(batch);
         let [d0, d1] = &mut self.d;
         let (mut d_out, mut d_in) = (d0, d1);
@@ -171,7 +249,37 @@ impl<B: Backend> Network<B> {
                 Op::Act { act, len } if need_input_grad => {
                     be.activation_backward(d_in, d_out, &self.outs[i], act, len)
                 }
-                Op::Pool { .. } | Op::Act { .. } => {}
+                Op::BatchNorm { shape, bn } => {
+                    // γ and β need their gradients even for the first op, and the kernel
+                    // writes d_in along with them.
+                    let saved = self.saved[i].as_ref().expect("batch norm saves");
+                    be.batchnorm_backward(
+                        d_in,
+                        &mut self.grads,
+                        d_out,
+                        input,
+                        saved,
+                        &self.params,
+                        &bn,
+                        &shape,
+                    )
+                }
+                Op::Dropout { rate, layer, len } if need_input_grad => {
+                    let d = Dropout {
+                        rate,
+                        seed,
+                        step,
+                        layer,
+                    };
+                    be.dropout_backward(d_in, d_out, &d, len)
+                }
+                Op::GlobalAvgPool { shape } if need_input_grad => {
+                    be.globalavgpool_backward(d_in, d_out, &shape)
+                }
+                Op::Pool { .. }
+                | Op::Act { .. }
+                | Op::Dropout { .. }
+                | Op::GlobalAvgPool { .. } => {}
             }
             std::mem::swap(&mut d_out, &mut d_in);
         }

@@ -118,10 +118,27 @@ struct Run<'a, 'b, B: Backend> {
     records: Vec<EpochRecord>,
     /// Wall time of the run's earlier sessions (before a resume).
     seconds_before: f64,
-    /// Parameters `(P)` at the end of the last finished epoch (restored on divergence).
-    last_good: Vec<f32>,
-    /// Parameters `(P)` of the best validation epoch so far (what the run is tested with).
-    best: Option<Vec<f32>>,
+    /// Weights at the end of the last finished epoch (restored on divergence).
+    last_good: Weights,
+    /// Weights of the best validation epoch so far (what the run is tested with).
+    best: Option<Weights>,
+}
+
+/// A model's values on the host: parameters `(P)` and batch norms' running statistics `(S)`.
+#[derive(Clone, Debug, PartialEq)]
+struct Weights {
+    params: Vec<f32>,
+    running: Vec<f32>,
+}
+
+impl Weights {
+    /// A checkpoint's weights.
+    fn of(ck: &Checkpoint) -> Weights {
+        Weights {
+            params: ck.params.clone(),
+            running: ck.running.clone(),
+        }
+    }
 }
 
 impl<B: Backend> Run<'_, '_, B> {
@@ -175,6 +192,14 @@ impl<B: Backend> Run<'_, '_, B> {
             self.splits.test.len(),
             self.trainer.batch_size()
         );
+        let (all, used) = (self.trainer.train_len(), self.trainer.images_per_epoch());
+        if used < all {
+            eprintln!(
+                "note: {all} training images leave 1 for a last batch, which the model's batch \
+                 norm cannot normalise alone; each epoch trains on {used} (a different image \
+                 is left out each epoch)"
+            );
+        }
     }
 
     /// Trains the rest of the current epoch, updating the progress after each batch and
@@ -190,13 +215,15 @@ impl<B: Backend> Run<'_, '_, B> {
 
     /// The current weights on the validation split.
     fn validate(&mut self) -> EvalResult {
-        self.evaluator.load_params(self.trainer.params_tensor());
+        let trainer = &self.trainer;
+        self.evaluator
+            .load_params(trainer.params_tensor(), trainer.running_tensor());
         self.evaluator.evaluate(&self.val, false)
     }
 
     /// After an epoch: the best checkpoint when it improved, then the resumable state.
     fn save_epoch(&mut self, improved: bool, elapsed: Duration) -> Result<()> {
-        self.last_good = self.trainer.params();
+        self.last_good = self.weights();
         if improved {
             self.folder
                 .save_best(&self.checkpoint(&self.last_good, false))?;
@@ -241,7 +268,8 @@ impl<B: Backend> Run<'_, '_, B> {
 
     /// Restores the last good weights, saves them, and explains the divergence.
     fn diverged(&mut self, epoch: usize, lr: f64) -> Error {
-        self.trainer.restore_params(&self.last_good);
+        self.trainer.restore_params(&self.last_good.params);
+        self.trainer.restore_running(&self.last_good.running);
         let saved = self
             .folder
             .save_last_good(&self.checkpoint(&self.last_good, false));
@@ -258,11 +286,20 @@ impl<B: Backend> Run<'_, '_, B> {
         ))
     }
 
-    /// A checkpoint of `params (P)`, with the optimizer's state when `with_state`.
-    fn checkpoint(&self, params: &[f32], with_state: bool) -> Checkpoint {
+    /// The trainer's weights on the host.
+    fn weights(&self) -> Weights {
+        Weights {
+            params: self.trainer.params(),
+            running: self.trainer.running(),
+        }
+    }
+
+    /// A checkpoint of `weights`, with the optimizer's state when `with_state`.
+    fn checkpoint(&self, weights: &Weights, with_state: bool) -> Checkpoint {
         Checkpoint {
             spec: self.trainer.spec().clone(),
-            params: params.to_vec(),
+            params: weights.params.clone(),
+            running: weights.running.clone(),
             optimizer: with_state.then(|| self.trainer.optimizer_state()),
             train_state: None,
         }
@@ -276,7 +313,7 @@ impl<B: Backend> Run<'_, '_, B> {
             early: self.early.clone(),
             seconds: self.seconds_before + elapsed.as_secs_f64(),
         };
-        let mut ck = self.checkpoint(&self.trainer.params(), true);
+        let mut ck = self.checkpoint(&self.weights(), true);
         ck.train_state = Some(serde_json::to_string(&state).expect("state json"));
         self.folder.save_last(&ck)?;
         self.folder.write_metrics(&self.records)?;
@@ -291,7 +328,7 @@ impl<B: Backend> Run<'_, '_, B> {
     /// touching the folder cannot change the result) and writes the reports and summary.
     fn finish(&mut self, elapsed: Duration) -> Result<report::Summary> {
         let best = self.best.as_ref().unwrap_or(&self.last_good);
-        self.evaluator.set_params(best);
+        self.evaluator.set_params(&best.params, &best.running);
         let set = DeviceSet::new(self.be, &self.splits.test);
         let test = self.evaluator.evaluate(&set, false);
         let title = format!(

@@ -1,7 +1,7 @@
 //! Starting a run: every check that can fail runs before the run folder is touched, then the
 //! folder is taken, and the trainer is built fresh or from the last checkpoint.
 
-use super::{ResumeState, Run, RunFolder, RunJob, Start};
+use super::{ResumeState, Run, RunFolder, RunJob, Start, Weights};
 use crate::backend::Backend;
 use crate::checkpoint::Checkpoint;
 use crate::data::Dataset;
@@ -81,7 +81,8 @@ impl<'a, 'b, B: Backend> Run<'a, 'b, B> {
         let max_eval = splits.val.len().max(splits.test.len());
         let mut run = match resumed {
             None => {
-                let params = Plan::new(&spec, 1)?.init_params(settings.run.seed);
+                let plan = Plan::new(&spec, 1)?;
+                let params = plan.init_params(settings.run.seed);
                 let trainer = Trainer::new(be, spec.clone(), &params, &splits.train, &opts)?;
                 let schedule = LrSchedule::parse(&settings.schedule.lr_schedule)?;
                 Run {
@@ -104,7 +105,10 @@ impl<'a, 'b, B: Backend> Run<'a, 'b, B> {
                     early: EarlyStopping::new(settings.schedule.patience),
                     records: Vec::new(),
                     seconds_before: 0.0,
-                    last_good: params,
+                    last_good: Weights {
+                        params,
+                        running: plan.init_running(),
+                    },
                     best: None,
                 }
             }
@@ -114,6 +118,7 @@ impl<'a, 'b, B: Backend> Run<'a, 'b, B> {
                     be,
                     spec.clone(),
                     &ck.params,
+                    &ck.running,
                     &splits.train,
                     &opts,
                     optimizer,
@@ -122,7 +127,7 @@ impl<'a, 'b, B: Backend> Run<'a, 'b, B> {
                 let mut records = folder.read_metrics()?;
                 records.truncate(state.train.epoch);
                 let best = (state.early.best().is_some())
-                    .then(|| folder.load_best().map(|b| b.params))
+                    .then(|| folder.load_best().map(|b| Weights::of(&b)))
                     .transpose()?;
                 eprintln!(
                     "resuming {} at epoch {} batch {}",
@@ -146,7 +151,7 @@ impl<'a, 'b, B: Backend> Run<'a, 'b, B> {
                     early: state.early,
                     records,
                     seconds_before: state.seconds,
-                    last_good: ck.params,
+                    last_good: Weights::of(&ck),
                     best,
                 }
             }

@@ -16,7 +16,7 @@ use crate::backend::{stats, Backend};
 use crate::checkpoint::OptimizerState;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
-use crate::model::network::{Adam, Network};
+use crate::model::network::{Adam, Mode, Network};
 use crate::model::{ModelSpec, Plan};
 use crate::rng::Rng;
 use crate::shape::NUM_CLASSES;
@@ -187,6 +187,20 @@ impl<'b, B: Backend> Trainer<'b, B> {
             )));
         }
         let plan = Plan::new(&spec, opts.batch)?;
+        if opts.batch < 2 && plan.needs_two_per_batch() {
+            return Err(Error::Config(format!(
+                "--batch-size {}: model '{}' has a batch norm over single values per image \
+                 (after a dense layer), whose statistics need at least 2 images per training \
+                 batch; use --batch-size 2 or more{}",
+                opts.batch,
+                spec.name,
+                if train.len() < 2 {
+                    " and a training split of at least 2 images"
+                } else {
+                    ""
+                }
+            )));
+        }
         let weights = opts.class_weight.weights(&train.class_counts());
         Ok(Trainer {
             be,
@@ -207,18 +221,22 @@ impl<'b, B: Backend> Trainer<'b, B> {
         })
     }
 
-    /// A trainer that continues where a checkpoint left off: its parameters `(P)`, Adam's
-    /// state and the trainer's state (epoch, batch, shuffle generator, partial statistics).
+    /// A trainer that continues where a checkpoint left off: its parameters `(P)`, running
+    /// statistics `(S)`, Adam's state and the trainer's state (epoch, batch, shuffle
+    /// generator, partial statistics).
+    #[allow(clippy::too_many_arguments)]
     pub fn resume(
         be: &'b B,
         spec: ModelSpec,
         params: &[f32],
+        running: &[f32],
         train: &Dataset,
         opts: &TrainerOptions,
         optimizer: &OptimizerState,
         state: TrainState,
     ) -> Result<Trainer<'b, B>> {
         let mut t = Trainer::new(be, spec, params, train, opts)?;
+        t.restore_running(running);
         be.write(&mut t.adam.m, &optimizer.m);
         be.write(&mut t.adam.v, &optimizer.v);
         t.adam.t = optimizer.t;
@@ -246,9 +264,20 @@ impl<'b, B: Backend> Trainer<'b, B> {
         self.n
     }
 
+    /// Images trained on per epoch: all of them, except that a model whose batch norm needs
+    /// two images per batch ([`Plan::needs_two_per_batch`]) leaves out the single image a
+    /// last batch would hold (a different one each epoch, as the order is shuffled).
+    pub fn images_per_epoch(&self) -> usize {
+        if self.n % self.opts.batch == 1 && self.net.plan.needs_two_per_batch() {
+            self.n - 1
+        } else {
+            self.n
+        }
+    }
+
     /// Batches per epoch (the last one may be smaller).
     pub fn batches_per_epoch(&self) -> usize {
-        self.n.div_ceil(self.opts.batch)
+        self.images_per_epoch().div_ceil(self.opts.batch)
     }
 
     /// The largest batch.
@@ -279,7 +308,11 @@ impl<'b, B: Backend> Trainer<'b, B> {
                 batch,
             ),
         }
-        net.forward(be, batch);
+        let mode = Mode::Train {
+            seed: self.opts.seed,
+            step: self.adam.t,
+        };
+        net.forward(be, batch, mode);
         net.loss_forward(be, &mut self.stats, &self.weights, batch);
         net.backward(be, &self.weights, batch);
         self.adam.step(be, net, lr);
@@ -310,7 +343,7 @@ impl<'b, B: Backend> Trainer<'b, B> {
         lr: f32,
         keep_going: &mut dyn FnMut(BatchDone) -> bool,
     ) -> EpochOutcome {
-        let n = self.n;
+        let (n, used) = (self.n, self.images_per_epoch());
         let mut rng = Rng::from_state(self.state.epoch_rng);
         let mut perm: Vec<u32> = (0..n as u32).collect();
         rng.shuffle(&mut perm);
@@ -329,7 +362,7 @@ impl<'b, B: Backend> Trainer<'b, B> {
         let batch_size = self.opts.batch;
         for b in start..self.batches_per_epoch() {
             let offset = b * batch_size;
-            let batch = batch_size.min(n - offset);
+            let batch = batch_size.min(used - offset);
             self.step(offset, batch, lr);
             done += batch;
             self.state.next_batch = b + 1;
@@ -376,6 +409,22 @@ impl<'b, B: Backend> Trainer<'b, B> {
     /// divergence.
     pub fn restore_params(&mut self, params: &[f32]) {
         self.be.write(&mut self.net.params, params);
+    }
+
+    /// The running statistics `(S)` on the device (e.g. for an evaluator to copy).
+    pub fn running_tensor(&self) -> &B::Tensor {
+        &self.net.running
+    }
+
+    /// The running statistics `(S)` on the host.
+    pub fn running(&self) -> Vec<f32> {
+        self.be.download(&self.net.running)
+    }
+
+    /// Replaces the running statistics `(S)` (on resume, or with the parameters after a
+    /// divergence).
+    pub fn restore_running(&mut self, running: &[f32]) {
+        self.be.write(&mut self.net.running, running);
     }
 
     /// Adam's moments and step count on the host.

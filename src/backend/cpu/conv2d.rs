@@ -2,7 +2,8 @@
 //!
 //! For one image, im2col unrolls every k×k patch of the input into a column of
 //! `cols (patch_len, out_h·out_w)`, with row `(c·k + i)·k + j` holding
-//! `input[c, y+i, x+j]` at column `y·out_w + x`. The convolution is then one matrix product
+//! `input[c, y+i−pad, x+j−pad]` (zero where that falls on the padding) at column
+//! `y·out_w + x`. The convolution is then one matrix product
 //! `out (out_c, out_h·out_w) = weight (out_c, patch_len) · cols`, and both gradients are
 //! products with the same matrix: `d_weight += d_out · colsᵀ` and
 //! `d_cols = weightᵀ · d_out`, which col2im folds back onto the input (overlapping patches
@@ -18,8 +19,17 @@ use std::ops::Range;
 /// image, which keeps the GEMM nearer its peak.
 const GROUP: usize = 4;
 
+/// The output columns `x0..x1` whose input column `x + j − pad` lies inside `0..in_w`; the
+/// others see zero padding.
+fn inside(j: usize, s: &Conv2dShape, ow: usize) -> (usize, usize) {
+    let x0 = s.pad.saturating_sub(j).min(ow);
+    let x1 = (s.in_w + s.pad).saturating_sub(j).min(ow).max(x0);
+    (x0, x1)
+}
+
 /// `cols (patch_len, out_h·out_w)` from one image `input (in_c, in_h, in_w)`; row `r` of
 /// `cols` starts at `r·ld` (`ld ≥ out_h·out_w`, larger when images sit side by side).
+/// Taps that fall on the zero padding are written as zeros.
 fn im2col(cols: &mut [f32], ld: usize, input: &[f32], s: &Conv2dShape) {
     let (oh, ow, k) = (s.out_h(), s.out_w(), s.k);
     for c in 0..s.in_c {
@@ -27,9 +37,19 @@ fn im2col(cols: &mut [f32], ld: usize, input: &[f32], s: &Conv2dShape) {
         for i in 0..k {
             for j in 0..k {
                 let row = ((c * k + i) * k + j) * ld;
+                let (x0, x1) = inside(j, s, ow);
                 for y in 0..oh {
-                    let src = (y + i) * s.in_w + j;
-                    cols[row + y * ow..row + (y + 1) * ow].copy_from_slice(&plane[src..src + ow]);
+                    let dst = &mut cols[row + y * ow..row + (y + 1) * ow];
+                    // u32-style wrap: a row above the image becomes huge and fails the bound.
+                    let iy = (y + i).wrapping_sub(s.pad);
+                    if iy >= s.in_h || x0 == x1 {
+                        dst.fill(0.0);
+                        continue;
+                    }
+                    dst[..x0].fill(0.0);
+                    dst[x1..].fill(0.0);
+                    let src = iy * s.in_w + x0 + j - s.pad;
+                    dst[x0..x1].copy_from_slice(&plane[src..src + (x1 - x0)]);
                 }
             }
         }
@@ -37,7 +57,8 @@ fn im2col(cols: &mut [f32], ld: usize, input: &[f32], s: &Conv2dShape) {
 }
 
 /// Adds `cols (patch_len, out_h·out_w)` (row `r` at `r·ld`) back onto one image
-/// `d_input (in_c, in_h, in_w)`, which must be zeroed first; the transpose of [`im2col`].
+/// `d_input (in_c, in_h, in_w)`, which must be zeroed first; the transpose of [`im2col`]
+/// (taps on the padding have nowhere to go and are dropped).
 fn col2im(d_input: &mut [f32], cols: &[f32], ld: usize, s: &Conv2dShape) {
     let (oh, ow, k) = (s.out_h(), s.out_w(), s.k);
     for c in 0..s.in_c {
@@ -45,10 +66,18 @@ fn col2im(d_input: &mut [f32], cols: &[f32], ld: usize, s: &Conv2dShape) {
         for i in 0..k {
             for j in 0..k {
                 let row = ((c * k + i) * k + j) * ld;
+                let (x0, x1) = inside(j, s, ow);
+                if x0 == x1 {
+                    continue;
+                }
                 for y in 0..oh {
-                    let dst = (y + i) * s.in_w + j;
-                    let src = &cols[row + y * ow..row + (y + 1) * ow];
-                    for (d, &v) in plane[dst..dst + ow].iter_mut().zip(src) {
+                    let iy = (y + i).wrapping_sub(s.pad);
+                    if iy >= s.in_h {
+                        continue;
+                    }
+                    let dst = iy * s.in_w + x0 + j - s.pad;
+                    let src = &cols[row + y * ow + x0..row + y * ow + x1];
+                    for (d, &v) in plane[dst..dst + (x1 - x0)].iter_mut().zip(src) {
                         *d += v;
                     }
                 }

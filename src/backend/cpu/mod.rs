@@ -14,8 +14,9 @@
 //! scratch buffers (kept between calls, so the hot path does not allocate), element-wise ops
 //! split the buffer into chunks.
 //!
-//! The small ops (pooling, activations, loss, Adam) are the plain loops of the trait docs and
-//! are the definition the WGSL shaders are tested against.
+//! The small ops (pooling, activations, loss, Adam, dropout) are the plain loops of the trait
+//! docs and are the definition the WGSL shaders are tested against; batch normalisation and
+//! global average pooling sum each image's channel plane on its own, in parallel.
 //!
 //! One module per shader file, named after it (`conv2d` ↔ `shaders/conv2d.wgsl`, …), and in
 //! it one function per entry point, named like the entry point and the [`Backend`] method
@@ -29,6 +30,10 @@ mod dense;
 mod gemm;
 mod maxpool;
 mod softmax_xent;
+// Added with batch normalisation, dropout and global average pooling.
+mod batchnorm;
+mod dropout;
+mod globalavgpool;
 
 pub use data::{PIXEL_SCALE, WARPED_PIXEL_SCALE};
 
@@ -36,8 +41,11 @@ pub use data::{PIXEL_SCALE, WARPED_PIXEL_SCALE};
 /// negligible.
 const CHUNK: usize = 1 << 14;
 
-use super::{Activation, AdamStep, Backend, MemoryLimits};
-use crate::shape::{Conv2dShape, DenseShape, PoolShape, IMAGE_PIXELS, NUM_CLASSES};
+use super::{Activation, AdamStep, Backend, BatchNorm, Dropout, MemoryLimits};
+use crate::shape::{
+    BatchNormShape, Conv2dShape, DenseShape, GlobalAvgPoolShape, PoolShape, IMAGE_PIXELS,
+    NUM_CLASSES,
+};
 use ::gemm::Parallelism;
 use rayon::prelude::*;
 use std::ops::Range;
@@ -487,6 +495,92 @@ impl Backend for CpuBackend {
         step: &AdamStep,
     ) {
         self.install(|| adam::adam_step(params, grads, m, v, step));
+    }
+
+    fn batchnorm_forward_train(
+        &self,
+        out: &mut Vec<f32>,
+        saved: &mut Vec<f32>,
+        running: &mut Vec<f32>,
+        input: &Vec<f32>,
+        params: &Vec<f32>,
+        bn: &BatchNorm,
+        s: &BatchNormShape,
+    ) {
+        let gamma = &params[bn.w_off..bn.w_off + s.c];
+        let beta = &params[bn.b_off..bn.b_off + s.c];
+        let (mean, var) = weight_and_bias(running, bn.mean_off, s.c, bn.var_off, s.c);
+        self.install(|| {
+            batchnorm::batchnorm_forward_train(
+                out,
+                saved,
+                mean,
+                var,
+                input,
+                gamma,
+                beta,
+                bn.momentum,
+                bn.eps,
+                s,
+            )
+        });
+    }
+
+    fn batchnorm_forward_eval(
+        &self,
+        out: &mut Vec<f32>,
+        input: &Vec<f32>,
+        params: &Vec<f32>,
+        running: &Vec<f32>,
+        bn: &BatchNorm,
+        s: &BatchNormShape,
+    ) {
+        let gamma = &params[bn.w_off..bn.w_off + s.c];
+        let beta = &params[bn.b_off..bn.b_off + s.c];
+        let mean = &running[bn.mean_off..bn.mean_off + s.c];
+        let var = &running[bn.var_off..bn.var_off + s.c];
+        self.install(|| {
+            batchnorm::batchnorm_forward_eval(out, input, gamma, beta, mean, var, bn.eps, s)
+        });
+    }
+
+    fn batchnorm_backward(
+        &self,
+        d_input: &mut Vec<f32>,
+        grads: &mut Vec<f32>,
+        d_out: &Vec<f32>,
+        input: &Vec<f32>,
+        saved: &Vec<f32>,
+        params: &Vec<f32>,
+        bn: &BatchNorm,
+        s: &BatchNormShape,
+    ) {
+        let gamma = &params[bn.w_off..bn.w_off + s.c];
+        let (d_gamma, d_beta) = weight_and_bias(grads, bn.w_off, s.c, bn.b_off, s.c);
+        self.install(|| {
+            batchnorm::batchnorm_backward(d_input, d_gamma, d_beta, d_out, input, saved, gamma, s)
+        });
+    }
+
+    fn dropout_forward(&self, out: &mut Vec<f32>, input: &Vec<f32>, d: &Dropout, len: usize) {
+        self.install(|| dropout::dropout_forward(out, input, d, len));
+    }
+
+    fn dropout_backward(&self, d_input: &mut Vec<f32>, d_out: &Vec<f32>, d: &Dropout, len: usize) {
+        self.install(|| dropout::dropout_backward(d_input, d_out, d, len));
+    }
+
+    fn globalavgpool_forward(&self, out: &mut Vec<f32>, input: &Vec<f32>, s: &GlobalAvgPoolShape) {
+        self.install(|| globalavgpool::globalavgpool_forward(out, input, s));
+    }
+
+    fn globalavgpool_backward(
+        &self,
+        d_input: &mut Vec<f32>,
+        d_out: &Vec<f32>,
+        s: &GlobalAvgPoolShape,
+    ) {
+        self.install(|| globalavgpool::globalavgpool_backward(d_input, d_out, s));
     }
 }
 

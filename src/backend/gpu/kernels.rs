@@ -56,6 +56,18 @@ pub const SHADERS: &[ShaderFile] = &[
         name: "data.wgsl",
         source: include_str!("../../../shaders/data.wgsl"),
     },
+    ShaderFile {
+        name: "batchnorm.wgsl",
+        source: include_str!("../../../shaders/batchnorm.wgsl"),
+    },
+    ShaderFile {
+        name: "dropout.wgsl",
+        source: include_str!("../../../shaders/dropout.wgsl"),
+    },
+    ShaderFile {
+        name: "globalavgpool.wgsl",
+        source: include_str!("../../../shaders/globalavgpool.wgsl"),
+    },
 ];
 
 /// What a binding slot holds.
@@ -106,6 +118,20 @@ pub enum Kernel {
     GatherBatch,
     /// `data.wgsl` `gather_batch_warped`.
     GatherBatchWarped,
+    /// `batchnorm.wgsl` `batchnorm_forward_train`.
+    BatchnormForwardTrain,
+    /// `batchnorm.wgsl` `batchnorm_forward_eval`.
+    BatchnormForwardEval,
+    /// `batchnorm.wgsl` `batchnorm_backward`.
+    BatchnormBackward,
+    /// `dropout.wgsl` `dropout_forward`.
+    DropoutForward,
+    /// `dropout.wgsl` `dropout_backward`.
+    DropoutBackward,
+    /// `globalavgpool.wgsl` `globalavgpool_forward`.
+    GlobalavgpoolForward,
+    /// `globalavgpool.wgsl` `globalavgpool_backward`.
+    GlobalavgpoolBackward,
 }
 
 /// An entry point's file, name and bind group layout (its workgroup size is the shader's,
@@ -230,6 +256,48 @@ pub const KERNELS: &[KernelSpec] = &[
         "data.wgsl",
         "gather_batch_warped",
         &[(0, U), (1, W), (2, W), (3, R), (4, R), (5, R), (6, R)],
+    ),
+    spec(
+        Kernel::BatchnormForwardTrain,
+        "batchnorm.wgsl",
+        "batchnorm_forward_train",
+        &[(0, U), (1, W), (2, W), (3, W), (4, R), (5, R)],
+    ),
+    spec(
+        Kernel::BatchnormForwardEval,
+        "batchnorm.wgsl",
+        "batchnorm_forward_eval",
+        &[(0, U), (1, W), (4, R), (5, R), (6, R)],
+    ),
+    spec(
+        Kernel::BatchnormBackward,
+        "batchnorm.wgsl",
+        "batchnorm_backward",
+        &[(0, U), (7, W), (8, W), (9, R), (4, R), (10, R), (5, R)],
+    ),
+    spec(
+        Kernel::DropoutForward,
+        "dropout.wgsl",
+        "dropout_forward",
+        &[(0, U), (1, W), (2, R)],
+    ),
+    spec(
+        Kernel::DropoutBackward,
+        "dropout.wgsl",
+        "dropout_backward",
+        &[(0, U), (1, W), (2, R)],
+    ),
+    spec(
+        Kernel::GlobalavgpoolForward,
+        "globalavgpool.wgsl",
+        "globalavgpool_forward",
+        &[(0, U), (1, W), (2, R)],
+    ),
+    spec(
+        Kernel::GlobalavgpoolBackward,
+        "globalavgpool.wgsl",
+        "globalavgpool_backward",
+        &[(0, U), (3, W), (4, R)],
     ),
 ];
 

@@ -31,10 +31,11 @@ use self::kernels::Pipelines;
 use self::ops::Launch;
 use self::recorder::Recorder;
 use self::uniforms::Uniform;
-use super::{Activation, AdamStep, Backend, MemoryLimits};
+use super::{Activation, AdamStep, Backend, BatchNorm, Dropout, MemoryLimits};
 use crate::augment::WARP_WORDS;
 use crate::shape::{
-    dispatch_2d, Conv2dShape, DenseShape, PoolShape, IMAGE_PIXELS, IMAGE_SIDE, NUM_CLASSES,
+    dispatch_2d, BatchNormShape, Conv2dShape, DenseShape, GlobalAvgPoolShape, PoolShape,
+    IMAGE_PIXELS, IMAGE_SIDE, NUM_CLASSES,
 };
 use crate::Result;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -654,5 +655,106 @@ impl Backend for GpuBackend {
             &ops::adam_step(step, n),
             &[&params.buf, &grads.buf, &m.buf, &v.buf],
         );
+    }
+
+    fn batchnorm_forward_train(
+        &self,
+        out: &mut GpuTensor,
+        saved: &mut GpuTensor,
+        running: &mut GpuTensor,
+        input: &GpuTensor,
+        params: &GpuTensor,
+        bn: &BatchNorm,
+        s: &BatchNormShape,
+    ) {
+        assert!(out.len() >= s.len() && input.len() >= s.len() && saved.len() >= 2 * s.c);
+        assert!(params.len() >= bn.w_off.max(bn.b_off) + s.c);
+        assert!(running.len() >= bn.mean_off.max(bn.var_off) + s.c);
+        self.launch(
+            &ops::batchnorm_forward_train(s, bn),
+            &[&out.buf, &saved.buf, &running.buf, &input.buf, &params.buf],
+        );
+    }
+
+    fn batchnorm_forward_eval(
+        &self,
+        out: &mut GpuTensor,
+        input: &GpuTensor,
+        params: &GpuTensor,
+        running: &GpuTensor,
+        bn: &BatchNorm,
+        s: &BatchNormShape,
+    ) {
+        assert!(out.len() >= s.len() && input.len() >= s.len());
+        assert!(params.len() >= bn.w_off.max(bn.b_off) + s.c);
+        assert!(running.len() >= bn.mean_off.max(bn.var_off) + s.c);
+        self.launch(
+            &ops::batchnorm_forward_eval(s, bn),
+            &[&out.buf, &input.buf, &params.buf, &running.buf],
+        );
+    }
+
+    fn batchnorm_backward(
+        &self,
+        d_input: &mut GpuTensor,
+        grads: &mut GpuTensor,
+        d_out: &GpuTensor,
+        input: &GpuTensor,
+        saved: &GpuTensor,
+        params: &GpuTensor,
+        bn: &BatchNorm,
+        s: &BatchNormShape,
+    ) {
+        assert!(d_input.len() >= s.len() && d_out.len() >= s.len() && input.len() >= s.len());
+        assert!(saved.len() >= 2 * s.c);
+        assert!(params.len() >= bn.w_off.max(bn.b_off) + s.c);
+        assert!(grads.len() >= bn.w_off.max(bn.b_off) + s.c);
+        self.launch(
+            &ops::batchnorm_backward(s, bn),
+            &[
+                &d_input.buf,
+                &grads.buf,
+                &d_out.buf,
+                &input.buf,
+                &saved.buf,
+                &params.buf,
+            ],
+        );
+    }
+
+    fn dropout_forward(&self, out: &mut GpuTensor, input: &GpuTensor, d: &Dropout, len: usize) {
+        assert!(out.len() >= len && input.len() >= len);
+        self.launch(&ops::dropout_forward(d, len), &[&out.buf, &input.buf]);
+    }
+
+    fn dropout_backward(
+        &self,
+        d_input: &mut GpuTensor,
+        d_out: &GpuTensor,
+        d: &Dropout,
+        len: usize,
+    ) {
+        assert!(d_input.len() >= len && d_out.len() >= len);
+        self.launch(&ops::dropout_backward(d, len), &[&d_input.buf, &d_out.buf]);
+    }
+
+    fn globalavgpool_forward(
+        &self,
+        out: &mut GpuTensor,
+        input: &GpuTensor,
+        s: &GlobalAvgPoolShape,
+    ) {
+        assert!(out.len() >= s.output_len() && input.len() >= s.input_len());
+        self.launch(&ops::globalavgpool_forward(s), &[&out.buf, &input.buf]);
+    }
+
+    fn globalavgpool_backward(
+        &self,
+        d_input: &mut GpuTensor,
+        d_out: &GpuTensor,
+        s: &GlobalAvgPoolShape,
+    ) {
+        assert!(d_input.len() >= s.input_len() && d_out.len() >= s.output_len());
+        self.launch(&ops::globalavgpool_backward(s), &[&d_input.buf, &d_out.buf]);
     }
 }

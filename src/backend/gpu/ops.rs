@@ -8,9 +8,9 @@
 //! device's per-dimension limit fold into a second dimension (`shape::dispatch_2d`).
 
 use super::kernels::Kernel;
-use super::uniforms::{Act, AdamParams, Conv, Gather, Loss, Mm, Pool, Uniform};
-use crate::backend::{Activation, AdamStep};
-use crate::shape::{Conv2dShape, DenseShape, PoolShape};
+use super::uniforms::{Act, AdamParams, Conv, Drop, Gap, Gather, Loss, Mm, Norm, Pool, Uniform};
+use crate::backend::{Activation, AdamStep, BatchNorm, Dropout};
+use crate::shape::{BatchNormShape, Conv2dShape, DenseShape, GlobalAvgPoolShape, PoolShape};
 
 /// Side of the C tile one GEMM workgroup computes (`conv2d.wgsl`, `dense.wgsl` `TILE`).
 pub(crate) const TILE: usize = 32;
@@ -121,7 +121,7 @@ fn conv(s: &Conv2dShape, w_off: usize, b_off: usize) -> Conv {
         tiles_m: 0,
         tiles_n: 0,
         n_tiles: 0,
-        _pad: 0,
+        pad: u(s.pad),
     }
 }
 
@@ -375,6 +375,93 @@ pub(crate) fn adam_step(step: &AdamStep, len: usize) -> Launch<AdamParams> {
     Launch::new(Kernel::AdamStep, uniform, Grid::Invocations(len))
 }
 
+// ---- batch normalisation ------------------------------------------------------------------
+
+fn norm(s: &BatchNormShape, bn: &BatchNorm) -> Norm {
+    Norm {
+        batch: u(s.batch),
+        c: u(s.c),
+        hw: u(s.hw),
+        w_off: u(bn.w_off),
+        b_off: u(bn.b_off),
+        mean_off: u(bn.mean_off),
+        var_off: u(bn.var_off),
+        momentum: bn.momentum,
+        eps: bn.eps,
+        _pad0: 0,
+        _pad1: 0,
+        _pad2: 0,
+    }
+}
+
+/// `batchnorm_forward_train`: one workgroup per channel.
+pub(crate) fn batchnorm_forward_train(s: &BatchNormShape, bn: &BatchNorm) -> Launch<Norm> {
+    let grid = Grid::Workgroups(s.c);
+    Launch::new(Kernel::BatchnormForwardTrain, norm(s, bn), grid)
+}
+
+/// `batchnorm_forward_eval`: one invocation per element.
+pub(crate) fn batchnorm_forward_eval(s: &BatchNormShape, bn: &BatchNorm) -> Launch<Norm> {
+    let grid = Grid::Invocations(s.len());
+    Launch::new(Kernel::BatchnormForwardEval, norm(s, bn), grid)
+}
+
+/// `batchnorm_backward`: one workgroup per channel.
+pub(crate) fn batchnorm_backward(s: &BatchNormShape, bn: &BatchNorm) -> Launch<Norm> {
+    let grid = Grid::Workgroups(s.c);
+    Launch::new(Kernel::BatchnormBackward, norm(s, bn), grid)
+}
+
+// ---- dropout ------------------------------------------------------------------------------
+
+fn drop(d: &Dropout, len: usize) -> Drop {
+    Drop {
+        len: u(len),
+        threshold: d.threshold(),
+        scale: d.scale(),
+        layer: d.layer,
+        step_lo: d.step as u32,
+        step_hi: (d.step >> 32) as u32,
+        seed_lo: d.seed as u32,
+        seed_hi: (d.seed >> 32) as u32,
+    }
+}
+
+/// `dropout_forward` over the first `len` elements, one per invocation.
+pub(crate) fn dropout_forward(d: &Dropout, len: usize) -> Launch<Drop> {
+    let grid = Grid::Invocations(len);
+    Launch::new(Kernel::DropoutForward, drop(d, len), grid)
+}
+
+/// `dropout_backward` over the first `len` elements, one per invocation.
+pub(crate) fn dropout_backward(d: &Dropout, len: usize) -> Launch<Drop> {
+    let grid = Grid::Invocations(len);
+    Launch::new(Kernel::DropoutBackward, drop(d, len), grid)
+}
+
+// ---- global average pooling ---------------------------------------------------------------
+
+fn gap(s: &GlobalAvgPoolShape) -> Gap {
+    Gap {
+        batch: u(s.batch),
+        c: u(s.c),
+        hw: u(s.hw),
+        _pad: 0,
+    }
+}
+
+/// `globalavgpool_forward`: one invocation per output element.
+pub(crate) fn globalavgpool_forward(s: &GlobalAvgPoolShape) -> Launch<Gap> {
+    let grid = Grid::Invocations(s.output_len());
+    Launch::new(Kernel::GlobalavgpoolForward, gap(s), grid)
+}
+
+/// `globalavgpool_backward`: one invocation per input element.
+pub(crate) fn globalavgpool_backward(s: &GlobalAvgPoolShape) -> Launch<Gap> {
+    let grid = Grid::Invocations(s.input_len());
+    Launch::new(Kernel::GlobalavgpoolBackward, gap(s), grid)
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::kernels;
@@ -388,6 +475,7 @@ mod tests {
             in_w: side,
             out_c,
             k: 3,
+            pad: 0,
         }
     }
 

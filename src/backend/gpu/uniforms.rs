@@ -75,7 +75,7 @@ uniform! {
         tiles_m: u32,
         tiles_n: u32,
         n_tiles: u32,
-        _pad: u32,
+        pad: u32,
     }
 }
 
@@ -161,6 +161,50 @@ uniform! {
     }
 }
 
+uniform! {
+    /// `batchnorm.wgsl` `Norm`: the shape `(batch, c, hw)`, where γ, β and the running
+    /// statistics are, and the layer's constants ([`crate::backend::BatchNorm`]).
+    Norm in "batchnorm.wgsl" {
+        batch: u32,
+        c: u32,
+        hw: u32,
+        w_off: u32,
+        b_off: u32,
+        mean_off: u32,
+        var_off: u32,
+        momentum: f32,
+        eps: f32,
+        _pad0: u32,
+        _pad1: u32,
+        _pad2: u32,
+    }
+}
+
+uniform! {
+    /// `dropout.wgsl` `Drop`: element count, keep threshold, scale and the mask's key
+    /// ([`crate::backend::Dropout`]).
+    Drop in "dropout.wgsl" {
+        len: u32,
+        threshold: u32,
+        scale: f32,
+        layer: u32,
+        step_lo: u32,
+        step_hi: u32,
+        seed_lo: u32,
+        seed_hi: u32,
+    }
+}
+
+uniform! {
+    /// `globalavgpool.wgsl` `Gap`: the shape `(batch, c, hw)`.
+    Gap in "globalavgpool.wgsl" {
+        batch: u32,
+        c: u32,
+        hw: u32,
+        _pad: u32,
+    }
+}
+
 /// Every uniform struct, one per shader file.
 pub const UNIFORMS: &[UniformLayout] = &[
     Conv::LAYOUT,
@@ -170,4 +214,7 @@ pub const UNIFORMS: &[UniformLayout] = &[
     Loss::LAYOUT,
     AdamParams::LAYOUT,
     Gather::LAYOUT,
+    Norm::LAYOUT,
+    Drop::LAYOUT,
+    Gap::LAYOUT,
 ];
