@@ -562,3 +562,54 @@ fn model_messages_say_what_is_wrong_once() {
     assert!(e.contains("--model cnnn: not a preset (mlp, cnn)"), "{e}");
     assert!(!out.exists(), "a failed model load leaves no folder");
 }
+
+#[test]
+fn bench_and_synth_numbers_are_checked_before_anything_is_allocated() {
+    let dir = fresh_dir("hostile-bench");
+    for (args, words) in [
+        (
+            &["--batch-sizes", "0"][..],
+            "--batch-sizes 0: must be between 1 and 65536",
+        ),
+        (&["--steps", "0"], "--steps 0: must be between 1 and 10000"),
+        (&["--kernel-reps", "100000000"], "--kernel-reps 100000000"),
+        (
+            &["--batch-sizes", "60000", "--steps", "1000"],
+            "would generate 60120000 faces",
+        ),
+    ] {
+        let e = refused(fergpu(["bench", "--adapter", "cpu"]).args(args));
+        assert!(e.contains(words), "{args:?}: {e}");
+    }
+    // A batch the machine cannot hold is refused with the largest that fits.
+    let model = dir.join("wide.json");
+    std::fs::write(
+        &model,
+        "{\"layers\": [{\"type\": \"conv2d\", \"filters\": 4096, \"kernel\": 1}, \
+         {\"type\": \"maxpool\", \"size\": 48}, {\"type\": \"flatten\"}, \
+         {\"type\": \"dense\", \"units\": 7}]}",
+    )
+    .unwrap();
+    let e = refused(
+        fergpu([
+            "bench",
+            "--adapter",
+            "cpu",
+            "--batch-sizes",
+            "65536",
+            "--steps",
+            "1",
+        ])
+        .arg("--models")
+        .arg(&model),
+    );
+    assert!(
+        e.contains("--batch-size 65536 does not fit CPU reference"),
+        "{e}"
+    );
+    let e = refused(fergpu(["synth", "--rows", "10000000000", "--out"]).arg(dir.join("x.csv")));
+    assert!(
+        e.contains("--rows 10000000000: rows must be between 1 and 200000"),
+        "{e}"
+    );
+}
