@@ -501,7 +501,7 @@ impl Plan {
 /// Adam's two moments (on the CPU backend the device is the host), the last good and the
 /// best weights, and a checkpoint's weights and moments while it is written, with room to
 /// spare.
-const HOST_FLOATS_PER_PARAM: u64 = 12;
+pub const HOST_FLOATS_PER_PARAM: u64 = 12;
 
 /// How large a model a machine can hold, derived from its memory. [`Plan::new`] refuses a
 /// model beyond these before it computes or allocates anything of the model's size.
