@@ -4,7 +4,8 @@
 //!
 //! Module map:
 //! - [`data`]: CSV reading and validation, splits, generated demo faces;
-//! - [`augment`]: training-time flips and shifts, packed into the order buffer;
+//! - [`augment`]: training-time flips and shifts (packed into the order buffer), scale,
+//!   rotation and random erasing (a per-image warp buffer), exact on every backend;
 //! - [`shape`]: every layer's sizes, the single source of truth;
 //! - [`backend`]: the op-level [`backend::Backend`] trait, the CPU reference and the GPU backend;
 //! - [`model`]: layer lists, presets, the flat parameter layout, the generic network;

@@ -134,6 +134,7 @@ fn each_backend_method_names_its_entry_point_cpu_function_and_parity_test() {
         "softmax_cross_entropy_backward",
         "confusion_accumulate",
         "adam_step",
+        "gather_batch_warped",
     ];
     let parity =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/gpu_parity.rs"))

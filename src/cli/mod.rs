@@ -10,7 +10,7 @@ mod training;
 use crate::data::Usage;
 use crate::device::DeviceChoice;
 use crate::error::Result;
-use crate::settings::{DataSettings, Settings};
+use crate::settings::{AugmentSettings, DataSettings, Settings};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -37,7 +37,8 @@ pub enum Command {
     Adapters(AdaptersArgs),
     /// Print rows and per-class counts per split, and any bad rows.
     Info(InfoArgs),
-    /// Write rows of a data file as PNG images named `<row>_<emotion>.png`.
+    /// Write rows of a data file as PNG images named `<row>_<emotion>.png`, and augmented
+    /// copies of them with the training augmentation flags.
     ExportImages(ExportArgs),
     /// Measure training/evaluation images/s and conv/dense GFLOP/s on a device.
     Bench(BenchArgs),
@@ -140,6 +141,16 @@ pub struct ExportArgs {
     /// Output folder.
     #[arg(long)]
     pub out: PathBuf,
+    /// With any augmentation flag, each image is also written augmented, `--copies` times, as
+    /// training draws it (`<row>_<emotion>_aug<k>.png`), to look at what training sees.
+    #[command(flatten)]
+    pub augment: AugmentSettings,
+    /// Seed of the augmentation drawn for the written copies.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Augmented copies written of each image (with an augmentation flag).
+    #[arg(long, default_value_t = 4, value_name = "K")]
+    pub copies: usize,
 }
 
 /// `fergpu bench`.

@@ -11,6 +11,7 @@ use crate::device::{run_on, Job};
 use crate::error::{Error, Result};
 use crate::eval::{evaluate_checkpoint, EvalResult};
 use crate::model::{ModelSpec, Plan};
+use crate::settings::Settings;
 
 /// A checkpoint evaluated over a data set on whichever backend is chosen.
 struct EvalJob<'a> {
@@ -114,6 +115,22 @@ pub(super) fn info(a: InfoArgs) -> Result<Outcome> {
 
 /// `fergpu export-images`.
 pub(super) fn export_images(a: ExportArgs) -> Result<Outcome> {
+    // Checked before the data is read: a typo fails at once.
+    let (augment, warp) = (a.augment.augment, a.augment.warp());
+    let augmented = augment.is_active() || warp.is_active();
+    if augmented {
+        let checked = Settings {
+            augment: a.augment.clone(),
+            ..Settings::default()
+        };
+        checked.validate()?;
+        if a.copies == 0 || a.copies > MAX_COPIES {
+            return Err(Error::Config(format!(
+                "--copies {}: write between 1 and {MAX_COPIES} augmented copies of each image",
+                a.copies
+            )));
+        }
+    }
     let (ds, _) = csv::load(&a.data, &csv::LoadOptions::default())?;
     let mut rows = match a.split {
         Some(s) => ds.rows_of(&[s]),
@@ -122,10 +139,23 @@ pub(super) fn export_images(a: ExportArgs) -> Result<Outcome> {
     if let Some(n) = a.limit {
         rows.truncate(n);
     }
-    let n = crate::report::images::export_images(&ds, &rows, &a.out)?;
+    let n = if augmented {
+        let draw = crate::report::images::AugmentedCopies {
+            augment,
+            warp,
+            seed: a.seed,
+            copies: a.copies,
+        };
+        crate::report::images::export_augmented_images(&ds, &rows, &a.out, &draw)?
+    } else {
+        crate::report::images::export_images(&ds, &rows, &a.out)?
+    };
     eprintln!("wrote {n} images to {}", a.out.display());
     Ok(Outcome::Done)
 }
+
+/// The most augmented copies `export-images` writes of each image.
+const MAX_COPIES: usize = 100;
 
 /// `fergpu bench`.
 pub(super) fn bench(a: BenchArgs) -> Result<Outcome> {

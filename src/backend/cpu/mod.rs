@@ -30,7 +30,7 @@ mod gemm;
 mod maxpool;
 mod softmax_xent;
 
-pub use data::PIXEL_SCALE;
+pub use data::{PIXEL_SCALE, WARPED_PIXEL_SCALE};
 
 /// Elements per parallel task of the element-wise ops: large enough that task overhead is
 /// negligible.
@@ -307,6 +307,22 @@ impl Backend for CpuBackend {
     ) {
         let (pixels, all_labels) = (&images.pixels, &images.labels);
         self.install(|| data::gather_batch(x, labels, pixels, all_labels, order, offset, batch));
+    }
+
+    fn gather_batch_warped(
+        &self,
+        x: &mut Vec<f32>,
+        labels: &mut Vec<u32>,
+        images: &CpuImages,
+        order: &Vec<u32>,
+        warp: &Vec<u32>,
+        offset: usize,
+        batch: usize,
+    ) {
+        let (pixels, all_labels) = (&images.pixels, &images.labels);
+        self.install(|| {
+            data::gather_batch_warped(x, labels, pixels, all_labels, order, warp, offset, batch)
+        });
     }
 
     fn conv2d_forward(

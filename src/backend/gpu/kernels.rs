@@ -104,6 +104,8 @@ pub enum Kernel {
     AdamStep,
     /// `data.wgsl` `gather_batch`.
     GatherBatch,
+    /// `data.wgsl` `gather_batch_warped`.
+    GatherBatchWarped,
 }
 
 /// An entry point's file, name and bind group layout (its workgroup size is the shader's,
@@ -222,6 +224,12 @@ pub const KERNELS: &[KernelSpec] = &[
         "data.wgsl",
         "gather_batch",
         &[(0, U), (1, W), (2, W), (3, R), (4, R), (5, R)],
+    ),
+    spec(
+        Kernel::GatherBatchWarped,
+        "data.wgsl",
+        "gather_batch_warped",
+        &[(0, U), (1, W), (2, W), (3, R), (4, R), (5, R), (6, R)],
     ),
 ];
 
