@@ -231,9 +231,11 @@ fn parse_class_weight(s: &str) -> std::result::Result<ClassWeight, String> {
 /// where and how quietly. Anything else would make the resumed run a different run.
 pub const RESUMABLE: [&str; 5] = ["epochs", "quiet", "adapter", "gpu_backend", "threads"];
 
-/// The most CPU threads a run may ask for, as a multiple of the machine's cores: more only
-/// adds switching, and a mistyped `--threads 100000` would try to start that many.
-pub const MAX_THREADS_PER_CORE: usize = 4;
+pub use crate::device::{max_threads, MAX_THREADS_PER_CORE};
+
+/// The smallest learning rate accepted: the smallest normal `f32` (the kernels take the rate
+/// as an `f32`; anything smaller would learn nothing, silently).
+pub const MIN_LR: f64 = f32::MIN_POSITIVE as f64;
 
 /// A setting's place: its section and field name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -305,8 +307,17 @@ impl Settings {
         let k = Settings::key(key)?;
         let mut tree = serde_json::to_value(&*self).expect("settings serialize");
         tree[k.section][k.field] = value.clone();
-        *self = serde_json::from_value(tree)
-            .map_err(|e| Error::Config(format!("setting '{}' = {value}: {e}", k.field)))?;
+        *self = serde_json::from_value(tree).map_err(|e| {
+            Error::Config(if value.is_null() {
+                // How JSON writes NaN and the infinities.
+                format!(
+                    "setting '{}' is not a number (NaN or infinite); it must be a finite one",
+                    k.field
+                )
+            } else {
+                format!("setting '{}' = {value}: {e}", k.field)
+            })
+        })?;
         Ok(())
     }
 
@@ -373,7 +384,13 @@ impl Settings {
     /// Overrides these settings with those given on the command line.
     pub fn apply_command_line(&mut self, cli: &Settings, given: &[Key]) -> Result<()> {
         for k in given {
-            self.set(&k.to_string(), cli.get(*k))?;
+            let value = cli.get(*k);
+            if value.is_null() {
+                // A flag JSON cannot hold (`--lr nan`): the range check names the flag and
+                // what it allows.
+                cli.validate()?;
+            }
+            self.set(&k.to_string(), value)?;
         }
         Ok(())
     }
@@ -429,8 +446,13 @@ impl Settings {
         }
         LrSchedule::parse(&s.lr_schedule)?;
         let lr = self.optimizer.lr;
-        if !(lr.is_finite() && lr > 0.0) {
-            return bad("lr", &lr, "a finite number > 0");
+        // The rate reaches the kernels as an f32: it must be a normal, finite one there.
+        if !(lr.is_finite() && lr > 0.0 && (MIN_LR..=f32::MAX as f64).contains(&lr)) {
+            return bad(
+                "lr",
+                &lr,
+                "a finite number > 0 that a 32-bit float holds (1.2e-38 to 3.4e38)",
+            );
         }
         let b = self.run.batch_size;
         if b == 0 || b > 65_536 {
@@ -464,18 +486,7 @@ impl Settings {
                 "MIN-MAX with 0 < MIN ≤ MAX ≤ 1 (shares of the image)",
             );
         }
-        let most = max_threads();
-        if self.device.threads > most {
-            return bad(
-                "threads",
-                &self.device.threads,
-                &format!(
-                    "at most {most} ({MAX_THREADS_PER_CORE} per core of this machine; 0: one \
-                     per core)"
-                ),
-            );
-        }
-        Ok(())
+        self.device.validate()
     }
 
     /// The model's short name for folder names (`cnn`, or a model file's stem).
@@ -486,12 +497,6 @@ impl Settings {
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_else(|| m.clone())
     }
-}
-
-/// The most threads `--threads` accepts on this machine.
-pub fn max_threads() -> usize {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    cores * MAX_THREADS_PER_CORE
 }
 
 /// Key names live as long as the program (the settings type is fixed at compile time).
@@ -622,6 +627,20 @@ mod tests {
         let mut s = Settings::default();
         s.device.threads = 100_000;
         assert!(s.validate().unwrap_err().to_string().contains("--threads"));
+        for lr in [0.0, f64::NAN, f64::INFINITY, 1e-300, 1e300] {
+            let mut s = Settings::default();
+            s.optimizer.lr = lr;
+            let e = s.validate().unwrap_err().to_string();
+            assert!(e.starts_with(&format!("--lr {lr}: ")), "{e}");
+        }
+        for lr in [1e-12, 1e30] {
+            let mut s = Settings::default();
+            s.optimizer.lr = lr;
+            s.validate().unwrap();
+        }
+        let mut s = Settings::default();
+        let e = s.set("lr", Value::Null).unwrap_err().to_string();
+        assert!(e.contains("'lr' is not a number (NaN or infinite)"), "{e}");
     }
 
     #[test]

@@ -4,12 +4,13 @@
 use super::{
     AdaptersArgs, BenchArgs, EvalArgs, ExportArgs, InfoArgs, Outcome, PredictArgs, SynthArgs,
 };
-use crate::backend::Backend;
+use crate::backend::{Activation, Backend};
 use crate::checkpoint::Checkpoint;
 use crate::data::{csv, synth, Dataset};
 use crate::device::{run_on, Job};
 use crate::error::{Error, Result};
 use crate::eval::{evaluate_checkpoint, EvalResult};
+use crate::model::{ModelSpec, Plan};
 use crate::settings::Settings;
 
 /// A checkpoint evaluated over a data set on whichever backend is chosen.
@@ -64,6 +65,13 @@ pub(super) fn eval(a: EvalArgs) -> Result<Outcome> {
 
 /// `fergpu synth`.
 pub(super) fn synth(a: SynthArgs) -> Result<Outcome> {
+    if a.rows == 0 || a.rows > synth::MAX_ROWS {
+        return Err(Error::Config(format!(
+            "--rows {}: rows must be between 1 and {}",
+            a.rows,
+            synth::MAX_ROWS
+        )));
+    }
     let ds = synth::generate(a.rows, a.seed);
     csv::write(&a.out, &ds)?;
     eprintln!("wrote {} generated faces to {}", ds.len(), a.out.display());
@@ -156,6 +164,14 @@ pub(super) fn bench(a: BenchArgs) -> Result<Outcome> {
         type Output = ();
         fn run<B: Backend>(self, be: &B, device: &str) -> Result<()> {
             eprintln!("benchmarking on {device}");
+            // Every model at every batch size fits the device, before anything is allocated.
+            for model in &self.0.models {
+                let spec = ModelSpec::resolve(model, Activation::Relu, Activation::Selu)?;
+                let plan = Plan::new(&spec, 1)?;
+                for &b in &self.0.batch_sizes {
+                    plan.check_batch(b, &be.memory_limits(), device)?;
+                }
+            }
             let rows = crate::bench::run(be, &self.0)?;
             if self.1 {
                 let json = serde_json::json!({ "device": device, "rows": rows });
@@ -166,14 +182,51 @@ pub(super) fn bench(a: BenchArgs) -> Result<Outcome> {
             Ok(())
         }
     }
+    check_bench(&a)?;
     let cfg = crate::bench::BenchConfig {
         models: a.models,
         batch_sizes: a.batch_sizes,
-        steps: a.steps.max(1),
-        kernel_reps: a.kernel_reps.max(1),
+        steps: a.steps,
+        kernel_reps: a.kernel_reps,
     };
     run_on(&a.device, BenchJob(cfg, a.json))?;
     Ok(Outcome::Done)
+}
+
+/// The most timed steps and kernel repetitions `fergpu bench` takes.
+const MAX_BENCH_REPS: usize = 10_000;
+
+/// Checks `fergpu bench`'s numbers; the message names the flag and the range.
+fn check_bench(a: &BenchArgs) -> Result<()> {
+    let bad = |flag: &str, got: usize, allowed: String| {
+        Err(Error::Config(format!("{flag} {got}: must be {allowed}")))
+    };
+    if a.models.is_empty() || a.batch_sizes.is_empty() {
+        return Err(Error::Config(
+            "--models and --batch-sizes each need at least one value".into(),
+        ));
+    }
+    for (flag, n) in [("--steps", a.steps), ("--kernel-reps", a.kernel_reps)] {
+        if n == 0 || n > MAX_BENCH_REPS {
+            return bad(flag, n, format!("between 1 and {MAX_BENCH_REPS}"));
+        }
+    }
+    for &b in &a.batch_sizes {
+        if b == 0 || b > 65_536 {
+            return bad("--batch-sizes", b, "between 1 and 65536".into());
+        }
+        // Each measurement generates (steps + 2 warm-up) batches of faces.
+        let faces = b.saturating_mul(a.steps + 2);
+        if faces > synth::MAX_ROWS {
+            return Err(Error::Config(format!(
+                "--batch-sizes {b} with --steps {} would generate {faces} faces, over the {} \
+                 that fit; use fewer steps or smaller batches",
+                a.steps,
+                synth::MAX_ROWS
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// `fergpu predict`.
