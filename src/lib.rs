@@ -10,7 +10,8 @@
 //! - [`model`]: layer lists, presets, the flat parameter layout, the generic network;
 //! - [`train`], [`eval`], [`checkpoint`]: the training loop, evaluation, safetensors files;
 //! - [`metrics`], [`report`]: confusion matrices, per-class scores, plots and HTML tables;
-//! - [`experiment`]: cross-validation folds, sweeps, schedules, early stopping.
+//! - [`experiment`]: cross-validation folds, sweeps, schedules, early stopping;
+//! - [`predict`]: faces found in photos and folders, cropped as FER2013 crops them, classified.
 
 #![warn(missing_docs)]
 

@@ -36,12 +36,14 @@ enum Command {
     ExportImages(ExportArgs),
     /// Measure training/evaluation images/s and conv/dense GFLOP/s on a device.
     Bench(BenchArgs),
-    /// Predict the emotion of photos (PNG, JPEG, BMP; any size and colour).
+    /// Predict the emotions of the faces in photos and folders of photos.
     ///
-    /// Each photo is converted to grayscale, centre-cropped to a square (the shorter side is
-    /// kept, the longer one trimmed equally on both ends), resized to 48×48 and classified;
-    /// the top emotion and all 7 probabilities are printed. A file that cannot be read as an
-    /// image is reported by name, the others are still predicted, and the exit status is 1.
+    /// Faces are found with the SeetaFace detector, each cropped as FER2013 crops its faces,
+    /// converted to grayscale, resized to 48×48 and classified; the box, the top emotion and
+    /// all 7 probabilities are printed per face. Images of 48×48 to 64×64 pixels (and every
+    /// image with --whole-image) are taken as already-cropped faces: their centred square is
+    /// classified. A file that cannot be read is reported by name, the others are still
+    /// predicted, and the exit status is 1.
     Predict(PredictArgs),
     /// K-fold cross-validation: one model per fold, mean ± std of accuracy and macro-F1.
     Cv(CvArgs),
@@ -258,12 +260,22 @@ struct PredictArgs {
     /// A checkpoint written by `fergpu train`.
     #[arg(long)]
     checkpoint: PathBuf,
-    /// Photos to classify.
+    /// Photos (PNG, JPEG, BMP) and folders (walked recursively).
     #[arg(required = true)]
     images: Vec<PathBuf>,
     /// One JSON object per image instead of text.
     #[arg(long)]
     json: bool,
+    /// Also write one CSV row per face: image, face, crop, box, score, emotion, 7 probabilities.
+    #[arg(long, value_name = "OUT.csv")]
+    csv: Option<PathBuf>,
+    /// Also write each photo with its face boxes and labels drawn into this folder.
+    #[arg(long, value_name = "DIR")]
+    annotate: Option<PathBuf>,
+    /// Classify each image's centred square instead of the faces found in it (for photos
+    /// that are already cropped faces; automatic for 48×48 to 64×64 images).
+    #[arg(long)]
+    whole_image: bool,
     #[command(flatten)]
     device: DeviceArgs,
 }
@@ -605,33 +617,18 @@ fn bench(a: BenchArgs) -> Result<()> {
 }
 
 fn predict(a: PredictArgs) -> Result<()> {
-    let ck = Checkpoint::load(&a.checkpoint)?;
-    let (ds, rows) = fergpu::predict::load_faces(&a.images);
-    let probs = if ds.is_empty() {
-        Vec::new()
-    } else {
-        let job = EvalJob {
-            ck: &ck,
-            ds: &ds,
-            keep_probs: true,
-        };
-        run_on(&a.device.choice(), job)?.probs.unwrap_or_default()
+    let cfg = fergpu::predict::PredictConfig {
+        checkpoint: a.checkpoint,
+        inputs: a.images,
+        json: a.json,
+        csv: a.csv,
+        annotate: a.annotate,
+        whole_image: a.whole_image,
+        device: a.device.choice(),
     };
-    let mut failed = 0;
-    for (path, row) in a.images.iter().zip(&rows) {
-        match row {
-            Ok(r) => {
-                let p = &probs[r * 7..(r + 1) * 7];
-                println!("{}", fergpu::predict::prediction_text(path, p, a.json));
-            }
-            Err(e) => {
-                failed += 1;
-                eprintln!("error: {e}");
-            }
-        }
-    }
-    if failed > 0 {
-        bail!("{failed} of {} images could not be read", a.images.len());
+    let summary = fergpu::predict::run(&cfg)?;
+    if summary.failed > 0 {
+        bail!("{} files could not be read or written", summary.failed);
     }
     Ok(())
 }
