@@ -11,7 +11,8 @@
 //! - [`train`], [`eval`], [`checkpoint`]: the training loop, evaluation, safetensors files;
 //! - [`metrics`], [`report`]: confusion matrices, per-class scores, plots and HTML tables;
 //! - [`experiment`]: cross-validation folds, sweeps, schedules, early stopping;
-//! - [`predict`]: faces found in photos and folders, cropped as FER2013 crops them, classified.
+//! - [`predict`]: faces found in photos and folders, cropped as FER2013 crops them, classified;
+//! - [`export`]: checkpoints as ONNX models for other runtimes.
 
 #![warn(missing_docs)]
 
@@ -24,6 +25,7 @@ pub mod device;
 pub mod error;
 pub mod eval;
 pub mod experiment;
+pub mod export;
 pub mod metrics;
 pub mod model;
 pub mod predict;

@@ -49,6 +49,9 @@ enum Command {
     Cv(CvArgs),
     /// Train every configuration of a grid file, with a results table.
     Sweep(SweepArgs),
+    /// Export a checkpoint as an ONNX model (opset 13; input `image` float [N, 1, 48, 48] in
+    /// 0..1, output `logits` or, with --softmax, `probabilities` [N, 7]).
+    Export(ExportModelArgs),
 }
 
 /// Where the data comes from.
@@ -281,6 +284,19 @@ struct PredictArgs {
 }
 
 #[derive(Args)]
+struct ExportModelArgs {
+    /// A checkpoint written by `fergpu train`.
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// The ONNX file to write.
+    #[arg(long, value_name = "OUT.onnx")]
+    onnx: PathBuf,
+    /// End the graph with a softmax: output `probabilities` instead of `logits`.
+    #[arg(long)]
+    softmax: bool,
+}
+
+#[derive(Args)]
 struct CvArgs {
     /// Number of folds.
     #[arg(long, default_value_t = 6)]
@@ -394,6 +410,11 @@ fn dispatch(cli: Cli, epochs_given: bool) -> Result<()> {
         Command::Predict(a) => predict(a),
         Command::Cv(a) => cv(a),
         Command::Sweep(a) => sweep(a),
+        Command::Export(a) => {
+            let done = fergpu::export::export_onnx(&a.checkpoint, &a.onnx, a.softmax)?;
+            eprintln!("{done}");
+            Ok(())
+        }
     }
 }
 
