@@ -649,7 +649,10 @@ fn predict(a: PredictArgs) -> Result<()> {
     };
     let summary = fergpu::predict::run(&cfg)?;
     if summary.failed > 0 {
-        bail!("{} files could not be read or written", summary.failed);
+        bail!(
+            "{} of the inputs could not be read or written (named above)",
+            summary.failed
+        );
     }
     Ok(())
 }

@@ -341,7 +341,7 @@ fn progress_bar(files: usize) -> Option<ProgressBar> {
         return None;
     }
     let style = ProgressStyle::with_template(
-        "predict [{bar:32.cyan/blue}] {pos}/{len} images  {per_sec}  {msg}  {eta} left",
+        "predict [{bar:32.cyan/blue}] {pos}/{len} images  {msg}  {eta} left",
     )
     .expect("the bar template is valid")
     .progress_chars("=> ");

@@ -86,11 +86,16 @@ fn percentages(probs: &[f32]) -> String {
         .join(", ")
 }
 
+/// `{name: p}`, each `p` written with the shortest digits that read back as the same `f32`
+/// (not the `f64` widening's 17 digits).
 fn probabilities_json(probs: &[f32]) -> serde_json::Value {
     EMOTIONS
         .iter()
         .zip(probs)
-        .map(|(n, &p)| (n.to_string(), serde_json::json!(p)))
+        .map(|(n, &p)| {
+            let short: f64 = p.to_string().parse().expect("a float's digits parse");
+            (n.to_string(), serde_json::json!(short))
+        })
         .collect::<serde_json::Map<_, _>>()
         .into()
 }
