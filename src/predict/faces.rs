@@ -3,6 +3,7 @@
 //! (`assets/seetaface/`), so an installed `fergpu` needs no extra file.
 
 use image::GrayImage;
+use std::borrow::Cow;
 
 /// The SeetaFace frontal face model (funnel-structured cascade, 1.2 MB), embedded.
 static MODEL: &[u8] = include_bytes!("../../assets/seetaface/seeta_fd_frontal_v1.0.bin");
@@ -73,9 +74,9 @@ impl FaceDetector {
             let sw = ((f64::from(w) * s).round() as u32).max(1);
             let sh = ((f64::from(h) * s).round() as u32).max(1);
             let img = image::imageops::resize(gray, sw, sh, image::imageops::FilterType::Triangle);
-            (img, f64::from(w) / f64::from(sw))
+            (Cow::Owned(img), f64::from(w) / f64::from(sw))
         } else {
-            (gray.clone(), 1.0)
+            (Cow::Borrowed(gray), 1.0)
         };
         let padded = pad_for_pyramid(small);
         let data = rustface::ImageData::new(padded.as_raw(), padded.width(), padded.height());
@@ -103,11 +104,12 @@ impl FaceDetector {
 /// subtracts the 40-pixel window from it unsigned, so a level that rounds to 39 pixels
 /// overflows. Such sizes are rare; adding a column or row on the right or bottom (copies of
 /// the edge, which move no box) avoids them.
-fn pad_for_pyramid(mut img: GrayImage) -> GrayImage {
+fn pad_for_pyramid(mut img: Cow<'_, GrayImage>) -> Cow<'_, GrayImage> {
     while let Some((grow_w, grow_h)) = pyramid_overflow(img.width(), img.height()) {
         let (w, h) = img.dimensions();
         let (nw, nh) = (w + u32::from(grow_w), h + u32::from(grow_h));
-        img = GrayImage::from_fn(nw, nh, |x, y| *img.get_pixel(x.min(w - 1), y.min(h - 1)));
+        let padded = GrayImage::from_fn(nw, nh, |x, y| *img.get_pixel(x.min(w - 1), y.min(h - 1)));
+        img = Cow::Owned(padded);
     }
     img
 }
@@ -147,7 +149,7 @@ mod tests {
     fn no_image_size_overflows_the_pyramid_after_padding() {
         for w in 40..400 {
             for h in [40, 41, 50, 99, 100, 257, 399] {
-                let img = pad_for_pyramid(GrayImage::new(w, h));
+                let img = pad_for_pyramid(Cow::Owned(GrayImage::new(w, h)));
                 assert_eq!(pyramid_overflow(img.width(), img.height()), None, "{w}×{h}");
                 assert!(img.width() - w <= 3 && img.height() - h <= 3, "{w}×{h}");
             }
