@@ -16,7 +16,9 @@
 //! - [`run`]: a whole run (the epoch loop, resume) and the run folder that owns its files;
 //! - [`experiment`]: cross-validation folds and sweeps above single runs;
 //! - [`cli`]: the command line; `src/main.rs` only parses and calls it;
-//! - [`metrics`], [`report`]: confusion matrices, per-class scores, plots and HTML tables.
+//! - [`metrics`], [`report`]: confusion matrices, per-class scores, plots and HTML tables;
+//! - [`predict`]: faces found in photos and folders, cropped as FER2013 crops them, classified;
+//! - [`export`]: checkpoints as ONNX models for other runtimes.
 //!
 //! Imports go one way: cli → experiment → run → settings → train/eval → model → backend →
 //! shape/data. Stopping is a [`cancel::Cancel`] value handed down, not a global.
@@ -34,6 +36,7 @@ pub mod device;
 pub mod error;
 pub mod eval;
 pub mod experiment;
+pub mod export;
 mod flags;
 pub mod metrics;
 pub mod model;

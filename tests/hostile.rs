@@ -559,7 +559,10 @@ fn model_messages_say_what_is_wrong_once() {
         "{e}"
     );
     let e = refused(&mut train_cmd(&out, &["--model", "cnnn"]));
-    assert!(e.contains("--model cnnn: not a preset (mlp, cnn, vgg, compact)"), "{e}");
+    assert!(
+        e.contains("--model cnnn: not a preset (mlp, cnn, vgg, compact)"),
+        "{e}"
+    );
     assert!(!out.exists(), "a failed model load leaves no folder");
 }
 

@@ -2,7 +2,8 @@
 //! `export-images`.
 
 use super::{
-    AdaptersArgs, BenchArgs, EvalArgs, ExportArgs, InfoArgs, Outcome, PredictArgs, SynthArgs,
+    AdaptersArgs, BenchArgs, EvalArgs, ExportArgs, ExportModelArgs, InfoArgs, Outcome, PredictArgs,
+    SynthArgs,
 };
 use crate::backend::{Activation, Backend};
 use crate::checkpoint::Checkpoint;
@@ -231,36 +232,28 @@ fn check_bench(a: &BenchArgs) -> Result<()> {
 
 /// `fergpu predict`.
 pub(super) fn predict(a: PredictArgs) -> Result<Outcome> {
-    let ck = Checkpoint::load(&a.checkpoint)?;
-    let (ds, rows) = crate::predict::load_faces(&a.images);
-    let probs = if ds.is_empty() {
-        Vec::new()
-    } else {
-        let job = EvalJob {
-            ck: &ck,
-            ds: &ds,
-            keep_probs: true,
-        };
-        run_on(&a.device, job)?.probs.unwrap_or_default()
+    let cfg = crate::predict::PredictConfig {
+        checkpoint: a.checkpoint,
+        inputs: a.images,
+        json: a.json,
+        csv: a.csv,
+        annotate: a.annotate,
+        whole_image: a.whole_image,
+        device: a.device,
     };
-    let mut failed = 0;
-    for (path, row) in a.images.iter().zip(&rows) {
-        match row {
-            Ok(r) => {
-                let p = &probs[r * 7..(r + 1) * 7];
-                println!("{}", crate::predict::prediction_text(path, p, a.json));
-            }
-            Err(e) => {
-                failed += 1;
-                eprintln!("error: {e}");
-            }
-        }
-    }
-    if failed > 0 {
+    let summary = crate::predict::run(&cfg)?;
+    if summary.failed > 0 {
         return Err(Error::Config(format!(
-            "{failed} of {} images could not be read",
-            a.images.len()
+            "{} of the inputs could not be read or written (named above)",
+            summary.failed
         )));
     }
+    Ok(Outcome::Done)
+}
+
+/// `fergpu export`.
+pub(super) fn export(a: ExportModelArgs) -> Result<Outcome> {
+    let done = crate::export::export_onnx(&a.checkpoint, &a.onnx, a.softmax)?;
+    eprintln!("{done}");
     Ok(Outcome::Done)
 }
