@@ -141,22 +141,61 @@ impl Checkpoint {
                 .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
                 .collect())
         };
+        // Numbers that are not finite would evaluate to a confident-looking accuracy and
+        // prediction, or poison a resumed run: refuse them here, naming the tensor.
+        let finite = |name: &str, values: &[f32]| match values.iter().position(|x| !x.is_finite()) {
+            None => Ok(()),
+            Some(i) => Err(bad(format!(
+                "tensor '{name}' holds {} (element {i} of {}): the run that wrote it diverged or \
+                 the file is damaged; use another checkpoint (e.g. checkpoint-best, or one saved \
+                 before the divergence)",
+                values[i],
+                values.len()
+            ))),
+        };
         let mut params = vec![0f32; plan.num_params];
         for t in &plan.params {
-            params[t.offset..t.offset + t.len()].copy_from_slice(&read(&t.name, &t.shape)?);
+            let values = read(&t.name, &t.shape)?;
+            finite(&t.name, &values)?;
+            params[t.offset..t.offset + t.len()].copy_from_slice(&values);
         }
         let mut running = vec![0f32; plan.num_running];
         for t in &plan.running {
-            running[t.offset..t.offset + t.len()].copy_from_slice(&read(&t.name, &t.shape)?);
+            let values = read(&t.name, &t.shape)?;
+            finite(&t.name, &values)?;
+            // A running variance below zero would take the square root of a negative number.
+            if t.name.ends_with("running_var") {
+                if let Some(i) = values.iter().position(|&v| v < 0.0) {
+                    return Err(bad(format!(
+                        "tensor '{}' holds a negative variance ({}, element {i}); the file is \
+                         damaged",
+                        t.name, values[i]
+                    )));
+                }
+            }
+            running[t.offset..t.offset + t.len()].copy_from_slice(&values);
         }
         let optimizer = match meta.get("fergpu.optimizer_step") {
-            Some(step) => Some(OptimizerState {
-                m: read("optimizer.m", &[plan.num_params])?,
-                v: read("optimizer.v", &[plan.num_params])?,
-                t: step
-                    .parse()
-                    .map_err(|_| bad(format!("optimizer step '{step}' is not a number")))?,
-            }),
+            Some(step) => {
+                let m = read("optimizer.m", &[plan.num_params])?;
+                let v = read("optimizer.v", &[plan.num_params])?;
+                finite("optimizer.m", &m)?;
+                finite("optimizer.v", &v)?;
+                if let Some(i) = v.iter().position(|&x| x < 0.0) {
+                    return Err(bad(format!(
+                        "tensor 'optimizer.v' holds a negative second moment ({}, element {i}); \
+                         the file is damaged",
+                        v[i]
+                    )));
+                }
+                Some(OptimizerState {
+                    m,
+                    v,
+                    t: step
+                        .parse()
+                        .map_err(|_| bad(format!("optimizer step '{step}' is not a number")))?,
+                })
+            }
             None => None,
         };
         Ok(Checkpoint {
@@ -211,6 +250,66 @@ mod tests {
             })
             .count();
         assert_eq!(leftovers, 0, "a temporary file was left behind");
+    }
+
+    #[test]
+    fn non_finite_numbers_are_refused_at_load_naming_the_tensor() {
+        let spec = ModelSpec::mlp(Activation::Relu);
+        let plan = Plan::new(&spec, 1).unwrap();
+        let good = plan.init_params(2);
+        let n = good.len();
+        let path = tmp("nan.safetensors");
+        let dense2_bias = plan
+            .params
+            .iter()
+            .find(|t| t.name == "dense2.bias")
+            .unwrap();
+        for (what, bad) in [("NaN", f32::NAN), ("inf", f32::INFINITY)] {
+            let mut params = good.clone();
+            params[dense2_bias.offset + 3] = bad;
+            Checkpoint {
+                spec: spec.clone(),
+                params,
+                running: vec![],
+                optimizer: None,
+                train_state: None,
+            }
+            .save(&path)
+            .unwrap();
+            let e = Checkpoint::load(&path).unwrap_err().to_string();
+            assert!(
+                e.contains(&format!(
+                    "tensor 'dense2.bias' holds {what} (element 3 of 84)"
+                )),
+                "{e}"
+            );
+        }
+        let mut state = OptimizerState {
+            m: vec![0.0; n],
+            v: vec![0.0; n],
+            t: 1,
+        };
+        state.v[5] = -1.0;
+        let ck = Checkpoint {
+            spec: spec.clone(),
+            params: good.clone(),
+            running: vec![],
+            optimizer: Some(state.clone()),
+            train_state: None,
+        };
+        ck.save(&path).unwrap();
+        let e = Checkpoint::load(&path).unwrap_err().to_string();
+        assert!(e.contains("negative second moment"), "{e}");
+        state.v[5] = 0.0;
+        state.m[7] = f32::NAN;
+        Checkpoint {
+            optimizer: Some(state),
+            ..ck
+        }
+        .save(&path)
+        .unwrap();
+        let e = Checkpoint::load(&path).unwrap_err().to_string();
+        assert!(e.contains("'optimizer.m' holds NaN"), "{e}");
     }
 
     #[test]

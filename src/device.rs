@@ -5,7 +5,7 @@
 //! objects.
 
 use crate::backend::cpu::CpuBackend;
-use crate::backend::gpu::adapter::{AdapterRequest, GpuApi};
+use crate::backend::gpu::adapter::{self, AdapterRequest, AdapterSummary, GpuApi};
 use crate::backend::gpu::autotune::Autotune;
 use crate::backend::gpu::kernels::BuildOptions;
 use crate::backend::gpu::{GpuBackend, GpuOptions};
@@ -44,11 +44,69 @@ pub struct DeviceChoice {
 
 crate::flags::defaults_from_flags!(DeviceChoice);
 
-/// Runs `job` on the backend `choice` selects: `cpu` is the CPU reference; `auto` takes the
-/// best GPU adapter (discrete, integrated, then software) and falls back to the CPU reference
-/// when none can be opened, saying which in one line on stderr; anything else must match an
+/// The most CPU threads a run may ask for, as a multiple of the machine's cores: more only
+/// adds switching, and a mistyped `--threads 100000` would try to start that many.
+pub const MAX_THREADS_PER_CORE: usize = 4;
+
+/// The most threads `--threads` accepts on this machine.
+pub fn max_threads() -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    cores * MAX_THREADS_PER_CORE
+}
+
+impl DeviceChoice {
+    /// Checks `--threads` against this machine and that `--gpu-backend` names an API; the
+    /// message names the flag and what is allowed. [`crate::settings::Settings::validate`]
+    /// and [`run_on`] call it, so every command's device flags are checked before any work.
+    pub fn validate(&self) -> Result<()> {
+        let most = max_threads();
+        if self.threads > most {
+            return Err(Error::Config(format!(
+                "--threads {}: threads must be at most {most} ({MAX_THREADS_PER_CORE} per core \
+                 of this machine; 0: one per core)",
+                self.threads
+            )));
+        }
+        if let Some(api) = &self.gpu_backend {
+            GpuApi::parse(api).map_err(|e| Error::Config(format!("--gpu-backend {api}: {e}")))?;
+        }
+        Ok(())
+    }
+}
+
+/// What `--adapter auto` runs on, given the adapters found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum AutoPick<'a> {
+    /// A hardware GPU adapter (discrete, integrated, virtual or other).
+    Gpu(&'a AdapterSummary),
+    /// The CPU reference: no adapter was found, or the best one is a software driver
+    /// (lavapipe, WARP, SwiftShader), which runs the shaders on the CPU far slower than the
+    /// CPU backend (docs/RESULTS.md: 212 s against 43 s an epoch); `passed_over` names it.
+    Cpu {
+        /// The software adapter auto did not take.
+        passed_over: Option<&'a AdapterSummary>,
+    },
+}
+
+/// The choice of `--adapter auto` among `found`.
+fn auto_pick(found: &[AdapterSummary]) -> AutoPick<'_> {
+    match adapter::choose(&AdapterRequest::Auto, found) {
+        Ok(i) if found[i].device_type == wgpu::DeviceType::Cpu => AutoPick::Cpu {
+            passed_over: Some(&found[i]),
+        },
+        Ok(i) => AutoPick::Gpu(&found[i]),
+        Err(_) => AutoPick::Cpu { passed_over: None },
+    }
+}
+
+/// Runs `job` on the backend `choice` selects, after checking `choice`
+/// ([`DeviceChoice::validate`]): `cpu` is the CPU reference; `auto` takes the best hardware
+/// GPU adapter (discrete, integrated, then virtual or other) and otherwise the CPU
+/// reference, which is faster than a software adapter (one it passes over is named; ask
+/// for it with `software`), saying which in one line on stderr; anything else must match an
 /// adapter or is [`crate::Error::NoAdapter`].
 pub fn run_on<J: Job>(choice: &DeviceChoice, job: J) -> Result<J::Output> {
+    choice.validate()?;
     let req = AdapterRequest::parse(&choice.adapter);
     let api = choice
         .gpu_backend
@@ -61,26 +119,40 @@ pub fn run_on<J: Job>(choice: &DeviceChoice, job: J) -> Result<J::Output> {
     };
     match req {
         AdapterRequest::Cpu => run_cpu(choice, job),
-        AdapterRequest::Auto => match GpuBackend::with_options(&req, api, &opts) {
-            Ok(gpu) => {
-                eprintln!("fergpu: using GPU adapter {}", gpu.adapter());
-                if gpu.adapter().kind() == "software" {
-                    // Measured on lavapipe: the seed CNN trains ~100× slower than on the
-                    // CPU reference (docs/RESULTS.md).
-                    eprintln!(
-                        "fergpu: no hardware GPU found; this software driver runs shaders on \
-                         the CPU and is usually much slower than `--adapter cpu`"
-                    );
+        AdapterRequest::Auto => {
+            let found = adapter::list_adapters(api);
+            let opened = match auto_pick(&found) {
+                AutoPick::Gpu(s) => {
+                    GpuBackend::with_options(&AdapterRequest::Index(s.index), api, &opts)
                 }
-                run_gpu(&gpu, job)
+                AutoPick::Cpu {
+                    passed_over: Some(s),
+                } => {
+                    eprintln!(
+                        "fergpu: passing over the software adapter {s}: it runs the shaders on \
+                         the CPU, far slower than fergpu's CPU backend (`--adapter software` \
+                         uses it anyway)"
+                    );
+                    return run_cpu(choice, job);
+                }
+                AutoPick::Cpu { passed_over: None } => Err(Error::NoAdapter {
+                    wanted: "auto".into(),
+                    found: "no hardware GPU adapter".into(),
+                }),
+            };
+            match opened {
+                Ok(gpu) => {
+                    eprintln!("fergpu: using GPU adapter {}", gpu.adapter());
+                    run_gpu(&gpu, job)
+                }
+                Err(e) => {
+                    let reason = e.to_string();
+                    let first = reason.lines().next().unwrap_or_default();
+                    eprintln!("fergpu: no usable GPU adapter ({first}); using the CPU reference");
+                    run_cpu(choice, job)
+                }
             }
-            Err(e) => {
-                let reason = e.to_string();
-                let first = reason.lines().next().unwrap_or_default();
-                eprintln!("fergpu: no usable GPU adapter ({first}); using the CPU reference");
-                run_cpu(choice, job)
-            }
-        },
+        }
         _ => {
             let gpu = GpuBackend::with_options(&req, api, &opts)?;
             eprintln!("fergpu: using GPU adapter {}", gpu.adapter());
@@ -116,7 +188,7 @@ pub fn open_gpu(choice: &DeviceChoice, what: &str, build: BuildOptions) -> Resul
 }
 
 fn run_cpu<J: Job>(choice: &DeviceChoice, job: J) -> Result<J::Output> {
-    let cpu = CpuBackend::new(choice.threads);
+    let cpu = CpuBackend::try_new(choice.threads)?;
     let name = cpu.name();
     job.run(&cpu, &name)
 }
@@ -128,4 +200,63 @@ fn run_gpu<J: Job>(gpu: &GpuBackend, job: J) -> Result<J::Output> {
     let out = job.run(gpu, &name);
     gpu.check()?;
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary(index: usize, name: &str, t: wgpu::DeviceType) -> AdapterSummary {
+        AdapterSummary {
+            index,
+            name: name.into(),
+            device_type: t,
+            backend: wgpu::Backend::Vulkan,
+            driver: String::new(),
+        }
+    }
+
+    #[test]
+    fn auto_prefers_the_cpu_backend_to_a_software_adapter_and_names_it() {
+        use wgpu::DeviceType as T;
+        let lavapipe = summary(0, "llvmpipe (LLVM 15)", T::Cpu);
+        let igpu = summary(1, "Intel UHD 630", T::IntegratedGpu);
+        assert_eq!(
+            auto_pick(std::slice::from_ref(&lavapipe)),
+            AutoPick::Cpu {
+                passed_over: Some(&lavapipe)
+            }
+        );
+        let both = [lavapipe.clone(), igpu.clone()];
+        assert_eq!(auto_pick(&both), AutoPick::Gpu(&both[1]));
+        assert_eq!(auto_pick(&[]), AutoPick::Cpu { passed_over: None });
+        // Asked for by name, the software adapter is still chosen.
+        assert_eq!(
+            adapter::choose(&AdapterRequest::Software, &both).unwrap(),
+            0
+        );
+    }
+
+    #[test]
+    fn device_flags_are_checked_against_this_machine() {
+        let mut c = DeviceChoice::default();
+        c.validate().unwrap();
+        c.threads = max_threads();
+        c.validate().unwrap();
+        c.threads = 100_000;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("--threads 100000") && e.contains(&format!("at most {}", max_threads())),
+            "{e}"
+        );
+        let c = DeviceChoice {
+            gpu_backend: Some("cuda".into()),
+            ..DeviceChoice::default()
+        };
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("--gpu-backend cuda"));
+    }
 }

@@ -4,7 +4,8 @@
 //!
 //! Module map:
 //! - [`data`]: CSV reading and validation, splits, generated demo faces;
-//! - [`augment`]: training-time flips and shifts, packed into the order buffer;
+//! - [`augment`]: training-time flips and shifts (packed into the order buffer), scale,
+//!   rotation and random erasing (a per-image warp buffer), exact on every backend;
 //! - [`shape`]: every layer's sizes, the single source of truth;
 //! - [`backend`]: the op-level [`backend::Backend`] trait, the CPU reference and the GPU backend;
 //! - [`model`]: layer lists, presets, the flat parameter layout, the generic network;
@@ -16,8 +17,10 @@
 //! - [`experiment`]: cross-validation folds and sweeps above single runs;
 //! - [`cli`]: the command line; `src/main.rs` only parses and calls it;
 //! - [`metrics`], [`report`]: confusion matrices, per-class scores, plots and HTML tables;
-//! - [`bench`](mod@bench), [`profile`]: images/s and kernel GFLOP/s on any backend; a training step's
-//!   GPU time kernel by kernel.
+//! - [`predict`]: faces found in photos and folders, cropped as FER2013 crops them, classified;
+//! - [`export`]: checkpoints as ONNX models for other runtimes;
+//! - [`bench`](mod@bench), [`profile`]: images/s and kernel GFLOP/s on any backend; a training
+//!   step's GPU time kernel by kernel.
 //!
 //! Imports go one way: cli → experiment → run → settings → train/eval → model → backend →
 //! shape/data. Stopping is a [`cancel::Cancel`] value handed down, not a global.
@@ -35,6 +38,7 @@ pub mod device;
 pub mod error;
 pub mod eval;
 pub mod experiment;
+pub mod export;
 mod flags;
 pub mod metrics;
 pub mod model;

@@ -17,7 +17,7 @@
 //! attributes and doc comment) and the code that uses it; the command line, recipe files,
 //! sweeps, `config.json` and resume pick it up from the type.
 
-use crate::augment::Augment;
+use crate::augment::{self, AreaRange, Augment, Warp};
 use crate::backend::Activation;
 use crate::data::{csv, synth, Dataset, Usage};
 use crate::device::DeviceChoice;
@@ -147,6 +147,34 @@ pub struct AugmentSettings {
     /// shift=N (move by up to N ≤ 7 pixels each way, edges repeated) | flip,shift=N.
     #[arg(long, default_value = "none", value_parser = parse_augment)]
     pub augment: Augment,
+    /// Zoom each training image about its centre by a factor drawn uniformly in 1−S..1+S
+    /// (S ≤ 0.5; 0: off), redrawn each epoch; corners repeat the edge pixels.
+    #[arg(long, default_value_t = 0.0, value_name = "S")]
+    pub scale: f64,
+    /// Rotate each training image about its centre by an angle drawn uniformly in −N..N
+    /// degrees (N ≤ 180; 0: off), bilinear, redrawn each epoch; corners repeat the edges.
+    #[arg(long, default_value_t = 0.0, value_name = "N")]
+    pub rotate: f64,
+    /// Random erasing: with probability P (0..1; 0: off) replace a rectangle of each training
+    /// image by noise, after the other augmentations.
+    #[arg(long, default_value_t = 0.0, value_name = "P")]
+    pub erase: f64,
+    /// The erased rectangle's area as a share of the image, drawn in MIN-MAX (0 < MIN ≤ MAX
+    /// ≤ 1); its aspect ratio is drawn in 0.3..3.3.
+    #[arg(long, default_value = "0.02-0.4", value_name = "MIN-MAX", value_parser = parse_area_range)]
+    pub erase_area: AreaRange,
+}
+
+impl AugmentSettings {
+    /// The scale, rotation and erasing these settings draw.
+    pub fn warp(&self) -> Warp {
+        Warp {
+            scale: self.scale,
+            rotate: self.rotate,
+            erase: self.erase,
+            erase_area: self.erase_area,
+        }
+    }
 }
 
 /// Batches, seed, run folder, output.
@@ -191,6 +219,10 @@ fn parse_augment(s: &str) -> std::result::Result<Augment, String> {
     Augment::parse(s).map_err(|e| e.to_string())
 }
 
+fn parse_area_range(s: &str) -> std::result::Result<AreaRange, String> {
+    AreaRange::parse(s).map_err(|e| e.to_string())
+}
+
 fn parse_class_weight(s: &str) -> std::result::Result<ClassWeight, String> {
     ClassWeight::parse(s).map_err(|e| e.to_string())
 }
@@ -206,9 +238,11 @@ pub const RESUMABLE: [&str; 6] = [
     "autotune",
 ];
 
-/// The most CPU threads a run may ask for, as a multiple of the machine's cores: more only
-/// adds switching, and a mistyped `--threads 100000` would try to start that many.
-pub const MAX_THREADS_PER_CORE: usize = 4;
+pub use crate::device::{max_threads, MAX_THREADS_PER_CORE};
+
+/// The smallest learning rate accepted: the smallest normal `f32` (the kernels take the rate
+/// as an `f32`; anything smaller would learn nothing, silently).
+pub const MIN_LR: f64 = f32::MIN_POSITIVE as f64;
 
 /// A setting's place: its section and field name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -280,8 +314,17 @@ impl Settings {
         let k = Settings::key(key)?;
         let mut tree = serde_json::to_value(&*self).expect("settings serialize");
         tree[k.section][k.field] = value.clone();
-        *self = serde_json::from_value(tree)
-            .map_err(|e| Error::Config(format!("setting '{}' = {value}: {e}", k.field)))?;
+        *self = serde_json::from_value(tree).map_err(|e| {
+            Error::Config(if value.is_null() {
+                // How JSON writes NaN and the infinities.
+                format!(
+                    "setting '{}' is not a number (NaN or infinite); it must be a finite one",
+                    k.field
+                )
+            } else {
+                format!("setting '{}' = {value}: {e}", k.field)
+            })
+        })?;
         Ok(())
     }
 
@@ -348,7 +391,13 @@ impl Settings {
     /// Overrides these settings with those given on the command line.
     pub fn apply_command_line(&mut self, cli: &Settings, given: &[Key]) -> Result<()> {
         for k in given {
-            self.set(&k.to_string(), cli.get(*k))?;
+            let value = cli.get(*k);
+            if value.is_null() {
+                // A flag JSON cannot hold (`--lr nan`): the range check names the flag and
+                // what it allows.
+                cli.validate()?;
+            }
+            self.set(&k.to_string(), value)?;
         }
         Ok(())
     }
@@ -404,25 +453,47 @@ impl Settings {
         }
         LrSchedule::parse(&s.lr_schedule)?;
         let lr = self.optimizer.lr;
-        if !(lr.is_finite() && lr > 0.0) {
-            return bad("lr", &lr, "a finite number > 0");
+        // The rate reaches the kernels as an f32: it must be a normal, finite one there.
+        if !(lr.is_finite() && lr > 0.0 && (MIN_LR..=f32::MAX as f64).contains(&lr)) {
+            return bad(
+                "lr",
+                &lr,
+                "a finite number > 0 that a 32-bit float holds (1.2e-38 to 3.4e38)",
+            );
         }
         let b = self.run.batch_size;
         if b == 0 || b > 65_536 {
             return bad("batch_size", &b, "between 1 and 65536");
         }
-        let most = max_threads();
-        if self.device.threads > most {
+        let a = &self.augment;
+        if !(0.0..=augment::MAX_SCALE).contains(&a.scale) {
             return bad(
-                "threads",
-                &self.device.threads,
+                "scale",
+                &a.scale,
                 &format!(
-                    "at most {most} ({MAX_THREADS_PER_CORE} per core of this machine; 0: one \
-                     per core)"
+                    "between 0 and {} (zoom factors 1−S..1+S; 0: off)",
+                    augment::MAX_SCALE
                 ),
             );
         }
-        Ok(())
+        if !(0.0..=augment::MAX_ROTATE).contains(&a.rotate) {
+            return bad(
+                "rotate",
+                &a.rotate,
+                &format!("between 0 and {} degrees (0: off)", augment::MAX_ROTATE),
+            );
+        }
+        if !(0.0..=1.0).contains(&a.erase) {
+            return bad("erase", &a.erase, "a probability between 0 and 1 (0: off)");
+        }
+        if !a.erase_area.is_valid() {
+            return bad(
+                "erase_area",
+                &a.erase_area.name(),
+                "MIN-MAX with 0 < MIN ≤ MAX ≤ 1 (shares of the image)",
+            );
+        }
+        self.device.validate()
     }
 
     /// The model's short name for folder names (`cnn`, or a model file's stem).
@@ -433,12 +504,6 @@ impl Settings {
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_else(|| m.clone())
     }
-}
-
-/// The most threads `--threads` accepts on this machine.
-pub fn max_threads() -> usize {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    cores * MAX_THREADS_PER_CORE
 }
 
 /// Key names live as long as the program (the settings type is fixed at compile time).
@@ -569,6 +634,79 @@ mod tests {
         let mut s = Settings::default();
         s.device.threads = 100_000;
         assert!(s.validate().unwrap_err().to_string().contains("--threads"));
+        for lr in [0.0, f64::NAN, f64::INFINITY, 1e-300, 1e300] {
+            let mut s = Settings::default();
+            s.optimizer.lr = lr;
+            let e = s.validate().unwrap_err().to_string();
+            assert!(e.starts_with(&format!("--lr {lr}: ")), "{e}");
+        }
+        for lr in [1e-12, 1e30] {
+            let mut s = Settings::default();
+            s.optimizer.lr = lr;
+            s.validate().unwrap();
+        }
+        let mut s = Settings::default();
+        let e = s.set("lr", Value::Null).unwrap_err().to_string();
+        assert!(e.contains("'lr' is not a number (NaN or infinite)"), "{e}");
+    }
+
+    #[test]
+    fn augmentation_settings_are_set_by_key_and_validated_with_their_ranges() {
+        let mut s = Settings::default();
+        assert_eq!(s.augment.warp(), Warp::NONE);
+        s.set("scale", 0.2.into()).unwrap();
+        s.set("rotate", 15.into()).unwrap(); // a whole number is a float setting too
+        s.set("augment.erase", 0.5.into()).unwrap();
+        s.set("erase_area", "0.05-0.3".into()).unwrap();
+        s.validate().unwrap();
+        let w = s.augment.warp();
+        assert_eq!((w.scale, w.rotate, w.erase), (0.2, 15.0, 0.5));
+        assert_eq!((w.erase_area.min, w.erase_area.max), (0.05, 0.3));
+        let e = s.set("erase_area", 0.3.into()).unwrap_err().to_string();
+        assert!(e.contains("'erase_area'"), "{e}");
+        for (key, value, flag, allowed) in [
+            (
+                "scale",
+                serde_json::json!(0.6),
+                "--scale",
+                "between 0 and 0.5",
+            ),
+            (
+                "scale",
+                serde_json::json!(-0.1),
+                "--scale",
+                "between 0 and 0.5",
+            ),
+            (
+                "rotate",
+                serde_json::json!(200),
+                "--rotate",
+                "between 0 and 180",
+            ),
+            (
+                "erase",
+                serde_json::json!(1.5),
+                "--erase",
+                "between 0 and 1",
+            ),
+            (
+                "erase_area",
+                "0.5-0.2".into(),
+                "--erase-area",
+                "0 < MIN ≤ MAX ≤ 1",
+            ),
+            (
+                "erase_area",
+                "0-0.2".into(),
+                "--erase-area",
+                "0 < MIN ≤ MAX ≤ 1",
+            ),
+        ] {
+            let mut s = Settings::default();
+            s.set(key, value).unwrap();
+            let e = s.validate().unwrap_err().to_string();
+            assert!(e.contains(flag) && e.contains(allowed), "{key}: {e}");
+        }
     }
 
     #[test]
@@ -597,6 +735,11 @@ mod tests {
         let mut s = Settings::default();
         s.schedule.patience = Some(4);
         s.data.data = Some("x.csv".into());
+        s.augment.rotate = 12.5;
+        s.augment.erase_area = AreaRange {
+            min: 0.1,
+            max: 0.25,
+        };
         let json = serde_json::to_string(&s).unwrap();
         assert_eq!(serde_json::from_str::<Settings>(&json).unwrap(), s);
         let toml = toml::to_string(&s).unwrap();

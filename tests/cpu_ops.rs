@@ -23,7 +23,7 @@
 mod common;
 
 use common::{assert_close, random_vec};
-use fergpu::augment;
+use fergpu::augment::{self, EraseRect, ImageWarp};
 use fergpu::backend::cpu::{CpuBackend, PIXEL_SCALE};
 use fergpu::backend::{dropout_hash, stats, Activation, AdamStep, Backend, BatchNorm, Dropout};
 use fergpu::rng::Rng;
@@ -889,6 +889,155 @@ fn gather_batch_flips_and_shifts_with_repeated_edges() {
     let img = |i: usize| &x[i * IMAGE_PIXELS..(i + 1) * IMAGE_PIXELS];
     assert_eq!(img(1)[0], f32::from(pixels[47]) * PIXEL_SCALE); // top-left ← top-right
     assert_eq!(img(2)[0], f32::from(pixels[IMAGE_PIXELS + 3]) * PIXEL_SCALE); // row clamped
+}
+
+/// One warped entry of the tests below: row, flip, shift, zoom, angle in degrees, erasing.
+type WarpEntry = (u32, bool, i32, i32, f64, f64, EraseRect);
+
+/// Gathers `entries` with `gather_batch_warped` on the CPU, from offset 1 of a longer order.
+fn gather_warped(pixels: &[u8], labels: &[u8], entries: &[WarpEntry], key: u32) -> Vec<f32> {
+    let cpu = CpuBackend::new(2);
+    let images = cpu.upload_images(pixels, labels);
+    let mut order = vec![0];
+    let mut warp = ImageWarp::IDENTITY.words().to_vec();
+    for &(row, flip, dx, dy, scale, degrees, rect) in entries {
+        order.push(augment::pack(row, flip, dx, dy));
+        warp.extend(ImageWarp::new(scale, degrees, rect, key).words());
+    }
+    let (order, warp) = (cpu.upload_indices(&order), cpu.upload_indices(&warp));
+    let mut x = vec![-1.0; entries.len() * IMAGE_PIXELS];
+    let mut y = vec![99u32; entries.len()];
+    cpu.gather_batch_warped(&mut x, &mut y, &images, &order, &warp, 1, entries.len());
+    let want: Vec<u32> = entries
+        .iter()
+        .map(|e| u32::from(labels[e.0 as usize]))
+        .collect();
+    assert_eq!(y, want, "labels");
+    x
+}
+
+#[test]
+fn gather_batch_warped_scales_rotates_and_erases_by_their_definitions() {
+    let n = 3;
+    let mut r = Rng::new(142);
+    let pixels: Vec<u8> = (0..n * IMAGE_PIXELS).map(|_| r.below(256) as u8).collect();
+    let labels: Vec<u8> = vec![5, 0, 3];
+    let none = EraseRect::default();
+    let rect = EraseRect {
+        x: 30,
+        y: 2,
+        w: 9,
+        h: 20,
+    };
+    let entries: [WarpEntry; 7] = [
+        (0, false, 0, 0, 1.2, 0.0, none),    // zoom in
+        (1, false, 0, 0, 0.8, 0.0, none),    // zoom out: corners repeat the edges
+        (2, false, 0, 0, 1.0, 15.0, none),   // turn counter-clockwise
+        (0, false, 0, 0, 1.0, -40.0, none),  // and clockwise
+        (1, true, 3, -2, 0.9, 25.0, none),   // mirror, zoom, turn, then shift
+        (2, true, -7, 7, 1.1, -170.0, rect), // everything, and a rectangle erased
+        (0, false, 0, 0, 1.0, 0.0, rect),    // erasing alone
+    ];
+    let key = 0x5eed_cafe;
+    let x = gather_warped(&pixels, &labels, &entries, key);
+
+    // Written out from the definition in f64: mirror x, then src = c + shift + R·(p − c)/s
+    // about the centre c = 23.5 with y down (positive angles turn the picture
+    // counter-clockwise), then bilinear between the four pixels around src, rows and columns
+    // clamped to the image; erased pixels are the noise bytes.
+    let side = IMAGE_SIDE as i64;
+    let c = (side - 1) as f64 / 2.0;
+    for (i, &(row, flip, dx, dy, scale, degrees, rect)) in entries.iter().enumerate() {
+        let img = &pixels[row as usize * IMAGE_PIXELS..][..IMAGE_PIXELS];
+        let at = |r: f64, c: f64| {
+            let r = (r as i64).clamp(0, side - 1);
+            let c = (c as i64).clamp(0, side - 1);
+            f64::from(img[(r * side + c) as usize])
+        };
+        let (sin, cos) = degrees.to_radians().sin_cos();
+        for yy in 0..side {
+            for xx in 0..side {
+                let px = (yy * side + xx) as usize;
+                let got = x[i * IMAGE_PIXELS + px];
+                let erased = (rect.x as i64..(rect.x + rect.w) as i64).contains(&xx)
+                    && (rect.y as i64..(rect.y + rect.h) as i64).contains(&yy);
+                if erased {
+                    let noise = augment::erase_noise(key, px as u32);
+                    assert_eq!(got, f32::from(noise) * PIXEL_SCALE, "entry {i} at {px}");
+                    continue;
+                }
+                let mx = if flip { side - 1 - xx } else { xx } as f64 - c;
+                let my = yy as f64 - c;
+                let sx = c + dx as f64 + (cos * mx - sin * my) / scale;
+                let sy = c + dy as f64 + (sin * mx + cos * my) / scale;
+                let (x0, y0) = (sx.floor(), sy.floor());
+                let (fx, fy) = (sx - x0, sy - y0);
+                let want = (1.0 - fy) * ((1.0 - fx) * at(y0, x0) + fx * at(y0, x0 + 1.0))
+                    + fy * ((1.0 - fx) * at(y0 + 1.0, x0) + fx * at(y0 + 1.0, x0 + 1.0));
+                // Positions are rounded to 1/256 pixel (and the matrix to 2⁻¹⁶), at most
+                // ≈ 0.003 pixel off along each axis: up to ≈ 1.5 grey levels between random
+                // neighbours. A wrong sign, centre or order is off by tens of levels.
+                let want = (want / 255.0) as f32;
+                assert!(
+                    (got - want).abs() <= 0.006,
+                    "entry {i} at ({yy}, {xx}): got {got}, want {want}"
+                );
+            }
+        }
+    }
+    // Interpolation happened: a zoomed image has values between the bytes.
+    let between = x[..IMAGE_PIXELS]
+        .iter()
+        .filter(|&&v| (v * 255.0 - (v * 255.0).round()).abs() > 0.01)
+        .count();
+    assert!(between > IMAGE_PIXELS / 2, "{between}");
+}
+
+#[test]
+fn gather_batch_warped_without_a_warp_is_the_plain_gather_and_a_quarter_turn_is_exact() {
+    let n = 2;
+    let mut r = Rng::new(143);
+    let pixels: Vec<u8> = (0..n * IMAGE_PIXELS).map(|_| r.below(256) as u8).collect();
+    let labels: Vec<u8> = vec![2, 6];
+    let none = EraseRect::default();
+    let plain: [WarpEntry; 3] = [
+        (1, false, 0, 0, 1.0, 0.0, none),
+        (0, true, 0, 0, 1.0, 0.0, none),
+        (1, true, -7, 4, 1.0, 0.0, none),
+    ];
+    let x = gather_warped(&pixels, &labels, &plain, 0);
+    let cpu = CpuBackend::new(2);
+    let images = cpu.upload_images(&pixels, &labels);
+    let order: Vec<u32> = plain
+        .iter()
+        .map(|e| augment::pack(e.0, e.1, e.2, e.3))
+        .collect();
+    let mut x_plain = vec![0.0; plain.len() * IMAGE_PIXELS];
+    let mut y = vec![0u32; plain.len()];
+    cpu.gather_batch(
+        &mut x_plain,
+        &mut y,
+        &images,
+        &cpu.upload_indices(&order),
+        0,
+        3,
+    );
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert!(
+        bits(&x) == bits(&x_plain),
+        "the identity warp is not the plain gather"
+    );
+
+    // A quarter turn counter-clockwise: the top-right corner comes to the top-left, so output
+    // (row, col) is source (col, 47 − row), exactly (cos 90° rounds to 0 in fixed point).
+    let quarter = gather_warped(&pixels, &labels, &[(0, false, 0, 0, 1.0, 90.0, none)], 0);
+    let side = IMAGE_SIDE;
+    for row in 0..side {
+        for col in 0..side {
+            let want = f32::from(pixels[col * side + (side - 1 - row)]) * PIXEL_SCALE;
+            assert_eq!(quarter[row * side + col], want, "({row}, {col})");
+        }
+    }
 }
 
 #[test]

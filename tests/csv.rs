@@ -404,3 +404,132 @@ fn unusable_files_are_clear_errors_not_panics() {
         other => panic!("expected Io, got {other:?}"),
     }
 }
+
+/// The rows of `text` after the header, split on `\n` (test files have no other breaks).
+fn lines_of(text: &str) -> Vec<String> {
+    text.lines().skip(1).map(str::to_string).collect()
+}
+
+/// `ds` without row `skip`.
+fn without(ds: &Dataset, skip: usize) -> Dataset {
+    let rows: Vec<usize> = (0..ds.len()).filter(|&r| r != skip).collect();
+    ds.subset(&rows)
+}
+
+#[test]
+fn a_stray_quote_costs_its_own_row_and_nothing_after_it() {
+    let dir = temp_dir("stray-quote");
+    let ds = random_dataset(50, 9);
+    let skip = LoadOptions {
+        skip_bad_rows: true,
+    };
+    // Row 10 (line 11) gets a `"` at the start of each of its fields in turn, in both
+    // layouts (fer2013.csv quotes the pixels of every other row).
+    for (layout, text) in [("icml", icml_text(&ds)), ("fer2013", fer2013_text(&ds))] {
+        let rows = lines_of(&text);
+        let header = text.lines().next().unwrap();
+        let fields = rows[9].split(',').count();
+        for field in 0..fields {
+            let mut cells: Vec<String> = rows[9].split(',').map(str::to_string).collect();
+            cells[field] = format!("\"{}", cells[field].trim_start_matches('"'));
+            let mut broken = rows.clone();
+            broken[9] = cells.join(",");
+            let body = format!("{header}\n{}\n", broken.join("\n"));
+            let name = format!("{layout}-field{field}.csv");
+            let path = write_file(&dir, &name, body.as_bytes());
+            let (got, report) = load(&path, &skip).unwrap();
+            assert_eq!(report.skipped.len(), 1, "{name}: {:?}", report.skipped);
+            assert_eq!(got, without(&ds, 9), "{name}: the other 49 rows, exactly");
+            let msg = report.skipped[0].to_string();
+            assert!(msg.contains(":11: "), "{name}: {msg}");
+            // Without skipping, the load stops at that row.
+            let msg = assert_bad_row(&path, 11, &[]);
+            assert!(!msg.is_empty());
+        }
+    }
+}
+
+#[test]
+fn quotes_are_read_only_as_the_format_allows() {
+    let dir = temp_dir("quotes");
+    let px = pixels_n(IMAGE_PIXELS);
+    let cases = [
+        (
+            "inside",
+            format!("0,Train\"ing,{px}"),
+            "does not start with one",
+        ),
+        (
+            "after-close",
+            format!("0,\"Training\"x,{px}"),
+            "text after its closing quote",
+        ),
+        ("never-closed", format!("0,Training,\"{px}"), "never closed"),
+    ];
+    for (name, bad, words) in &cases {
+        // The bad row is the last line, so an unclosed quote meets the end of the file.
+        let good = format!("0,Training,{px}\n");
+        let text = format!("emotion,Usage,pixels\n{good}{good}{bad}\n");
+        let path = write_file(&dir, &format!("{name}.csv"), text.as_bytes());
+        assert_bad_row(&path, 4, &[words]);
+    }
+    // Quoted fields, doubled quotes and a pixels field wrapped over lines are CSV.
+    let ds = random_dataset(2, 10);
+    let wrapped = pixel_text(&ds, 1).replacen(' ', "\r\n", 3);
+    let text = format!(
+        "\"emotion\",\"Usage\",\"pixels\"\n\"{}\",\"{}\",\"{}\"\n{},{},\"{wrapped}\"\n",
+        ds.labels[0],
+        ds.usage[0].name(),
+        pixel_text(&ds, 0),
+        ds.labels[1],
+        ds.usage[1].name(),
+    );
+    let path = write_file(&dir, "quoted.csv", text.as_bytes());
+    assert_eq!(load_ok(&path), ds);
+    let text = format!("emotion,Usage,pixels\n0,\"Train\"\"ing\",{px}\n");
+    let path = write_file(&dir, "doubled.csv", text.as_bytes());
+    assert_bad_row(&path, 2, &["Train\"ing"]);
+}
+
+#[test]
+fn cr_only_and_mixed_line_ends_number_lines_as_an_editor_does() {
+    let dir = temp_dir("cr-only");
+    let good = format!("0,Training,{}", pixels_n(IMAGE_PIXELS));
+    let bad = format!("9,Training,{}", pixels_n(IMAGE_PIXELS));
+    // Lines: 1 header, 2 good, 3 bad, 4 good, 5 blank, 6 bad.
+    let lines = ["emotion,Usage,pixels", &good, &bad, &good, "", &bad];
+    for (name, end) in [("cr", "\r"), ("lf", "\n"), ("crlf", "\r\n")] {
+        let text = lines.join(end) + end;
+        let path = write_file(&dir, &format!("{name}.csv"), text.as_bytes());
+        assert_bad_row(&path, 3, &["emotion"]);
+        let opts = LoadOptions {
+            skip_bad_rows: true,
+        };
+        let (ds, report) = load(&path, &opts).unwrap();
+        assert_eq!(ds.len(), 2, "{name}");
+        let at: Vec<u64> = report
+            .skipped
+            .iter()
+            .map(|e| match e {
+                Error::BadRow { line, .. } => *line,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(at, [3, 6], "{name}");
+    }
+    // Every convention in one file: `\r\n`, `\r`, `\n`.
+    let text = format!("emotion,Usage,pixels\r\n{good}\r{good}\n{bad}\n");
+    let path = write_file(&dir, "mixed.csv", text.as_bytes());
+    assert_bad_row(&path, 4, &["emotion"]);
+}
+
+#[test]
+fn control_bytes_in_a_bad_field_are_shown_escaped() {
+    let dir = temp_dir("control");
+    let px = pixels_n(IMAGE_PIXELS);
+    let text = format!("emotion,Usage,pixels\n0,\x1b[2JTrain\x07,{px}\n");
+    let path = write_file(&dir, "esc.csv", text.as_bytes());
+    let msg = assert_bad_row(&path, 2, &["Usage"]);
+    assert!(!msg.chars().any(|c| c.is_control()), "{msg:?}");
+    assert!(msg.contains("\\u{1b}[2JTrain\\u{7}"), "{msg}");
+}

@@ -1,5 +1,5 @@
 //! `fergpu info` (rows and per-class counts per split, bad rows) and `fergpu export-images`
-//! (`<row>_<emotion>.png`, 48×48) on a file written by `fergpu synth`.
+//! (`<row>_<emotion>.png`, 48×48, and augmented copies) on a file written by `fergpu synth`.
 
 mod support;
 
@@ -169,4 +169,75 @@ fn export_images_writes_named_48x48_pngs_of_the_chosen_rows() {
         assert!(all.join(&name).exists(), "{name} missing");
     }
     assert_eq!(std::fs::read_dir(&all).unwrap().count(), 3);
+}
+
+/// The luma bytes of a written PNG.
+fn png_bytes(path: &Path) -> Vec<u8> {
+    let img = image::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert_eq!((img.width(), img.height()), (48, 48));
+    img.to_luma8().into_raw()
+}
+
+#[test]
+fn export_images_writes_augmented_copies_as_training_draws_them() {
+    let dir = fresh_dir("export-augment");
+    let (path, ds) = synth_file(&dir);
+    let export = |out: &Path, seed: &str| {
+        run_ok(
+            fergpu([
+                "export-images",
+                "--limit",
+                "3",
+                "--augment",
+                "flip,shift=2",
+                "--scale",
+                "0.2",
+                "--rotate",
+                "20",
+                "--erase",
+                "1",
+                "--copies",
+                "2",
+                "--seed",
+                seed,
+                "--data",
+            ])
+            .arg(&path)
+            .arg("--out")
+            .arg(out),
+        )
+    };
+    let (a, b, c) = (dir.join("a"), dir.join("b"), dir.join("c"));
+    let (_, stderr) = export(&a, "4");
+    assert!(stderr.contains("wrote 9 images"), "{stderr}");
+    export(&b, "4");
+    export(&c, "5");
+    for r in 0..3 {
+        let emotion = EMOTIONS[ds.labels[r] as usize];
+        assert_eq!(
+            png_bytes(&a.join(format!("{r}_{emotion}.png"))),
+            ds.image(r)
+        );
+        for k in 1..=2 {
+            let name = format!("{r}_{emotion}_aug{k}.png");
+            let copy = png_bytes(&a.join(&name));
+            assert_eq!(copy, png_bytes(&b.join(&name)), "{name}: seeded");
+            assert_ne!(copy, png_bytes(&c.join(&name)), "{name}: another seed");
+            assert_ne!(copy, ds.image(r), "{name}: augmented");
+        }
+    }
+    assert_eq!(std::fs::read_dir(&a).unwrap().count(), 9);
+
+    // Out-of-range settings are refused with the flag and its range, before writing.
+    let out = run(fergpu(["export-images", "--rotate", "400", "--data"])
+        .arg(&path)
+        .arg("--out")
+        .arg(dir.join("bad")));
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("--rotate") && stderr.contains("180"),
+        "{stderr}"
+    );
+    assert!(!dir.join("bad").exists());
 }

@@ -239,6 +239,68 @@ fn a_sweep_can_vary_augmentation_and_rejects_a_bad_one() {
 }
 
 #[test]
+fn scale_rotation_and_erasing_round_trip_through_sweeps_recipes_and_config_json() {
+    let text = "[fixed]\nscale = 0.2\n[grid]\nrotate = [0, 15]\nerase_area = [\"0.02-0.2\", \"0.1-0.4\"]\n";
+    let runs = parse_grid(text, "w.toml").unwrap();
+    assert_eq!(runs.len(), 4);
+    let folder = ExperimentFolder::new("s");
+    let cfgs: Vec<Settings> = runs
+        .iter()
+        .map(|r| apply_settings(&Settings::default(), r, &folder).unwrap())
+        .collect();
+    let got: Vec<(f64, f64, String)> = cfgs
+        .iter()
+        .map(|c| {
+            (
+                c.augment.scale,
+                c.augment.rotate,
+                c.augment.erase_area.name(),
+            )
+        })
+        .collect();
+    for want in [(0.2, 0.0, "0.02-0.2"), (0.2, 15.0, "0.1-0.4")] {
+        assert!(
+            got.iter().any(|g| (g.0, g.1, g.2.as_str()) == want),
+            "{want:?} not in {got:?}"
+        );
+    }
+    // config.json keeps every field, and reads back the same settings.
+    let json = serde_json::to_value(&cfgs[3]).unwrap();
+    assert_eq!(
+        json["augment"]["erase_area"],
+        cfgs[3].augment.erase_area.name()
+    );
+    assert_eq!(serde_json::from_value::<Settings>(json).unwrap(), cfgs[3]);
+    // A recipe file sets them by section or by bare key.
+    let dir = fresh_dir("warp-recipe");
+    let recipe = dir.join("r.toml");
+    std::fs::write(
+        &recipe,
+        "rotate = 10\n[augment]\naugment = \"flip,shift=2\"\nerase = 0.5\nerase_area = \"0.05-0.3\"\n",
+    )
+    .unwrap();
+    let mut s = Settings::default();
+    s.load_file(&recipe).unwrap();
+    s.validate().unwrap();
+    assert_eq!(s.augment.rotate, 10.0);
+    assert_eq!(s.augment.erase, 0.5);
+    assert_eq!(s.augment.erase_area.name(), "0.05-0.3");
+    assert_eq!(s.augment.augment.name(), "flip,shift=2");
+    // An out-of-range value is refused as the sweep file is read, with the allowed range.
+    let err = parse_grid("[grid]\nrotate = [10, 270]\n", "w.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("w.toml:2") && err.contains("--rotate") && err.contains("180"),
+        "{err}"
+    );
+    let err = parse_grid("[grid]\nerase_area = [\"0.3\"]\n", "w.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("MIN-MAX"), "{err}");
+}
+
+#[test]
 fn the_notebook_sweep_is_its_nine_experiments() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/notebook_sweep.toml");
     let runs = load_grid(&path).unwrap();

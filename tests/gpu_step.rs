@@ -6,7 +6,8 @@
 //! device statistics buffer, and every step ends with `submit`, as in training. The last step
 //! uses a smaller batch than the buffers were sized for, as a data set's last batch does.
 //! A third test counts the real training loop's traffic: one submission per batch, one
-//! readback per epoch, no images sent after the upload.
+//! readback per epoch, no images sent after the upload; a fourth, that scale, rotation and
+//! erasing add one upload of the warp per epoch and nothing per batch.
 //!
 //! With no GPU adapter the tests print a note and pass, unless `CI` or `FERGPU_REQUIRE_GPU=1`
 //! is set, where they fail.
@@ -14,6 +15,7 @@
 mod common;
 
 use common::assert_close;
+use fergpu::augment::{Augment, Warp, WARP_WORDS};
 use fergpu::backend::cpu::CpuBackend;
 use fergpu::backend::gpu::adapter::AdapterRequest;
 use fergpu::backend::gpu::GpuBackend;
@@ -253,4 +255,41 @@ fn an_epoch_submits_once_per_batch_and_reads_back_once() {
     );
     let order_and_stats = 4 * ds.len() as u64 + 4 * stats::LEN as u64;
     assert_eq!(after.bytes_written - before.bytes_written, order_and_stats);
+}
+
+/// With scale, rotation and erasing on, an epoch uploads the order and the warp once, at its
+/// start, and nothing per batch: the augmentation is computed on the device.
+#[test]
+fn an_epoch_with_a_warp_uploads_it_once_and_no_images() {
+    let Some(gpu) = gpu() else {
+        return;
+    };
+    let spec = ModelSpec::mlp(Activation::Relu);
+    let ds = fergpu::data::synth::generate(100, 6);
+    let params = Plan::new(&spec, 1).expect("mlp").init_params(6);
+    let opts = TrainerOptions {
+        batch: 32,
+        seed: 6,
+        augment: Augment::parse("flip,shift=2").unwrap(),
+        warp: Warp {
+            scale: 0.2,
+            rotate: 15.0,
+            erase: 0.5,
+            ..Warp::NONE
+        },
+        ..TrainerOptions::default()
+    };
+    let mut tr = Trainer::new(&gpu, spec, &params, &ds, &opts).expect("a trainer on the GPU");
+    let before = gpu.traffic();
+    let out = tr.run_epoch(1e-3, &mut |_| true);
+    let after = gpu.traffic();
+    gpu.check().expect("the GPU reported an error");
+    assert!(out.loss.is_finite() && out.images == 100, "{out:?}");
+    assert_eq!(after.readbacks - before.readbacks, 1);
+    let n = ds.len() as u64;
+    let order_warp_and_stats = 4 * n + 4 * WARP_WORDS as u64 * n + 4 * stats::LEN as u64;
+    assert_eq!(
+        after.bytes_written - before.bytes_written,
+        order_warp_and_stats
+    );
 }

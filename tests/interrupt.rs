@@ -1,6 +1,7 @@
 //! Ctrl-C with a real SIGINT: the first finishes the current batch, saves the checkpoint and
 //! metrics and exits with a message saying how to resume (and `--resume` then finishes the
-//! run); a second one exits at once.
+//! run); a second one exits at once. A real SIGTERM (what `kill`, systemd and job schedulers
+//! send) does the same as the first Ctrl-C.
 #![cfg(unix)]
 
 mod support;
@@ -81,12 +82,17 @@ impl Training {
     }
 
     fn sigint(&self) {
+        self.signal("INT");
+    }
+
+    /// Sends the signal `name` (`INT`, `TERM`) with `kill`.
+    fn signal(&self, name: &str) {
         let ok = std::process::Command::new("kill")
-            .args(["-INT", &self.child.id().to_string()])
+            .args([&format!("-{name}"), &self.child.id().to_string()])
             .status()
             .expect("kill runs")
             .success();
-        assert!(ok, "kill -INT failed");
+        assert!(ok, "kill -{name} failed");
     }
 
     /// Waits (up to two minutes) for the process to end.
@@ -120,7 +126,7 @@ fn ctrl_c_saves_a_resumable_run_and_resume_finishes_it() {
     let stderr = t.stderr();
     assert_eq!(status.code(), Some(INTERRUPTED), "{stderr}");
     assert!(
-        stderr.contains("Ctrl-C: finishing the current batch"),
+        stderr.contains("Ctrl-C / SIGTERM: finishing the current batch"),
         "{stderr}"
     );
     let resume = format!("esume with: fergpu train --resume {}", out.display());
@@ -161,13 +167,13 @@ fn a_second_ctrl_c_exits_at_once() {
         t.wait_for("training cnn");
         std::thread::sleep(Duration::from_millis(200));
         t.sigint();
-        t.wait_for("Ctrl-C: finishing the current batch");
+        t.wait_for("Ctrl-C / SIGTERM: finishing the current batch");
         let sent = Instant::now();
         t.sigint();
         let status = t.wait();
         let stderr = t.stderr();
         assert_eq!(status.code(), Some(INTERRUPTED), "{stderr}");
-        if stderr.contains("second Ctrl-C: exiting now") {
+        if stderr.contains("second Ctrl-C / SIGTERM: exiting now") {
             assert!(!stderr.contains("esume with"), "saved anyway:\n{stderr}");
             assert!(
                 sent.elapsed() < Duration::from_secs(10),
@@ -180,4 +186,27 @@ fn a_second_ctrl_c_exits_at_once() {
         assert!(stderr.contains("esume with"), "{stderr}");
     }
     panic!("the second Ctrl-C never arrived before the first one's save finished");
+}
+
+#[test]
+fn sigterm_in_the_first_epoch_saves_a_resumable_checkpoint_like_ctrl_c() {
+    let out = fresh_dir("sigterm").join("run");
+    let mut t = Training::start(&out);
+    t.wait_for("training cnn");
+    std::thread::sleep(Duration::from_millis(200));
+    t.signal("TERM");
+    let status = t.wait();
+    let stderr = t.stderr();
+    assert_eq!(status.code(), Some(INTERRUPTED), "{stderr}");
+    assert!(
+        stderr.contains("interrupted in epoch 1") && stderr.contains("SIGTERM"),
+        "{stderr}"
+    );
+    let resume = format!("esume with: fergpu train --resume {}", out.display());
+    assert!(stderr.contains(&resume), "no resume hint in:\n{stderr}");
+    let last = Checkpoint::load(&out.join("checkpoint-last.safetensors")).unwrap();
+    assert!(last.optimizer.as_ref().unwrap().t >= 1);
+    assert!(last.train_state.is_some());
+    assert!(!out.join("summary.json").exists());
+    assert!(!out.join("run.lock").exists(), "the lock goes with the run");
 }

@@ -139,6 +139,7 @@ fn each_backend_method_names_its_entry_point_cpu_function_and_parity_test() {
         "softmax_cross_entropy_backward",
         "confusion_accumulate",
         "adam_step",
+        "gather_batch_warped",
         "batchnorm_forward_train",
         "batchnorm_forward_eval",
         "batchnorm_backward",

@@ -346,6 +346,24 @@ pub trait Backend {
         offset: usize,
         batch: usize,
     );
+    /// [`Backend::gather_batch`] with each image also scaled, rotated and partly erased: the
+    /// image at order position `k = offset + i` is sampled as `warp[k·4..k·4 + 4]` says (an
+    /// [`crate::augment::ImageWarp`]: bilinear in integer fixed point after the entry's flip,
+    /// then its shift, edges repeated, then a rectangle of noise), and `x[i]` is the
+    /// integer sample times `PIXEL_SCALE / 65536` (see [`crate::augment`] for the arithmetic,
+    /// exact on every backend). Buffers: x `(batch, 1, 48, 48)`, labels `(batch)`, order
+    /// `(n)`, warp `(n, 4)`.
+    #[allow(clippy::too_many_arguments)]
+    fn gather_batch_warped(
+        &self,
+        x: &mut Self::Tensor,
+        labels: &mut Self::Indices,
+        images: &Self::Images,
+        order: &Self::Indices,
+        warp: &Self::Indices,
+        offset: usize,
+        batch: usize,
+    );
 
     // ---- convolution --------------------------------------------------------------------
 

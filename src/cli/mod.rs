@@ -10,7 +10,7 @@ mod training;
 use crate::data::Usage;
 use crate::device::DeviceChoice;
 use crate::error::Result;
-use crate::settings::{DataSettings, Settings};
+use crate::settings::{AugmentSettings, DataSettings, Settings};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -37,21 +37,27 @@ pub enum Command {
     Adapters(AdaptersArgs),
     /// Print rows and per-class counts per split, and any bad rows.
     Info(InfoArgs),
-    /// Write rows of a data file as PNG images named `<row>_<emotion>.png`.
+    /// Write rows of a data file as PNG images named `<row>_<emotion>.png`, and augmented
+    /// copies of them with the training augmentation flags.
     ExportImages(ExportArgs),
     /// Measure training/evaluation images/s and conv/dense GFLOP/s on a device.
     Bench(BenchArgs),
-    /// Predict the emotion of photos (PNG, JPEG, BMP; any size and colour).
+    /// Predict the emotions of the faces in photos and folders of photos.
     ///
-    /// Each photo is converted to grayscale, centre-cropped to a square (the shorter side is
-    /// kept, the longer one trimmed equally on both ends), resized to 48×48 and classified;
-    /// the top emotion and all 7 probabilities are printed. A file that cannot be read as an
-    /// image is reported by name, the others are still predicted, and the exit status is 1.
+    /// Faces are found with the SeetaFace detector, each cropped as FER2013 crops its faces,
+    /// converted to grayscale, resized to 48×48 and classified; the box, the top emotion and
+    /// all 7 probabilities are printed per face. Images of 48×48 to 64×64 pixels (and every
+    /// image with --whole-image) are taken as already-cropped faces: their centred square is
+    /// classified. A file that cannot be read is reported by name, the others are still
+    /// predicted, and the exit status is 1.
     Predict(PredictArgs),
     /// K-fold cross-validation: one model per fold, mean ± std of accuracy and macro-F1.
     Cv(CvArgs),
     /// Train every configuration of a grid file, with a results table.
     Sweep(SweepArgs),
+    /// Export a checkpoint as an ONNX model (opset 13; input `image` float [N, 1, 48, 48] in
+    /// 0..1, output `logits` or, with --softmax, `probabilities` [N, 7]).
+    Export(ExportModelArgs),
     /// Time one training step's GPU dispatches: one row per kernel (layer, shape, variant,
     /// µs, GFLOP/s, GB/s, share), then the host's time per step and the device's idle gap.
     Profile(ProfileArgs),
@@ -143,6 +149,16 @@ pub struct ExportArgs {
     /// Output folder.
     #[arg(long)]
     pub out: PathBuf,
+    /// With any augmentation flag, each image is also written augmented, `--copies` times, as
+    /// training draws it (`<row>_<emotion>_aug<k>.png`), to look at what training sees.
+    #[command(flatten)]
+    pub augment: AugmentSettings,
+    /// Seed of the augmentation drawn for the written copies.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Augmented copies written of each image (with an augmentation flag).
+    #[arg(long, default_value_t = 4, value_name = "K")]
+    pub copies: usize,
 }
 
 /// `fergpu bench`.
@@ -212,15 +228,39 @@ pub struct PredictArgs {
     /// A checkpoint written by `fergpu train`.
     #[arg(long)]
     pub checkpoint: PathBuf,
-    /// Photos to classify.
+    /// Photos (PNG, JPEG, BMP) and folders (walked recursively).
     #[arg(required = true)]
     pub images: Vec<PathBuf>,
     /// One JSON object per image instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Also write one CSV row per face: image, face, crop, box, score, emotion, 7 probabilities.
+    #[arg(long, value_name = "OUT.csv")]
+    pub csv: Option<PathBuf>,
+    /// Also write each photo with its face boxes and labels drawn into this folder.
+    #[arg(long, value_name = "DIR")]
+    pub annotate: Option<PathBuf>,
+    /// Classify each image's centred square instead of the faces found in it (for photos
+    /// that are already cropped faces; automatic for 48×48 to 64×64 images).
+    #[arg(long)]
+    pub whole_image: bool,
     /// The device.
     #[command(flatten)]
     pub device: DeviceChoice,
+}
+
+/// `fergpu export`.
+#[derive(Args)]
+pub struct ExportModelArgs {
+    /// A checkpoint written by `fergpu train`.
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// The ONNX file to write.
+    #[arg(long, value_name = "OUT.onnx")]
+    pub onnx: PathBuf,
+    /// End the graph with a softmax: output `probabilities` instead of `logits`.
+    #[arg(long)]
+    pub softmax: bool,
 }
 
 /// `fergpu cv`.
@@ -299,6 +339,7 @@ pub fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<Outcome> {
         Command::ExportImages(a) => tools::export_images(a),
         Command::Bench(a) => tools::bench(a),
         Command::Predict(a) => tools::predict(a),
+        Command::Export(a) => tools::export(a),
         Command::Profile(a) => tools::profile(a),
     }
 }

@@ -2,15 +2,17 @@
 //! `adapters`, `export-images`.
 
 use super::{
-    AdaptersArgs, BenchArgs, EvalArgs, ExportArgs, InfoArgs, Outcome, PredictArgs, ProfileArgs,
-    SynthArgs,
+    AdaptersArgs, BenchArgs, EvalArgs, ExportArgs, ExportModelArgs, InfoArgs, Outcome, PredictArgs,
+    ProfileArgs, SynthArgs,
 };
-use crate::backend::Backend;
+use crate::backend::{Activation, Backend};
 use crate::checkpoint::Checkpoint;
 use crate::data::{csv, synth, Dataset};
 use crate::device::{run_on, Job};
 use crate::error::{Error, Result};
 use crate::eval::{evaluate_checkpoint, EvalResult};
+use crate::model::{ModelSpec, Plan};
+use crate::settings::Settings;
 
 /// A checkpoint evaluated over a data set on whichever backend is chosen.
 struct EvalJob<'a> {
@@ -64,6 +66,13 @@ pub(super) fn eval(a: EvalArgs) -> Result<Outcome> {
 
 /// `fergpu synth`.
 pub(super) fn synth(a: SynthArgs) -> Result<Outcome> {
+    if a.rows == 0 || a.rows > synth::MAX_ROWS {
+        return Err(Error::Config(format!(
+            "--rows {}: rows must be between 1 and {}",
+            a.rows,
+            synth::MAX_ROWS
+        )));
+    }
     let ds = synth::generate(a.rows, a.seed);
     csv::write(&a.out, &ds)?;
     eprintln!("wrote {} generated faces to {}", ds.len(), a.out.display());
@@ -107,6 +116,22 @@ pub(super) fn info(a: InfoArgs) -> Result<Outcome> {
 
 /// `fergpu export-images`.
 pub(super) fn export_images(a: ExportArgs) -> Result<Outcome> {
+    // Checked before the data is read: a typo fails at once.
+    let (augment, warp) = (a.augment.augment, a.augment.warp());
+    let augmented = augment.is_active() || warp.is_active();
+    if augmented {
+        let checked = Settings {
+            augment: a.augment.clone(),
+            ..Settings::default()
+        };
+        checked.validate()?;
+        if a.copies == 0 || a.copies > MAX_COPIES {
+            return Err(Error::Config(format!(
+                "--copies {}: write between 1 and {MAX_COPIES} augmented copies of each image",
+                a.copies
+            )));
+        }
+    }
     let (ds, _) = csv::load(&a.data, &csv::LoadOptions::default())?;
     let mut rows = match a.split {
         Some(s) => ds.rows_of(&[s]),
@@ -115,10 +140,23 @@ pub(super) fn export_images(a: ExportArgs) -> Result<Outcome> {
     if let Some(n) = a.limit {
         rows.truncate(n);
     }
-    let n = crate::report::images::export_images(&ds, &rows, &a.out)?;
+    let n = if augmented {
+        let draw = crate::report::images::AugmentedCopies {
+            augment,
+            warp,
+            seed: a.seed,
+            copies: a.copies,
+        };
+        crate::report::images::export_augmented_images(&ds, &rows, &a.out, &draw)?
+    } else {
+        crate::report::images::export_images(&ds, &rows, &a.out)?
+    };
     eprintln!("wrote {n} images to {}", a.out.display());
     Ok(Outcome::Done)
 }
+
+/// The most augmented copies `export-images` writes of each image.
+const MAX_COPIES: usize = 100;
 
 /// `fergpu bench`.
 pub(super) fn bench(a: BenchArgs) -> Result<Outcome> {
@@ -127,6 +165,14 @@ pub(super) fn bench(a: BenchArgs) -> Result<Outcome> {
         type Output = ();
         fn run<B: Backend>(self, be: &B, device: &str) -> Result<()> {
             eprintln!("benchmarking on {device}");
+            // Every model at every batch size fits the device, before anything is allocated.
+            for model in &self.0.models {
+                let spec = ModelSpec::resolve(model, Activation::Relu, Activation::Selu)?;
+                let plan = Plan::new(&spec, 1)?;
+                for &b in &self.0.batch_sizes {
+                    plan.check_batch(b, &be.memory_limits(), device)?;
+                }
+            }
             let rows = crate::bench::run(be, &self.0)?;
             if self.1 {
                 let json = serde_json::json!({ "device": device, "rows": rows });
@@ -137,49 +183,78 @@ pub(super) fn bench(a: BenchArgs) -> Result<Outcome> {
             Ok(())
         }
     }
+    check_bench(&a)?;
     let cfg = crate::bench::BenchConfig {
         models: a.models,
         batch_sizes: a.batch_sizes,
-        steps: a.steps.max(1),
-        kernel_reps: a.kernel_reps.max(1),
+        steps: a.steps,
+        kernel_reps: a.kernel_reps,
     };
     run_on(&a.device, BenchJob(cfg, a.json))?;
     Ok(Outcome::Done)
 }
 
-/// `fergpu predict`.
-pub(super) fn predict(a: PredictArgs) -> Result<Outcome> {
-    let ck = Checkpoint::load(&a.checkpoint)?;
-    let (ds, rows) = crate::predict::load_faces(&a.images);
-    let probs = if ds.is_empty() {
-        Vec::new()
-    } else {
-        let job = EvalJob {
-            ck: &ck,
-            ds: &ds,
-            keep_probs: true,
-        };
-        run_on(&a.device, job)?.probs.unwrap_or_default()
+/// The most timed steps and kernel repetitions `fergpu bench` takes.
+const MAX_BENCH_REPS: usize = 10_000;
+
+/// Checks `fergpu bench`'s numbers; the message names the flag and the range.
+fn check_bench(a: &BenchArgs) -> Result<()> {
+    let bad = |flag: &str, got: usize, allowed: String| {
+        Err(Error::Config(format!("{flag} {got}: must be {allowed}")))
     };
-    let mut failed = 0;
-    for (path, row) in a.images.iter().zip(&rows) {
-        match row {
-            Ok(r) => {
-                let p = &probs[r * 7..(r + 1) * 7];
-                println!("{}", crate::predict::prediction_text(path, p, a.json));
-            }
-            Err(e) => {
-                failed += 1;
-                eprintln!("error: {e}");
-            }
+    if a.models.is_empty() || a.batch_sizes.is_empty() {
+        return Err(Error::Config(
+            "--models and --batch-sizes each need at least one value".into(),
+        ));
+    }
+    for (flag, n) in [("--steps", a.steps), ("--kernel-reps", a.kernel_reps)] {
+        if n == 0 || n > MAX_BENCH_REPS {
+            return bad(flag, n, format!("between 1 and {MAX_BENCH_REPS}"));
         }
     }
-    if failed > 0 {
+    for &b in &a.batch_sizes {
+        if b == 0 || b > 65_536 {
+            return bad("--batch-sizes", b, "between 1 and 65536".into());
+        }
+        // Each measurement generates (steps + 2 warm-up) batches of faces.
+        let faces = b.saturating_mul(a.steps + 2);
+        if faces > synth::MAX_ROWS {
+            return Err(Error::Config(format!(
+                "--batch-sizes {b} with --steps {} would generate {faces} faces, over the {} \
+                 that fit; use fewer steps or smaller batches",
+                a.steps,
+                synth::MAX_ROWS
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// `fergpu predict`.
+pub(super) fn predict(a: PredictArgs) -> Result<Outcome> {
+    let cfg = crate::predict::PredictConfig {
+        checkpoint: a.checkpoint,
+        inputs: a.images,
+        json: a.json,
+        csv: a.csv,
+        annotate: a.annotate,
+        whole_image: a.whole_image,
+        device: a.device,
+    };
+    let summary = crate::predict::run(&cfg)?;
+    if summary.failed > 0 {
         return Err(Error::Config(format!(
-            "{failed} of {} images could not be read",
-            a.images.len()
+            "{} of the inputs could not be read or written (named above)",
+            summary.failed
         )));
     }
+    Ok(Outcome::Done)
+}
+
+/// `fergpu export`.
+pub(super) fn export(a: ExportModelArgs) -> Result<Outcome> {
+    let done = crate::export::export_onnx(&a.checkpoint, &a.onnx, a.softmax)?;
+    eprintln!("{done}");
     Ok(Outcome::Done)
 }
 

@@ -17,11 +17,15 @@ const EXIT_NOW: i32 = 130;
 fn install_stop_handler(cancel: &Cancel) {
     let cancel = cancel.clone();
     let _ = ctrlc::set_handler(move || {
+        // The handler cannot tell which signal came; the message names both.
         if cancel.request() > 0 {
-            eprintln!("\nsecond Ctrl-C: exiting now");
+            eprintln!("\nsecond Ctrl-C / SIGTERM: exiting now");
             std::process::exit(EXIT_NOW);
         }
-        eprintln!("\nCtrl-C: finishing the current batch and saving (press again to exit now)");
+        eprintln!(
+            "\nCtrl-C / SIGTERM: finishing the current batch and saving (press Ctrl-C again to \
+             exit now)"
+        );
     });
 }
 

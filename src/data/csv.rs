@@ -5,14 +5,17 @@
 //! trimmed and matched case-insensitively, in any column order. A file starting with the gzip
 //! magic bytes is inflated transparently, whatever its name. Every row is validated; a bad
 //! row is an [`Error::BadRow`] naming its 1-based line (the header is line 1) and the problem.
+//!
+//! Lines end at `\n`, `\r\n` or a lone `\r`. Quotes are read as RFC 4180 allows and no
+//! further: a field is quoted only when it starts with `"`, and the quote closes at a comma
+//! or the line's end. A quoted field may span lines only while it holds pixel values, so one
+//! stray quote costs its own row (reported), never the rows after it.
 
-use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use ::csv::{ByteRecord, ReaderBuilder};
 use flate2::write::GzEncoder;
 
 use super::{gz, Dataset, Usage};
@@ -99,42 +102,39 @@ fn parse(
     r: &mut dyn Read,
     opts: &LoadOptions,
 ) -> Result<(Dataset, Vec<Error>), ParseError> {
-    // Rows have 3 fields of ~9 KB; a large buffer keeps csv-core in its fast loop.
-    let mut reader = ReaderBuilder::new()
-        .has_headers(false)
-        .flexible(true)
-        .buffer_capacity(1 << 20)
-        .from_reader(LineTracker::new(r));
-    let mut record = ByteRecord::new();
-    let got_header = reader
-        .read_byte_record(&mut record)
-        .map_err(|e| csv_error(path, e))?;
-    if !got_header {
-        return Err(bad_data(
-            path,
-            "empty file (expected a header line such as 'emotion, Usage, pixels')",
-        )
-        .into());
-    }
-    let cols = find_columns(path, &record)?;
+    let mut records = Records::new(r);
+    let mut record = Record::default();
+    let header = match records.next(&mut record).map_err(ParseError::Io)? {
+        None => {
+            return Err(bad_data(
+                path,
+                "empty file (expected a header line such as 'emotion, Usage, pixels')",
+            )
+            .into())
+        }
+        Some(Err(problem)) => {
+            return Err(
+                bad_data(path, format!("the header line is not valid CSV: {problem}")).into(),
+            )
+        }
+        Some(Ok(())) => &record,
+    };
+    let cols = find_columns(path, header)?;
 
     let mut ds = Dataset::default();
     let mut skipped = Vec::new();
     let mut image = vec![0u8; IMAGE_PIXELS];
-    while reader
-        .read_byte_record(&mut record)
-        .map_err(|e| csv_error(path, e))?
-    {
-        // Not `Position::line`: the csv crate gives a record after blank lines the line of
-        // the first blank one (rust-csv issue #208); its byte offset is right, though.
-        let start = record.position().map_or(0, |p| p.byte());
-        let line = reader.get_mut().line_of(start);
-        match parse_row(&record, cols, &mut image) {
+    while let Some(shape) = records.next(&mut record).map_err(ParseError::Io)? {
+        let row = shape.and_then(|()| parse_row(&record, cols, &mut image));
+        match row {
             Ok((label, usage)) => ds.push(&image, label, usage),
             Err(problem) => {
+                // A record over several lines that fails may have swallowed good rows (a
+                // stray quote): read its later lines again as records of their own.
+                records.reread_after_first(&record);
                 let err = Error::BadRow {
                     path: path.to_path_buf(),
-                    line,
+                    line: record.line,
                     problem,
                 };
                 if !opts.skip_bad_rows {
@@ -147,31 +147,15 @@ fn parse(
     Ok((ds, skipped))
 }
 
-/// A [`Read`] pass-through that remembers where line breaks are, so a record's byte offset
-/// can be turned into its 1-based line number.
-///
-/// It keeps the maximal runs of `\r`/`\n` bytes not yet behind the parser: a record starts at
-/// the first byte after the run its offset falls in (blank lines, or the `\n` of a CRLF that
-/// the csv crate counts as the next record's), or at its offset when that is no break.
-struct LineTracker<R> {
-    inner: R,
-    /// Bytes handed out so far.
-    offset: u64,
-    /// `\n` bytes handed out so far.
-    newlines: u64,
-    /// Runs of break bytes after the last queried offset, in file order.
-    runs: VecDeque<BreakRun>,
-    /// `\n` bytes before the end of the last run dropped from `runs`.
-    newlines_dropped: u64,
-    /// Offset just past the last break byte: where the current line began.
-    line_start: u64,
-}
-
 /// The longest line accepted. A FER2013 row is ~9 KB; anything near this is not a FER CSV
-/// (a binary file with no line break would otherwise be read whole into one record).
+/// (a binary file with no line break would otherwise be read whole into one line). A quoted
+/// field spanning lines is held to the same length.
 const MAX_LINE: u64 = 1 << 20;
 
-/// Why [`LineTracker`] stopped the stream: a line longer than [`MAX_LINE`].
+/// Bytes asked of the stream at a time.
+const READ_CHUNK: usize = 1 << 20;
+
+/// Why [`Lines`] stopped the stream: a line longer than [`MAX_LINE`].
 #[derive(Debug)]
 struct LineTooLong {
     line: u64,
@@ -197,118 +181,306 @@ impl LineTooLong {
     }
 }
 
-/// Bytes `start..end` are all `\r` or `\n`; `newlines_at_end` counts `\n` in the file up to
-/// `end`.
-#[derive(Clone, Copy, Debug)]
-struct BreakRun {
-    start: u64,
-    end: u64,
-    newlines_at_end: u64,
+/// The physical lines of a byte stream, numbered from 1. A line ends at `\n`, `\r\n` or a
+/// lone `\r` (classic Mac files), so each convention numbers lines as an editor does.
+struct Lines<'r> {
+    inner: &'r mut dyn Read,
+    /// Bytes read: `buf[start..end]` are not yet handed out.
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    eof: bool,
+    /// The number of the next line.
+    number: u64,
 }
 
-impl<R: Read> LineTracker<R> {
-    fn new(inner: R) -> Self {
-        LineTracker {
+/// How a line ended: the bytes of its break (empty for a last line without one).
+type Ending = &'static [u8];
+
+impl<'r> Lines<'r> {
+    fn new(inner: &'r mut dyn Read) -> Self {
+        Lines {
             inner,
-            offset: 0,
-            newlines: 0,
-            runs: VecDeque::new(),
-            newlines_dropped: 0,
-            line_start: 0,
+            buf: vec![0; READ_CHUNK],
+            start: 0,
+            end: 0,
+            eof: false,
+            number: 1,
         }
     }
 
-    /// The 1-based line of the record whose parse started at byte `start`. Offsets must be
-    /// queried in increasing order (runs before `start` are forgotten).
-    fn line_of(&mut self, start: u64) -> u64 {
-        while let Some(run) = self.runs.front().copied() {
-            if run.end > start {
-                if run.start <= start {
-                    // Inside a run of breaks: the record begins right after it.
-                    return run.newlines_at_end + 1;
+    /// The next line: its number, its bytes without the break, and the break.
+    fn next(&mut self) -> io::Result<Option<(u64, &[u8], Ending)>> {
+        // Bytes after `start` already searched for a break.
+        let mut searched = 0;
+        loop {
+            let from = self.start + searched;
+            if let Some(i) = memchr::memchr2(b'\n', b'\r', &self.buf[from..self.end]) {
+                let at = from + i;
+                let ending: Ending = if self.buf[at] == b'\n' {
+                    b"\n"
+                } else if at + 1 < self.end {
+                    if self.buf[at + 1] == b'\n' {
+                        b"\r\n"
+                    } else {
+                        b"\r"
+                    }
+                } else if self.eof {
+                    b"\r"
+                } else {
+                    // A `\r` at the end of what was read: a `\n` may follow.
+                    searched = at - self.start;
+                    self.fill()?;
+                    continue;
+                };
+                let line = self.start..at;
+                self.start = at + ending.len();
+                self.number += 1;
+                return Ok(Some((self.number - 1, &self.buf[line], ending)));
+            }
+            searched = self.end - self.start;
+            if searched as u64 > MAX_LINE {
+                let err = LineTooLong { line: self.number };
+                return Err(io::Error::new(io::ErrorKind::InvalidData, err));
+            }
+            if self.eof {
+                if searched == 0 {
+                    return Ok(None);
                 }
-                break;
+                let line = self.start..self.end;
+                self.start = self.end;
+                self.number += 1;
+                return Ok(Some((self.number - 1, &self.buf[line], b"")));
             }
-            self.newlines_dropped = run.newlines_at_end;
-            self.runs.pop_front();
-        }
-        self.newlines_dropped + 1
-    }
-
-    /// Records the break runs in `bytes`, the next bytes handed out.
-    ///
-    /// Breaks are one byte in ~9,000 here, so each 64-byte block is first tested with a
-    /// branch-free OR over a fixed-size array, which the compiler turns into SIMD compares;
-    /// only blocks holding a break are walked byte by byte.
-    fn scan(&mut self, bytes: &[u8]) {
-        const BLOCK: usize = 64;
-        let is_break = |b: u8| b == b'\n' || b == b'\r';
-        let blocks = bytes.chunks_exact(BLOCK);
-        let tail = blocks.remainder();
-        for (k, block) in blocks.enumerate() {
-            let block: &[u8; BLOCK] = block.try_into().expect("chunks_exact yields full blocks");
-            let hits = block
-                .iter()
-                .fold(0u8, |acc, &b| acc | (b == b'\n') as u8 | (b == b'\r') as u8);
-            if hits != 0 {
-                self.walk(k * BLOCK, block);
-            }
-        }
-        if tail.iter().copied().any(is_break) {
-            self.walk(bytes.len() - tail.len(), tail);
-        }
-        self.offset += bytes.len() as u64;
-    }
-
-    /// Records every break byte of `block`, which starts `at` bytes into the current read.
-    fn walk(&mut self, at: usize, block: &[u8]) {
-        for (i, &b) in block.iter().enumerate() {
-            if b == b'\n' || b == b'\r' {
-                self.record_break(self.offset + (at + i) as u64, b);
-            }
+            self.fill()?;
         }
     }
 
-    /// Adds the break byte `b` at file offset `at` to the runs.
-    fn record_break(&mut self, at: u64, b: u8) {
-        self.newlines += (b == b'\n') as u64;
-        self.line_start = at + 1;
-        match self.runs.back_mut() {
-            Some(run) if run.end == at => {
-                run.end = at + 1;
-                run.newlines_at_end = self.newlines;
+    /// Moves the unread bytes to the front and reads more after them.
+    fn fill(&mut self) -> io::Result<()> {
+        self.buf.copy_within(self.start..self.end, 0);
+        self.end -= self.start;
+        self.start = 0;
+        if self.buf.len() - self.end < READ_CHUNK {
+            self.buf.resize(self.end + READ_CHUNK, 0);
+        }
+        loop {
+            match self.inner.read(&mut self.buf[self.end..]) {
+                Ok(0) => {
+                    self.eof = true;
+                    return Ok(());
+                }
+                Ok(n) => {
+                    self.end += n;
+                    return Ok(());
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
             }
-            _ => self.runs.push_back(BreakRun {
-                start: at,
-                end: at + 1,
-                newlines_at_end: self.newlines,
-            }),
         }
     }
 }
 
-impl<R: Read> Read for LineTracker<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.scan(&buf[..n]);
-        if self.offset - self.line_start > MAX_LINE {
-            let err = LineTooLong {
-                line: self.newlines + 1,
+/// One CSV record: its fields (quotes removed, `""` read as `"`) and the line it starts on.
+#[derive(Debug, Default)]
+struct Record {
+    /// Every field's bytes, one after the other.
+    bytes: Vec<u8>,
+    /// Where each field ends in `bytes`.
+    ends: Vec<usize>,
+    /// The 1-based line the record starts on.
+    line: u64,
+    /// The lines after the first, when the record spans several (a quoted field with line
+    /// breaks): `(number, bytes, break)`.
+    more_lines: Vec<(u64, Vec<u8>, Ending)>,
+}
+
+impl Record {
+    /// Number of fields.
+    fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Field `i`'s bytes.
+    fn field(&self, i: usize) -> &[u8] {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.bytes[start..self.ends[i]]
+    }
+
+    fn clear(&mut self, line: u64) {
+        self.bytes.clear();
+        self.ends.clear();
+        self.more_lines.clear();
+        self.line = line;
+    }
+}
+
+/// Where a line left its record.
+enum LineEnd {
+    /// The record is complete.
+    Done,
+    /// A quoted field (its bytes start at this offset of [`Record::bytes`]) goes on.
+    InQuote(usize),
+}
+
+/// The records of a CSV text, as RFC 4180 has them: fields separated by commas, a field
+/// quoted only when its first byte is `"`, a quoted field ended by a `"` that is followed by
+/// a comma or the line's end, `""` inside it for one `"`. Blank lines are skipped.
+///
+/// FER2013 fields hold digits, spaces and split names only, so a quoted field may go on past
+/// a line break only while it holds nothing but digits and white space (a pixels field
+/// wrapped over lines); anything else there is a stray quote, and the record ends at its
+/// line instead of swallowing the rows after it.
+struct Records<'r> {
+    lines: Lines<'r>,
+    /// Lines to read again before the stream's next ones, last first.
+    again: Vec<(u64, Vec<u8>, Ending)>,
+}
+
+impl<'r> Records<'r> {
+    fn new(inner: &'r mut dyn Read) -> Self {
+        Records {
+            lines: Lines::new(inner),
+            again: Vec::new(),
+        }
+    }
+
+    /// Reads the next record into `rec`: `None` at the end, else `Ok` or the reason the
+    /// record is not CSV as the format allows (with `rec.line` set either way).
+    fn next(&mut self, rec: &mut Record) -> io::Result<Option<Result<(), String>>> {
+        // The start (in `rec.bytes`) of a quoted field going on from the line before.
+        let mut state = None::<usize>;
+        loop {
+            let again = self.again.pop();
+            let (number, line, ending) = match &again {
+                Some((n, bytes, e)) => (*n, bytes.as_slice(), *e),
+                None => match self.lines.next()? {
+                    Some(l) => l,
+                    None => {
+                        let field = rec.len() + 1;
+                        return Ok(state.map(|_| {
+                            Err(format!(
+                                "the quote that opens field {field} is never closed"
+                            ))
+                        }));
+                    }
+                },
             };
-            return Err(io::Error::new(io::ErrorKind::InvalidData, err));
+            let open = match state {
+                None if line.is_empty() => continue,
+                None => {
+                    rec.clear(number);
+                    None
+                }
+                Some(field) => {
+                    rec.more_lines.push((number, line.to_vec(), ending));
+                    Some(field)
+                }
+            };
+            match parse_line(rec, line, open) {
+                Err(problem) => return Ok(Some(Err(problem))),
+                Ok(LineEnd::Done) => return Ok(Some(Ok(()))),
+                Ok(LineEnd::InQuote(field)) => {
+                    let field_no = rec.len() + 1;
+                    if !wrapped_pixels(&rec.bytes[field..]) {
+                        return Ok(Some(Err(format!(
+                            "field {field_no} opens a quote that this line does not close (a \
+                             quoted field may go on over lines only as wrapped pixel values)"
+                        ))));
+                    }
+                    if rec.bytes.len() as u64 > MAX_LINE {
+                        return Ok(Some(Err(format!(
+                            "the quote that opens field {field_no} is not closed within {} KiB",
+                            MAX_LINE >> 10
+                        ))));
+                    }
+                    rec.bytes.extend_from_slice(ending);
+                    state = Some(field);
+                }
+            }
         }
-        Ok(n)
+    }
+
+    /// Queues the lines of `rec` after its first to be read again as records.
+    fn reread_after_first(&mut self, rec: &Record) {
+        self.again.extend(rec.more_lines.iter().rev().cloned());
     }
 }
 
-/// Maps a csv-crate error: I/O errors pass through, anything else means the file is not CSV.
-fn csv_error(path: &Path, e: ::csv::Error) -> ParseError {
-    match e.into_kind() {
-        ::csv::ErrorKind::Io(e) => ParseError::Io(e),
-        other => ParseError::Data(bad_data(
-            path,
-            format!("not a readable CSV file: {other:?}"),
-        )),
+/// True when a field's bytes are what a pixels field wrapped over lines holds.
+fn wrapped_pixels(bytes: &[u8]) -> bool {
+    bytes
+        .iter()
+        .all(|b| b.is_ascii_digit() || b.is_ascii_whitespace())
+}
+
+/// Adds the fields of one line to `rec`. `open` is the start (in `rec.bytes`) of a quoted
+/// field continued from the line before.
+fn parse_line(rec: &mut Record, line: &[u8], open: Option<usize>) -> Result<LineEnd, String> {
+    let mut i = 0;
+    let mut quoted = open;
+    // Whether the quoted field being read began on an earlier line.
+    let mut continued = open.is_some();
+    loop {
+        if let Some(field) = quoted {
+            let Some(q) = memchr::memchr(b'"', &line[i..]).map(|q| i + q) else {
+                rec.bytes.extend_from_slice(&line[i..]);
+                return Ok(LineEnd::InQuote(field));
+            };
+            rec.bytes.extend_from_slice(&line[i..q]);
+            match line.get(q + 1) {
+                Some(b'"') => {
+                    rec.bytes.push(b'"');
+                    i = q + 2;
+                    continue;
+                }
+                Some(b',') | None => {
+                    if continued && !wrapped_pixels(&rec.bytes[field..]) {
+                        return Err(format!(
+                            "field {} goes on over lines but holds more than pixel values",
+                            rec.len() + 1
+                        ));
+                    }
+                    rec.ends.push(rec.bytes.len());
+                    if q + 1 == line.len() {
+                        return Ok(LineEnd::Done);
+                    }
+                    i = q + 2;
+                    quoted = None;
+                    continued = false;
+                }
+                Some(_) => {
+                    return Err(format!(
+                        "field {} has text after its closing quote (a quoted field ends at a \
+                         comma or the line's end)",
+                        rec.len() + 1
+                    ))
+                }
+            }
+        } else if line.get(i) == Some(&b'"') {
+            quoted = Some(rec.bytes.len());
+            i += 1;
+        } else {
+            match memchr::memchr2(b',', b'"', &line[i..]).map(|j| i + j) {
+                None => {
+                    rec.bytes.extend_from_slice(&line[i..]);
+                    rec.ends.push(rec.bytes.len());
+                    return Ok(LineEnd::Done);
+                }
+                Some(j) if line[j] == b',' => {
+                    rec.bytes.extend_from_slice(&line[i..j]);
+                    rec.ends.push(rec.bytes.len());
+                    i = j + 1;
+                }
+                Some(_) => {
+                    return Err(format!(
+                        "field {} holds a quote but does not start with one (only a quoted \
+                         field may hold quotes)",
+                        rec.len() + 1
+                    ))
+                }
+            }
+        }
     }
 }
 
@@ -320,9 +492,9 @@ fn bad_data(path: &Path, problem: impl Into<String>) -> Error {
 }
 
 /// Finds `emotion`, `Usage` and `pixels` in the header (trimmed, any case, any order).
-fn find_columns(path: &Path, header: &ByteRecord) -> Result<Columns> {
+fn find_columns(path: &Path, header: &Record) -> Result<Columns> {
     let mut names = Vec::with_capacity(header.len());
-    for (i, field) in header.iter().enumerate() {
+    for (i, field) in (0..header.len()).map(|i| (i, header.field(i))) {
         // A UTF-8 byte-order mark, as some spreadsheet programs write, is not part of the name.
         let field = if i == 0 {
             field.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(field)
@@ -367,7 +539,7 @@ fn find_columns(path: &Path, header: &ByteRecord) -> Result<Columns> {
 }
 
 /// Validates one data row; fills `image` `(48·48)` and returns the label and split.
-fn parse_row(row: &ByteRecord, cols: Columns, image: &mut [u8]) -> Result<(u8, Usage), String> {
+fn parse_row(row: &Record, cols: Columns, image: &mut [u8]) -> Result<(u8, Usage), String> {
     if row.len() != cols.count {
         return Err(format!(
             "expected {} columns, found {}",
@@ -375,21 +547,29 @@ fn parse_row(row: &ByteRecord, cols: Columns, image: &mut [u8]) -> Result<(u8, U
             row.len()
         ));
     }
-    let label = parse_emotion(&row[cols.emotion])?;
-    let usage = parse_usage(&row[cols.usage])?;
-    parse_pixels(&row[cols.pixels], image)?;
+    let label = parse_emotion(row.field(cols.emotion))?;
+    let usage = parse_usage(row.field(cols.usage))?;
+    parse_pixels(row.field(cols.pixels), image)?;
     Ok((label, usage))
 }
 
-/// A field for an error message: lossy UTF-8, trimmed, cut to 20 characters.
+/// A field for an error message: lossy UTF-8, trimmed, cut to 20 characters, with control
+/// and other unprintable characters escaped (`\u{1b}`) so that a message cannot drive the
+/// terminal.
 fn shown(field: &[u8]) -> String {
     let s = String::from_utf8_lossy(field);
     let s = s.trim();
-    if s.chars().count() > 20 {
-        format!("{}…", s.chars().take(20).collect::<String>())
-    } else {
-        s.to_string()
+    let mut out = String::new();
+    for c in s.chars().take(20) {
+        match c {
+            '\'' | '"' | '\\' => out.push(c),
+            c => out.extend(c.escape_debug()),
+        }
     }
+    if s.chars().count() > 20 {
+        out.push('…');
+    }
+    out
 }
 
 fn parse_emotion(field: &[u8]) -> Result<u8, String> {

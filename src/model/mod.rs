@@ -286,6 +286,10 @@ impl ModelSpec {
             "cnn" => Ok(ModelSpec::cnn(act, dense_act)),
             "vgg" => Ok(ModelSpec::vgg(act)),
             "compact" => Ok(ModelSpec::compact(act)),
+            path if !Path::new(path).exists() => Err(Error::BadModel(format!(
+                "--model {path}: not a preset (mlp, cnn, vgg, compact) and no such model file (a .json or \
+                 .toml layer list)"
+            ))),
             path => ModelSpec::from_file(Path::new(path)),
         }
     }
@@ -310,7 +314,10 @@ impl ModelSpec {
             name: file.name.or(stem).unwrap_or_else(|| "custom".into()),
             layers: file.layers,
         };
-        Plan::new(&spec, 1).map_err(|e| bad(e.to_string()))?;
+        Plan::new(&spec, 1).map_err(|e| match e {
+            Error::BadModel(problem) => bad(problem),
+            other => other,
+        })?;
         Ok(spec)
     }
 }
@@ -545,6 +552,7 @@ impl Plan {
     /// [`Error::BadModel`].
     pub fn new(spec: &ModelSpec, batch: usize) -> Result<Plan> {
         assert!(batch > 0);
+        check_sizes(spec, batch, &ModelLimits::of_machine())?;
         let plan = Plan {
             batch,
             ops: vec![],
@@ -646,6 +654,9 @@ impl Plan {
     /// (the rest is for parameters, optimizer state and the data set). 0 when not even one
     /// image fits.
     pub fn largest_batch(&self, limits: &crate::backend::MemoryLimits) -> usize {
+        if !self.params_fit(limits) {
+            return 0;
+        }
         let (largest, all) = self.floats_per_image();
         let by_buffer = limits.max_buffer_bytes / (4 * largest as u64).max(1);
         let by_total = limits
@@ -675,6 +686,22 @@ impl Plan {
         let fits = self.largest_batch(limits);
         if batch <= fits {
             return Ok(());
+        }
+        if !self.params_fit(limits) {
+            let bytes = 4 * self.num_params as u64;
+            return Err(Error::Config(format!(
+                "the model's {} parameters do not fit {device}: they take {} MiB, and with \
+                 their gradients and Adam's two moments {} MiB, over the {} MiB one buffer may \
+                 take there{}; use a smaller model or another device",
+                self.num_params,
+                bytes >> 20,
+                (4 * bytes) >> 20,
+                limits.max_buffer_bytes >> 20,
+                match limits.total_bytes {
+                    Some(t) => format!(" (or half of its {} MiB in all)", t >> 20),
+                    None => String::new(),
+                }
+            )));
         }
         let mib = |floats: usize| (4 * floats * batch) as f64 / (1 << 20) as f64;
         let what = match self.largest_op() {
@@ -720,6 +747,13 @@ impl Plan {
         flat
     }
 
+    /// Whether the parameter buffer fits one buffer of `limits`, and it with its gradients
+    /// and Adam's two moments half the device's memory where that is known.
+    fn params_fit(&self, limits: &crate::backend::MemoryLimits) -> bool {
+        let bytes = 4 * self.num_params as u64;
+        bytes <= limits.max_buffer_bytes && limits.total_bytes.is_none_or(|t| 4 * bytes <= t / 2)
+    }
+
     /// Per-parameter weight-decay factors `(P)`: 1 where [`ParamTensor::decay`], else 0.
     pub fn decay_mask(&self) -> Vec<f32> {
         let mut mask = vec![0f32; self.num_params];
@@ -748,6 +782,148 @@ impl Plan {
         }
         flat
     }
+}
+
+/// Floats the host keeps per parameter while training: the weights, their gradients and
+/// Adam's two moments (on the CPU backend the device is the host), the last good and the
+/// best weights, and a checkpoint's weights and moments while it is written, with room to
+/// spare.
+pub const HOST_FLOATS_PER_PARAM: u64 = 12;
+
+/// How large a model a machine can hold, derived from its memory. [`Plan::new`] refuses a
+/// model beyond these before it computes or allocates anything of the model's size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ModelLimits {
+    /// The most parameters.
+    pub max_params: u64,
+    /// The most floats one layer may output per image.
+    pub max_floats_per_image: u64,
+    /// The memory the limits were derived from, in bytes (for messages).
+    pub memory_bytes: u64,
+}
+
+impl ModelLimits {
+    /// The limits of a machine with `bytes` of memory: every parameter with its
+    /// [`HOST_FLOATS_PER_PARAM`] copies in it, and one layer's output for one image in a
+    /// quarter of it (what the CPU backend lets one buffer take).
+    pub fn of_memory(bytes: u64) -> ModelLimits {
+        ModelLimits {
+            max_params: bytes / (4 * HOST_FLOATS_PER_PARAM),
+            max_floats_per_image: bytes / 4 / 4,
+            memory_bytes: bytes,
+        }
+    }
+
+    /// The limits of this machine (of 64 GiB where the OS does not tell its memory).
+    pub fn of_machine() -> ModelLimits {
+        let bytes = crate::backend::cpu::physical_memory_bytes().unwrap_or(64 << 30);
+        ModelLimits::of_memory(bytes)
+    }
+}
+
+/// Checks that every layer's parameters and output fit `limits`, before any size of the
+/// model is computed in `usize` or allocated: a model file or checkpoint asking for
+/// `units = 1000000000` is refused here, naming the layer and the limit, instead of
+/// overflowing or asking the allocator for terabytes. The arithmetic saturates in `u128`, so
+/// no layer's numbers can overflow it. Shapes that do not fit (a kernel larger than its
+/// input, a Dense without Flatten) stop the check and are left to the plan builder's
+/// messages.
+fn check_sizes(spec: &ModelSpec, batch: usize, limits: &ModelLimits) -> Result<()> {
+    let side = IMAGE_SIDE as u128;
+    let (mut c, mut h, mut w) = (1u128, side, side);
+    let mut flat: Option<u128> = None;
+    let mut params = 0u128;
+    let mib = |bytes: u128| bytes >> 20;
+    for (i, layer) in spec.layers.iter().enumerate() {
+        // (parameters, output floats per image) of this layer.
+        let (layer_params, out) = match *layer {
+            LayerSpec::Conv2d {
+                filters,
+                kernel,
+                padding,
+                ..
+            } => {
+                let (f, k) = (filters as u128, kernel as u128);
+                let Ok(pad) = padding.pixels(kernel) else {
+                    return Ok(()); // the plan names the problem
+                };
+                let (ph, pw) = (h + 2 * pad as u128, w + 2 * pad as u128);
+                if flat.is_some() || f == 0 || k == 0 || k > ph || k > pw {
+                    return Ok(());
+                }
+                let weights = f.saturating_mul(c).saturating_mul(k * k);
+                (c, h, w) = (f, ph - k + 1, pw - k + 1);
+                (weights.saturating_add(f), f.saturating_mul(h * w))
+            }
+            // Per channel (or feature): a scale and a shift; the output keeps the shape.
+            LayerSpec::BatchNorm { .. } => {
+                let n = flat.unwrap_or(c);
+                (n.saturating_mul(2), flat.unwrap_or(c.saturating_mul(h * w)))
+            }
+            LayerSpec::Dropout { .. } | LayerSpec::Activation { .. } => {
+                (0, flat.unwrap_or(c.saturating_mul(h * w)))
+            }
+            LayerSpec::GlobalAvgPool => {
+                if flat.is_some() {
+                    return Ok(());
+                }
+                flat = Some(c);
+                (0, c)
+            }
+            LayerSpec::MaxPool { size } => {
+                let s = size as u128;
+                if flat.is_some() || s == 0 || s > h || s > w {
+                    return Ok(());
+                }
+                (h, w) = (h / s, w / s);
+                (0, c.saturating_mul(h * w))
+            }
+            LayerSpec::Flatten => {
+                let n = flat.unwrap_or(c.saturating_mul(h * w));
+                flat = Some(n);
+                (0, n)
+            }
+            LayerSpec::Dense { units, .. } => {
+                let (Some(inputs), u) = (flat, units as u128) else {
+                    return Ok(());
+                };
+                flat = Some(u);
+                (u.saturating_mul(inputs).saturating_add(u), u)
+            }
+        };
+        let at = || format!("layer {} ({layer:?})", i + 1);
+        params = params.saturating_add(layer_params);
+        if params > u128::from(limits.max_params) {
+            return Err(Error::BadModel(format!(
+                "{} brings the model to {params} parameters, over the {} this machine can \
+                 train ({} MiB of memory; training keeps about {HOST_FLOATS_PER_PARAM} floats \
+                 per parameter: weights, gradients, Adam's moments, checkpoints); use fewer \
+                 units or filters",
+                at(),
+                limits.max_params,
+                limits.memory_bytes >> 20
+            )));
+        }
+        if out > u128::from(limits.max_floats_per_image) {
+            return Err(Error::BadModel(format!(
+                "{} outputs {out} floats ({} MiB) per image, over the {} MiB one buffer may \
+                 take on this machine (a quarter of its {} MiB); use fewer units or filters",
+                at(),
+                mib(4 * out),
+                mib(4 * u128::from(limits.max_floats_per_image)),
+                limits.memory_bytes >> 20
+            )));
+        }
+        // The plan's shapes are in `usize` at `batch` images; keep them far from overflow.
+        if out.saturating_mul(batch as u128) > (usize::MAX / 16) as u128 {
+            return Err(Error::BadModel(format!(
+                "{} at a batch of {batch} images: {out} floats per image are too many for one \
+                 buffer; use a smaller batch",
+                at()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Walks a layer list tracking the current `(C, H, W)` (or flat feature count).
@@ -830,9 +1006,15 @@ impl PlanBuilder {
             return Err("a convolution cannot follow Flatten".into());
         }
         let (c, h, w) = self.chw;
-        if filters == 0 || k == 0 || k > h + 2 * pad || k > w + 2 * pad {
+        if filters == 0 {
+            return Err("a convolution needs at least 1 filter".into());
+        }
+        if k == 0 {
+            return Err("the kernel side must be at least 1".into());
+        }
+        if k > h + 2 * pad || k > w + 2 * pad {
             return Err(format!(
-                "kernel {k} with {filters} filters does not fit a {h}×{w} input padded by {pad}"
+                "kernel {k}×{k} is larger than its {h}×{w} input padded by {pad}"
             ));
         }
         let shape = Conv2dShape {
@@ -866,8 +1048,11 @@ impl PlanBuilder {
             return Err("pooling cannot follow Flatten".into());
         }
         let (c, h, w) = self.chw;
-        if size == 0 || size > h || size > w {
-            return Err(format!("pool size {size} does not fit a {h}×{w} input"));
+        if size == 0 {
+            return Err("the pool size must be at least 1".into());
+        }
+        if size > h || size > w {
+            return Err(format!("pool size {size} is larger than its {h}×{w} input"));
         }
         let shape = PoolShape {
             batch: self.batch,
@@ -1013,6 +1198,125 @@ mod tests {
         assert!(Plan::new(&spec(vec![big, LayerSpec::Flatten, dense7]), 1).is_err());
     }
 
+    fn flat_dense(units: usize) -> ModelSpec {
+        ModelSpec {
+            name: "x".into(),
+            layers: vec![
+                LayerSpec::Flatten,
+                LayerSpec::Dense {
+                    units,
+                    activation: Activation::Relu,
+                },
+                LayerSpec::Dense {
+                    units: NUM_CLASSES,
+                    activation: Activation::Linear,
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn oversized_layers_are_refused_naming_the_layer_and_the_limit() {
+        let gib = ModelLimits::of_memory(1 << 30);
+        // 1 GiB trains at most 2^30 / 48 parameters: 22,369,621.
+        assert_eq!(gib.max_params, 22_369_621);
+        for units in [1_000_000_000, 1 << 63, usize::MAX] {
+            let e = check_sizes(&flat_dense(units), 1, &gib)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("layer 2 (Dense") && e.contains("22369621") && e.contains("1024 MiB"),
+                "{e}"
+            );
+            // On this machine too, before anything is allocated (and without overflow).
+            let e = Plan::new(&flat_dense(units), 1).unwrap_err().to_string();
+            assert!(e.contains("layer 2") && e.contains("parameters"), "{e}");
+        }
+        check_sizes(&flat_dense(9000), 1, &gib).unwrap();
+        // A wide output with few parameters: the per-image output is what is too large.
+        let wide = |filters| ModelSpec {
+            name: "w".into(),
+            layers: vec![
+                LayerSpec::Conv2d {
+                    filters,
+                    kernel: 1,
+                    padding: Padding::Valid,
+                    activation: Activation::Relu,
+                },
+                LayerSpec::MaxPool { size: 48 },
+                LayerSpec::Flatten,
+                LayerSpec::Dense {
+                    units: NUM_CLASSES,
+                    activation: Activation::Linear,
+                },
+            ],
+        };
+        let e = check_sizes(&wide(40_000), 1, &gib).unwrap_err().to_string();
+        assert!(
+            e.contains("layer 1 (Conv2d") && e.contains("per image") && e.contains("256 MiB"),
+            "{e}"
+        );
+        let e = check_sizes(&wide(1 << 62), 1, &ModelLimits::of_memory(u64::MAX))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("layer 1"), "{e}");
+        check_sizes(&wide(1000), 1, &gib).unwrap();
+        // A batch that would overflow the shapes' arithmetic.
+        let e = check_sizes(&wide(1000), usize::MAX / 2, &gib)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("smaller batch"), "{e}");
+    }
+
+    #[test]
+    fn parameters_that_do_not_fit_the_device_are_named_with_its_limit() {
+        use crate::backend::MemoryLimits;
+        let plan = Plan::new(&flat_dense(1000), 1).unwrap();
+        let small = MemoryLimits {
+            max_buffer_bytes: 4 << 20,
+            total_bytes: None,
+        };
+        // 2,312,007 parameters take 8 MiB: over one 4 MiB buffer.
+        assert_eq!(plan.largest_batch(&small), 0);
+        let e = plan
+            .check_batch(1, &small, "tiny GPU")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("2312007 parameters do not fit tiny GPU") && e.contains("4 MiB"),
+            "{e}"
+        );
+        let half = MemoryLimits {
+            max_buffer_bytes: u64::MAX,
+            total_bytes: Some(60 << 20),
+        };
+        assert_eq!(plan.largest_batch(&half), 0, "4 × 8.8 MiB is over 30 MiB");
+    }
+
+    #[test]
+    fn shape_messages_say_what_is_wrong() {
+        let conv = |filters, kernel| ModelSpec {
+            name: "c".into(),
+            layers: vec![
+                LayerSpec::Conv2d {
+                    filters,
+                    kernel,
+                    padding: Padding::Valid,
+                    activation: Activation::Relu,
+                },
+                LayerSpec::Flatten,
+                LayerSpec::Dense {
+                    units: NUM_CLASSES,
+                    activation: Activation::Linear,
+                },
+            ],
+        };
+        let msg = |spec| Plan::new(&spec, 1).unwrap_err().to_string();
+        assert!(msg(conv(0, 3)).contains("at least 1 filter"));
+        assert!(msg(conv(4, 0)).contains("kernel side must be at least 1"));
+        assert!(msg(conv(4, 49)).contains("kernel 49×49 is larger than its 48×48 input"));
+    }
+
     #[test]
     fn model_files_parse_from_toml_and_json() {
         let dir = std::env::temp_dir().join(format!("fergpu-model-{}", std::process::id()));
@@ -1038,6 +1342,25 @@ mod tests {
             ModelSpec::from_file(&json_path),
             Err(Error::BadModel(_))
         ));
+        // A layer that does not fit: "model:" once, then the file, then the layer.
+        std::fs::write(
+            &json_path,
+            "{\"layers\": [{\"type\": \"flatten\"}, {\"type\": \"dense\", \"units\": 0}]}",
+        )
+        .unwrap();
+        let e = ModelSpec::from_file(&json_path).unwrap_err().to_string();
+        assert_eq!(e.matches("model:").count(), 1, "{e}");
+        assert!(
+            e.starts_with("model: ") && e.contains("m.json: layer 2"),
+            "{e}"
+        );
+        let e = ModelSpec::resolve("cnnn", Activation::Relu, Activation::Relu)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("--model cnnn: not a preset (mlp, cnn, vgg, compact)"),
+            "{e}"
+        );
     }
 
     #[test]

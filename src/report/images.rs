@@ -1,9 +1,12 @@
-//! Looking at the data: chosen rows exported as PNG files, and the per-split class counts.
+//! Looking at the data: chosen rows exported as PNG files (as they are, or augmented as
+//! training sees them), and the per-split class counts.
 
 use super::{encode_png, write_atomic};
+use crate::augment::{self, Augment, ImageWarp, Warp};
 use crate::data::{Dataset, Usage, EMOTIONS};
 use crate::error::{Error, Result};
-use crate::shape::{IMAGE_SIDE, NUM_CLASSES};
+use crate::rng::Rng;
+use crate::shape::{IMAGE_PIXELS, IMAGE_SIDE, NUM_CLASSES};
 use std::path::Path;
 
 /// Writes each of `rows` of `ds` to `dir` (created if missing) as a 48×48 grayscale PNG named
@@ -37,6 +40,69 @@ pub fn export_images(ds: &Dataset, rows: &[usize], dir: &Path) -> Result<usize> 
 /// `<row>_<emotion>.png`.
 pub fn image_name(row: usize, label: u8) -> String {
     format!("{row}_{}.png", EMOTIONS[label as usize])
+}
+
+/// What [`export_augmented_images`] draws.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AugmentedCopies {
+    /// Flips and shifts.
+    pub augment: Augment,
+    /// Scale, rotation and erasing.
+    pub warp: Warp,
+    /// Seed of the generator the copies are drawn from.
+    pub seed: u64,
+    /// Copies of each image.
+    pub copies: usize,
+}
+
+/// `<row>_<emotion>_aug<k>.png`, augmented copy `k` (from 1) of a row.
+pub fn augmented_image_name(row: usize, label: u8, k: usize) -> String {
+    format!("{row}_{}_aug{k}.png", EMOTIONS[label as usize])
+}
+
+/// `image (48·48)` as gathered for training with order entry `entry` (its flip and shift)
+/// and `warp`, rounded back to bytes: the training gather's integer samples
+/// ([`ImageWarp::sample`]), divided by 65536 to the nearest byte.
+pub fn augmented_image(image: &[u8], entry: u32, warp: &ImageWarp) -> Vec<u8> {
+    assert_eq!(image.len(), IMAGE_PIXELS, "an image is 48·48 bytes");
+    (0..IMAGE_PIXELS)
+        .map(|px| ((warp.sample(image, px, entry) + (1 << 15)) >> 16) as u8)
+        .collect()
+}
+
+/// Writes each of `rows` as [`export_images`] does and, beside it, `draw.copies` augmented
+/// copies named by [`augmented_image_name`]. The copies are drawn as training draws an epoch
+/// (every row's flip and shift, then every row's warp), copy after copy, from one generator
+/// seeded with `draw.seed`, and computed with the training gather's arithmetic
+/// ([`augmented_image`]). Returns how many files were written.
+pub fn export_augmented_images(
+    ds: &Dataset,
+    rows: &[usize],
+    dir: &Path,
+    draw: &AugmentedCopies,
+) -> Result<usize> {
+    let mut written = export_images(ds, rows, dir)?;
+    let mut rng = Rng::new(draw.seed);
+    let side = IMAGE_SIDE as u32;
+    for k in 1..=draw.copies {
+        // Order entries pack the position in `rows`, as the training order packs a row.
+        let mut order: Vec<u32> = (0..rows.len() as u32).collect();
+        draw.augment.draw(&mut rng, &mut order);
+        let words = draw.warp.draw(&mut rng, rows.len());
+        for (i, (&row, &entry)) in rows.iter().zip(&order).enumerate() {
+            let warp = if words.is_empty() {
+                ImageWarp::IDENTITY
+            } else {
+                ImageWarp::from_words(&words[i * augment::WARP_WORDS..][..augment::WARP_WORDS])
+            };
+            let pixels = augmented_image(ds.image(row), entry, &warp); // (48, 48)
+            let path = dir.join(augmented_image_name(row, ds.labels[row], k));
+            let png = encode_png(&path, &pixels, side, side, image::ExtendedColorType::L8)?;
+            write_atomic(&path, &png)?;
+            written += 1;
+        }
+    }
+    Ok(written)
 }
 
 /// The data at a glance: images per emotion in each split and in all, as an aligned text
@@ -77,7 +143,6 @@ pub fn info_text(ds: &Dataset) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::shape::IMAGE_PIXELS;
 
     #[test]
     fn info_counts_per_split() {

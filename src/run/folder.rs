@@ -140,6 +140,12 @@ impl RunFolder {
         RunLock::take(self.file(LOCK))
     }
 
+    /// The error [`RunFolder::lock`] would give because another run writes this folder now,
+    /// if one does; reads only (for checks made before the folder is touched).
+    pub fn check_not_locked(&self) -> Result<()> {
+        RunLock::probe(&self.file(LOCK))
+    }
+
     fn file(&self, name: &str) -> PathBuf {
         self.dir.join(name)
     }
@@ -273,12 +279,123 @@ impl RunFolder {
 }
 
 /// A run folder taken by one writer; dropping it frees the folder.
+///
+/// On Unix the lock is the operating system's (`flock` on `run.lock`), so it dies with its
+/// process: a lock file left by a killed run is free, whoever holds that process id now,
+/// and two runs can never both take over a stale lock. The file holds the holder's process
+/// id for messages. Elsewhere the file's existence is the lock, and a lock whose process is
+/// gone is taken over.
 #[derive(Debug)]
 pub struct RunLock {
     path: PathBuf,
+    /// Open while the lock is held (the OS lock lives on it).
+    #[cfg(unix)]
+    _file: std::fs::File,
+}
+
+/// The error for a folder another run holds.
+fn held_by(path: &Path, pid: Option<u32>) -> Error {
+    let who = match pid {
+        Some(pid) => format!("process {pid}"),
+        None => "a process that has not written its id yet".to_string(),
+    };
+    Error::Config(format!(
+        "{} is being written by another fergpu run ({who}); wait for it to end, or train into \
+         another --out folder",
+        path.parent().unwrap_or(Path::new(".")).display()
+    ))
+}
+
+/// The process id written in a lock file.
+fn lock_holder(path: &Path) -> Option<u32> {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| t.trim().parse::<u32>().ok())
 }
 
 impl RunLock {
+    #[cfg(unix)]
+    fn take(path: PathBuf) -> Result<RunLock> {
+        use std::io::Write;
+        use std::os::unix::fs::MetadataExt;
+        use std::os::unix::io::AsRawFd;
+        // A few rounds: a lock file can be removed by its holder between our open and our
+        // lock, and then the file we locked is no longer the one at `path`.
+        for _ in 0..8 {
+            let mut file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)
+                .map_err(|e| Error::io(&path, e))?;
+            // SAFETY: flock on a descriptor this function owns; it only sets a lock.
+            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+                let e = std::io::Error::last_os_error();
+                if e.kind() != std::io::ErrorKind::WouldBlock {
+                    return Err(Error::io(&path, e));
+                }
+                // The holder writes its id right after locking; give it a moment.
+                let mut pid = lock_holder(&path);
+                for _ in 0..20 {
+                    if pid.is_some() {
+                        break;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                    pid = lock_holder(&path);
+                }
+                return Err(held_by(&path, pid));
+            }
+            let same = match (file.metadata(), std::fs::metadata(&path)) {
+                (Ok(a), Ok(b)) => a.ino() == b.ino() && a.dev() == b.dev(),
+                _ => false,
+            };
+            if !same {
+                continue;
+            }
+            let written = file
+                .set_len(0)
+                .and_then(|()| writeln!(file, "{}", std::process::id()))
+                .and_then(|()| file.flush());
+            written.map_err(|e| Error::io(&path, e))?;
+            return Ok(RunLock { path, _file: file });
+        }
+        Err(Error::Config(format!(
+            "{}: cannot take the run folder's lock (it keeps changing)",
+            path.display()
+        )))
+    }
+
+    /// Whether another run holds the lock at `path` now (its error if so), without taking
+    /// it or writing anything.
+    #[cfg(unix)]
+    fn probe(path: &Path) -> Result<()> {
+        use std::os::unix::io::AsRawFd;
+        let file = match std::fs::File::open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(Error::io(path, e)),
+        };
+        // SAFETY: flock on a descriptor this function owns; closing it frees the lock.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) } != 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::WouldBlock {
+                return Err(held_by(path, lock_holder(path)));
+            }
+            return Err(Error::io(path, e));
+        }
+        Ok(())
+    }
+
+    #[cfg(not(unix))]
+    fn probe(path: &Path) -> Result<()> {
+        match lock_holder(path) {
+            Some(pid) if process_alive(pid) => Err(held_by(path, Some(pid))),
+            _ => Ok(()),
+        }
+    }
+
+    #[cfg(not(unix))]
     fn take(path: PathBuf) -> Result<RunLock> {
         use std::io::Write;
         for _ in 0..2 {
@@ -292,17 +409,8 @@ impl RunLock {
                     return Ok(RunLock { path });
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    let holder = std::fs::read_to_string(&path)
-                        .ok()
-                        .and_then(|t| t.trim().parse::<u32>().ok());
-                    match holder {
-                        Some(pid) if process_alive(pid) => {
-                            return Err(Error::Config(format!(
-                                "{} is being written by another fergpu run (process {pid}); \
-                                 wait for it to end, or train into another --out folder",
-                                path.parent().unwrap_or(Path::new(".")).display()
-                            )))
-                        }
+                    match lock_holder(&path) {
+                        Some(pid) if process_alive(pid) => return Err(held_by(&path, Some(pid))),
                         // Left by a run that no longer exists (killed): take it over.
                         _ => {
                             let _ = std::fs::remove_file(&path);
@@ -320,30 +428,17 @@ impl RunLock {
 }
 
 impl Drop for RunLock {
+    /// Removes the file while still holding the lock (a process that opened it meanwhile
+    /// sees that the file it locked is gone, and opens the new one).
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
     }
 }
 
-/// Whether a process with this id exists (on other platforms: assume it does).
-fn process_alive(pid: u32) -> bool {
-    #[cfg(unix)]
-    {
-        if pid == std::process::id() {
-            return true;
-        }
-        let Ok(pid) = i32::try_from(pid) else {
-            return false;
-        };
-        // SAFETY: signal 0 only checks that the process exists and may be signalled.
-        let r = unsafe { libc::kill(pid, 0) };
-        r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = pid;
-        true
-    }
+/// Whether a process with this id exists (assumed where it cannot be asked).
+#[cfg(not(unix))]
+fn process_alive(_pid: u32) -> bool {
+    true
 }
 
 /// A folder of runs: `fergpu cv`'s folds, `fergpu sweep`'s configurations, and their tables.
@@ -453,7 +548,59 @@ mod tests {
         let f = tmp("stale");
         // No process has id u32::MAX - 1 (pids are far smaller).
         std::fs::write(f.path().join(LOCK), format!("{}\n", u32::MAX - 1)).unwrap();
+        f.check_not_locked().unwrap();
         let _l = f.lock().unwrap();
+        assert!(f.check_not_locked().is_err());
+    }
+
+    /// A killed run's lock file may name a process id that a live process has since
+    /// taken (here: this test's parent, which is alive); the folder is free all the same.
+    #[test]
+    #[cfg(unix)]
+    fn a_lock_file_whose_process_id_was_reused_is_free() {
+        let f = tmp("reused");
+        let parent = std::os::unix::process::parent_id();
+        std::fs::write(f.path().join(LOCK), format!("{parent}\n")).unwrap();
+        f.check_not_locked().unwrap();
+        let held = f.lock().unwrap();
+        let e = f.lock().unwrap_err().to_string();
+        assert!(
+            e.contains(&format!("process {}", std::process::id())),
+            "{e}"
+        );
+        drop(held);
+        assert!(
+            !f.path().join(LOCK).exists(),
+            "the lock file goes with its lock"
+        );
+    }
+
+    /// Many writers racing for one folder (a stale lock file in it): exactly one holds it
+    /// at a time.
+    #[test]
+    fn racing_writers_never_hold_a_folder_together() {
+        let f = tmp("race");
+        let holders = std::sync::atomic::AtomicUsize::new(0);
+        let most = std::sync::atomic::AtomicUsize::new(0);
+        for _ in 0..50 {
+            std::fs::write(f.path().join(LOCK), format!("{}\n", u32::MAX - 1)).unwrap();
+            let barrier = std::sync::Barrier::new(4);
+            std::thread::scope(|s| {
+                for _ in 0..4 {
+                    s.spawn(|| {
+                        barrier.wait();
+                        if let Ok(lock) = f.lock() {
+                            let now = holders.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            most.fetch_max(now + 1, std::sync::atomic::Ordering::SeqCst);
+                            std::thread::sleep(std::time::Duration::from_millis(2));
+                            holders.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                            drop(lock);
+                        }
+                    });
+                }
+            });
+        }
+        assert_eq!(most.into_inner(), 1);
     }
 
     #[test]

@@ -273,11 +273,17 @@ impl<B: Backend> Run<'_, '_, B> {
         let saved = self
             .folder
             .save_last_good(&self.checkpoint(&self.last_good, false));
+        // A tenth, to one digit; only a rate --lr accepts is suggested (never NaN, never
+        // below the smallest).
+        let smaller = format!("{:.0e}", lr / 10.0);
+        let example = match smaller.parse::<f64>() {
+            Ok(x) if x.is_finite() && x >= crate::settings::MIN_LR => format!(" (e.g. {smaller})"),
+            _ => String::new(),
+        };
         Error::Diverged(format!(
             "the training loss became NaN or infinite in epoch {epoch} (learning rate {lr:e}). \
-             The learning rate is the likely cause: try a smaller --lr (e.g. {:e}) or \
+             The learning rate is the likely cause: try a smaller --lr{example} or \
              --lr-schedule. The last good weights (end of epoch {}) are {}",
-            lr / 10.0,
             epoch - 1,
             match saved {
                 Ok(()) => format!("in {}", self.folder.last_good_path().display()),

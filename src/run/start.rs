@@ -35,6 +35,8 @@ impl<'a, 'b, B: Backend> Run<'a, 'b, B> {
             None => RunFolder::timestamped(&settings.model_name()),
         };
         check_splits(settings, &splits.train, &splits.val, &splits.test)?;
+        // Another run writing the folder now is the first thing to say (with its process).
+        folder.check_not_locked()?;
         let resumed = match start {
             Start::Resume => Some(resume_point(&folder)?),
             Start::New { overwrite } => {
@@ -74,6 +76,7 @@ impl<'a, 'b, B: Backend> Run<'a, 'b, B> {
             class_weight: settings.loss.class_weight,
             seed: settings.run.seed,
             augment: settings.augment.augment,
+            warp: settings.augment.warp(),
             // A live bar shows the running loss and accuracy: one small readback a second.
             live_stats: progress.is_live().then_some(Duration::from_secs(1)),
         };

@@ -11,7 +11,7 @@ pub mod schedule;
 pub use early_stop::{Decision, EarlyStopping};
 pub use schedule::{LrSchedule, Scheduler};
 
-use crate::augment::{self, Augment};
+use crate::augment::{self, Augment, Warp};
 use crate::backend::{stats, Backend};
 use crate::checkpoint::OptimizerState;
 use crate::data::Dataset;
@@ -116,6 +116,9 @@ pub struct TrainerOptions {
     /// Augmentation drawn for every training image each epoch, from the shuffle's generator
     /// (so a resumed run redraws the same augmentation).
     pub augment: Augment,
+    /// Scale, rotation and erasing drawn for every training image each epoch, after the
+    /// flips and shifts, from the same generator (see [`crate::augment`]).
+    pub warp: Warp,
     /// Read the running loss and accuracy back at most once per this long during
     /// [`Trainer::run_epoch`] (for a live progress bar); `None` never does, so a GPU epoch has
     /// no readback before its end.
@@ -123,13 +126,14 @@ pub struct TrainerOptions {
 }
 
 impl Default for TrainerOptions {
-    /// Batch 32, unweighted loss, seed 1, no augmentation, no live statistics.
+    /// Batch 32, unweighted loss, seed 1, no augmentation (nor warp), no live statistics.
     fn default() -> Self {
         TrainerOptions {
             batch: 32,
             class_weight: ClassWeight::None,
             seed: 1,
             augment: Augment::NONE,
+            warp: Warp::NONE,
             live_stats: None,
         }
     }
@@ -148,6 +152,8 @@ pub struct Trainer<'b, B: Backend> {
     order: B::Indices,  // (n_train) this epoch's permutation, augmentation packed in
     weights: B::Tensor, // (7) class weights of the training loss
     stats: B::Tensor,   // (4) see backend::stats
+    /// `(n_train, 4)` this epoch's [`augment::ImageWarp`]s, when `opts.warp` is active.
+    warp: Option<B::Indices>,
 }
 
 /// What [`Trainer::run_epoch`] tells its callback after each batch.
@@ -206,6 +212,10 @@ impl<'b, B: Backend> Trainer<'b, B> {
             images: be.upload_images(&train.pixels, &train.labels),
             n: train.len(),
             order: be.zeros_indices(train.len()),
+            warp: opts
+                .warp
+                .is_active()
+                .then(|| be.zeros_indices(train.len() * augment::WARP_WORDS)),
             weights: be.upload(&weights),
             stats: be.zeros(stats::LEN),
         })
@@ -279,14 +289,25 @@ impl<'b, B: Backend> Trainer<'b, B> {
     fn step(&mut self, offset: usize, batch: usize, lr: f32) {
         let be = self.be;
         let net = &mut self.net;
-        be.gather_batch(
-            &mut net.x,
-            &mut net.labels,
-            &self.images,
-            &self.order,
-            offset,
-            batch,
-        );
+        match &self.warp {
+            None => be.gather_batch(
+                &mut net.x,
+                &mut net.labels,
+                &self.images,
+                &self.order,
+                offset,
+                batch,
+            ),
+            Some(warp) => be.gather_batch_warped(
+                &mut net.x,
+                &mut net.labels,
+                &self.images,
+                &self.order,
+                warp,
+                offset,
+                batch,
+            ),
+        }
         let mode = Mode::Train {
             seed: self.opts.seed,
             step: self.adam.t,
@@ -328,6 +349,11 @@ impl<'b, B: Backend> Trainer<'b, B> {
         rng.shuffle(&mut perm);
         self.opts.augment.draw(&mut rng, &mut perm);
         self.be.write_indices(&mut self.order, &perm);
+        if let Some(warp) = &mut self.warp {
+            // After the flips and shifts, so runs without a warp draw what they always drew.
+            let words = self.opts.warp.draw(&mut rng, n);
+            self.be.write_indices(warp, &words);
+        }
         self.be.write(&mut self.stats, &self.state.partial);
         let start = self.state.next_batch;
         let mut done = 0;

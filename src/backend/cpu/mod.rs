@@ -35,7 +35,7 @@ mod batchnorm;
 mod dropout;
 mod globalavgpool;
 
-pub use data::PIXEL_SCALE;
+pub use data::{PIXEL_SCALE, WARPED_PIXEL_SCALE};
 
 /// Elements per parallel task of the element-wise ops: large enough that task overhead is
 /// negligible.
@@ -132,7 +132,7 @@ impl Workers {
 }
 
 /// The machine's physical memory in bytes, where the OS tells it.
-fn physical_memory_bytes() -> Option<u64> {
+pub fn physical_memory_bytes() -> Option<u64> {
     #[cfg(unix)]
     {
         // SAFETY: sysconf only reads system configuration values.
@@ -154,27 +154,47 @@ pub struct CpuBackend {
     workers: Workers,
 }
 
+/// Starts the pool of `threads` workers (with `stack_size` bytes of stack each when given);
+/// an error naming `--threads` when the operating system cannot start them.
+fn start_pool(threads: usize, stack_size: Option<usize>) -> crate::Result<rayon::ThreadPool> {
+    let mut builder = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(|i| format!("fergpu-cpu-{i}"));
+    if let Some(bytes) = stack_size {
+        builder = builder.stack_size(bytes);
+    }
+    builder.build().map_err(|e| {
+        crate::Error::Config(format!(
+            "cannot start the CPU backend's {threads} threads ({e}); ask for fewer with \
+             --threads, or free some of the machine's processes or memory"
+        ))
+    })
+}
+
 impl CpuBackend {
-    /// A backend running on `threads` threads (0: one per available core).
+    /// A backend running on `threads` threads (0: one per available core). Panics when the
+    /// threads cannot start; the commands use [`CpuBackend::try_new`].
     pub fn new(threads: usize) -> CpuBackend {
+        CpuBackend::try_new(threads).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// A backend running on `threads` threads (0: one per available core), or
+    /// [`crate::Error::Config`] naming `--threads` when the threads cannot start.
+    pub fn try_new(threads: usize) -> crate::Result<CpuBackend> {
         let threads = if threads == 0 {
             std::thread::available_parallelism().map_or(1, |n| n.get())
         } else {
             threads
         };
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .thread_name(|i| format!("fergpu-cpu-{i}"))
-            .build()
-            .expect("cannot start the CPU backend's threads");
+        let pool = start_pool(threads, None)?;
         let scratch = (0..threads).map(|_| Mutex::default()).collect();
-        CpuBackend {
+        Ok(CpuBackend {
             workers: Workers {
                 pool,
                 threads,
                 scratch,
             },
-        }
+        })
     }
 
     /// Number of worker threads.
@@ -295,6 +315,22 @@ impl Backend for CpuBackend {
     ) {
         let (pixels, all_labels) = (&images.pixels, &images.labels);
         self.install(|| data::gather_batch(x, labels, pixels, all_labels, order, offset, batch));
+    }
+
+    fn gather_batch_warped(
+        &self,
+        x: &mut Vec<f32>,
+        labels: &mut Vec<u32>,
+        images: &CpuImages,
+        order: &Vec<u32>,
+        warp: &Vec<u32>,
+        offset: usize,
+        batch: usize,
+    ) {
+        let (pixels, all_labels) = (&images.pixels, &images.labels);
+        self.install(|| {
+            data::gather_batch_warped(x, labels, pixels, all_labels, order, warp, offset, batch)
+        });
     }
 
     fn conv2d_forward(
@@ -587,5 +623,21 @@ fn weight_and_bias(
     } else {
         let (lo, hi) = grads.split_at_mut(w_off);
         (&mut hi[..w_len], &mut lo[b_off..b_off + b_len])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Threads the operating system cannot start (here: stacks larger than any address
+    /// space) are an error naming --threads, not a panic.
+    #[test]
+    #[cfg(target_pointer_width = "64")]
+    fn a_pool_that_cannot_start_is_an_error_naming_the_flag() {
+        let e = super::start_pool(2, Some(usize::MAX >> 2)).unwrap_err();
+        assert!(
+            matches!(&e, crate::Error::Config(m) if m.contains("--threads")),
+            "{e}"
+        );
+        super::start_pool(2, None).unwrap();
     }
 }

@@ -132,6 +132,8 @@ pub enum Kernel {
     AdamStep,
     /// `data.wgsl` `gather_batch`.
     GatherBatch,
+    /// `data.wgsl` `gather_batch_warped`.
+    GatherBatchWarped,
     /// `batchnorm.wgsl` `batchnorm_forward_train`.
     BatchnormForwardTrain,
     /// `batchnorm.wgsl` `batchnorm_forward_eval`.
@@ -277,6 +279,12 @@ pub const KERNELS: &[KernelSpec] = &[
         "data.wgsl",
         "gather_batch",
         &[(0, U), (1, W), (2, W), (3, R), (4, R), (5, R)],
+    ),
+    spec(
+        Kernel::GatherBatchWarped,
+        "data.wgsl",
+        "gather_batch_warped",
+        &[(0, U), (1, W), (2, W), (3, R), (4, R), (5, R), (6, R)],
     ),
     spec(
         Kernel::BatchnormForwardTrain,

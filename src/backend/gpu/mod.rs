@@ -43,6 +43,7 @@ use self::tiles::{Gemm, GemmShape, TuneKey, Variant};
 use self::timing::{HostTimes, TimedDispatch, Timer};
 use self::uniforms::Uniform;
 use super::{Activation, AdamStep, Backend, BatchNorm, Dropout, MemoryLimits};
+use crate::augment::WARP_WORDS;
 use crate::shape::{
     dispatch_2d, BatchNormShape, Conv2dShape, DenseShape, GlobalAvgPoolShape, PoolShape,
     IMAGE_PIXELS, IMAGE_SIDE, NUM_CLASSES,
@@ -612,6 +613,35 @@ impl Backend for GpuBackend {
                 &images.pixels,
                 &images.labels,
                 &order.buf,
+            ],
+        );
+    }
+
+    fn gather_batch_warped(
+        &self,
+        x: &mut GpuTensor,
+        labels: &mut GpuIndices,
+        images: &GpuImages,
+        order: &GpuIndices,
+        warp: &GpuIndices,
+        offset: usize,
+        batch: usize,
+    ) {
+        assert!(offset + batch <= order.len(), "batch runs past the order");
+        assert!(
+            warp.len() >= (offset + batch) * WARP_WORDS,
+            "batch runs past the warp"
+        );
+        assert!(x.len() >= batch * IMAGE_PIXELS && labels.len() >= batch);
+        self.launch(
+            &ops::gather_batch_warped(batch, offset, IMAGE_SIDE),
+            &[
+                &x.buf,
+                &labels.buf,
+                &images.pixels,
+                &images.labels,
+                &order.buf,
+                &warp.buf,
             ],
         );
     }

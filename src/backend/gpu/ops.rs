@@ -119,6 +119,13 @@ pub(crate) fn gather_batch(batch: usize, offset: usize, side: usize) -> Launch<G
     )
 }
 
+/// `gather_batch_warped`: as [`gather_batch`], one invocation per gathered pixel, each also
+/// reading its image's warp.
+pub(crate) fn gather_batch_warped(batch: usize, offset: usize, side: usize) -> Launch<Gather> {
+    let plain = gather_batch(batch, offset, side);
+    Launch::new(Kernel::GatherBatchWarped, plain.uniform, plain.grid)
+}
+
 // ---- convolution --------------------------------------------------------------------------
 
 /// A `Conv` of shape `s` with every tiling and split field zero, filled in by the entry
