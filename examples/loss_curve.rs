@@ -14,10 +14,10 @@ use anyhow::{bail, Context as _};
 use fergpu::backend::cpu::CpuBackend;
 use fergpu::backend::gpu::adapter::AdapterRequest;
 use fergpu::backend::gpu::GpuBackend;
-use fergpu::backend::{stats, Activation, Backend};
+use fergpu::backend::{stats, Activation, Backend, OptimizerConfig};
 use fergpu::data::csv::{load, LoadOptions};
 use fergpu::data::{Dataset, Usage};
-use fergpu::model::network::{Adam, Network};
+use fergpu::model::network::{Network, Optimizer};
 use fergpu::model::{ModelSpec, Plan};
 use fergpu::rng::Rng;
 use fergpu::shape::NUM_CLASSES;
@@ -85,7 +85,7 @@ fn train<B: Backend>(
     a: &Args,
 ) -> Curve {
     let mut net = Network::new(be, plan.clone(), params);
-    let mut adam = Adam::new(be, plan.num_params);
+    let mut adam = Optimizer::new(be, plan, OptimizerConfig::default());
     let images = be.upload_images(&ds.pixels, &ds.labels);
     let order_buf = be.upload_indices(order); // (steps·batch) row indices
     let ones = be.upload(&[1.0; NUM_CLASSES]); // (7) class weights

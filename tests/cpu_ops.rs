@@ -25,7 +25,7 @@ mod common;
 use common::{assert_close, random_vec};
 use fergpu::augment;
 use fergpu::backend::cpu::{CpuBackend, PIXEL_SCALE};
-use fergpu::backend::{stats, Activation, AdamStep, Backend};
+use fergpu::backend::{stats, Activation, Backend, OptimizerConfig, OptimizerKind, OptimizerStep};
 use fergpu::rng::Rng;
 use fergpu::shape::{Conv2dShape, DenseShape, PoolShape, IMAGE_PIXELS, IMAGE_SIDE};
 
@@ -851,59 +851,166 @@ fn gather_batch_flips_and_shifts_with_repeated_edges() {
     assert_eq!(img(2)[0], f32::from(pixels[IMAGE_PIXELS + 3]) * PIXEL_SCALE); // row clamped
 }
 
-#[test]
-fn adam_step_matches_hand_written_keras_adam() {
-    let cpu = CpuBackend::new(2);
-    let n = 20_000; // more than one parallel chunk
-                    // The constants as the f32 values the backend (and Keras in float32) holds: 0.999f32 is
-                    // 0.99900001, so 1 − β₂ differs from 0.001 by 1.3e-5 relative, more than the tolerance.
-    let (lr, b1, b2, eps) = (1e-3f32, 0.9f32, 0.999f32, 1e-7f32);
-    let (lr, b1, b2, eps) = (lr as f64, b1 as f64, b2 as f64, eps as f64);
-    let p0 = random_vec(n, -1.0, 1.0, 150);
-    let mut params = p0.clone();
-    let (mut m, mut v) = (cpu.zeros(n), cpu.zeros(n));
-    let mut want_p = to_f64(&p0);
-    let (mut want_m, mut want_v) = (vec![0.0f64; n], vec![0.0f64; n]);
-    for t in 1..=4u64 {
-        let mut grads = random_vec(n, -2.0, 2.0, 150 + t);
-        grads[0] = 0.0; // v = 0: the step must be exactly 0, not NaN
-        grads[1] = 1e-8; // tiny: ε in the denominator dominates √v
-        grads[2] = -3e-9;
-        cpu.adam_step(
-            &mut params,
-            &grads,
-            &mut m,
-            &mut v,
-            &AdamStep::new(lr as f32, b1 as f32, b2 as f32, eps as f32, t),
-        );
-        // Keras (2.x `Adam`): bias correction folded into the step size, ε added to √v.
-        let lr_t = lr * (1.0 - b2.powi(t as i32)).sqrt() / (1.0 - b1.powi(t as i32));
-        for i in 0..n {
-            let g = grads[i] as f64;
-            want_m[i] = b1 * want_m[i] + (1.0 - b1) * g;
-            want_v[i] = b2 * want_v[i] + (1.0 - b2) * g * g;
-            want_p[i] -= lr_t * want_m[i] / (want_v[i].sqrt() + eps);
-        }
-        assert_close(&format!("m, step {t}"), &m, &to_f32(&want_m), 1e-7, 1e-5);
-        assert_close(&format!("v, step {t}"), &v, &to_f32(&want_v), 1e-9, 1e-5);
-        // Each step moves a parameter by ≤ lr·O(1); f32 params carry 6e-8 of rounding.
-        assert_close(
-            &format!("params, step {t}"),
-            &params,
-            &to_f32(&want_p),
-            2e-7,
-            1e-6,
-        );
-    }
-    assert_eq!(
-        params[0],
-        p0[0] - 0.0,
-        "zero gradient, zero moments, no step"
+/// The PyTorch reference values of `tests/fixtures/torch_reference.json` (made by
+/// `tests/fixtures/torch_reference.py`).
+fn torch_reference() -> serde_json::Value {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/torch_reference.json"
     );
-    // A 1e-8 gradient moves a parameter by ~3e-6 per step because ε = 1e-7 dominates
-    // √v ≈ 3e-10; without ε the step would be ≈ lr.
-    let moved = (params[1] - p0[1]).abs() as f64;
-    assert!(moved < 0.1 * lr, "ε ignored: moved {moved}");
+    serde_json::from_str(&std::fs::read_to_string(path).expect(path)).expect("reference JSON")
+}
+
+fn floats(v: &serde_json::Value) -> Vec<f32> {
+    v.as_array()
+        .expect("an array")
+        .iter()
+        .map(|x| x.as_f64().expect("a number") as f32)
+        .collect()
+}
+
+/// Each rule against `torch.optim` itself: five steps at a changing learning rate, a decayed
+/// weight and an undecayed bias, gradients of 0, 1e-8 and −3e-9 among them.
+#[test]
+fn optimizer_step_matches_pytorch() {
+    let cpu = CpuBackend::new(1);
+    for case in torch_reference()["optimizers"].as_array().unwrap() {
+        let name = case["name"].as_str().unwrap();
+        let config = OptimizerConfig {
+            kind: OptimizerKind::from_name(case["optimizer"].as_str().unwrap()).unwrap(),
+            momentum: case["momentum"].as_f64().unwrap(),
+            nesterov: case["nesterov"].as_bool().unwrap(),
+            weight_decay: case["weight_decay"].as_f64().unwrap(),
+            eps: case["eps"].as_f64().unwrap(),
+            ..OptimizerConfig::default()
+        };
+        let mut params = floats(&case["p0"]);
+        let decay = floats(&case["decay"]);
+        let (mut m, mut v) = (cpu.zeros(params.len()), cpu.zeros(params.len()));
+        let lrs = case["lrs"].as_array().unwrap();
+        let grads = case["grads"].as_array().unwrap();
+        let want = case["params_after_each_step"].as_array().unwrap();
+        for (t, ((lr, g), want)) in lrs.iter().zip(grads).zip(want).enumerate() {
+            let step = OptimizerStep::new(&config, lr.as_f64().unwrap(), t as u64 + 1);
+            cpu.optimizer_step(&mut params, &floats(g), &mut m, &mut v, &decay, &step);
+            // PyTorch rounds its scalars and orders a few operations differently (m by
+            // lerp): a few f32 ulps of the parameters.
+            assert_close(
+                &format!("{name}, step {}", t + 1),
+                &params,
+                &floats(want),
+                2e-7,
+                1e-6,
+            );
+        }
+    }
+}
+
+/// The same formulas written out in `f64` over 20,000 parameters (more than one parallel
+/// chunk), every rule, half the parameters masked from decay.
+#[test]
+fn optimizer_step_matches_the_formulas_written_out() {
+    let cpu = CpuBackend::new(2);
+    let n = 20_000;
+    let sgd = OptimizerConfig {
+        kind: OptimizerKind::Sgd,
+        ..OptimizerConfig::default()
+    };
+    let configs = [
+        OptimizerConfig::default(),
+        OptimizerConfig {
+            weight_decay: 0.05,
+            ..OptimizerConfig::default()
+        },
+        OptimizerConfig {
+            kind: OptimizerKind::Adamw,
+            weight_decay: 0.05,
+            ..OptimizerConfig::default()
+        },
+        sgd,
+        OptimizerConfig {
+            momentum: 0.9,
+            weight_decay: 1e-3,
+            ..sgd
+        },
+        OptimizerConfig {
+            momentum: 0.8,
+            nesterov: true,
+            weight_decay: 1e-3,
+            ..sgd
+        },
+    ];
+    let decay: Vec<f32> = (0..n).map(|i| (i % 2) as f32).collect();
+    for c in configs {
+        let p0 = random_vec(n, -1.0, 1.0, 150);
+        let mut params = p0.clone();
+        let (mut m, mut v) = (cpu.zeros(n), cpu.zeros(n));
+        let mut want_p = to_f64(&p0);
+        let (mut want_m, mut want_v) = (vec![0.0f64; n], vec![0.0f64; n]);
+        for t in 1..=4u64 {
+            let lr = 1e-3 * t as f64; // a warm-up's rising rate
+            let mut grads = random_vec(n, -2.0, 2.0, 150 + t);
+            grads[0] = 0.0; // v = 0: Adam's step must be exactly 0, not NaN
+            grads[1] = 1e-8; // tiny: ε in the denominator dominates √v̂
+            grads[2] = -3e-9;
+            let step = OptimizerStep::new(&c, lr, t);
+            cpu.optimizer_step(&mut params, &grads, &mut m, &mut v, &decay, &step);
+            let (b1, b2, t32) = (c.beta1, c.beta2, t as i32);
+            for i in 0..n {
+                let wd = c.weight_decay * decay[i] as f64;
+                let mut g = grads[i] as f64;
+                match c.kind {
+                    OptimizerKind::Adamw => want_p[i] *= 1.0 - lr * wd,
+                    _ => g += wd * want_p[i],
+                }
+                if c.kind == OptimizerKind::Sgd {
+                    if c.momentum != 0.0 {
+                        want_m[i] = c.momentum * want_m[i] + g;
+                        g = if c.nesterov {
+                            g + c.momentum * want_m[i]
+                        } else {
+                            want_m[i]
+                        };
+                    }
+                    want_p[i] -= lr * g;
+                } else {
+                    want_m[i] = b1 * want_m[i] + (1.0 - b1) * g;
+                    want_v[i] = b2 * want_v[i] + (1.0 - b2) * g * g;
+                    let m_hat = want_m[i] / (1.0 - b1.powi(t32));
+                    let v_hat = want_v[i] / (1.0 - b2.powi(t32));
+                    want_p[i] -= lr * m_hat / (v_hat.sqrt() + c.eps);
+                }
+            }
+            let what = format!("{:?} step {t}", c);
+            // SGD's buffer sums gradients of up to 2 (with μ ≈ 1): it can cancel to near zero
+            // and keep an absolute f32 error of a few 1e-7; Adam's m is (1 − β₁)-scaled.
+            let m_atol = if c.kind == OptimizerKind::Sgd {
+                1e-6
+            } else {
+                1e-7
+            };
+            assert_close(&format!("m, {what}"), &m, &to_f32(&want_m), m_atol, 1e-5);
+            assert_close(&format!("v, {what}"), &v, &to_f32(&want_v), 1e-9, 1e-5);
+            // Each step moves a parameter by ≤ ~lr·O(1); f32 params carry 6e-8 of rounding.
+            assert_close(
+                &format!("params, {what}"),
+                &params,
+                &to_f32(&want_p),
+                2e-7,
+                1e-6,
+            );
+        }
+        if c.weight_decay == 0.0 {
+            assert_eq!(params[0], p0[0], "zero gradient, no decay: no step");
+        }
+        if c.kind == OptimizerKind::Adam && c.weight_decay == 0.0 {
+            // A steady 1e-8 gradient (m̂ ≈ g, v̂ ≈ g²) moves a parameter by lr·g/(|g| + ε) a
+            // step, ~0.09·lr with ε = 1e-7: ~9e-4 over these steps' rates (1e-2 in all);
+            // without ε it would be 1e-2.
+            let moved = (params[1] - p0[1]).abs() as f64;
+            assert!(moved < 0.1 * 1e-2, "ε ignored: moved {moved}");
+        }
+    }
 }
 
 // ---- threads ------------------------------------------------------------------------------

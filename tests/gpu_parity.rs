@@ -18,7 +18,7 @@ use fergpu::augment;
 use fergpu::backend::cpu::CpuBackend;
 use fergpu::backend::gpu::adapter::{format_adapters, list_adapters, AdapterRequest};
 use fergpu::backend::gpu::GpuBackend;
-use fergpu::backend::{stats, Activation, AdamStep, Backend};
+use fergpu::backend::{stats, Activation, Backend, OptimizerConfig, OptimizerKind, OptimizerStep};
 use fergpu::device::{run_on, DeviceChoice, Job};
 use fergpu::rng::Rng;
 use fergpu::shape::{Conv2dShape, DenseShape, PoolShape, IMAGE_PIXELS};
@@ -89,7 +89,7 @@ trait ErasedOps {
     fn softmax_cross_entropy_forward(&self, c: &LossCase) -> (Vec<f32>, Vec<f32>);
     fn softmax_cross_entropy_backward(&self, c: &LossCase) -> Vec<f32>;
     fn confusion_accumulate(&self, c: &LossCase) -> Vec<u32>;
-    fn adam_step(&self, c: &AdamCase) -> [Vec<f32>; 3];
+    fn optimizer_step(&self, c: &OptimizerCase) -> [Vec<f32>; 3];
     fn gather_batch(&self, c: &GatherCase) -> (Vec<f32>, Vec<u32>);
     fn memory(&self, a: &[f32], b: &[f32], idx: &[u32]) -> (Vec<f32>, Vec<f32>, Vec<u32>);
     fn copy(&self, a: &[f32], b: &[f32]) -> Vec<f32>;
@@ -149,13 +149,15 @@ struct LossCase {
     confusion: Vec<u32>,
 }
 
-/// Inputs of Adam: params, grads, m, v `(n)` and one step's scalars.
-struct AdamCase {
+/// Inputs of the optimizer: params, grads, m, v and the decay mask `(n)`, and two steps'
+/// scalars.
+struct OptimizerCase {
     p: Vec<f32>,
     g: Vec<f32>,
     m: Vec<f32>,
     v: Vec<f32>,
-    step: AdamStep,
+    decay: Vec<f32>,
+    steps: [OptimizerStep; 2],
 }
 
 /// Inputs of the gather: `n` images, an order `(len)` with repeats, and a prefilled x.
@@ -318,12 +320,14 @@ impl<B: Backend> ErasedOps for Ops<'_, B> {
         be.download_indices(&confusion)
     }
 
-    fn adam_step(&self, c: &AdamCase) -> [Vec<f32>; 3] {
+    fn optimizer_step(&self, c: &OptimizerCase) -> [Vec<f32>; 3] {
         let be = self.0;
         let (mut p, g) = (be.upload(&c.p), be.upload(&c.g));
         let (mut m, mut v) = (be.upload(&c.m), be.upload(&c.v));
-        be.adam_step(&mut p, &g, &mut m, &mut v, &c.step);
-        be.adam_step(&mut p, &g, &mut m, &mut v, &c.step);
+        let decay = be.upload(&c.decay);
+        for step in &c.steps {
+            be.optimizer_step(&mut p, &g, &mut m, &mut v, &decay, step);
+        }
         [be.download(&p), be.download(&m), be.download(&v)]
     }
 
@@ -674,25 +678,58 @@ fn confusion_accumulate_matches_the_reference() {
     }
 }
 
+/// Every rule: adam and adamw with weight decay, sgd plain, with momentum, and with Nesterov
+/// momentum and weight decay; steps 3 and 4, half the parameters masked from decay.
 #[test]
-fn adam_step_matches_the_reference() {
+fn optimizer_step_matches_the_reference() {
     let n = 1001;
-    let c = AdamCase {
-        p: random_vec(n, -1.0, 1.0, 80),
-        g: random_vec(n, -0.1, 0.1, 81),
-        m: random_vec(n, -0.01, 0.01, 82),
-        v: random_vec(n, 0.0, 1e-3, 83),
-        step: AdamStep::new(1e-3, 0.9, 0.999, 1e-7, 3),
+    let adam = OptimizerConfig {
+        weight_decay: 0.01,
+        ..OptimizerConfig::default()
     };
-    parity(
-        |o| o.adam_step(&c),
-        |got, want| {
-            // Same operation order; sqrt and division are correctly rounded or within 1 ulp.
-            assert_close("adam params", &got[0], &want[0], 1e-7, 1e-6);
-            assert_close("adam m", &got[1], &want[1], 1e-9, 1e-6);
-            assert_close("adam v", &got[2], &want[2], 1e-12, 1e-6);
+    let sgd = OptimizerConfig {
+        kind: OptimizerKind::Sgd,
+        ..OptimizerConfig::default()
+    };
+    let configs = [
+        adam,
+        OptimizerConfig {
+            kind: OptimizerKind::Adamw,
+            ..adam
         },
-    );
+        sgd,
+        OptimizerConfig {
+            momentum: 0.9,
+            ..sgd
+        },
+        OptimizerConfig {
+            momentum: 0.9,
+            nesterov: true,
+            weight_decay: 5e-4,
+            ..sgd
+        },
+    ];
+    for config in configs {
+        let c = OptimizerCase {
+            p: random_vec(n, -1.0, 1.0, 80),
+            g: random_vec(n, -0.1, 0.1, 81),
+            m: random_vec(n, -0.01, 0.01, 82),
+            v: random_vec(n, 0.0, 1e-3, 83),
+            decay: (0..n).map(|i| (i % 2) as f32).collect(),
+            steps: [3, 4].map(|t| OptimizerStep::new(&config, 1e-2, t)),
+        };
+        let what = format!("{config:?}");
+        parity(
+            |o| o.optimizer_step(&c),
+            |got, want| {
+                // Same operation order; sqrt and division are correctly rounded or within
+                // 1 ulp.
+                assert_close(&format!("params, {what}"), &got[0], &want[0], 1e-7, 1e-6);
+                assert_close(&format!("m, {what}"), &got[1], &want[1], 1e-9, 1e-6);
+                assert_close(&format!("v, {what}"), &got[2], &want[2], 1e-12, 1e-6);
+            },
+        );
+    }
 }
 
 #[test]

@@ -31,7 +31,7 @@ fn every_shader_parses_and_validates() {
         "dense.wgsl",
         "activation.wgsl",
         "softmax_xent.wgsl",
-        "adam.wgsl",
+        "optimizer.wgsl",
         "data.wgsl",
     ];
     for name in expected {
@@ -133,7 +133,7 @@ fn each_backend_method_names_its_entry_point_cpu_function_and_parity_test() {
         "softmax_cross_entropy_forward",
         "softmax_cross_entropy_backward",
         "confusion_accumulate",
-        "adam_step",
+        "optimizer_step",
     ];
     let parity =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/gpu_parity.rs"))

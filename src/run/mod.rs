@@ -181,7 +181,7 @@ impl<B: Backend> Run<'_, '_, B> {
     /// stopping early when asked.
     fn train_epoch(&mut self, lr: f64) -> EpochOutcome {
         let (cancel, progress) = (self.cancel, &mut self.progress);
-        self.trainer.run_epoch(lr as f32, &mut |done| {
+        self.trainer.run_epoch(lr, &mut |done| {
             let (loss, acc) = done.running.unzip();
             progress.batch(done.images, loss, acc);
             !cancel.is_requested()

@@ -2,7 +2,7 @@
 //! folder is taken, and the trainer is built fresh or from the last checkpoint.
 
 use super::{ResumeState, Run, RunFolder, RunJob, Start};
-use crate::backend::Backend;
+use crate::backend::{Backend, OptimizerConfig};
 use crate::checkpoint::Checkpoint;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
@@ -74,6 +74,7 @@ impl<'a, 'b, B: Backend> Run<'a, 'b, B> {
             class_weight: settings.loss.class_weight,
             seed: settings.run.seed,
             augment: settings.augment.augment,
+            optimizer: OptimizerConfig::default(),
             // A live bar shows the running loss and accuracy: one small readback a second.
             live_stats: progress.is_live().then_some(Duration::from_secs(1)),
         };

@@ -1,7 +1,7 @@
 //! The training step and epoch, generic over the backend, and what drives them from epoch to
 //! epoch: learning-rate [`schedule`]s and [`early_stop`]ping.
 //!
-//! One step is gather → forward → softmax/cross-entropy → backward → Adam, recorded by the
+//! One step is gather → forward → softmax/cross-entropy → backward → optimizer, recorded by the
 //! backend and submitted once. Loss and accuracy accumulate on the device and are read once
 //! per epoch, never per batch.
 
@@ -12,11 +12,11 @@ pub use early_stop::{Decision, EarlyStopping};
 pub use schedule::{LrSchedule, Scheduler};
 
 use crate::augment::{self, Augment};
-use crate::backend::{stats, Backend};
+use crate::backend::{stats, Backend, OptimizerConfig};
 use crate::checkpoint::OptimizerState;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
-use crate::model::network::{Adam, Network};
+use crate::model::network::{Network, Optimizer};
 use crate::model::{ModelSpec, Plan};
 use crate::rng::Rng;
 use crate::shape::NUM_CLASSES;
@@ -116,6 +116,8 @@ pub struct TrainerOptions {
     /// Augmentation drawn for every training image each epoch, from the shuffle's generator
     /// (so a resumed run redraws the same augmentation).
     pub augment: Augment,
+    /// The optimizer's rule and hyperparameters.
+    pub optimizer: OptimizerConfig,
     /// Read the running loss and accuracy back at most once per this long during
     /// [`Trainer::run_epoch`] (for a live progress bar); `None` never does, so a GPU epoch has
     /// no readback before its end.
@@ -123,23 +125,26 @@ pub struct TrainerOptions {
 }
 
 impl Default for TrainerOptions {
-    /// Batch 32, unweighted loss, seed 1, no augmentation, no live statistics.
+    /// Batch 32, unweighted loss, seed 1, no augmentation, Adam (see
+    /// [`OptimizerConfig::default`]), no live statistics.
     fn default() -> Self {
         TrainerOptions {
             batch: 32,
             class_weight: ClassWeight::None,
             seed: 1,
             augment: Augment::NONE,
+            optimizer: OptimizerConfig::default(),
             live_stats: None,
         }
     }
 }
 
-/// A model being trained on one backend: the network, Adam, the training set on the device.
+/// A model being trained on one backend: the network, the optimizer, the training set on the
+/// device.
 pub struct Trainer<'b, B: Backend> {
     be: &'b B,
     net: Network<B>,
-    adam: Adam<B>,
+    opt: Optimizer<B>,
     spec: ModelSpec,
     state: TrainState,
     opts: TrainerOptions,
@@ -184,7 +189,7 @@ impl<'b, B: Backend> Trainer<'b, B> {
         let weights = opts.class_weight.weights(&train.class_counts());
         Ok(Trainer {
             be,
-            adam: Adam::new(be, plan.num_params),
+            opt: Optimizer::new(be, &plan, opts.optimizer),
             net: Network::new(be, plan, params),
             spec,
             state: TrainState::new(opts.seed),
@@ -197,8 +202,9 @@ impl<'b, B: Backend> Trainer<'b, B> {
         })
     }
 
-    /// A trainer that continues where a checkpoint left off: its parameters `(P)`, Adam's
-    /// state and the trainer's state (epoch, batch, shuffle generator, partial statistics).
+    /// A trainer that continues where a checkpoint left off: its parameters `(P)`, the
+    /// optimizer's state and the trainer's state (epoch, batch, shuffle generator, partial
+    /// statistics).
     pub fn resume(
         be: &'b B,
         spec: ModelSpec,
@@ -209,9 +215,9 @@ impl<'b, B: Backend> Trainer<'b, B> {
         state: TrainState,
     ) -> Result<Trainer<'b, B>> {
         let mut t = Trainer::new(be, spec, params, train, opts)?;
-        be.write(&mut t.adam.m, &optimizer.m);
-        be.write(&mut t.adam.v, &optimizer.v);
-        t.adam.t = optimizer.t;
+        be.write(&mut t.opt.m, &optimizer.m);
+        be.write(&mut t.opt.v, &optimizer.v);
+        t.opt.t = optimizer.t;
         t.state = state;
         Ok(t)
     }
@@ -247,7 +253,7 @@ impl<'b, B: Backend> Trainer<'b, B> {
     }
 
     /// One step on images `order[offset..offset + batch]`.
-    fn step(&mut self, offset: usize, batch: usize, lr: f32) {
+    fn step(&mut self, offset: usize, batch: usize, lr: f64) {
         let be = self.be;
         let net = &mut self.net;
         be.gather_batch(
@@ -261,7 +267,7 @@ impl<'b, B: Backend> Trainer<'b, B> {
         net.forward(be, batch);
         net.loss_forward(be, &mut self.stats, &self.weights, batch);
         net.backward(be, &self.weights, batch);
-        self.adam.step(be, net, lr);
+        self.opt.step(be, net, lr);
         be.submit();
     }
 
@@ -286,7 +292,7 @@ impl<'b, B: Backend> Trainer<'b, B> {
     /// saved so that [`Trainer::run_epoch`] continues the same epoch later.
     pub fn run_epoch(
         &mut self,
-        lr: f32,
+        lr: f64,
         keep_going: &mut dyn FnMut(BatchDone) -> bool,
     ) -> EpochOutcome {
         let n = self.n;
@@ -352,12 +358,12 @@ impl<'b, B: Backend> Trainer<'b, B> {
         self.be.write(&mut self.net.params, params);
     }
 
-    /// Adam's moments and step count on the host.
+    /// The optimizer's moments and step count on the host.
     pub fn optimizer_state(&self) -> OptimizerState {
         OptimizerState {
-            m: self.be.download(&self.adam.m),
-            v: self.be.download(&self.adam.v),
-            t: self.adam.t,
+            m: self.be.download(&self.opt.m),
+            v: self.be.download(&self.opt.v),
+            t: self.opt.t,
         }
     }
 }

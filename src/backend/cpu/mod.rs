@@ -14,7 +14,7 @@
 //! scratch buffers (kept between calls, so the hot path does not allocate), element-wise ops
 //! split the buffer into chunks.
 //!
-//! The small ops (pooling, activations, loss, Adam) are the plain loops of the trait docs and
+//! The small ops (pooling, activations, loss, the optimizer) are the plain loops of the trait docs and
 //! are the definition the WGSL shaders are tested against.
 //!
 //! One module per shader file, named after it (`conv2d` ↔ `shaders/conv2d.wgsl`, …), and in
@@ -22,12 +22,12 @@
 //! (`conv2d::conv2d_forward`); `gemm` is the matrix-product helper behind conv2d and dense.
 
 mod activation;
-mod adam;
 mod conv2d;
 mod data;
 mod dense;
 mod gemm;
 mod maxpool;
+mod optimizer;
 mod softmax_xent;
 
 pub use data::PIXEL_SCALE;
@@ -36,7 +36,7 @@ pub use data::PIXEL_SCALE;
 /// negligible.
 const CHUNK: usize = 1 << 14;
 
-use super::{Activation, AdamStep, Backend, MemoryLimits};
+use super::{Activation, Backend, MemoryLimits, OptimizerStep};
 use crate::shape::{Conv2dShape, DenseShape, PoolShape, IMAGE_PIXELS, NUM_CLASSES};
 use ::gemm::Parallelism;
 use rayon::prelude::*;
@@ -462,15 +462,16 @@ impl Backend for CpuBackend {
         softmax_xent::confusion_accumulate(confusion, probs, labels, batch, classes);
     }
 
-    fn adam_step(
+    fn optimizer_step(
         &self,
         params: &mut Vec<f32>,
         grads: &Vec<f32>,
         m: &mut Vec<f32>,
         v: &mut Vec<f32>,
-        step: &AdamStep,
+        decay: &Vec<f32>,
+        step: &OptimizerStep,
     ) {
-        self.install(|| adam::adam_step(params, grads, m, v, step));
+        self.install(|| optimizer::optimizer_step(params, grads, m, v, decay, step));
     }
 }
 

@@ -49,8 +49,8 @@ pub const SHADERS: &[ShaderFile] = &[
         source: include_str!("../../../shaders/softmax_xent.wgsl"),
     },
     ShaderFile {
-        name: "adam.wgsl",
-        source: include_str!("../../../shaders/adam.wgsl"),
+        name: "optimizer.wgsl",
+        source: include_str!("../../../shaders/optimizer.wgsl"),
     },
     ShaderFile {
         name: "data.wgsl",
@@ -100,8 +100,8 @@ pub enum Kernel {
     SoftmaxCrossEntropyBackward,
     /// `softmax_xent.wgsl` `confusion_accumulate`.
     ConfusionAccumulate,
-    /// `adam.wgsl` `adam_step`.
-    AdamStep,
+    /// `optimizer.wgsl` `optimizer_step`.
+    OptimizerStep,
     /// `data.wgsl` `gather_batch`.
     GatherBatch,
 }
@@ -212,10 +212,10 @@ pub const KERNELS: &[KernelSpec] = &[
         &[(0, U), (8, W), (7, R), (4, R)],
     ),
     spec(
-        Kernel::AdamStep,
-        "adam.wgsl",
-        "adam_step",
-        &[(0, U), (1, W), (2, R), (3, W), (4, W)],
+        Kernel::OptimizerStep,
+        "optimizer.wgsl",
+        "optimizer_step",
+        &[(0, U), (1, W), (2, R), (3, W), (4, W), (5, R)],
     ),
     spec(
         Kernel::GatherBatch,

@@ -31,7 +31,7 @@ use self::kernels::Pipelines;
 use self::ops::Launch;
 use self::recorder::Recorder;
 use self::uniforms::Uniform;
-use super::{Activation, AdamStep, Backend, MemoryLimits};
+use super::{Activation, Backend, MemoryLimits, OptimizerStep};
 use crate::shape::{
     dispatch_2d, Conv2dShape, DenseShape, PoolShape, IMAGE_PIXELS, IMAGE_SIDE, NUM_CLASSES,
 };
@@ -607,22 +607,23 @@ impl Backend for GpuBackend {
         );
     }
 
-    fn adam_step(
+    fn optimizer_step(
         &self,
         params: &mut GpuTensor,
         grads: &GpuTensor,
         m: &mut GpuTensor,
         v: &mut GpuTensor,
-        step: &AdamStep,
+        decay: &GpuTensor,
+        step: &OptimizerStep,
     ) {
         let n = params.len();
         assert!(
-            grads.len() == n && m.len() == n && v.len() == n,
-            "Adam buffers differ in length"
+            grads.len() == n && m.len() == n && v.len() == n && decay.len() == n,
+            "optimizer buffers differ in length"
         );
         self.launch(
-            &ops::adam_step(step, n),
-            &[&params.buf, &grads.buf, &m.buf, &v.buf],
+            &ops::optimizer_step(step, n),
+            &[&params.buf, &grads.buf, &m.buf, &v.buf, &decay.buf],
         );
     }
 }

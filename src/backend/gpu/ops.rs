@@ -8,8 +8,8 @@
 //! device's per-dimension limit fold into a second dimension (`shape::dispatch_2d`).
 
 use super::kernels::Kernel;
-use super::uniforms::{Act, AdamParams, Conv, Gather, Loss, Mm, Pool, Uniform};
-use crate::backend::{Activation, AdamStep};
+use super::uniforms::{Act, Conv, Gather, Loss, Mm, Optim, Pool, Uniform};
+use crate::backend::{Activation, OptimizerStep};
 use crate::shape::{Conv2dShape, DenseShape, PoolShape};
 
 /// Side of the C tile one GEMM workgroup computes (`conv2d.wgsl`, `dense.wgsl` `TILE`).
@@ -353,19 +353,27 @@ pub(crate) fn confusion_accumulate(batch: usize, classes: usize) -> Launch<Loss>
 
 // ---- optimizer ----------------------------------------------------------------------------
 
-/// `adam_step` over `len` parameters, one per invocation.
-pub(crate) fn adam_step(step: &AdamStep, len: usize) -> Launch<AdamParams> {
-    let uniform = AdamParams {
-        lr_t: step.lr_t,
-        beta1: step.beta1,
-        beta2: step.beta2,
-        eps: step.eps,
+/// `optimizer_step` over `len` parameters, one per invocation.
+pub(crate) fn optimizer_step(s: &OptimizerStep, len: usize) -> Launch<Optim> {
+    let uniform = Optim {
         len: u(len),
+        kind: s.kind.code(),
+        nesterov: u32::from(s.nesterov),
         _pad0: 0,
+        lr: s.lr,
+        weight_decay: s.weight_decay,
+        lr_decay: s.lr_decay,
+        momentum: s.momentum,
+        beta1: s.beta1,
+        one_minus_beta1: s.one_minus_beta1,
+        beta2: s.beta2,
+        one_minus_beta2: s.one_minus_beta2,
+        eps: s.eps,
+        step_size: s.step_size,
+        bias2_sqrt: s.bias2_sqrt,
         _pad1: 0,
-        _pad2: 0,
     };
-    Launch::new(Kernel::AdamStep, uniform, Grid::Invocations(len))
+    Launch::new(Kernel::OptimizerStep, uniform, Grid::Invocations(len))
 }
 
 #[cfg(test)]

@@ -137,17 +137,25 @@ uniform! {
 }
 
 uniform! {
-    /// `adam.wgsl` `AdamParams`: one step's scalars ([`crate::backend::AdamStep`]) and the
-    /// parameter count.
-    AdamParams in "adam.wgsl" {
-        lr_t: f32,
-        beta1: f32,
-        beta2: f32,
-        eps: f32,
+    /// `optimizer.wgsl` `Optim`: the parameter count and one step's scalars
+    /// ([`crate::backend::OptimizerStep`]).
+    Optim in "optimizer.wgsl" {
         len: u32,
+        kind: u32,
+        nesterov: u32,
         _pad0: u32,
+        lr: f32,
+        weight_decay: f32,
+        lr_decay: f32,
+        momentum: f32,
+        beta1: f32,
+        one_minus_beta1: f32,
+        beta2: f32,
+        one_minus_beta2: f32,
+        eps: f32,
+        step_size: f32,
+        bias2_sqrt: f32,
         _pad1: u32,
-        _pad2: u32,
     }
 }
 
@@ -168,6 +176,6 @@ pub const UNIFORMS: &[UniformLayout] = &[
     Mm::LAYOUT,
     Act::LAYOUT,
     Loss::LAYOUT,
-    AdamParams::LAYOUT,
+    Optim::LAYOUT,
     Gather::LAYOUT,
 ];
