@@ -110,6 +110,10 @@ pub struct OptimizerSettings {
     /// Base learning rate.
     #[arg(long, default_value_t = 1e-3)]
     pub lr: f64,
+    /// Weight decay λ of the conv and dense weights (biases are not decayed): L2, added to the
+    /// gradient, as PyTorch's `weight_decay`.
+    #[arg(long, default_value_t = 0.0)]
+    pub weight_decay: f64,
 }
 
 /// The training loss.
@@ -399,6 +403,10 @@ impl Settings {
         let lr = self.optimizer.lr;
         if !(lr.is_finite() && lr > 0.0) {
             return bad("lr", &lr, "a finite number > 0");
+        }
+        let wd = self.optimizer.weight_decay;
+        if !(0.0..1.0).contains(&wd) {
+            return bad("weight_decay", &wd, "a number in [0, 1)");
         }
         let b = self.run.batch_size;
         if b == 0 || b > 65_536 {

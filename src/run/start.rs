@@ -74,7 +74,10 @@ impl<'a, 'b, B: Backend> Run<'a, 'b, B> {
             class_weight: settings.loss.class_weight,
             seed: settings.run.seed,
             augment: settings.augment.augment,
-            optimizer: OptimizerConfig::default(),
+            optimizer: OptimizerConfig {
+                weight_decay: settings.optimizer.weight_decay,
+                ..OptimizerConfig::default()
+            },
             // A live bar shows the running loss and accuracy: one small readback a second.
             live_stats: progress.is_live().then_some(Duration::from_secs(1)),
         };
