@@ -18,7 +18,7 @@
 //! sweeps, `config.json` and resume pick it up from the type.
 
 use crate::augment::Augment;
-use crate::backend::Activation;
+use crate::backend::{Activation, OptimizerKind};
 use crate::data::{csv, synth, Dataset, Usage};
 use crate::device::DeviceChoice;
 use crate::error::{Error, Result};
@@ -111,9 +111,23 @@ pub struct OptimizerSettings {
     #[arg(long, default_value_t = 1e-3)]
     pub lr: f64,
     /// Weight decay λ of the conv and dense weights (biases are not decayed): L2, added to the
-    /// gradient, as PyTorch's `weight_decay`.
+    /// gradient, for adam and sgd; decoupled (p ← p·(1 − lr·λ)) for adamw. As PyTorch's
+    /// `weight_decay`.
     #[arg(long, default_value_t = 0.0)]
     pub weight_decay: f64,
+    /// adam | adamw | sgd, with PyTorch's update formulas (torch.optim.Adam, AdamW, SGD).
+    #[arg(long, default_value = "adam", value_parser = parse_optimizer)]
+    pub optimizer: OptimizerKind,
+    /// SGD's momentum μ (0: plain SGD). Adam's β₁ = 0.9 plays this part for adam and adamw.
+    #[arg(long, default_value_t = 0.0)]
+    pub momentum: f64,
+    /// SGD: Nesterov momentum (needs --momentum > 0).
+    #[arg(long)]
+    pub nesterov: bool,
+    /// Adam's ε, added to the bias-corrected √v̂ (1e-7 as the notebook's Keras; PyTorch's
+    /// default is 1e-8).
+    #[arg(long, default_value_t = 1e-7)]
+    pub adam_eps: f64,
 }
 
 /// The training loss.
@@ -189,6 +203,10 @@ fn parse_usage(s: &str) -> std::result::Result<Usage, String> {
 fn parse_activation(s: &str) -> std::result::Result<Activation, String> {
     Activation::from_name(s)
         .ok_or_else(|| format!("'{s}' is not relu, elu, selu, sigmoid, tanh or linear"))
+}
+
+fn parse_optimizer(s: &str) -> std::result::Result<OptimizerKind, String> {
+    OptimizerKind::from_name(s).ok_or_else(|| format!("'{s}' is not adam, adamw or sgd"))
 }
 
 fn parse_augment(s: &str) -> std::result::Result<Augment, String> {
@@ -408,6 +426,25 @@ impl Settings {
         if !(0.0..1.0).contains(&wd) {
             return bad("weight_decay", &wd, "a number in [0, 1)");
         }
+        let o = &self.optimizer;
+        if !(0.0..1.0).contains(&o.momentum) {
+            return bad("momentum", &o.momentum, "a number in [0, 1)");
+        }
+        if o.momentum > 0.0 && o.optimizer != OptimizerKind::Sgd {
+            return bad(
+                "momentum",
+                &o.momentum,
+                "0 unless --optimizer sgd (Adam's β₁ is its momentum)",
+            );
+        }
+        if o.nesterov && !(o.optimizer == OptimizerKind::Sgd && o.momentum > 0.0) {
+            return Err(Error::Config(
+                "--nesterov needs --optimizer sgd and --momentum > 0 (as PyTorch's SGD)".into(),
+            ));
+        }
+        if !(o.adam_eps.is_finite() && o.adam_eps > 0.0 && o.adam_eps <= 1.0) {
+            return bad("adam_eps", &o.adam_eps, "a number in (0, 1]");
+        }
         let b = self.run.batch_size;
         if b == 0 || b > 65_536 {
             return bad("batch_size", &b, "between 1 and 65536");
@@ -570,6 +607,27 @@ mod tests {
         let mut s = Settings::default();
         s.device.threads = 100_000;
         assert!(s.validate().unwrap_err().to_string().contains("--threads"));
+        for (key, value, flag) in [
+            ("weight_decay", serde_json::json!(-0.1), "--weight-decay"),
+            ("weight_decay", serde_json::json!(1.5), "--weight-decay"),
+            ("momentum", serde_json::json!(0.9), "--momentum"), // with adam
+            ("nesterov", serde_json::json!(true), "--nesterov"), // with adam
+            ("adam_eps", serde_json::json!(0.0), "--adam-eps"),
+        ] {
+            let mut s = Settings::default();
+            s.set(key, value.clone()).unwrap();
+            let e = s.validate().unwrap_err().to_string();
+            assert!(e.contains(flag), "{key} = {value}: {e}");
+        }
+        let mut s = Settings::default();
+        s.set("optimizer", "sgd".into()).unwrap();
+        s.set("momentum", 0.9.into()).unwrap();
+        s.set("nesterov", true.into()).unwrap();
+        s.validate().unwrap();
+        s.set("momentum", 0.0.into()).unwrap();
+        assert!(s.validate().unwrap_err().to_string().contains("--nesterov"));
+        s.set("momentum", 1.0.into()).unwrap();
+        assert!(s.validate().unwrap_err().to_string().contains("--momentum"));
     }
 
     #[test]

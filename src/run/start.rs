@@ -75,7 +75,11 @@ impl<'a, 'b, B: Backend> Run<'a, 'b, B> {
             seed: settings.run.seed,
             augment: settings.augment.augment,
             optimizer: OptimizerConfig {
+                kind: settings.optimizer.optimizer,
+                momentum: settings.optimizer.momentum,
+                nesterov: settings.optimizer.nesterov,
                 weight_decay: settings.optimizer.weight_decay,
+                eps: settings.optimizer.adam_eps,
                 ..OptimizerConfig::default()
             },
             // A live bar shows the running loss and accuracy: one small readback a second.
