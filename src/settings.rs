@@ -148,12 +148,18 @@ pub struct ScheduleSettings {
     /// Epochs.
     #[arg(long, default_value_t = 12)]
     pub epochs: usize,
-    /// constant | step[:every=10,gamma=0.5] | cosine[:min_lr=0] | plateau[:patience=3,factor=0.5].
+    /// constant | step[:every=10,gamma=0.5] | cosine[:min_lr=0] |
+    /// plateau[:metric=loss|acc,patience=3,factor=0.5] (metric: the validation loss or
+    /// accuracy it follows).
     #[arg(long, default_value = "constant")]
     pub lr_schedule: String,
     /// Stop when validation accuracy has not improved for N epochs.
     #[arg(long, value_name = "N")]
     pub patience: Option<usize>,
+    /// Epochs of linear learning-rate warm-up, ramped per step: with S batches per epoch, step
+    /// t (from 1) trains at min(1, t/(N·S)) times the schedule's rate, whatever the schedule.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub warmup: usize,
 }
 
 /// Training-time augmentation.
@@ -418,6 +424,9 @@ impl Settings {
             }
         }
         LrSchedule::parse(&s.lr_schedule)?;
+        if s.warmup > 100_000 {
+            return bad("warmup", &s.warmup, "between 0 and 100000 epochs");
+        }
         let lr = self.optimizer.lr;
         if !(lr.is_finite() && lr > 0.0) {
             return bad("lr", &lr, "a finite number > 0");

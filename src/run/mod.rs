@@ -150,7 +150,7 @@ impl<B: Backend> Run<'_, '_, B> {
             self.progress.finish_epoch(&record);
             self.records.push(record);
             let decision = self.early.observe(epoch, val.accuracy);
-            self.scheduler.end_epoch(val.loss);
+            self.scheduler.end_epoch(val.loss, val.accuracy);
             self.save_epoch(decision.improved, t_run.elapsed())?;
             if self.cancel.is_requested() && epoch < epochs {
                 return Ok(self.stopped(&format!("interrupted after epoch {epoch}")));

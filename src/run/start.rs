@@ -82,6 +82,7 @@ impl<'a, 'b, B: Backend> Run<'a, 'b, B> {
                 eps: settings.optimizer.adam_eps,
                 ..OptimizerConfig::default()
             },
+            warmup_epochs: settings.schedule.warmup,
             // A live bar shows the running loss and accuracy: one small readback a second.
             live_stats: progress.is_live().then_some(Duration::from_secs(1)),
         };

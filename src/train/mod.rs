@@ -9,7 +9,7 @@ pub mod early_stop;
 pub mod schedule;
 
 pub use early_stop::{Decision, EarlyStopping};
-pub use schedule::{LrSchedule, Scheduler};
+pub use schedule::{LrSchedule, PlateauMetric, Scheduler, Warmup};
 
 use crate::augment::{self, Augment};
 use crate::backend::{stats, Backend, OptimizerConfig};
@@ -118,6 +118,8 @@ pub struct TrainerOptions {
     pub augment: Augment,
     /// The optimizer's rule and hyperparameters.
     pub optimizer: OptimizerConfig,
+    /// Epochs of linear warm-up of the learning rate, per step (see [`Warmup`]); 0 for none.
+    pub warmup_epochs: usize,
     /// Read the running loss and accuracy back at most once per this long during
     /// [`Trainer::run_epoch`] (for a live progress bar); `None` never does, so a GPU epoch has
     /// no readback before its end.
@@ -126,7 +128,7 @@ pub struct TrainerOptions {
 
 impl Default for TrainerOptions {
     /// Batch 32, unweighted loss, seed 1, no augmentation, Adam (see
-    /// [`OptimizerConfig::default`]), no live statistics.
+    /// [`OptimizerConfig::default`]), no warm-up, no live statistics.
     fn default() -> Self {
         TrainerOptions {
             batch: 32,
@@ -134,6 +136,7 @@ impl Default for TrainerOptions {
             seed: 1,
             augment: Augment::NONE,
             optimizer: OptimizerConfig::default(),
+            warmup_epochs: 0,
             live_stats: None,
         }
     }
@@ -163,6 +166,8 @@ pub struct BatchDone {
     /// Running training loss and accuracy of the epoch, when they were read back after this
     /// batch (see [`Trainer::set_live_stats`]).
     pub running: Option<(f64, f64)>,
+    /// The learning rate this batch's step used: the epoch's rate times the warm-up factor.
+    pub lr: f64,
 }
 
 impl<'b, B: Backend> Trainer<'b, B> {
@@ -252,8 +257,11 @@ impl<'b, B: Backend> Trainer<'b, B> {
         self.opts.batch
     }
 
-    /// One step on images `order[offset..offset + batch]`.
-    fn step(&mut self, offset: usize, batch: usize, lr: f64) {
+    /// One step on images `order[offset..offset + batch]` at the epoch's rate `lr`, scaled by
+    /// the warm-up for this step; returns the rate the step used.
+    fn step(&mut self, offset: usize, batch: usize, lr: f64) -> f64 {
+        let warmup = Warmup::new(self.opts.warmup_epochs, self.batches_per_epoch());
+        let lr = lr * warmup.factor(self.opt.t + 1);
         let be = self.be;
         let net = &mut self.net;
         be.gather_batch(
@@ -269,6 +277,7 @@ impl<'b, B: Backend> Trainer<'b, B> {
         net.backward(be, &self.weights, batch);
         self.opt.step(be, net, lr);
         be.submit();
+        lr
     }
 
     /// The epoch's running loss and accuracy, read back when the live interval has passed
@@ -287,7 +296,8 @@ impl<'b, B: Backend> Trainer<'b, B> {
         ))
     }
 
-    /// Trains the rest of the current epoch at learning rate `lr`. `keep_going` is called
+    /// Trains the rest of the current epoch at learning rate `lr` (scaled by the warm-up in its
+    /// first steps, see [`TrainerOptions::warmup_epochs`]). `keep_going` is called
     /// after each batch is submitted; returning false stops after that batch, with the state
     /// saved so that [`Trainer::run_epoch`] continues the same epoch later.
     pub fn run_epoch(
@@ -310,13 +320,14 @@ impl<'b, B: Backend> Trainer<'b, B> {
         for b in start..self.batches_per_epoch() {
             let offset = b * batch_size;
             let batch = batch_size.min(n - offset);
-            self.step(offset, batch, lr);
+            let step_lr = self.step(offset, batch, lr);
             done += batch;
             self.state.next_batch = b + 1;
             let running = self.live_stats(&mut last_peek);
             let info = BatchDone {
                 images: done,
                 running,
+                lr: step_lr,
             };
             if !keep_going(info) && b + 1 < self.batches_per_epoch() {
                 interrupted = true;
