@@ -104,8 +104,8 @@ fn train<B: Backend>(
             a.batch,
         );
         net.forward(be, a.batch);
-        net.loss_forward(be, &mut st, &ones, a.batch);
-        net.backward(be, &ones, a.batch);
+        net.loss_forward(be, &mut st, &ones, 0.0, a.batch);
+        net.backward(be, &ones, 0.0, a.batch);
         adam.step(be, &mut net, 1e-3);
         be.submit();
         if (step + 1) % a.every == 0 || step + 1 == a.steps {

@@ -149,7 +149,7 @@ impl<'b, B: Backend> Evaluator<'b, B> {
                 batch,
             );
             net.forward(be, batch);
-            net.loss_forward(be, &mut self.stats, &self.ones, batch);
+            net.loss_forward(be, &mut self.stats, &self.ones, 0.0, batch);
             be.confusion_accumulate(
                 &mut self.confusion,
                 &net.probs,

@@ -138,6 +138,11 @@ pub struct LossSettings {
     /// none | balanced | frequency (the notebook's: each class's share of Training).
     #[arg(long, default_value = "none", value_parser = parse_class_weight)]
     pub class_weight: ClassWeight,
+    /// Label smoothing ε (PyTorch's): the target is (1 − ε)·one-hot + ε/7, each class's term
+    /// weighted by its own class weight. Training loss only; validation and test report the
+    /// plain cross-entropy.
+    #[arg(long, value_name = "EPS", default_value_t = 0.0)]
+    pub label_smoothing: f64,
 }
 
 /// How long training runs and how the learning rate moves.
@@ -454,6 +459,10 @@ impl Settings {
         if !(o.adam_eps.is_finite() && o.adam_eps > 0.0 && o.adam_eps <= 1.0) {
             return bad("adam_eps", &o.adam_eps, "a number in (0, 1]");
         }
+        let ls = self.loss.label_smoothing;
+        if !(0.0..=1.0).contains(&ls) {
+            return bad("label_smoothing", &ls, "a number in [0, 1]");
+        }
         let b = self.run.batch_size;
         if b == 0 || b > 65_536 {
             return bad("batch_size", &b, "between 1 and 65536");
@@ -622,6 +631,11 @@ mod tests {
             ("momentum", serde_json::json!(0.9), "--momentum"), // with adam
             ("nesterov", serde_json::json!(true), "--nesterov"), // with adam
             ("adam_eps", serde_json::json!(0.0), "--adam-eps"),
+            (
+                "label_smoothing",
+                serde_json::json!(1.5),
+                "--label-smoothing",
+            ),
         ] {
             let mut s = Settings::default();
             s.set(key, value.clone()).unwrap();

@@ -219,6 +219,7 @@ fn softmax_ce_ref(
     logits: &[f64],
     labels: &[u32],
     weights: &[f64],
+    smoothing: f64,
     classes: usize,
 ) -> (Vec<f64>, Vec<f64>) {
     let mut losses = Vec::new();
@@ -227,7 +228,12 @@ fn softmax_ce_ref(
         let max = x.iter().copied().fold(f64::NEG_INFINITY, f64::max);
         let lse = max + x.iter().map(|v| (v - max).exp()).sum::<f64>().ln();
         probs.extend(x.iter().map(|v| (v - lse).exp()));
-        losses.push(weights[y as usize] * (lse - x[y as usize]));
+        // The smoothed target (1 − ε)·onehot(y) + ε/C, each class weighted by its own weight.
+        let spread: f64 = x.iter().zip(weights).map(|(v, w)| w * (lse - v)).sum();
+        losses.push(
+            (1.0 - smoothing) * weights[y as usize] * (lse - x[y as usize])
+                + smoothing / classes as f64 * spread,
+        );
     }
     (losses, probs)
 }
@@ -621,15 +627,20 @@ fn softmax_cross_entropy_forward_matches_reference_and_accumulates_stats() {
     let labels = labels_for(batch, 111);
     let unweighted = vec![1.0; CLASSES];
     let weighted = random_vec(CLASSES, 0.5, 2.0, 112);
-    for weights in [unweighted, weighted] {
-        let (losses, probs_ref) =
-            softmax_ce_ref(&to_f64(&logits), &labels, &to_f64(&weights), CLASSES);
+    for (weights, eps) in [(unweighted, 0.0), (weighted.clone(), 0.0), (weighted, 0.2)] {
+        let (losses, probs_ref) = softmax_ce_ref(
+            &to_f64(&logits),
+            &labels,
+            &to_f64(&weights),
+            eps as f64,
+            CLASSES,
+        );
         let mut probs = vec![f32::NAN; batch * CLASSES];
         // Stats start non-zero: the op adds to them.
         let start = [1.5f32, 2.0, 3.0, 4.25];
         let mut st = start.to_vec();
         cpu.softmax_cross_entropy_forward(
-            &mut probs, &mut st, &logits, &labels, &weights, batch, CLASSES,
+            &mut probs, &mut st, &logits, &labels, &weights, eps, batch, CLASSES,
         );
         assert_close("probs", &probs, &to_f32(&probs_ref), 1e-6, 1e-5);
         let correct = (0..batch)
@@ -646,7 +657,7 @@ fn softmax_cross_entropy_forward_matches_reference_and_accumulates_stats() {
 
         // A second batch adds again.
         cpu.softmax_cross_entropy_forward(
-            &mut probs, &mut st, &logits, &labels, &weights, batch, CLASSES,
+            &mut probs, &mut st, &logits, &labels, &weights, eps, batch, CLASSES,
         );
         let twice: Vec<f64> = (0..stats::LEN)
             .map(|i| 2.0 * want[i] - start[i] as f64)
@@ -667,7 +678,9 @@ fn softmax_cross_entropy_forward_counts_ties_as_the_first_maximum() {
     let mut probs = cpu.zeros(2 * CLASSES);
     let mut st = cpu.zeros(stats::LEN);
     let weights = vec![1.0; CLASSES];
-    cpu.softmax_cross_entropy_forward(&mut probs, &mut st, &logits, &labels, &weights, 2, CLASSES);
+    cpu.softmax_cross_entropy_forward(
+        &mut probs, &mut st, &logits, &labels, &weights, 0.0, 2, CLASSES,
+    );
     assert_eq!(st[stats::CORRECT], 1.0);
     assert_eq!(st[stats::SAMPLES], 2.0);
 }
@@ -688,7 +701,7 @@ fn softmax_cross_entropy_is_stable_for_logits_of_plus_minus_100() {
     let mut probs = cpu.zeros(batch * CLASSES);
     let mut st = cpu.zeros(stats::LEN);
     cpu.softmax_cross_entropy_forward(
-        &mut probs, &mut st, &logits, &labels, &weights, batch, CLASSES,
+        &mut probs, &mut st, &logits, &labels, &weights, 0.0, batch, CLASSES,
     );
     assert!(probs
         .iter()
@@ -697,7 +710,7 @@ fn softmax_cross_entropy_is_stable_for_logits_of_plus_minus_100() {
         let sum: f32 = row.iter().sum();
         assert!((sum - 1.0).abs() < 1e-6, "row {b} sums to {sum}");
     }
-    let (losses, _) = softmax_ce_ref(&to_f64(&logits), &labels, &[1.0; CLASSES], CLASSES);
+    let (losses, _) = softmax_ce_ref(&to_f64(&logits), &labels, &[1.0; CLASSES], 0.0, CLASSES);
     assert!((losses[0] - 200.0).abs() < 1e-9 && (losses[1] - 2f64.ln()).abs() < 1e-12);
     let total: f64 = losses.iter().sum();
     assert!(st[stats::LOSS_SUM].is_finite());
@@ -713,7 +726,15 @@ fn softmax_cross_entropy_is_stable_for_logits_of_plus_minus_100() {
     );
 
     let mut d = vec![f32::NAN; batch * CLASSES];
-    cpu.softmax_cross_entropy_backward(&mut d, &probs, &labels, &weights, batch, CLASSES);
+    cpu.softmax_cross_entropy_backward(&mut d, &probs, &labels, &weights, 0.0, batch, CLASSES);
+    assert!(d.iter().all(|g| g.is_finite()));
+    // With label smoothing too: every −log p[c], 200 for the far classes, stays finite.
+    let mut st = cpu.zeros(stats::LEN);
+    cpu.softmax_cross_entropy_forward(
+        &mut probs, &mut st, &logits, &labels, &weights, 0.1, batch, CLASSES,
+    );
+    assert!(st[stats::LOSS_SUM].is_finite());
+    cpu.softmax_cross_entropy_backward(&mut d, &probs, &labels, &weights, 0.1, batch, CLASSES);
     assert!(d.iter().all(|g| g.is_finite()));
 }
 
@@ -723,27 +744,73 @@ fn softmax_cross_entropy_backward_matches_finite_differences() {
     let batch = 3;
     let logits = random_vec(batch * CLASSES, -3.0, 3.0, 120);
     let labels = labels_for(batch, 121);
-    for (n, weights) in [vec![1.0; CLASSES], random_vec(CLASSES, 0.5, 2.0, 122)]
-        .into_iter()
-        .enumerate()
+    let weighted = random_vec(CLASSES, 0.5, 2.0, 122);
+    for (n, (weights, eps)) in [
+        (vec![1.0; CLASSES], 0.0),
+        (weighted.clone(), 0.0),
+        (vec![1.0; CLASSES], 0.1),
+        (weighted, 0.3),
+    ]
+    .into_iter()
+    .enumerate()
     {
         let mut probs = cpu.zeros(batch * CLASSES);
         let mut st = cpu.zeros(stats::LEN);
         cpu.softmax_cross_entropy_forward(
-            &mut probs, &mut st, &logits, &labels, &weights, batch, CLASSES,
+            &mut probs, &mut st, &logits, &labels, &weights, eps, batch, CLASSES,
         );
         let mut d = vec![f32::NAN; batch * CLASSES];
-        cpu.softmax_cross_entropy_backward(&mut d, &probs, &labels, &weights, batch, CLASSES);
+        cpu.softmax_cross_entropy_backward(&mut d, &probs, &labels, &weights, eps, batch, CLASSES);
         // The batch loss is the weighted sum over the batch size (Keras' reduction).
         let w64 = to_f64(&weights);
         let fd = finite_diff(&to_f64(&logits), 1e-4, |x| {
-            softmax_ce_ref(x, &labels, &w64, CLASSES)
+            softmax_ce_ref(x, &labels, &w64, eps as f64, CLASSES)
                 .0
                 .iter()
                 .sum::<f64>()
                 / batch as f64
         });
         assert_close(&format!("d_logits {n}"), &d, &to_f32(&fd), 1e-6, RTOL);
+    }
+}
+
+/// Label smoothing with and without class weights against PyTorch's
+/// `cross_entropy(weight=w, label_smoothing=ε)`: the summed loss is the statistics' loss sum,
+/// the gradient of the sum over the batch size is `d_logits`, and PyTorch's mean (which
+/// divides by `Σ w[y]`) is the loss sum over the statistics' weight sum.
+#[test]
+fn softmax_cross_entropy_matches_pytorch_label_smoothing() {
+    let cpu = CpuBackend::new(1);
+    for case in torch_reference()["label_smoothing"].as_array().unwrap() {
+        let eps = case["label_smoothing"].as_f64().unwrap() as f32;
+        let weights = floats(&case["weights"]);
+        let logits = floats(&case["logits"]);
+        let labels: Vec<u32> = case["labels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|y| y.as_u64().unwrap() as u32)
+            .collect();
+        let batch = labels.len();
+        let what = format!("ε {eps}, weights {:?}", &weights[..2]);
+        let mut probs = cpu.zeros(batch * CLASSES);
+        let mut st = cpu.zeros(stats::LEN);
+        cpu.softmax_cross_entropy_forward(
+            &mut probs, &mut st, &logits, &labels, &weights, eps, batch, CLASSES,
+        );
+        let sum = case["loss_sum"].as_f64().unwrap() as f32;
+        let mean = case["loss_mean"].as_f64().unwrap() as f32;
+        // A row with logits ±90 makes terms of 180: absolute error scales with them.
+        assert_close(&format!("loss sum, {what}"), &st[..1], &[sum], 1e-4, 1e-5);
+        let ours = st[stats::LOSS_SUM] / st[stats::WEIGHT_SUM];
+        assert_close(&format!("loss mean, {what}"), &[ours], &[mean], 1e-4, 1e-5);
+        let mut d = vec![f32::NAN; batch * CLASSES];
+        cpu.softmax_cross_entropy_backward(&mut d, &probs, &labels, &weights, eps, batch, CLASSES);
+        let want: Vec<f32> = floats(&case["grad_of_sum"])
+            .iter()
+            .map(|g| g / batch as f32)
+            .collect();
+        assert_close(&format!("d_logits, {what}"), &d, &want, 1e-6, 1e-5);
     }
 }
 

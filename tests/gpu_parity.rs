@@ -138,10 +138,11 @@ struct ActCase {
 }
 
 /// Inputs of the loss ops: logits `(batch, classes)`, labels `(batch)`, weights `(classes)`,
-/// a running stats buffer `(4)` and confusion `(classes, classes)`.
+/// label smoothing, a running stats buffer `(4)` and confusion `(classes, classes)`.
 struct LossCase {
     batch: usize,
     classes: usize,
+    smoothing: f32,
     logits: Vec<f32>,
     labels: Vec<u32>,
     weights: Vec<f32>,
@@ -275,7 +276,14 @@ impl<B: Backend> ErasedOps for Ops<'_, B> {
         // Twice: the statistics accumulate.
         for _ in 0..2 {
             be.softmax_cross_entropy_forward(
-                &mut probs, &mut stats, &logits, &labels, &weights, c.batch, c.classes,
+                &mut probs,
+                &mut stats,
+                &logits,
+                &labels,
+                &weights,
+                c.smoothing,
+                c.batch,
+                c.classes,
             );
         }
         be.submit();
@@ -293,9 +301,24 @@ impl<B: Backend> ErasedOps for Ops<'_, B> {
         let mut d = be.upload(&c.logits[..n]);
         // From this backend's own probabilities.
         be.softmax_cross_entropy_forward(
-            &mut probs, &mut stats, &logits, &labels, &weights, c.batch, c.classes,
+            &mut probs,
+            &mut stats,
+            &logits,
+            &labels,
+            &weights,
+            c.smoothing,
+            c.batch,
+            c.classes,
         );
-        be.softmax_cross_entropy_backward(&mut d, &probs, &labels, &weights, c.batch, c.classes);
+        be.softmax_cross_entropy_backward(
+            &mut d,
+            &probs,
+            &labels,
+            &weights,
+            c.smoothing,
+            c.batch,
+            c.classes,
+        );
         be.submit();
         be.download(&d)
     }
@@ -312,7 +335,14 @@ impl<B: Backend> ErasedOps for Ops<'_, B> {
         // Twice: the counts accumulate.
         for _ in 0..2 {
             be.softmax_cross_entropy_forward(
-                &mut probs, &mut stats, &logits, &labels, &weights, c.batch, c.classes,
+                &mut probs,
+                &mut stats,
+                &logits,
+                &labels,
+                &weights,
+                c.smoothing,
+                c.batch,
+                c.classes,
             );
             be.confusion_accumulate(&mut confusion, &probs, &labels, c.batch, c.classes);
         }
@@ -612,12 +642,14 @@ fn activation_backward_matches_the_reference() {
 }
 
 /// Batches of 5 and 70 over 7 classes, with ties, one row far apart (a probability
-/// underflows to 0) and one all-equal row; stats and confusion start non-zero.
+/// underflows to 0) and one all-equal row, without and with label smoothing; stats and
+/// confusion start non-zero.
 fn loss_cases() -> Vec<LossCase> {
-    [5usize, 70]
+    [(5usize, 0.0), (70, 0.0), (5, 0.1), (70, 0.25)]
         .into_iter()
         .enumerate()
-        .map(|(i, batch)| {
+        .map(|(i, (batch, smoothing))| {
+            let i = i % 2;
             let classes = 7;
             let mut rng = Rng::new(70 + i as u64);
             let mut logits = with_ties(batch * classes + 3, 71 + i as u64);
@@ -626,6 +658,7 @@ fn loss_cases() -> Vec<LossCase> {
             LossCase {
                 batch,
                 classes,
+                smoothing,
                 logits,
                 labels: (0..batch + 2).map(|_| rng.below(classes) as u32).collect(),
                 weights: random_vec(classes, 0.5, 2.0, 72),

@@ -1,7 +1,8 @@
 //! Whole-step parity: the seed CNN and the MLP, from the same initial weights on the same
 //! batches, train on the GPU as on the CPU reference. One step gives the same loss,
 //! gradients and updated weights; twenty steps give the same loss curve. The CNN trains with
-//! Adam, the MLP with SGD (Nesterov momentum and weight decay).
+//! Adam, the MLP with SGD (Nesterov momentum and weight decay); both with class weights and
+//! label smoothing.
 //!
 //! Batches are gathered on the device from a data set uploaded once, losses accumulate in a
 //! device statistics buffer, and every step ends with `submit`, as in training. The last step
@@ -26,6 +27,8 @@ use fergpu::shape::{IMAGE_PIXELS, NUM_CLASSES};
 use fergpu::train::{Trainer, TrainerOptions};
 
 const LR: f32 = 1e-3;
+/// Label smoothing of the steps' loss.
+const SMOOTHING: f32 = 0.1;
 
 /// Whether a missing GPU must fail the tests.
 fn gpu_required() -> bool {
@@ -116,8 +119,8 @@ fn train<B: Backend>(
         let offset = (step * plan.batch) % (d.order.len() - plan.batch);
         be.gather_batch(&mut net.x, &mut net.labels, &images, &order, offset, batch);
         net.forward(be, batch);
-        net.loss_forward(be, &mut st, &weights, batch);
-        net.backward(be, &weights, batch);
+        net.loss_forward(be, &mut st, &weights, SMOOTHING, batch);
+        net.backward(be, &weights, SMOOTHING, batch);
         if step == 0 {
             trace.first_grads = be.download(&net.grads);
         }

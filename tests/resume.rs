@@ -49,7 +49,7 @@ fn config(out: PathBuf, epochs: usize) -> Settings {
 }
 
 /// [`config`] with SGD, Nesterov momentum and weight decay, a warm-up of 2 epochs (so the
-/// stop falls inside it) and a plateau schedule on validation accuracy.
+/// stop falls inside it), a plateau schedule on validation accuracy and label smoothing.
 fn config_sgd(out: PathBuf, epochs: usize) -> Settings {
     let mut s = config(out, epochs);
     s.optimizer.optimizer = OptimizerKind::Sgd;
@@ -59,6 +59,7 @@ fn config_sgd(out: PathBuf, epochs: usize) -> Settings {
     s.optimizer.weight_decay = 5e-4;
     s.schedule.warmup = 2;
     s.schedule.lr_schedule = "plateau:metric=acc,patience=1,factor=0.5".into();
+    s.loss.label_smoothing = 0.1;
     s
 }
 

@@ -299,7 +299,9 @@ pub struct MemoryLimits {
 /// Index of each field in the loss statistics buffer `(4)` that
 /// [`Backend::softmax_cross_entropy_forward`] accumulates into.
 pub mod stats {
-    /// Sum over samples of the class-weighted cross-entropy `w[y]·(−log p[y])`.
+    /// Sum over samples of the class-weighted, label-smoothed cross-entropy
+    /// `(1 − ε)·w[y]·(−log p[y]) + (ε/C)·Σ_c w[c]·(−log p[c])` (`w[y]·(−log p[y])` when
+    /// ε = 0).
     pub const LOSS_SUM: usize = 0;
     /// Count of samples whose arg-max probability is the label.
     pub const CORRECT: usize = 1;
@@ -490,9 +492,14 @@ pub trait Backend {
     // ---- loss ---------------------------------------------------------------------------
 
     /// Numerically stable softmax of `logits (batch, classes)` into `probs (batch, classes)`,
-    /// and *accumulates* into `stats (4)` (see [`stats`]): the class-weighted cross-entropy
-    /// `w[y]·(−log p[y])` summed, correct predictions (first maximum wins ties), samples, and
-    /// `w[y]` summed. `class_weights (classes)`, `labels (batch)`.
+    /// and *accumulates* into `stats (4)` (see [`stats`]): each sample's class-weighted,
+    /// label-smoothed cross-entropy
+    /// `ℓ = (1 − ε)·w[y]·(−log p[y]) + (ε/C)·Σ_c w[c]·(−log p[c])` summed (`C = classes`,
+    /// ε = `smoothing`), correct predictions (first maximum wins ties), samples, and `w[y]`
+    /// summed. `class_weights (classes)`, `labels (batch)`.
+    ///
+    /// `ℓ` is PyTorch's `CrossEntropyLoss(weight=w, label_smoothing=ε)` of one sample: the
+    /// target `(1 − ε)·onehot(y) + ε/C`, each class's term weighted by its own `w[c]`.
     #[allow(clippy::too_many_arguments)]
     fn softmax_cross_entropy_forward(
         &self,
@@ -501,17 +508,22 @@ pub trait Backend {
         logits: &Self::Tensor,
         labels: &Self::Indices,
         class_weights: &Self::Tensor,
+        smoothing: f32,
         batch: usize,
         classes: usize,
     );
-    /// Gradient of the batch loss `L = (1/batch)·Σ_b w[y_b]·(−log p[b, y_b])` (Keras' weighted
-    /// sum over batch size): `d_logits[b,c] = w[y_b]·(p[b,c] − [c = y_b]) / batch`.
+    /// Gradient of the batch loss `L = (1/batch)·Σ_b ℓ_b` (Keras' weighted sum over batch
+    /// size; PyTorch's mean divides by `Σ_b w[y_b]` instead, the same when the weights are
+    /// 1): `d_logits[b,c] = (w[y]/batch)·(1 − ε)·(p[b,c] − [c = y]) +
+    /// (ε/(C·batch))·(W·p[b,c] − w[c])` with `y = y_b`, `W = Σ_c w[c]`.
+    #[allow(clippy::too_many_arguments)]
     fn softmax_cross_entropy_backward(
         &self,
         d_logits: &mut Self::Tensor,
         probs: &Self::Tensor,
         labels: &Self::Indices,
         class_weights: &Self::Tensor,
+        smoothing: f32,
         batch: usize,
         classes: usize,
     );

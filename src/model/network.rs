@@ -106,12 +106,14 @@ impl<B: Backend> Network<B> {
         }
     }
 
-    /// Softmax of the logits into `probs`, accumulating loss statistics into `stats (4)`.
+    /// Softmax of the logits into `probs`, accumulating loss statistics into `stats (4)`:
+    /// cross-entropy with class `weights (7)` and label smoothing ε = `smoothing`.
     pub fn loss_forward(
         &mut self,
         be: &B,
         stats: &mut B::Tensor,
         weights: &B::Tensor,
+        smoothing: f32,
         batch: usize,
     ) {
         let logits = self.outs.last().expect("a model has ops");
@@ -121,13 +123,15 @@ impl<B: Backend> Network<B> {
             logits,
             &self.labels,
             weights,
+            smoothing,
             batch,
             NUM_CLASSES,
         );
     }
 
-    /// Back-propagates the loss from `probs` and `labels` into `grads`.
-    pub fn backward(&mut self, be: &B, weights: &B::Tensor, batch: usize) {
+    /// Back-propagates the loss (class `weights (7)`, label smoothing `smoothing`) from
+    /// `probs` and `labels` into `grads`.
+    pub fn backward(&mut self, be: &B, weights: &B::Tensor, smoothing: f32, batch: usize) {
         let ops = self.ops_at(batch);
         let [d0, d1] = &mut self.d;
         let (mut d_out, mut d_in) = (d0, d1);
@@ -136,6 +140,7 @@ impl<B: Backend> Network<B> {
             &self.probs,
             &self.labels,
             weights,
+            smoothing,
             batch,
             NUM_CLASSES,
         );

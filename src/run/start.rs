@@ -72,6 +72,7 @@ impl<'a, 'b, B: Backend> Run<'a, 'b, B> {
         let opts = TrainerOptions {
             batch,
             class_weight: settings.loss.class_weight,
+            label_smoothing: settings.loss.label_smoothing as f32,
             seed: settings.run.seed,
             augment: settings.augment.augment,
             optimizer: OptimizerConfig {

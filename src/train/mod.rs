@@ -111,6 +111,9 @@ pub struct TrainerOptions {
     pub batch: usize,
     /// Class weighting of the training loss.
     pub class_weight: ClassWeight,
+    /// Label smoothing ε of the training loss (PyTorch's `label_smoothing`; see
+    /// [`Backend::softmax_cross_entropy_forward`]); 0 for none.
+    pub label_smoothing: f32,
     /// Seed of the shuffles and augmentation (the weights come already initialised).
     pub seed: u64,
     /// Augmentation drawn for every training image each epoch, from the shuffle's generator
@@ -127,12 +130,13 @@ pub struct TrainerOptions {
 }
 
 impl Default for TrainerOptions {
-    /// Batch 32, unweighted loss, seed 1, no augmentation, Adam (see
+    /// Batch 32, unweighted loss without label smoothing, seed 1, no augmentation, Adam (see
     /// [`OptimizerConfig::default`]), no warm-up, no live statistics.
     fn default() -> Self {
         TrainerOptions {
             batch: 32,
             class_weight: ClassWeight::None,
+            label_smoothing: 0.0,
             seed: 1,
             augment: Augment::NONE,
             optimizer: OptimizerConfig::default(),
@@ -273,8 +277,9 @@ impl<'b, B: Backend> Trainer<'b, B> {
             batch,
         );
         net.forward(be, batch);
-        net.loss_forward(be, &mut self.stats, &self.weights, batch);
-        net.backward(be, &self.weights, batch);
+        let smoothing = self.opts.label_smoothing;
+        net.loss_forward(be, &mut self.stats, &self.weights, smoothing, batch);
+        net.backward(be, &self.weights, smoothing, batch);
         self.opt.step(be, net, lr);
         be.submit();
         lr

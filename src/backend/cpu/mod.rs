@@ -418,6 +418,7 @@ impl Backend for CpuBackend {
         logits: &Vec<f32>,
         labels: &Vec<u32>,
         class_weights: &Vec<f32>,
+        smoothing: f32,
         batch: usize,
         classes: usize,
     ) {
@@ -427,6 +428,7 @@ impl Backend for CpuBackend {
             logits,
             labels,
             class_weights,
+            smoothing,
             batch,
             classes,
         );
@@ -438,6 +440,7 @@ impl Backend for CpuBackend {
         probs: &Vec<f32>,
         labels: &Vec<u32>,
         class_weights: &Vec<f32>,
+        smoothing: f32,
         batch: usize,
         classes: usize,
     ) {
@@ -446,6 +449,7 @@ impl Backend for CpuBackend {
             probs,
             labels,
             class_weights,
+            smoothing,
             batch,
             classes,
         );

@@ -556,6 +556,7 @@ impl Backend for GpuBackend {
         logits: &GpuTensor,
         labels: &GpuIndices,
         class_weights: &GpuTensor,
+        smoothing: f32,
         batch: usize,
         classes: usize,
     ) {
@@ -563,7 +564,7 @@ impl Backend for GpuBackend {
         assert!(stats.len() >= super::stats::LEN && labels.len() >= batch);
         assert!(class_weights.len() >= classes);
         self.launch(
-            &ops::softmax_cross_entropy_forward(batch, classes),
+            &ops::softmax_cross_entropy_forward(batch, classes, smoothing),
             &[
                 &probs.buf,
                 &stats.buf,
@@ -580,13 +581,14 @@ impl Backend for GpuBackend {
         probs: &GpuTensor,
         labels: &GpuIndices,
         class_weights: &GpuTensor,
+        smoothing: f32,
         batch: usize,
         classes: usize,
     ) {
         assert!(d_logits.len() >= batch * classes && probs.len() >= batch * classes);
         assert!(labels.len() >= batch && class_weights.len() >= classes);
         self.launch(
-            &ops::softmax_cross_entropy_backward(batch, classes),
+            &ops::softmax_cross_entropy_backward(batch, classes, smoothing),
             &[&d_logits.buf, &probs.buf, &labels.buf, &class_weights.buf],
         );
     }

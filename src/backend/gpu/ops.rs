@@ -315,19 +315,23 @@ pub(crate) fn activation_backward(len: usize, a: Activation) -> Launch<Act> {
 
 // ---- loss ---------------------------------------------------------------------------------
 
-fn loss(batch: usize, classes: usize) -> Loss {
+fn loss(batch: usize, classes: usize, smoothing: f32) -> Loss {
     Loss {
         batch: u(batch),
         classes: u(classes),
-        _pad0: 0,
-        _pad1: 0,
+        smoothing,
+        _pad: 0,
     }
 }
 
 /// `softmax_cross_entropy_forward`: one workgroup, which sums the statistics in a fixed
 /// order (see `softmax_xent.wgsl`).
-pub(crate) fn softmax_cross_entropy_forward(batch: usize, classes: usize) -> Launch<Loss> {
-    let uniform = loss(batch, classes);
+pub(crate) fn softmax_cross_entropy_forward(
+    batch: usize,
+    classes: usize,
+    smoothing: f32,
+) -> Launch<Loss> {
+    let uniform = loss(batch, classes, smoothing);
     Launch::new(
         Kernel::SoftmaxCrossEntropyForward,
         uniform,
@@ -336,11 +340,15 @@ pub(crate) fn softmax_cross_entropy_forward(batch: usize, classes: usize) -> Lau
 }
 
 /// `softmax_cross_entropy_backward`: one invocation per logit.
-pub(crate) fn softmax_cross_entropy_backward(batch: usize, classes: usize) -> Launch<Loss> {
+pub(crate) fn softmax_cross_entropy_backward(
+    batch: usize,
+    classes: usize,
+    smoothing: f32,
+) -> Launch<Loss> {
     let grid = Grid::Invocations(batch * classes);
     Launch::new(
         Kernel::SoftmaxCrossEntropyBackward,
-        loss(batch, classes),
+        loss(batch, classes, smoothing),
         grid,
     )
 }
@@ -348,7 +356,7 @@ pub(crate) fn softmax_cross_entropy_backward(batch: usize, classes: usize) -> La
 /// `confusion_accumulate`: one invocation per sample.
 pub(crate) fn confusion_accumulate(batch: usize, classes: usize) -> Launch<Loss> {
     let grid = Grid::Invocations(batch);
-    Launch::new(Kernel::ConfusionAccumulate, loss(batch, classes), grid)
+    Launch::new(Kernel::ConfusionAccumulate, loss(batch, classes, 0.0), grid)
 }
 
 // ---- optimizer ----------------------------------------------------------------------------

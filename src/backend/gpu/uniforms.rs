@@ -127,12 +127,12 @@ uniform! {
 }
 
 uniform! {
-    /// `softmax_xent.wgsl` `Loss`: batch and class count.
+    /// `softmax_xent.wgsl` `Loss`: batch, class count and label smoothing.
     Loss in "softmax_xent.wgsl" {
         batch: u32,
         classes: u32,
-        _pad0: u32,
-        _pad1: u32,
+        smoothing: f32,
+        _pad: u32,
     }
 }
 
