@@ -1080,6 +1080,34 @@ fn optimizer_step_matches_the_formulas_written_out() {
     }
 }
 
+// ---- accumulation -----------------------------------------------------------------------
+
+#[test]
+fn scale_add_keeps_a_running_mean_and_ignores_what_it_overwrites() {
+    let cpu = CpuBackend::new(2);
+    // Longer than one parallel chunk; `len` stops short of the buffer.
+    let len = 20_000;
+    let xs: Vec<Vec<f32>> = (0..4)
+        .map(|k| random_vec(len + 3, -4.0, 4.0, 200 + k))
+        .collect();
+    let mut acc = vec![f32::NAN; len + 3];
+    acc[len..].copy_from_slice(&[7.0; 3]);
+    for (k, x) in xs.iter().enumerate() {
+        let k = k as f32;
+        cpu.scale_add(&mut acc, x, k / (k + 1.0), 1.0 / (k + 1.0), len);
+    }
+    let want: Vec<f32> = (0..len)
+        .map(|i| (xs.iter().map(|x| x[i] as f64).sum::<f64>() / 4.0) as f32)
+        .collect();
+    // Four steps of two roundings each on values up to 4.
+    assert_close("running mean", &acc[..len], &want, 1e-6, 1e-6);
+    assert_eq!(acc[len..], [7.0; 3], "wrote past len");
+    // A plain scaled add.
+    let mut a = vec![1.0f32, 2.0, 3.0];
+    cpu.scale_add(&mut a, &vec![10.0, 20.0, 30.0], 0.5, 2.0, 2);
+    assert_eq!(a, [20.5, 41.0, 3.0]);
+}
+
 // ---- threads ------------------------------------------------------------------------------
 
 #[test]

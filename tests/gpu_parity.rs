@@ -93,6 +93,7 @@ trait ErasedOps {
     fn gather_batch(&self, c: &GatherCase) -> (Vec<f32>, Vec<u32>);
     fn memory(&self, a: &[f32], b: &[f32], idx: &[u32]) -> (Vec<f32>, Vec<f32>, Vec<u32>);
     fn copy(&self, a: &[f32], b: &[f32]) -> Vec<f32>;
+    fn scale_add(&self, acc: &[f32], xs: &[Vec<f32>], len: usize) -> Vec<f32>;
 }
 
 struct Ops<'a, B: Backend>(&'a B);
@@ -393,6 +394,20 @@ impl<B: Backend> ErasedOps for Ops<'_, B> {
         let mut ids_all = be.download_indices(&ids);
         ids_all.extend(be.download_indices(&up));
         (early, all, ids_all)
+    }
+
+    fn scale_add(&self, acc: &[f32], xs: &[Vec<f32>], len: usize) -> Vec<f32> {
+        let be = self.0;
+        let mut acc = be.upload(acc);
+        // The running mean of xs, as test-time augmentation keeps it: the first add does
+        // not read acc.
+        for (k, x) in xs.iter().enumerate() {
+            let x = be.upload(x);
+            let k = k as f32;
+            be.scale_add(&mut acc, &x, k / (k + 1.0), 1.0 / (k + 1.0), len);
+        }
+        be.submit();
+        be.download(&acc)
     }
 
     fn copy(&self, a: &[f32], b: &[f32]) -> Vec<f32> {
@@ -826,6 +841,23 @@ fn copy_matches_the_reference_and_keeps_its_order() {
             // Copies and relu only: exact.
             assert_eq!(got, want);
         },
+    );
+}
+
+#[test]
+fn scale_add_matches_the_reference() {
+    // 1001 of 1008 elements; the accumulator starts with NaNs (never read by the first add)
+    // and its tail must keep its values.
+    let len = 1001;
+    let mut acc = random_vec(len + 7, 5.0, 6.0, 120);
+    acc[..10].fill(f32::NAN);
+    let xs: Vec<Vec<f32>> = (0..10)
+        .map(|k| random_vec(len + 7, -8.0, 8.0, 121 + k))
+        .collect();
+    parity(
+        |o| o.scale_add(&acc, &xs, len),
+        // Two roundings a step, in the same order: a few ulp of values up to 8.
+        |got, want| assert_close("running mean", got, want, 1e-6, 1e-6),
     );
 }
 

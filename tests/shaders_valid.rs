@@ -33,6 +33,7 @@ fn every_shader_parses_and_validates() {
         "softmax_xent.wgsl",
         "optimizer.wgsl",
         "data.wgsl",
+        "accumulate.wgsl",
     ];
     for name in expected {
         assert!(SHADERS.iter().any(|s| s.name == name), "{name} missing");
@@ -134,6 +135,7 @@ fn each_backend_method_names_its_entry_point_cpu_function_and_parity_test() {
         "softmax_cross_entropy_backward",
         "confusion_accumulate",
         "optimizer_step",
+        "scale_add",
     ];
     let parity =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/gpu_parity.rs"))

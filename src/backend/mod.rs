@@ -552,4 +552,19 @@ pub trait Backend {
         decay: &Self::Tensor,
         step: &OptimizerStep,
     );
+
+    // ---- accumulation -------------------------------------------------------------------
+
+    /// `acc[i] = alpha·acc[i] + beta·x[i]` for `i < len` (*accumulates* into `acc` unless
+    /// `alpha` is 0, in which case the old `acc` is not read: `acc[i] = beta·x[i]`). With
+    /// `alpha = k/(k+1)`, `beta = 1/(k+1)` it keeps the running mean of `k + 1` tensors, as
+    /// test-time augmentation does for its views' logits.
+    fn scale_add(
+        &self,
+        acc: &mut Self::Tensor,
+        x: &Self::Tensor,
+        alpha: f32,
+        beta: f32,
+        len: usize,
+    );
 }

@@ -15,8 +15,9 @@ use crate::cancel::Cancel;
 use crate::checkpoint::Checkpoint;
 use crate::device::{run_on, Job};
 use crate::error::{Error, Result};
-use crate::eval::{DeviceSet, EvalResult, Evaluator};
+use crate::eval::{DeviceSet, EvalResult, Evaluator, Tta};
 use crate::report::progress::Progress;
+use crate::report::summary::{TtaScores, TtaSummary};
 use crate::report::{self, EpochRecord};
 use crate::settings::{Settings, Splits};
 use crate::train::{EarlyStopping, EpochOutcome, Scheduler, TrainState, Trainer};
@@ -288,12 +289,15 @@ impl<B: Backend> Run<'_, '_, B> {
     }
 
     /// Tests the best validation epoch's weights (kept in memory, so another process
-    /// touching the folder cannot change the result) and writes the reports and summary.
+    /// touching the folder cannot change the result), plain and with test-time augmentation
+    /// (flip and crops, in one pass over the crops' views), and writes the reports and
+    /// summary.
     fn finish(&mut self, elapsed: Duration) -> Result<report::Summary> {
         let best = self.best.as_ref().unwrap_or(&self.last_good);
-        self.evaluator.set_params(best);
         let set = DeviceSet::new(self.be, &self.splits.test);
-        let test = self.evaluator.evaluate(&set, false);
+        let spec = self.trainer.spec();
+        let mut tester = Evaluator::with_tta(self.be, spec, best, set.len(), Tta::Crops)?;
+        let test = tester.evaluate(&set, false);
         let title = format!(
             "{} — test accuracy {:.2}% (best validation epoch {})",
             self.trainer.spec().name,
@@ -301,17 +305,30 @@ impl<B: Backend> Run<'_, '_, B> {
             self.best_epoch()
         );
         self.folder.write_confusion(&test.confusion, &title)?;
-        let summary = report::Summary::new(
-            &test.confusion,
-            test.loss,
-            &self.records,
-            self.seconds_before + elapsed.as_secs_f64(),
-            &self.device,
-        );
+        let scores = |t: Tta| {
+            let r = test
+                .with_tta(t)
+                .expect("a crops pass reports flip and crops");
+            TtaScores::new(&r.confusion, r.loss)
+        };
+        let summary = report::Summary {
+            tta: Some(TtaSummary {
+                flip: scores(Tta::Flip),
+                crops: scores(Tta::Crops),
+            }),
+            ..report::Summary::new(
+                &test.confusion,
+                test.loss,
+                &self.records,
+                self.seconds_before + elapsed.as_secs_f64(),
+                &self.device,
+            )
+        };
         self.folder.write_summary(&summary)?;
         eprintln!(
-            "{}",
-            crate::eval::report_text(&test, "test (best validation checkpoint)")
+            "{}{}",
+            crate::eval::report_text(&test, "test (best validation checkpoint), no TTA"),
+            crate::eval::tta_lines(&test, "test")
         );
         eprintln!("run folder: {}", self.folder.path().display());
         Ok(summary)

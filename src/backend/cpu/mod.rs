@@ -21,6 +21,7 @@
 //! it one function per entry point, named like the entry point and the [`Backend`] method
 //! (`conv2d::conv2d_forward`); `gemm` is the matrix-product helper behind conv2d and dense.
 
+mod accumulate;
 mod activation;
 mod conv2d;
 mod data;
@@ -476,6 +477,11 @@ impl Backend for CpuBackend {
         step: &OptimizerStep,
     ) {
         self.install(|| optimizer::optimizer_step(params, grads, m, v, decay, step));
+    }
+
+    fn scale_add(&self, acc: &mut Vec<f32>, x: &Vec<f32>, alpha: f32, beta: f32, len: usize) {
+        assert!(acc.len() >= len && x.len() >= len);
+        self.install(|| accumulate::scale_add(acc, x, alpha, beta, len));
     }
 }
 

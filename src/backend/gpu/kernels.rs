@@ -56,6 +56,10 @@ pub const SHADERS: &[ShaderFile] = &[
         name: "data.wgsl",
         source: include_str!("../../../shaders/data.wgsl"),
     },
+    ShaderFile {
+        name: "accumulate.wgsl",
+        source: include_str!("../../../shaders/accumulate.wgsl"),
+    },
 ];
 
 /// What a binding slot holds.
@@ -104,6 +108,8 @@ pub enum Kernel {
     OptimizerStep,
     /// `data.wgsl` `gather_batch`.
     GatherBatch,
+    /// `accumulate.wgsl` `scale_add`.
+    ScaleAdd,
 }
 
 /// An entry point's file, name and bind group layout (its workgroup size is the shader's,
@@ -222,6 +228,12 @@ pub const KERNELS: &[KernelSpec] = &[
         "data.wgsl",
         "gather_batch",
         &[(0, U), (1, W), (2, W), (3, R), (4, R), (5, R)],
+    ),
+    spec(
+        Kernel::ScaleAdd,
+        "accumulate.wgsl",
+        "scale_add",
+        &[(0, U), (1, W), (2, R)],
     ),
 ];
 

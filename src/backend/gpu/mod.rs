@@ -628,4 +628,9 @@ impl Backend for GpuBackend {
             &[&params.buf, &grads.buf, &m.buf, &v.buf, &decay.buf],
         );
     }
+
+    fn scale_add(&self, acc: &mut GpuTensor, x: &GpuTensor, alpha: f32, beta: f32, len: usize) {
+        assert!(acc.len() >= len && x.len() >= len);
+        self.launch(&ops::scale_add(len, alpha, beta), &[&acc.buf, &x.buf]);
+    }
 }

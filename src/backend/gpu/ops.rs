@@ -8,7 +8,7 @@
 //! device's per-dimension limit fold into a second dimension (`shape::dispatch_2d`).
 
 use super::kernels::Kernel;
-use super::uniforms::{Act, Conv, Gather, Loss, Mm, Optim, Pool, Uniform};
+use super::uniforms::{Accum, Act, Conv, Gather, Loss, Mm, Optim, Pool, Uniform};
 use crate::backend::{Activation, OptimizerStep};
 use crate::shape::{Conv2dShape, DenseShape, PoolShape};
 
@@ -382,6 +382,19 @@ pub(crate) fn optimizer_step(s: &OptimizerStep, len: usize) -> Launch<Optim> {
         _pad1: 0,
     };
     Launch::new(Kernel::OptimizerStep, uniform, Grid::Invocations(len))
+}
+
+// ---- accumulation -------------------------------------------------------------------------
+
+/// `scale_add` over the first `len` elements, one per invocation.
+pub(crate) fn scale_add(len: usize, alpha: f32, beta: f32) -> Launch<Accum> {
+    let uniform = Accum {
+        len: u(len),
+        _pad: 0,
+        alpha,
+        beta,
+    };
+    Launch::new(Kernel::ScaleAdd, uniform, Grid::Invocations(len))
 }
 
 #[cfg(test)]

@@ -169,6 +169,16 @@ uniform! {
     }
 }
 
+uniform! {
+    /// `accumulate.wgsl` `Accum`: element count and the two scales of `acc ← α·acc + β·x`.
+    Accum in "accumulate.wgsl" {
+        len: u32,
+        _pad: u32,
+        alpha: f32,
+        beta: f32,
+    }
+}
+
 /// Every uniform struct, one per shader file.
 pub const UNIFORMS: &[UniformLayout] = &[
     Conv::LAYOUT,
@@ -178,4 +188,5 @@ pub const UNIFORMS: &[UniformLayout] = &[
     Loss::LAYOUT,
     Optim::LAYOUT,
     Gather::LAYOUT,
+    Accum::LAYOUT,
 ];
