@@ -168,7 +168,7 @@ pub struct BatchDone {
     /// Images trained so far in this call.
     pub images: usize,
     /// Running training loss and accuracy of the epoch, when they were read back after this
-    /// batch (see [`Trainer::set_live_stats`]).
+    /// batch (see [`TrainerOptions::live_stats`]).
     pub running: Option<(f64, f64)>,
     /// The learning rate this batch's step used: the epoch's rate times the warm-up factor.
     pub lr: f64,
