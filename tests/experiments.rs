@@ -424,6 +424,27 @@ fn rates_on_accuracy(schedule: &str, base: f64, val_accs: &[f64]) -> Vec<f64> {
         .collect()
 }
 
+/// The `schedules` part of `tests/fixtures/torch_reference.json` (PyTorch's schedulers, see
+/// `tests/fixtures/torch_reference.py`).
+fn torch_schedules() -> serde_json::Value {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/torch_reference.json"
+    );
+    let all: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).expect(path)).expect("JSON");
+    all["schedules"].clone()
+}
+
+/// A JSON array of numbers, `null` read as NaN.
+fn numbers(v: &serde_json::Value) -> Vec<f64> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap_or(f64::NAN))
+        .collect()
+}
+
 #[test]
 fn plateau_can_follow_validation_accuracy() {
     // ReduceLROnPlateau(mode="max", patience=2, factor=0.5, min_lr=0.2, threshold=0) on these
@@ -437,6 +458,16 @@ fn plateau_can_follow_validation_accuracy() {
             &accs,
         ),
         &[1.0, 1.0, 1.0, 1.0, 0.5, 0.5, 0.5, 0.25, 0.25, 0.2],
+    );
+    // PyTorch's ReduceLROnPlateau(mode="max") on the same accuracies gives the same rates.
+    let torch = &torch_schedules()["plateau_acc"];
+    assert_rates(
+        &rates_on_accuracy(
+            torch["schedule"].as_str().unwrap(),
+            torch["base_lr"].as_f64().unwrap(),
+            &numbers(&torch["val_accs"]),
+        ),
+        &numbers(&torch["lrs"]),
     );
     // The loss mode ignores accuracy: the loss above always improves, so no reduction.
     assert_rates(
@@ -459,6 +490,12 @@ fn warmup_ramps_each_step_linearly_over_its_epochs() {
     let want: Vec<f64> = (1..=10).map(|t| (t as f64 / 8.0).min(1.0)).collect();
     assert_rates(&factors, &want);
     assert_eq!(Warmup::new(0, 4).factor(1), 1.0, "no warm-up");
+    // PyTorch's LinearLR(start_factor=1/W, total_iters=W − 1), stepped per batch.
+    let torch = &torch_schedules()["warmup"];
+    let base = torch["base_lr"].as_f64().unwrap();
+    let w = Warmup::new(1, torch["steps"].as_u64().unwrap() as usize);
+    let ours: Vec<f64> = (1..=12).map(|t| base * w.factor(t)).collect();
+    assert_rates(&ours, &numbers(&torch["lrs"]));
 }
 
 /// The trainer scales each step's rate by the warm-up, counting steps across epochs and
