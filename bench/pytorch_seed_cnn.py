@@ -2,7 +2,8 @@
 
 Trains the notebook's seed CNN (or the MLP) on random 48x48 data with Adam 1e-3 and prints
 training and evaluation images/s, plus the second conv's forward GFLOP/s, so the ratio to
-`fergpu bench` can be taken in the same sitting.
+`fergpu bench` can be taken in the same sitting. The optimizer is fergpu's default exactly:
+torch.optim.Adam's formulas with eps 1e-7 (fergpu's --adam-eps default).
 
     python3 bench/pytorch_seed_cnn.py --threads 2 --batch 32 --steps 30
     python3 bench/pytorch_seed_cnn.py --device cuda --batch 32 --steps 300 [--torch-defaults]

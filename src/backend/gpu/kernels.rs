@@ -49,8 +49,8 @@ pub const SHADERS: &[ShaderFile] = &[
         source: include_str!("../../../shaders/softmax_xent.wgsl"),
     },
     ShaderFile {
-        name: "adam.wgsl",
-        source: include_str!("../../../shaders/adam.wgsl"),
+        name: "optimizer.wgsl",
+        source: include_str!("../../../shaders/optimizer.wgsl"),
     },
     ShaderFile {
         name: "data.wgsl",
@@ -67,6 +67,10 @@ pub const SHADERS: &[ShaderFile] = &[
     ShaderFile {
         name: "globalavgpool.wgsl",
         source: include_str!("../../../shaders/globalavgpool.wgsl"),
+    },
+    ShaderFile {
+        name: "accumulate.wgsl",
+        source: include_str!("../../../shaders/accumulate.wgsl"),
     },
 ];
 
@@ -112,8 +116,8 @@ pub enum Kernel {
     SoftmaxCrossEntropyBackward,
     /// `softmax_xent.wgsl` `confusion_accumulate`.
     ConfusionAccumulate,
-    /// `adam.wgsl` `adam_step`.
-    AdamStep,
+    /// `optimizer.wgsl` `optimizer_step`.
+    OptimizerStep,
     /// `data.wgsl` `gather_batch`.
     GatherBatch,
     /// `data.wgsl` `gather_batch_warped`.
@@ -132,6 +136,8 @@ pub enum Kernel {
     GlobalavgpoolForward,
     /// `globalavgpool.wgsl` `globalavgpool_backward`.
     GlobalavgpoolBackward,
+    /// `accumulate.wgsl` `scale_add`.
+    ScaleAdd,
 }
 
 /// An entry point's file, name and bind group layout (its workgroup size is the shader's,
@@ -240,10 +246,10 @@ pub const KERNELS: &[KernelSpec] = &[
         &[(0, U), (8, W), (7, R), (4, R)],
     ),
     spec(
-        Kernel::AdamStep,
-        "adam.wgsl",
-        "adam_step",
-        &[(0, U), (1, W), (2, R), (3, W), (4, W)],
+        Kernel::OptimizerStep,
+        "optimizer.wgsl",
+        "optimizer_step",
+        &[(0, U), (1, W), (2, R), (3, W), (4, W), (5, R)],
     ),
     spec(
         Kernel::GatherBatch,
@@ -298,6 +304,12 @@ pub const KERNELS: &[KernelSpec] = &[
         "globalavgpool.wgsl",
         "globalavgpool_backward",
         &[(0, U), (3, W), (4, R)],
+    ),
+    spec(
+        Kernel::ScaleAdd,
+        "accumulate.wgsl",
+        "scale_add",
+        &[(0, U), (1, W), (2, R)],
     ),
 ];
 
