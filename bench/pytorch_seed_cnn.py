@@ -6,6 +6,8 @@ layers: 3x3 "same" convolutions with batch norm, dropout 0.5) on random 48x48 da
 1e-3 and prints training and evaluation images/s, plus (for the CNN) the second conv's
 forward GFLOP/s, so the ratio to `fergpu bench` can be taken in the same sitting. `--epoch`
 times one FER2013-sized training epoch (28,709 images) end to end instead of `--steps`.
+The optimizer is fergpu's default exactly: torch.optim.Adam's formulas with
+eps 1e-7 (fergpu's --adam-eps default).
 
     python3 bench/pytorch_seed_cnn.py --threads 2 --batch 32 --steps 30
     python3 bench/pytorch_seed_cnn.py --device cuda --batch 32 --steps 300 [--torch-defaults]

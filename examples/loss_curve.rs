@@ -14,10 +14,10 @@ use anyhow::{bail, Context as _};
 use fergpu::backend::cpu::CpuBackend;
 use fergpu::backend::gpu::adapter::AdapterRequest;
 use fergpu::backend::gpu::GpuBackend;
-use fergpu::backend::{stats, Activation, Backend};
+use fergpu::backend::{stats, Activation, Backend, OptimizerConfig};
 use fergpu::data::csv::{load, LoadOptions};
 use fergpu::data::{Dataset, Usage};
-use fergpu::model::network::{Adam, Mode, Network};
+use fergpu::model::network::{Mode, Network, Optimizer};
 use fergpu::model::{ModelSpec, Plan};
 use fergpu::rng::Rng;
 use fergpu::shape::NUM_CLASSES;
@@ -85,7 +85,7 @@ fn train<B: Backend>(
     a: &Args,
 ) -> Curve {
     let mut net = Network::new(be, plan.clone(), params);
-    let mut adam = Adam::new(be, plan.num_params);
+    let mut opt = Optimizer::new(be, plan, OptimizerConfig::default());
     let images = be.upload_images(&ds.pixels, &ds.labels);
     let order_buf = be.upload_indices(order); // (steps·batch) row indices
     let ones = be.upload(&[1.0; NUM_CLASSES]); // (7) class weights
@@ -105,12 +105,12 @@ fn train<B: Backend>(
         );
         let mode = Mode::Train {
             seed: a.seed,
-            step: adam.t,
+            step: opt.t,
         };
         net.forward(be, a.batch, mode);
-        net.loss_forward(be, &mut st, &ones, a.batch);
-        net.backward(be, &ones, a.batch);
-        adam.step(be, &mut net, 1e-3);
+        net.loss_forward(be, &mut st, &ones, 0.0, a.batch);
+        net.backward(be, &ones, 0.0, a.batch);
+        opt.step(be, &mut net, 1e-3);
         be.submit();
         if (step + 1) % a.every == 0 || step + 1 == a.steps {
             let s = be.download(&st);

@@ -1,4 +1,5 @@
-// softmax_xent.wgsl: softmax + class-weighted cross-entropy, its gradient, and the confusion
+// softmax_xent.wgsl: softmax + class-weighted cross-entropy with label smoothing (PyTorch's
+// CrossEntropyLoss(weight, label_smoothing) per sample), its gradient, and the confusion
 // matrix.
 //
 // Layout (row-major): logits, probs, d_logits (batch, classes) f32; labels (batch) u32;
@@ -6,8 +7,8 @@
 // (backend::stats); confusion (classes, classes) u32, rows true label, columns predicted.
 //
 // Bindings (group 0):
-//   0 p              uniform Loss            batch, classes (host: gpu/uniforms.rs Loss,
-//                                            filled by gpu/ops.rs)
+//   0 p              uniform Loss            batch, classes, smoothing ε (host:
+//                                            gpu/uniforms.rs Loss, filled by gpu/ops.rs)
 //   forward:   1 probs_out read_write f32, 2 stats read_write f32, 3 logits read f32,
 //              4 labels read u32, 5 weights read f32
 //   backward:  6 d_logits read_write f32, 7 probs read f32, 4 labels, 5 weights
@@ -17,19 +18,21 @@
 //   softmax_cross_entropy_forward: ONE workgroup of FWD_WG = 64, dispatched (1, 1, 1).
 //     Invocation l handles rows l, l + FWD_WG, …; its partial sums go to workgroup memory and
 //     invocation 0 adds them in index order, so the statistics are deterministic; then it
-//     accumulates into stats. −log p[y] is computed as −(x[y] − max − ln Σ exp(x − max)),
-//     finite for any logits.
+//     accumulates into stats. A sample's loss is (1 − ε)·w[y]·(−log p[y]) +
+//     (ε/C)·Σ_c w[c]·(−log p[c]); each −log p[c] is computed as −(x[c] − max − ln Σ exp(x −
+//     max)), finite for any logits.
 //   softmax_cross_entropy_backward: workgroups of BWD_WG = 256 folded into 2-D by
 //     shape::dispatch_2d, lin = gid.y * (nwg.x * BWD_WG) + gid.x; one element (b, c) per
-//     invocation.
+//     invocation: (w[y]/batch)·(1 − ε)·(p − [c = y]) + (ε/(C·batch))·(W·p − w[c]),
+//     W = Σ_c w[c].
 //   confusion_accumulate: same folding with workgroups of CONFUSION_WG = 64, one sample per
 //     invocation; the counts are integers, so atomicAdd order does not matter.
 
 struct Loss {
     batch: u32,
     classes: u32,
-    _pad0: u32,
-    _pad1: u32,
+    smoothing: f32,   // label smoothing ε in [0, 1] (0 for confusion_accumulate)
+    _pad: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Loss;
@@ -81,7 +84,14 @@ fn softmax_cross_entropy_forward(@builtin(local_invocation_index) l: u32) {
         }
         let y = labels[b];
         let w = weights[y];
-        loss += w * -(logits[row + y] - mx - log(sum));
+        let log_sum = log(sum);
+        // Σ_c w[c]·(−log p[c]): the smoothing's share, spread over every class.
+        var spread = 0.0;
+        for (var c = 0u; c < p.classes; c++) {
+            spread += weights[c] * -(logits[row + c] - mx - log_sum);
+        }
+        loss += (1.0 - p.smoothing) * (w * -(logits[row + y] - mx - log_sum))
+            + p.smoothing / f32(p.classes) * spread;
         wsum += w;
         correct += select(0.0, 1.0, best == y);
     }
@@ -113,9 +123,16 @@ fn softmax_cross_entropy_backward(@builtin(global_invocation_id) gid: vec3<u32>,
         return;
     }
     let b = i / p.classes;
+    let c = i % p.classes;
     let y = labels[b];
-    let scale = weights[y] / f32(p.batch);
-    d_logits[i] = scale * (probs[i] - select(0.0, 1.0, i % p.classes == y));
+    var total = 0.0;
+    for (var k = 0u; k < p.classes; k++) {
+        total += weights[k];
+    }
+    let scale = weights[y] / f32(p.batch) * (1.0 - p.smoothing);
+    let spread = p.smoothing / f32(p.classes * p.batch);
+    d_logits[i] = scale * (probs[i] - select(0.0, 1.0, c == y))
+        + spread * (total * probs[i] - weights[c]);
 }
 
 @compute @workgroup_size(CONFUSION_WG)

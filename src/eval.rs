@@ -1,6 +1,8 @@
 //! Evaluation of a checkpoint: accuracy, loss, the labelled confusion matrix, per-class
-//! precision/recall/F1, and per-image predictions.
+//! precision/recall/F1, and per-image predictions; with test-time augmentation ([`Tta`]),
+//! the same figures for logits averaged over several views, reported beside the plain ones.
 
+use crate::augment;
 use crate::backend::{stats, Backend};
 use crate::checkpoint::Checkpoint;
 use crate::data::{Dataset, EMOTIONS};
@@ -15,6 +17,88 @@ use std::path::Path;
 /// The largest batch of evaluation-only passes; smaller where the device's buffers are
 /// smaller ([`eval_batch`]).
 pub const EVAL_BATCH: usize = 256;
+
+/// How far a `crops` view of [`Tta`] shifts the image, in pixels along each axis.
+pub const TTA_SHIFT: i32 = 2;
+
+/// Every view test-time augmentation uses, as `(flip, dx, dy)` of an order entry
+/// ([`augment::pack`]: mirror first, then read source pixel `(y + dy, x + dx)` with the edges
+/// repeated). A mode's views are the first [`Tta::views`] of these, so each mode starts with
+/// the views of the one before it.
+const VIEWS: [(bool, i32, i32); 10] = {
+    let s = TTA_SHIFT;
+    [
+        (false, 0, 0), // the image as it is
+        (true, 0, 0),  // mirrored
+        (false, -s, -s),
+        (true, -s, -s),
+        (false, s, -s),
+        (true, s, -s),
+        (false, -s, s),
+        (true, -s, s),
+        (false, s, s),
+        (true, s, s),
+    ]
+};
+
+/// Test-time augmentation: the views whose logits are averaged (an unweighted mean) before
+/// the softmax. Results with it are always reported beside, never instead of, the plain
+/// ones.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Tta {
+    /// One view: the image as it is (plain evaluation).
+    #[default]
+    None,
+    /// Two views: the image and its mirror image.
+    Flip,
+    /// Ten views: five positions (the image, and the image moved by [`TTA_SHIFT`] pixels
+    /// towards each corner: `(dx, dy)` = (±2, ±2), edges repeated, so each shows a 46×46
+    /// corner crop at full size) × {as it is, mirrored}. The first two are `flip`'s.
+    Crops,
+}
+
+impl Tta {
+    /// Every mode, in order of their view counts.
+    pub const ALL: [Tta; 3] = [Tta::None, Tta::Flip, Tta::Crops];
+
+    /// `none`, `flip` or `crops`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Tta::None => "none",
+            Tta::Flip => "flip",
+            Tta::Crops => "crops",
+        }
+    }
+
+    /// Parses `none`, `flip` or `crops`.
+    pub fn parse(s: &str) -> Result<Tta> {
+        Tta::ALL
+            .into_iter()
+            .find(|t| t.name() == s.trim())
+            .ok_or_else(|| Error::Config(format!("--tta '{s}': expected none, flip or crops")))
+    }
+
+    /// The views, `(flip, dx, dy)` as [`augment::pack`] reads them, the image as it is first.
+    pub fn views(self) -> &'static [(bool, i32, i32)] {
+        let n = match self {
+            Tta::None => 1,
+            Tta::Flip => 2,
+            Tta::Crops => VIEWS.len(),
+        };
+        &VIEWS[..n]
+    }
+
+    /// The augmented modes an evaluator built with this one reports, in order: each mode
+    /// above `none` up to this one (a pass over `crops`' views passes over `flip`'s first).
+    pub fn reported(self) -> Vec<Tta> {
+        let n = self.views().len();
+        Tta::ALL[1..]
+            .iter()
+            .copied()
+            .filter(|t| t.views().len() <= n)
+            .collect()
+    }
+}
 
 /// A data set resident on the device, with an identity order for evaluation.
 pub struct DeviceSet<B: Backend> {
@@ -56,6 +140,17 @@ pub struct EvalResult {
     pub confusion: Confusion,
     /// Probabilities `(n, 7)` when asked for.
     pub probs: Option<Vec<f32>>,
+    /// With test-time augmentation, the same figures for each augmented mode the evaluator
+    /// reports ([`Tta::reported`]), computed from the mean of the views' logits (their own
+    /// `tta` empty); the figures above stay the plain, one-view ones. Empty without.
+    pub tta: Vec<(Tta, EvalResult)>,
+}
+
+impl EvalResult {
+    /// The result of augmented mode `tta`, if this pass computed it.
+    pub fn with_tta(&self, tta: Tta) -> Option<&EvalResult> {
+        self.tta.iter().find(|(t, _)| *t == tta).map(|(_, r)| r)
+    }
 }
 
 /// The batch for evaluating `spec` over `n` images on `be`: [`EVAL_BATCH`], fewer when the
@@ -72,13 +167,24 @@ pub fn eval_batch<B: Backend>(be: &B, spec: &ModelSpec, n: usize) -> Result<usiz
 }
 
 /// A model set up for evaluation: its network at the evaluation batch size and the buffers a
-/// pass accumulates into.
+/// pass accumulates into; with test-time augmentation, the views' orders and the buffers of
+/// the averaged logits.
 pub struct Evaluator<'b, B: Backend> {
     be: &'b B,
     net: Network<B>,
     stats: B::Tensor,      // (4) see backend::stats
     confusion: B::Indices, // (7, 7) rows true, columns predicted
     ones: B::Tensor,       // (7) uniform class weights
+    tta: Tta,
+    /// Images the view orders cover (sets evaluated with TTA hold at most this many).
+    max_images: usize,
+    /// `(V, max_images)` order entries, view-major: view `v` of image `i` at
+    /// `v·max_images + i` ([`augment::pack`]); `None` without TTA.
+    views: Option<B::Indices>,
+    mean: B::Tensor,       // (batch, 7) running mean of the views' logits
+    mean_probs: B::Tensor, // (batch, 7) softmax of the mean
+    /// Per reported mode ([`Tta::reported`]): its stats `(4)` and confusion `(7, 7)`.
+    tta_sums: Vec<(Tta, B::Tensor, B::Indices)>,
 }
 
 impl<'b, B: Backend> Evaluator<'b, B> {
@@ -91,8 +197,20 @@ impl<'b, B: Backend> Evaluator<'b, B> {
         params: &[f32],
         max_images: usize,
     ) -> Result<Evaluator<'b, B>> {
+        Evaluator::with_tta(be, spec, params, max_images, Tta::None)
+    }
+
+    /// [`Evaluator::new`] with test-time augmentation `tta`: each pass reports the plain
+    /// figures and, apart, those of every mode of [`Tta::reported`].
+    pub fn with_tta(
+        be: &'b B,
+        spec: &ModelSpec,
+        params: &[f32],
+        max_images: usize,
+        tta: Tta,
+    ) -> Result<Evaluator<'b, B>> {
         let batch = eval_batch(be, spec, max_images)?;
-        Evaluator::with_batch(be, spec, params, batch)
+        Evaluator::build(be, spec, params, batch, max_images, tta)
     }
 
     /// Builds the network of `spec` with `params (P)` at exactly `batch` images per batch
@@ -103,13 +221,48 @@ impl<'b, B: Backend> Evaluator<'b, B> {
         params: &[f32],
         batch: usize,
     ) -> Result<Evaluator<'b, B>> {
+        Evaluator::build(be, spec, params, batch, 0, Tta::None)
+    }
+
+    fn build(
+        be: &'b B,
+        spec: &ModelSpec,
+        params: &[f32],
+        batch: usize,
+        max_images: usize,
+        tta: Tta,
+    ) -> Result<Evaluator<'b, B>> {
         let plan = Plan::new(spec, batch)?;
+        let views = (tta != Tta::None).then(|| {
+            let entries: Vec<u32> = tta
+                .views()
+                .iter()
+                .flat_map(|&(flip, dx, dy)| {
+                    (0..max_images as u32).map(move |i| augment::pack(i, flip, dx, dy))
+                })
+                .collect();
+            be.upload_indices(&entries)
+        });
+        let tta_sums = tta
+            .reported()
+            .into_iter()
+            .map(|t| {
+                let st = be.zeros(stats::LEN);
+                (t, st, be.zeros_indices(NUM_CLASSES * NUM_CLASSES))
+            })
+            .collect();
         Ok(Evaluator {
             be,
             net: Network::new(be, plan, params),
             stats: be.zeros(stats::LEN),
             confusion: be.zeros_indices(NUM_CLASSES * NUM_CLASSES),
             ones: be.upload(&[1.0; NUM_CLASSES]),
+            tta,
+            max_images,
+            views,
+            mean: be.zeros(batch * NUM_CLASSES),
+            mean_probs: be.zeros(batch * NUM_CLASSES),
+            tta_sums,
         })
     }
 
@@ -141,46 +294,121 @@ impl<'b, B: Backend> Evaluator<'b, B> {
 
     /// One pass over `set`: softmax statistics and the confusion matrix accumulate on the
     /// device and are read once at the end (plus the probabilities per batch when
-    /// `keep_probs`).
+    /// `keep_probs`). With test-time augmentation each batch runs once per view; the first
+    /// view (the image as it is) gives the plain figures, and after the last view of each
+    /// reported mode the running mean of the logits gives that mode's.
     pub fn evaluate(&mut self, set: &DeviceSet<B>, keep_probs: bool) -> EvalResult {
-        let (be, net) = (self.be, &mut self.net);
-        be.write(&mut self.stats, &[0.0; stats::LEN]);
-        be.write_indices(&mut self.confusion, &[0; NUM_CLASSES * NUM_CLASSES]);
-        let mut probs = keep_probs.then(|| Vec::with_capacity(set.n * NUM_CLASSES));
+        let Evaluator {
+            be,
+            net,
+            stats,
+            confusion,
+            ones,
+            tta,
+            max_images,
+            views,
+            mean,
+            mean_probs,
+            tta_sums,
+        } = self;
+        let (be, max_images) = (*be, *max_images);
+        assert!(
+            views.is_none() || set.n <= max_images,
+            "a set of {} images, but the views cover {max_images}",
+            set.n
+        );
+        be.write(stats, &[0.0; stats::LEN]);
+        be.write_indices(confusion, &[0; NUM_CLASSES * NUM_CLASSES]);
+        for (_, st, conf) in tta_sums.iter_mut() {
+            be.write(st, &[0.0; stats::LEN]);
+            be.write_indices(conf, &[0; NUM_CLASSES * NUM_CLASSES]);
+        }
+        let new_probs = || keep_probs.then(|| Vec::with_capacity(set.n * NUM_CLASSES));
+        let mut probs = new_probs();
+        let mut tta_probs: Vec<Option<Vec<f32>>> = tta_sums.iter().map(|_| new_probs()).collect();
+        let n_views = tta.views().len();
         let max_batch = net.plan.batch;
         for offset in (0..set.n).step_by(max_batch) {
             let batch = max_batch.min(set.n - offset);
-            be.gather_batch(
-                &mut net.x,
-                &mut net.labels,
-                &set.images,
-                &set.identity,
-                offset,
-                batch,
-            );
-            net.forward(be, batch, Mode::Eval);
-            net.loss_forward(be, &mut self.stats, &self.ones, batch);
-            be.confusion_accumulate(
-                &mut self.confusion,
-                &net.probs,
-                &net.labels,
-                batch,
-                NUM_CLASSES,
-            );
+            for v in 0..n_views {
+                let (order, start) = match views {
+                    Some(o) => (&*o, v * max_images + offset),
+                    None => (&set.identity, offset),
+                };
+                be.gather_batch(
+                    &mut net.x,
+                    &mut net.labels,
+                    &set.images,
+                    order,
+                    start,
+                    batch,
+                );
+                net.forward(be, batch, Mode::Eval);
+                if v == 0 {
+                    net.loss_forward(be, stats, ones, 0.0, batch);
+                    be.confusion_accumulate(confusion, &net.probs, &net.labels, batch, NUM_CLASSES);
+                }
+                if n_views == 1 {
+                    continue;
+                }
+                let k = v as f32;
+                let len = batch * NUM_CLASSES;
+                be.scale_add(mean, net.logits(), k / (k + 1.0), 1.0 / (k + 1.0), len);
+                for ((t, st, conf), p) in tta_sums.iter_mut().zip(&mut tta_probs) {
+                    if t.views().len() != v + 1 {
+                        continue;
+                    }
+                    be.softmax_cross_entropy_forward(
+                        mean_probs,
+                        st,
+                        mean,
+                        &net.labels,
+                        ones,
+                        0.0,
+                        batch,
+                        NUM_CLASSES,
+                    );
+                    be.confusion_accumulate(conf, mean_probs, &net.labels, batch, NUM_CLASSES);
+                    if let Some(p) = p.as_mut() {
+                        be.submit();
+                        p.extend_from_slice(&be.download(mean_probs)[..len]);
+                    }
+                }
+            }
             be.submit();
+            // The plain probabilities: only the first view's loss op writes net.probs.
             if let Some(p) = probs.as_mut() {
                 p.extend_from_slice(&be.download(&net.probs)[..batch * NUM_CLASSES]);
             }
         }
-        let s = be.download(&self.stats);
-        let confusion = Confusion::from_flat(&be.download_indices(&self.confusion));
-        let samples = s[stats::SAMPLES].max(1.0) as f64;
+        let tta = tta_sums
+            .iter()
+            .zip(tta_probs)
+            .map(|((t, st, conf), p)| (*t, read_result(be, st, conf, p)))
+            .collect();
         EvalResult {
-            loss: s[stats::LOSS_SUM] as f64 / samples,
-            accuracy: confusion.accuracy(),
-            confusion,
-            probs,
+            tta,
+            ..read_result(be, stats, confusion, probs)
         }
+    }
+}
+
+/// Reads one pass's statistics `(4)` and confusion `(7, 7)` back into a result.
+fn read_result<B: Backend>(
+    be: &B,
+    stats: &B::Tensor,
+    confusion: &B::Indices,
+    probs: Option<Vec<f32>>,
+) -> EvalResult {
+    let s = be.download(stats);
+    let confusion = Confusion::from_flat(&be.download_indices(confusion));
+    let samples = s[stats::SAMPLES].max(1.0) as f64;
+    EvalResult {
+        loss: s[stats::LOSS_SUM] as f64 / samples,
+        accuracy: confusion.accuracy(),
+        confusion,
+        probs,
+        tta: Vec::new(),
     }
 }
 
@@ -191,10 +419,21 @@ pub fn evaluate_checkpoint<B: Backend>(
     ds: &Dataset,
     keep_probs: bool,
 ) -> Result<EvalResult> {
+    evaluate_checkpoint_with_tta(be, ck, ds, keep_probs, Tta::None)
+}
+
+/// [`evaluate_checkpoint`] with test-time augmentation `tta` (see [`Evaluator::with_tta`]).
+pub fn evaluate_checkpoint_with_tta<B: Backend>(
+    be: &B,
+    ck: &Checkpoint,
+    ds: &Dataset,
+    keep_probs: bool,
+    tta: Tta,
+) -> Result<EvalResult> {
     if ds.is_empty() {
         return Err(Error::Config("the evaluation split has no images".into()));
     }
-    let mut ev = Evaluator::new(be, &ck.spec, &ck.params, ds.len())?;
+    let mut ev = Evaluator::with_tta(be, &ck.spec, &ck.params, ds.len(), tta)?;
     ev.set_params(&ck.params, &ck.running);
     let set = DeviceSet::new(be, ds);
     Ok(ev.evaluate(&set, keep_probs))
@@ -238,6 +477,26 @@ pub fn report_text(r: &EvalResult, what: &str) -> String {
             s,
             "{:>12}{:>11.4}{:>9.4}{:>9.4}{:>9}",
             EMOTIONS[i], sc.precision, sc.recall, sc.f1, sc.support
+        );
+    }
+    s
+}
+
+/// One line per test-time augmentation mode of `r` (none without): `{what} with TTA flip (2
+/// views averaged): … accuracy … loss … macro-F1 …`, labelled so it is never read as the
+/// plain result.
+pub fn tta_lines(r: &EvalResult, what: &str) -> String {
+    let mut s = String::new();
+    for (t, rr) in &r.tta {
+        let _ = writeln!(
+            s,
+            "{what} with TTA {} ({} views averaged): {} images  accuracy {:.2}%  loss {:.4}  macro-F1 {:.4}",
+            t.name(),
+            t.views().len(),
+            rr.confusion.total(),
+            100.0 * rr.accuracy,
+            rr.loss,
+            rr.confusion.macro_f1()
         );
     }
     s

@@ -210,7 +210,8 @@ pub fn run(be: &GpuBackend, cfg: &ProfileConfig) -> Result<Profile> {
 fn split_steps(records: Vec<TimedDispatch>) -> Vec<Vec<TimedDispatch>> {
     let mut steps: Vec<Vec<TimedDispatch>> = Vec::new();
     for r in records {
-        if r.kernel == Kernel::GatherBatch || steps.is_empty() {
+        let gather = matches!(r.kernel, Kernel::GatherBatch | Kernel::GatherBatchWarped);
+        if gather || steps.is_empty() {
             steps.push(Vec::new());
         }
         steps.last_mut().expect("pushed").push(r);

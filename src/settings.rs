@@ -18,7 +18,7 @@
 //! sweeps, `config.json` and resume pick it up from the type.
 
 use crate::augment::{self, AreaRange, Augment, Warp};
-use crate::backend::Activation;
+use crate::backend::{Activation, OptimizerKind};
 use crate::data::{csv, synth, Dataset, Usage};
 use crate::device::DeviceChoice;
 use crate::error::{Error, Result};
@@ -110,6 +110,24 @@ pub struct OptimizerSettings {
     /// Base learning rate.
     #[arg(long, default_value_t = 1e-3)]
     pub lr: f64,
+    /// Weight decay λ of the conv and dense weights (biases are not decayed): L2, added to the
+    /// gradient, for adam and sgd; decoupled (p ← p·(1 − lr·λ)) for adamw. As PyTorch's
+    /// `weight_decay`.
+    #[arg(long, default_value_t = 0.0)]
+    pub weight_decay: f64,
+    /// adam | adamw | sgd, with PyTorch's update formulas (torch.optim.Adam, AdamW, SGD).
+    #[arg(long, default_value = "adam", value_parser = parse_optimizer)]
+    pub optimizer: OptimizerKind,
+    /// SGD's momentum μ (0: plain SGD). Adam's β₁ = 0.9 plays this part for adam and adamw.
+    #[arg(long, default_value_t = 0.0)]
+    pub momentum: f64,
+    /// SGD: Nesterov momentum (needs --momentum > 0).
+    #[arg(long)]
+    pub nesterov: bool,
+    /// Adam's ε, added to the bias-corrected √v̂ (1e-7 as the notebook's Keras; PyTorch's
+    /// default is 1e-8).
+    #[arg(long, default_value_t = 1e-7)]
+    pub adam_eps: f64,
 }
 
 /// The training loss.
@@ -120,6 +138,11 @@ pub struct LossSettings {
     /// none | balanced | frequency (the notebook's: each class's share of Training).
     #[arg(long, default_value = "none", value_parser = parse_class_weight)]
     pub class_weight: ClassWeight,
+    /// Label smoothing ε (PyTorch's): the target is (1 − ε)·one-hot + ε/7, each class's term
+    /// weighted by its own class weight. Training loss only; validation and test report the
+    /// plain cross-entropy.
+    #[arg(long, value_name = "EPS", default_value_t = 0.0)]
+    pub label_smoothing: f64,
 }
 
 /// How long training runs and how the learning rate moves.
@@ -130,12 +153,18 @@ pub struct ScheduleSettings {
     /// Epochs.
     #[arg(long, default_value_t = 12)]
     pub epochs: usize,
-    /// constant | step[:every=10,gamma=0.5] | cosine[:min_lr=0] | plateau[:patience=3,factor=0.5].
+    /// constant | step[:every=10,gamma=0.5] | cosine[:min_lr=0] |
+    /// plateau[:metric=loss|acc,patience=3,factor=0.5] (metric: the validation loss or
+    /// accuracy it follows).
     #[arg(long, default_value = "constant")]
     pub lr_schedule: String,
     /// Stop when validation accuracy has not improved for N epochs.
     #[arg(long, value_name = "N")]
     pub patience: Option<usize>,
+    /// Epochs of linear learning-rate warm-up, ramped per step: with S batches per epoch, step
+    /// t (from 1) trains at min(1, t/(N·S)) times the schedule's rate, whatever the schedule.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub warmup: usize,
 }
 
 /// Training-time augmentation.
@@ -213,6 +242,10 @@ fn parse_usage(s: &str) -> std::result::Result<Usage, String> {
 fn parse_activation(s: &str) -> std::result::Result<Activation, String> {
     Activation::from_name(s)
         .ok_or_else(|| format!("'{s}' is not relu, elu, selu, sigmoid, tanh or linear"))
+}
+
+fn parse_optimizer(s: &str) -> std::result::Result<OptimizerKind, String> {
+    OptimizerKind::from_name(s).ok_or_else(|| format!("'{s}' is not adam, adamw or sgd"))
 }
 
 fn parse_augment(s: &str) -> std::result::Result<Augment, String> {
@@ -452,6 +485,9 @@ impl Settings {
             }
         }
         LrSchedule::parse(&s.lr_schedule)?;
+        if s.warmup > 100_000 {
+            return bad("warmup", &s.warmup, "between 0 and 100000 epochs");
+        }
         let lr = self.optimizer.lr;
         // The rate reaches the kernels as an f32: it must be a normal, finite one there.
         if !(lr.is_finite() && lr > 0.0 && (MIN_LR..=f32::MAX as f64).contains(&lr)) {
@@ -460,6 +496,33 @@ impl Settings {
                 &lr,
                 "a finite number > 0 that a 32-bit float holds (1.2e-38 to 3.4e38)",
             );
+        }
+        let wd = self.optimizer.weight_decay;
+        if !(0.0..1.0).contains(&wd) {
+            return bad("weight_decay", &wd, "a number in [0, 1)");
+        }
+        let o = &self.optimizer;
+        if !(0.0..1.0).contains(&o.momentum) {
+            return bad("momentum", &o.momentum, "a number in [0, 1)");
+        }
+        if o.momentum > 0.0 && o.optimizer != OptimizerKind::Sgd {
+            return bad(
+                "momentum",
+                &o.momentum,
+                "0 unless --optimizer sgd (Adam's β₁ is its momentum)",
+            );
+        }
+        if o.nesterov && !(o.optimizer == OptimizerKind::Sgd && o.momentum > 0.0) {
+            return Err(Error::Config(
+                "--nesterov needs --optimizer sgd and --momentum > 0 (as PyTorch's SGD)".into(),
+            ));
+        }
+        if !(o.adam_eps.is_finite() && o.adam_eps > 0.0 && o.adam_eps <= 1.0) {
+            return bad("adam_eps", &o.adam_eps, "a number in (0, 1]");
+        }
+        let ls = self.loss.label_smoothing;
+        if !(0.0..=1.0).contains(&ls) {
+            return bad("label_smoothing", &ls, "a number in [0, 1]");
         }
         let b = self.run.batch_size;
         if b == 0 || b > 65_536 {
@@ -707,6 +770,36 @@ mod tests {
             let e = s.validate().unwrap_err().to_string();
             assert!(e.contains(flag) && e.contains(allowed), "{key}: {e}");
         }
+    }
+
+    #[test]
+    fn optimizer_settings_are_validated_with_their_rules() {
+        for (key, value, flag) in [
+            ("weight_decay", serde_json::json!(-0.1), "--weight-decay"),
+            ("weight_decay", serde_json::json!(1.5), "--weight-decay"),
+            ("momentum", serde_json::json!(0.9), "--momentum"), // with adam
+            ("nesterov", serde_json::json!(true), "--nesterov"), // with adam
+            ("adam_eps", serde_json::json!(0.0), "--adam-eps"),
+            (
+                "label_smoothing",
+                serde_json::json!(1.5),
+                "--label-smoothing",
+            ),
+        ] {
+            let mut s = Settings::default();
+            s.set(key, value.clone()).unwrap();
+            let e = s.validate().unwrap_err().to_string();
+            assert!(e.contains(flag), "{key} = {value}: {e}");
+        }
+        let mut s = Settings::default();
+        s.set("optimizer", "sgd".into()).unwrap();
+        s.set("momentum", 0.9.into()).unwrap();
+        s.set("nesterov", true.into()).unwrap();
+        s.validate().unwrap();
+        s.set("momentum", 0.0.into()).unwrap();
+        assert!(s.validate().unwrap_err().to_string().contains("--nesterov"));
+        s.set("momentum", 1.0.into()).unwrap();
+        assert!(s.validate().unwrap_err().to_string().contains("--momentum"));
     }
 
     #[test]

@@ -25,7 +25,10 @@ mod common;
 use common::{assert_close, random_vec};
 use fergpu::augment::{self, EraseRect, ImageWarp};
 use fergpu::backend::cpu::{CpuBackend, PIXEL_SCALE};
-use fergpu::backend::{dropout_hash, stats, Activation, AdamStep, Backend, BatchNorm, Dropout};
+use fergpu::backend::{
+    dropout_hash, stats, Activation, Backend, BatchNorm, Dropout, OptimizerConfig, OptimizerKind,
+    OptimizerStep,
+};
 use fergpu::rng::Rng;
 use fergpu::shape::{
     BatchNormShape, Conv2dShape, DenseShape, GlobalAvgPoolShape, PoolShape, IMAGE_PIXELS,
@@ -251,6 +254,7 @@ fn softmax_ce_ref(
     logits: &[f64],
     labels: &[u32],
     weights: &[f64],
+    smoothing: f64,
     classes: usize,
 ) -> (Vec<f64>, Vec<f64>) {
     let mut losses = Vec::new();
@@ -259,7 +263,12 @@ fn softmax_ce_ref(
         let max = x.iter().copied().fold(f64::NEG_INFINITY, f64::max);
         let lse = max + x.iter().map(|v| (v - max).exp()).sum::<f64>().ln();
         probs.extend(x.iter().map(|v| (v - lse).exp()));
-        losses.push(weights[y as usize] * (lse - x[y as usize]));
+        // The smoothed target (1 − ε)·onehot(y) + ε/C, each class weighted by its own weight.
+        let spread: f64 = x.iter().zip(weights).map(|(v, w)| w * (lse - v)).sum();
+        losses.push(
+            (1.0 - smoothing) * weights[y as usize] * (lse - x[y as usize])
+                + smoothing / classes as f64 * spread,
+        );
     }
     (losses, probs)
 }
@@ -661,15 +670,20 @@ fn softmax_cross_entropy_forward_matches_reference_and_accumulates_stats() {
     let labels = labels_for(batch, 111);
     let unweighted = vec![1.0; CLASSES];
     let weighted = random_vec(CLASSES, 0.5, 2.0, 112);
-    for weights in [unweighted, weighted] {
-        let (losses, probs_ref) =
-            softmax_ce_ref(&to_f64(&logits), &labels, &to_f64(&weights), CLASSES);
+    for (weights, eps) in [(unweighted, 0.0), (weighted.clone(), 0.0), (weighted, 0.2)] {
+        let (losses, probs_ref) = softmax_ce_ref(
+            &to_f64(&logits),
+            &labels,
+            &to_f64(&weights),
+            eps as f64,
+            CLASSES,
+        );
         let mut probs = vec![f32::NAN; batch * CLASSES];
         // Stats start non-zero: the op adds to them.
         let start = [1.5f32, 2.0, 3.0, 4.25];
         let mut st = start.to_vec();
         cpu.softmax_cross_entropy_forward(
-            &mut probs, &mut st, &logits, &labels, &weights, batch, CLASSES,
+            &mut probs, &mut st, &logits, &labels, &weights, eps, batch, CLASSES,
         );
         assert_close("probs", &probs, &to_f32(&probs_ref), 1e-6, 1e-5);
         let correct = (0..batch)
@@ -686,7 +700,7 @@ fn softmax_cross_entropy_forward_matches_reference_and_accumulates_stats() {
 
         // A second batch adds again.
         cpu.softmax_cross_entropy_forward(
-            &mut probs, &mut st, &logits, &labels, &weights, batch, CLASSES,
+            &mut probs, &mut st, &logits, &labels, &weights, eps, batch, CLASSES,
         );
         let twice: Vec<f64> = (0..stats::LEN)
             .map(|i| 2.0 * want[i] - start[i] as f64)
@@ -707,7 +721,9 @@ fn softmax_cross_entropy_forward_counts_ties_as_the_first_maximum() {
     let mut probs = cpu.zeros(2 * CLASSES);
     let mut st = cpu.zeros(stats::LEN);
     let weights = vec![1.0; CLASSES];
-    cpu.softmax_cross_entropy_forward(&mut probs, &mut st, &logits, &labels, &weights, 2, CLASSES);
+    cpu.softmax_cross_entropy_forward(
+        &mut probs, &mut st, &logits, &labels, &weights, 0.0, 2, CLASSES,
+    );
     assert_eq!(st[stats::CORRECT], 1.0);
     assert_eq!(st[stats::SAMPLES], 2.0);
 }
@@ -728,7 +744,7 @@ fn softmax_cross_entropy_is_stable_for_logits_of_plus_minus_100() {
     let mut probs = cpu.zeros(batch * CLASSES);
     let mut st = cpu.zeros(stats::LEN);
     cpu.softmax_cross_entropy_forward(
-        &mut probs, &mut st, &logits, &labels, &weights, batch, CLASSES,
+        &mut probs, &mut st, &logits, &labels, &weights, 0.0, batch, CLASSES,
     );
     assert!(probs
         .iter()
@@ -737,7 +753,7 @@ fn softmax_cross_entropy_is_stable_for_logits_of_plus_minus_100() {
         let sum: f32 = row.iter().sum();
         assert!((sum - 1.0).abs() < 1e-6, "row {b} sums to {sum}");
     }
-    let (losses, _) = softmax_ce_ref(&to_f64(&logits), &labels, &[1.0; CLASSES], CLASSES);
+    let (losses, _) = softmax_ce_ref(&to_f64(&logits), &labels, &[1.0; CLASSES], 0.0, CLASSES);
     assert!((losses[0] - 200.0).abs() < 1e-9 && (losses[1] - 2f64.ln()).abs() < 1e-12);
     let total: f64 = losses.iter().sum();
     assert!(st[stats::LOSS_SUM].is_finite());
@@ -753,7 +769,15 @@ fn softmax_cross_entropy_is_stable_for_logits_of_plus_minus_100() {
     );
 
     let mut d = vec![f32::NAN; batch * CLASSES];
-    cpu.softmax_cross_entropy_backward(&mut d, &probs, &labels, &weights, batch, CLASSES);
+    cpu.softmax_cross_entropy_backward(&mut d, &probs, &labels, &weights, 0.0, batch, CLASSES);
+    assert!(d.iter().all(|g| g.is_finite()));
+    // With label smoothing too: every −log p[c], 200 for the far classes, stays finite.
+    let mut st = cpu.zeros(stats::LEN);
+    cpu.softmax_cross_entropy_forward(
+        &mut probs, &mut st, &logits, &labels, &weights, 0.1, batch, CLASSES,
+    );
+    assert!(st[stats::LOSS_SUM].is_finite());
+    cpu.softmax_cross_entropy_backward(&mut d, &probs, &labels, &weights, 0.1, batch, CLASSES);
     assert!(d.iter().all(|g| g.is_finite()));
 }
 
@@ -763,27 +787,73 @@ fn softmax_cross_entropy_backward_matches_finite_differences() {
     let batch = 3;
     let logits = random_vec(batch * CLASSES, -3.0, 3.0, 120);
     let labels = labels_for(batch, 121);
-    for (n, weights) in [vec![1.0; CLASSES], random_vec(CLASSES, 0.5, 2.0, 122)]
-        .into_iter()
-        .enumerate()
+    let weighted = random_vec(CLASSES, 0.5, 2.0, 122);
+    for (n, (weights, eps)) in [
+        (vec![1.0; CLASSES], 0.0),
+        (weighted.clone(), 0.0),
+        (vec![1.0; CLASSES], 0.1),
+        (weighted, 0.3),
+    ]
+    .into_iter()
+    .enumerate()
     {
         let mut probs = cpu.zeros(batch * CLASSES);
         let mut st = cpu.zeros(stats::LEN);
         cpu.softmax_cross_entropy_forward(
-            &mut probs, &mut st, &logits, &labels, &weights, batch, CLASSES,
+            &mut probs, &mut st, &logits, &labels, &weights, eps, batch, CLASSES,
         );
         let mut d = vec![f32::NAN; batch * CLASSES];
-        cpu.softmax_cross_entropy_backward(&mut d, &probs, &labels, &weights, batch, CLASSES);
+        cpu.softmax_cross_entropy_backward(&mut d, &probs, &labels, &weights, eps, batch, CLASSES);
         // The batch loss is the weighted sum over the batch size (Keras' reduction).
         let w64 = to_f64(&weights);
         let fd = finite_diff(&to_f64(&logits), 1e-4, |x| {
-            softmax_ce_ref(x, &labels, &w64, CLASSES)
+            softmax_ce_ref(x, &labels, &w64, eps as f64, CLASSES)
                 .0
                 .iter()
                 .sum::<f64>()
                 / batch as f64
         });
         assert_close(&format!("d_logits {n}"), &d, &to_f32(&fd), 1e-6, RTOL);
+    }
+}
+
+/// Label smoothing with and without class weights against PyTorch's
+/// `cross_entropy(weight=w, label_smoothing=ε)`: the summed loss is the statistics' loss sum,
+/// the gradient of the sum over the batch size is `d_logits`, and PyTorch's mean (which
+/// divides by `Σ w[y]`) is the loss sum over the statistics' weight sum.
+#[test]
+fn softmax_cross_entropy_matches_pytorch_label_smoothing() {
+    let cpu = CpuBackend::new(1);
+    for case in torch_reference()["label_smoothing"].as_array().unwrap() {
+        let eps = case["label_smoothing"].as_f64().unwrap() as f32;
+        let weights = floats(&case["weights"]);
+        let logits = floats(&case["logits"]);
+        let labels: Vec<u32> = case["labels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|y| y.as_u64().unwrap() as u32)
+            .collect();
+        let batch = labels.len();
+        let what = format!("ε {eps}, weights {:?}", &weights[..2]);
+        let mut probs = cpu.zeros(batch * CLASSES);
+        let mut st = cpu.zeros(stats::LEN);
+        cpu.softmax_cross_entropy_forward(
+            &mut probs, &mut st, &logits, &labels, &weights, eps, batch, CLASSES,
+        );
+        let sum = case["loss_sum"].as_f64().unwrap() as f32;
+        let mean = case["loss_mean"].as_f64().unwrap() as f32;
+        // A row with logits ±90 makes terms of 180: absolute error scales with them.
+        assert_close(&format!("loss sum, {what}"), &st[..1], &[sum], 1e-4, 1e-5);
+        let ours = st[stats::LOSS_SUM] / st[stats::WEIGHT_SUM];
+        assert_close(&format!("loss mean, {what}"), &[ours], &[mean], 1e-4, 1e-5);
+        let mut d = vec![f32::NAN; batch * CLASSES];
+        cpu.softmax_cross_entropy_backward(&mut d, &probs, &labels, &weights, eps, batch, CLASSES);
+        let want: Vec<f32> = floats(&case["grad_of_sum"])
+            .iter()
+            .map(|g| g / batch as f32)
+            .collect();
+        assert_close(&format!("d_logits, {what}"), &d, &want, 1e-6, 1e-5);
     }
 }
 
@@ -1040,59 +1110,194 @@ fn gather_batch_warped_without_a_warp_is_the_plain_gather_and_a_quarter_turn_is_
     }
 }
 
-#[test]
-fn adam_step_matches_hand_written_keras_adam() {
-    let cpu = CpuBackend::new(2);
-    let n = 20_000; // more than one parallel chunk
-                    // The constants as the f32 values the backend (and Keras in float32) holds: 0.999f32 is
-                    // 0.99900001, so 1 − β₂ differs from 0.001 by 1.3e-5 relative, more than the tolerance.
-    let (lr, b1, b2, eps) = (1e-3f32, 0.9f32, 0.999f32, 1e-7f32);
-    let (lr, b1, b2, eps) = (lr as f64, b1 as f64, b2 as f64, eps as f64);
-    let p0 = random_vec(n, -1.0, 1.0, 150);
-    let mut params = p0.clone();
-    let (mut m, mut v) = (cpu.zeros(n), cpu.zeros(n));
-    let mut want_p = to_f64(&p0);
-    let (mut want_m, mut want_v) = (vec![0.0f64; n], vec![0.0f64; n]);
-    for t in 1..=4u64 {
-        let mut grads = random_vec(n, -2.0, 2.0, 150 + t);
-        grads[0] = 0.0; // v = 0: the step must be exactly 0, not NaN
-        grads[1] = 1e-8; // tiny: ε in the denominator dominates √v
-        grads[2] = -3e-9;
-        cpu.adam_step(
-            &mut params,
-            &grads,
-            &mut m,
-            &mut v,
-            &AdamStep::new(lr as f32, b1 as f32, b2 as f32, eps as f32, t),
-        );
-        // Keras (2.x `Adam`): bias correction folded into the step size, ε added to √v.
-        let lr_t = lr * (1.0 - b2.powi(t as i32)).sqrt() / (1.0 - b1.powi(t as i32));
-        for i in 0..n {
-            let g = grads[i] as f64;
-            want_m[i] = b1 * want_m[i] + (1.0 - b1) * g;
-            want_v[i] = b2 * want_v[i] + (1.0 - b2) * g * g;
-            want_p[i] -= lr_t * want_m[i] / (want_v[i].sqrt() + eps);
-        }
-        assert_close(&format!("m, step {t}"), &m, &to_f32(&want_m), 1e-7, 1e-5);
-        assert_close(&format!("v, step {t}"), &v, &to_f32(&want_v), 1e-9, 1e-5);
-        // Each step moves a parameter by ≤ lr·O(1); f32 params carry 6e-8 of rounding.
-        assert_close(
-            &format!("params, step {t}"),
-            &params,
-            &to_f32(&want_p),
-            2e-7,
-            1e-6,
-        );
-    }
-    assert_eq!(
-        params[0],
-        p0[0] - 0.0,
-        "zero gradient, zero moments, no step"
+/// The PyTorch reference values of `tests/fixtures/torch_reference.json` (made by
+/// `tests/fixtures/torch_reference.py`).
+fn torch_reference() -> serde_json::Value {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/torch_reference.json"
     );
-    // A 1e-8 gradient moves a parameter by ~3e-6 per step because ε = 1e-7 dominates
-    // √v ≈ 3e-10; without ε the step would be ≈ lr.
-    let moved = (params[1] - p0[1]).abs() as f64;
-    assert!(moved < 0.1 * lr, "ε ignored: moved {moved}");
+    serde_json::from_str(&std::fs::read_to_string(path).expect(path)).expect("reference JSON")
+}
+
+fn floats(v: &serde_json::Value) -> Vec<f32> {
+    v.as_array()
+        .expect("an array")
+        .iter()
+        .map(|x| x.as_f64().expect("a number") as f32)
+        .collect()
+}
+
+/// Each rule against `torch.optim` itself: five steps at a changing learning rate, a decayed
+/// weight and an undecayed bias, gradients of 0, 1e-8 and −3e-9 among them.
+#[test]
+fn optimizer_step_matches_pytorch() {
+    let cpu = CpuBackend::new(1);
+    for case in torch_reference()["optimizers"].as_array().unwrap() {
+        let name = case["name"].as_str().unwrap();
+        let config = OptimizerConfig {
+            kind: OptimizerKind::from_name(case["optimizer"].as_str().unwrap()).unwrap(),
+            momentum: case["momentum"].as_f64().unwrap(),
+            nesterov: case["nesterov"].as_bool().unwrap(),
+            weight_decay: case["weight_decay"].as_f64().unwrap(),
+            eps: case["eps"].as_f64().unwrap(),
+            ..OptimizerConfig::default()
+        };
+        let mut params = floats(&case["p0"]);
+        let decay = floats(&case["decay"]);
+        let (mut m, mut v) = (cpu.zeros(params.len()), cpu.zeros(params.len()));
+        let lrs = case["lrs"].as_array().unwrap();
+        let grads = case["grads"].as_array().unwrap();
+        let want = case["params_after_each_step"].as_array().unwrap();
+        for (t, ((lr, g), want)) in lrs.iter().zip(grads).zip(want).enumerate() {
+            let step = OptimizerStep::new(&config, lr.as_f64().unwrap(), t as u64 + 1);
+            cpu.optimizer_step(&mut params, &floats(g), &mut m, &mut v, &decay, &step);
+            // PyTorch rounds its scalars and orders a few operations differently (m by
+            // lerp): a few f32 ulps of the parameters.
+            assert_close(
+                &format!("{name}, step {}", t + 1),
+                &params,
+                &floats(want),
+                2e-7,
+                1e-6,
+            );
+        }
+    }
+}
+
+/// The same formulas written out in `f64` over 20,000 parameters (more than one parallel
+/// chunk), every rule, half the parameters masked from decay.
+#[test]
+fn optimizer_step_matches_the_formulas_written_out() {
+    let cpu = CpuBackend::new(2);
+    let n = 20_000;
+    let sgd = OptimizerConfig {
+        kind: OptimizerKind::Sgd,
+        ..OptimizerConfig::default()
+    };
+    let configs = [
+        OptimizerConfig::default(),
+        OptimizerConfig {
+            weight_decay: 0.05,
+            ..OptimizerConfig::default()
+        },
+        OptimizerConfig {
+            kind: OptimizerKind::Adamw,
+            weight_decay: 0.05,
+            ..OptimizerConfig::default()
+        },
+        sgd,
+        OptimizerConfig {
+            momentum: 0.9,
+            weight_decay: 1e-3,
+            ..sgd
+        },
+        OptimizerConfig {
+            momentum: 0.8,
+            nesterov: true,
+            weight_decay: 1e-3,
+            ..sgd
+        },
+    ];
+    let decay: Vec<f32> = (0..n).map(|i| (i % 2) as f32).collect();
+    for c in configs {
+        let p0 = random_vec(n, -1.0, 1.0, 150);
+        let mut params = p0.clone();
+        let (mut m, mut v) = (cpu.zeros(n), cpu.zeros(n));
+        let mut want_p = to_f64(&p0);
+        let (mut want_m, mut want_v) = (vec![0.0f64; n], vec![0.0f64; n]);
+        for t in 1..=4u64 {
+            let lr = 1e-3 * t as f64; // a warm-up's rising rate
+            let mut grads = random_vec(n, -2.0, 2.0, 150 + t);
+            grads[0] = 0.0; // v = 0: Adam's step must be exactly 0, not NaN
+            grads[1] = 1e-8; // tiny: ε in the denominator dominates √v̂
+            grads[2] = -3e-9;
+            let step = OptimizerStep::new(&c, lr, t);
+            cpu.optimizer_step(&mut params, &grads, &mut m, &mut v, &decay, &step);
+            let (b1, b2, t32) = (c.beta1, c.beta2, t as i32);
+            for i in 0..n {
+                let wd = c.weight_decay * decay[i] as f64;
+                let mut g = grads[i] as f64;
+                match c.kind {
+                    OptimizerKind::Adamw => want_p[i] *= 1.0 - lr * wd,
+                    _ => g += wd * want_p[i],
+                }
+                if c.kind == OptimizerKind::Sgd {
+                    if c.momentum != 0.0 {
+                        want_m[i] = c.momentum * want_m[i] + g;
+                        g = if c.nesterov {
+                            g + c.momentum * want_m[i]
+                        } else {
+                            want_m[i]
+                        };
+                    }
+                    want_p[i] -= lr * g;
+                } else {
+                    want_m[i] = b1 * want_m[i] + (1.0 - b1) * g;
+                    want_v[i] = b2 * want_v[i] + (1.0 - b2) * g * g;
+                    let m_hat = want_m[i] / (1.0 - b1.powi(t32));
+                    let v_hat = want_v[i] / (1.0 - b2.powi(t32));
+                    want_p[i] -= lr * m_hat / (v_hat.sqrt() + c.eps);
+                }
+            }
+            let what = format!("{:?} step {t}", c);
+            // SGD's buffer sums gradients of up to 2 (with μ ≈ 1): it can cancel to near zero
+            // and keep an absolute f32 error of a few 1e-7; Adam's m is (1 − β₁)-scaled.
+            let m_atol = if c.kind == OptimizerKind::Sgd {
+                1e-6
+            } else {
+                1e-7
+            };
+            assert_close(&format!("m, {what}"), &m, &to_f32(&want_m), m_atol, 1e-5);
+            assert_close(&format!("v, {what}"), &v, &to_f32(&want_v), 1e-9, 1e-5);
+            // Each step moves a parameter by ≤ ~lr·O(1); f32 params carry 6e-8 of rounding.
+            assert_close(
+                &format!("params, {what}"),
+                &params,
+                &to_f32(&want_p),
+                2e-7,
+                1e-6,
+            );
+        }
+        if c.weight_decay == 0.0 {
+            assert_eq!(params[0], p0[0], "zero gradient, no decay: no step");
+        }
+        if c.kind == OptimizerKind::Adam && c.weight_decay == 0.0 {
+            // A steady 1e-8 gradient (m̂ ≈ g, v̂ ≈ g²) moves a parameter by lr·g/(|g| + ε) a
+            // step, ~0.09·lr with ε = 1e-7: ~9e-4 over these steps' rates (1e-2 in all);
+            // without ε it would be 1e-2.
+            let moved = (params[1] - p0[1]).abs() as f64;
+            assert!(moved < 0.1 * 1e-2, "ε ignored: moved {moved}");
+        }
+    }
+}
+
+// ---- accumulation -----------------------------------------------------------------------
+
+#[test]
+fn scale_add_keeps_a_running_mean_and_ignores_what_it_overwrites() {
+    let cpu = CpuBackend::new(2);
+    // Longer than one parallel chunk; `len` stops short of the buffer.
+    let len = 20_000;
+    let xs: Vec<Vec<f32>> = (0..4)
+        .map(|k| random_vec(len + 3, -4.0, 4.0, 200 + k))
+        .collect();
+    let mut acc = vec![f32::NAN; len + 3];
+    acc[len..].copy_from_slice(&[7.0; 3]);
+    for (k, x) in xs.iter().enumerate() {
+        let k = k as f32;
+        cpu.scale_add(&mut acc, x, k / (k + 1.0), 1.0 / (k + 1.0), len);
+    }
+    let want: Vec<f32> = (0..len)
+        .map(|i| (xs.iter().map(|x| x[i] as f64).sum::<f64>() / 4.0) as f32)
+        .collect();
+    // Four steps of two roundings each on values up to 4.
+    assert_close("running mean", &acc[..len], &want, 1e-6, 1e-6);
+    assert_eq!(acc[len..], [7.0; 3], "wrote past len");
+    // A plain scaled add.
+    let mut a = vec![1.0f32, 2.0, 3.0];
+    cpu.scale_add(&mut a, &vec![10.0, 20.0, 30.0], 0.5, 2.0, 2);
+    assert_eq!(a, [20.5, 41.0, 3.0]);
 }
 
 // ---- threads ------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 //! Experiments: k-fold splits against scikit-learn's (worked out by hand), sweep grids and
 //! the shipped notebook sweep, early stopping on scripted accuracies, every learning-rate
-//! schedule's sequence, and `fergpu sweep` / `fergpu cv` end to end on tiny data.
+//! schedule's sequence (plateau on loss or accuracy), the per-step warm-up, and `fergpu sweep`
+//! / `fergpu cv` end to end on tiny data.
 
 mod support;
 
@@ -13,7 +14,7 @@ use fergpu::metrics::Confusion;
 use fergpu::report::read_summary_json;
 use fergpu::run::{train_on, ExperimentFolder, Start};
 use fergpu::settings::{Settings, Splits};
-use fergpu::train::{EarlyStopping, LrSchedule, Scheduler};
+use fergpu::train::{EarlyStopping, LrSchedule, Scheduler, Trainer, TrainerOptions, Warmup};
 use std::path::Path;
 use support::{fergpu, fresh_dir, run_ok, write_synth_csv};
 
@@ -410,7 +411,7 @@ fn rates(schedule: &str, base: f64, epochs: usize, val_losses: &[f64]) -> Vec<f6
     (0..epochs)
         .map(|e| {
             let lr = s.lr();
-            s.end_epoch(val_losses.get(e).copied().unwrap_or(1.0));
+            s.end_epoch(val_losses.get(e).copied().unwrap_or(1.0), f64::NAN);
             lr
         })
         .collect()
@@ -453,6 +454,8 @@ fn each_schedule_gives_its_learning_rate_sequence() {
         "constant",
         "step:every=3,gamma=0.1",
         "cosine:epochs=5,min_lr=0.001",
+        "plateau:metric=acc,patience=5,factor=0.75",
+        "plateau:patience=2",
     ] {
         let parsed = LrSchedule::parse(s).unwrap();
         assert_eq!(LrSchedule::parse(&parsed.to_string()).unwrap(), parsed);
@@ -461,10 +464,137 @@ fn each_schedule_gives_its_learning_rate_sequence() {
         "linear",
         "step:every=0",
         "plateau:factor=2",
+        "plateau:metric=f1",
         "cosine:warmup=3",
     ] {
         assert!(LrSchedule::parse(bad).is_err(), "{bad} accepted");
     }
+}
+
+/// The rates of `epochs` epochs of a plateau schedule on accuracy, feeding `val_accs` in turn
+/// (and a loss that always improves, which it must ignore).
+fn rates_on_accuracy(schedule: &str, base: f64, val_accs: &[f64]) -> Vec<f64> {
+    let mut s = Scheduler::new(LrSchedule::parse(schedule).unwrap(), base, val_accs.len());
+    val_accs
+        .iter()
+        .enumerate()
+        .map(|(e, &acc)| {
+            let lr = s.lr();
+            s.end_epoch(1.0 / (e + 1) as f64, acc);
+            lr
+        })
+        .collect()
+}
+
+/// The `schedules` part of `tests/fixtures/torch_reference.json` (PyTorch's schedulers, see
+/// `tests/fixtures/torch_reference.py`).
+fn torch_schedules() -> serde_json::Value {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/torch_reference.json"
+    );
+    let all: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).expect(path)).expect("JSON");
+    all["schedules"].clone()
+}
+
+/// A JSON array of numbers, `null` read as NaN.
+fn numbers(v: &serde_json::Value) -> Vec<f64> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap_or(f64::NAN))
+        .collect()
+}
+
+#[test]
+fn plateau_can_follow_validation_accuracy() {
+    // ReduceLROnPlateau(mode="max", patience=2, factor=0.5, min_lr=0.2, threshold=0) on these
+    // accuracies: no strict rise in epochs 3–4 (equal is not better) halves the rate for
+    // epoch 5; a NaN is no improvement.
+    let accs = [0.3, 0.4, 0.4, 0.35, 0.5, 0.45, f64::NAN, 0.5, 0.49, 0.6];
+    assert_rates(
+        &rates_on_accuracy(
+            "plateau:metric=acc,patience=2,factor=0.5,min_lr=0.2",
+            1.0,
+            &accs,
+        ),
+        &[1.0, 1.0, 1.0, 1.0, 0.5, 0.5, 0.5, 0.25, 0.25, 0.2],
+    );
+    // PyTorch's ReduceLROnPlateau(mode="max") on the same accuracies gives the same rates.
+    let torch = &torch_schedules()["plateau_acc"];
+    assert_rates(
+        &rates_on_accuracy(
+            torch["schedule"].as_str().unwrap(),
+            torch["base_lr"].as_f64().unwrap(),
+            &numbers(&torch["val_accs"]),
+        ),
+        &numbers(&torch["lrs"]),
+    );
+    // The loss mode ignores accuracy: the loss above always improves, so no reduction.
+    assert_rates(
+        &rates_on_accuracy("plateau:patience=1,factor=0.5", 1.0, &[0.5, 0.4, 0.3]),
+        &[1.0; 3],
+    );
+    // metric=acc with the example parameters reads back as written.
+    let p = LrSchedule::parse("plateau:metric=acc,factor=0.75,patience=5").unwrap();
+    assert_eq!(
+        p.to_string(),
+        "plateau:metric=acc,patience=5,factor=0.75,min_lr=0.000001"
+    );
+}
+
+#[test]
+fn warmup_ramps_each_step_linearly_over_its_epochs() {
+    // W = 2 epochs of 4 steps: 1/8, 2/8, …, 8/8, then 1.
+    let w = Warmup::new(2, 4);
+    let factors: Vec<f64> = (1..=10).map(|t| w.factor(t)).collect();
+    let want: Vec<f64> = (1..=10).map(|t| (t as f64 / 8.0).min(1.0)).collect();
+    assert_rates(&factors, &want);
+    assert_eq!(Warmup::new(0, 4).factor(1), 1.0, "no warm-up");
+    // PyTorch's LinearLR(start_factor=1/W, total_iters=W − 1), stepped per batch.
+    let torch = &torch_schedules()["warmup"];
+    let base = torch["base_lr"].as_f64().unwrap();
+    let w = Warmup::new(1, torch["steps"].as_u64().unwrap() as usize);
+    let ours: Vec<f64> = (1..=12).map(|t| base * w.factor(t)).collect();
+    assert_rates(&ours, &numbers(&torch["lrs"]));
+}
+
+/// The trainer scales each step's rate by the warm-up, counting steps across epochs and
+/// across the short last batch, over whatever rate the schedule gives each epoch.
+#[test]
+fn a_trainer_warms_up_per_step_over_the_scheduled_rate() {
+    let ds = synth::generate(70, 64).split(&[Usage::Training]);
+    let be = fergpu::backend::cpu::CpuBackend::new(1);
+    let spec = fergpu::model::ModelSpec::mlp(fergpu::backend::Activation::Relu);
+    let params = fergpu::model::Plan::new(&spec, 1).unwrap().init_params(3);
+    let opts = TrainerOptions {
+        batch: 16,
+        warmup_epochs: 2,
+        ..TrainerOptions::default()
+    };
+    let mut tr = Trainer::new(&be, spec, &params, &ds, &opts).unwrap();
+    let s = tr.batches_per_epoch();
+    assert!(
+        !ds.len().is_multiple_of(16) && s >= 2,
+        "a short last batch: {} images",
+        ds.len()
+    );
+    let mut got = Vec::new();
+    for epoch in 0..3 {
+        let lr = 1e-3 * 0.5f64.powi(epoch); // a step schedule
+        tr.run_epoch(lr, &mut |done| {
+            got.push(done.lr);
+            true
+        });
+    }
+    let want: Vec<f64> = (0..3 * s)
+        .map(|k| {
+            let lr = 1e-3 * 0.5f64.powi((k / s) as i32);
+            lr * ((k + 1) as f64 / (2 * s) as f64).min(1.0)
+        })
+        .collect();
+    assert_rates(&got, &want);
 }
 
 #[test]

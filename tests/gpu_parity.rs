@@ -18,7 +18,9 @@ use fergpu::augment::{self, AreaRange, ImageWarp, Warp};
 use fergpu::backend::cpu::CpuBackend;
 use fergpu::backend::gpu::adapter::{format_adapters, list_adapters, AdapterRequest};
 use fergpu::backend::gpu::GpuBackend;
-use fergpu::backend::{stats, Activation, AdamStep, Backend, BatchNorm, Dropout};
+use fergpu::backend::{
+    stats, Activation, Backend, BatchNorm, Dropout, OptimizerConfig, OptimizerKind, OptimizerStep,
+};
 use fergpu::device::{run_on, DeviceChoice, Job};
 use fergpu::rng::Rng;
 use fergpu::shape::{
@@ -91,7 +93,7 @@ trait ErasedOps {
     fn softmax_cross_entropy_forward(&self, c: &LossCase) -> (Vec<f32>, Vec<f32>);
     fn softmax_cross_entropy_backward(&self, c: &LossCase) -> Vec<f32>;
     fn confusion_accumulate(&self, c: &LossCase) -> Vec<u32>;
-    fn adam_step(&self, c: &AdamCase) -> [Vec<f32>; 3];
+    fn optimizer_step(&self, c: &OptimizerCase) -> [Vec<f32>; 3];
     fn gather_batch(&self, c: &GatherCase) -> (Vec<f32>, Vec<u32>);
     fn gather_batch_warped(&self, c: &GatherCase, warp: &[u32]) -> (Vec<f32>, Vec<u32>);
     fn memory(&self, a: &[f32], b: &[f32], idx: &[u32]) -> (Vec<f32>, Vec<f32>, Vec<u32>);
@@ -104,6 +106,7 @@ trait ErasedOps {
     fn globalavgpool_forward(&self, c: &GapCase) -> Vec<f32>;
     fn globalavgpool_backward(&self, c: &GapCase) -> Vec<f32>;
     fn conv2d_forward_act(&self, c: &ConvCase, act: Activation) -> Vec<f32>;
+    fn scale_add(&self, acc: &[f32], xs: &[Vec<f32>], len: usize) -> Vec<f32>;
 }
 
 /// Inputs of the batch-norm ops: x and dy `(batch, c, hw)` + slack (one channel constant),
@@ -178,10 +181,11 @@ struct ActCase {
 }
 
 /// Inputs of the loss ops: logits `(batch, classes)`, labels `(batch)`, weights `(classes)`,
-/// a running stats buffer `(4)` and confusion `(classes, classes)`.
+/// label smoothing, a running stats buffer `(4)` and confusion `(classes, classes)`.
 struct LossCase {
     batch: usize,
     classes: usize,
+    smoothing: f32,
     logits: Vec<f32>,
     labels: Vec<u32>,
     weights: Vec<f32>,
@@ -189,13 +193,15 @@ struct LossCase {
     confusion: Vec<u32>,
 }
 
-/// Inputs of Adam: params, grads, m, v `(n)` and one step's scalars.
-struct AdamCase {
+/// Inputs of the optimizer: params, grads, m, v and the decay mask `(n)`, and two steps'
+/// scalars.
+struct OptimizerCase {
     p: Vec<f32>,
     g: Vec<f32>,
     m: Vec<f32>,
     v: Vec<f32>,
-    step: AdamStep,
+    decay: Vec<f32>,
+    steps: [OptimizerStep; 2],
 }
 
 /// Inputs of the gather: `n` images, an order `(len)` with repeats, and a prefilled x.
@@ -313,7 +319,14 @@ impl<B: Backend> ErasedOps for Ops<'_, B> {
         // Twice: the statistics accumulate.
         for _ in 0..2 {
             be.softmax_cross_entropy_forward(
-                &mut probs, &mut stats, &logits, &labels, &weights, c.batch, c.classes,
+                &mut probs,
+                &mut stats,
+                &logits,
+                &labels,
+                &weights,
+                c.smoothing,
+                c.batch,
+                c.classes,
             );
         }
         be.submit();
@@ -331,9 +344,24 @@ impl<B: Backend> ErasedOps for Ops<'_, B> {
         let mut d = be.upload(&c.logits[..n]);
         // From this backend's own probabilities.
         be.softmax_cross_entropy_forward(
-            &mut probs, &mut stats, &logits, &labels, &weights, c.batch, c.classes,
+            &mut probs,
+            &mut stats,
+            &logits,
+            &labels,
+            &weights,
+            c.smoothing,
+            c.batch,
+            c.classes,
         );
-        be.softmax_cross_entropy_backward(&mut d, &probs, &labels, &weights, c.batch, c.classes);
+        be.softmax_cross_entropy_backward(
+            &mut d,
+            &probs,
+            &labels,
+            &weights,
+            c.smoothing,
+            c.batch,
+            c.classes,
+        );
         be.submit();
         be.download(&d)
     }
@@ -350,7 +378,14 @@ impl<B: Backend> ErasedOps for Ops<'_, B> {
         // Twice: the counts accumulate.
         for _ in 0..2 {
             be.softmax_cross_entropy_forward(
-                &mut probs, &mut stats, &logits, &labels, &weights, c.batch, c.classes,
+                &mut probs,
+                &mut stats,
+                &logits,
+                &labels,
+                &weights,
+                c.smoothing,
+                c.batch,
+                c.classes,
             );
             be.confusion_accumulate(&mut confusion, &probs, &labels, c.batch, c.classes);
         }
@@ -358,12 +393,14 @@ impl<B: Backend> ErasedOps for Ops<'_, B> {
         be.download_indices(&confusion)
     }
 
-    fn adam_step(&self, c: &AdamCase) -> [Vec<f32>; 3] {
+    fn optimizer_step(&self, c: &OptimizerCase) -> [Vec<f32>; 3] {
         let be = self.0;
         let (mut p, g) = (be.upload(&c.p), be.upload(&c.g));
         let (mut m, mut v) = (be.upload(&c.m), be.upload(&c.v));
-        be.adam_step(&mut p, &g, &mut m, &mut v, &c.step);
-        be.adam_step(&mut p, &g, &mut m, &mut v, &c.step);
+        let decay = be.upload(&c.decay);
+        for step in &c.steps {
+            be.optimizer_step(&mut p, &g, &mut m, &mut v, &decay, step);
+        }
         [be.download(&p), be.download(&m), be.download(&v)]
     }
 
@@ -419,6 +456,20 @@ impl<B: Backend> ErasedOps for Ops<'_, B> {
         let mut ids_all = be.download_indices(&ids);
         ids_all.extend(be.download_indices(&up));
         (early, all, ids_all)
+    }
+
+    fn scale_add(&self, acc: &[f32], xs: &[Vec<f32>], len: usize) -> Vec<f32> {
+        let be = self.0;
+        let mut acc = be.upload(acc);
+        // The running mean of xs, as test-time augmentation keeps it: the first add does
+        // not read acc.
+        for (k, x) in xs.iter().enumerate() {
+            let x = be.upload(x);
+            let k = k as f32;
+            be.scale_add(&mut acc, &x, k / (k + 1.0), 1.0 / (k + 1.0), len);
+        }
+        be.submit();
+        be.download(&acc)
     }
 
     fn copy(&self, a: &[f32], b: &[f32]) -> Vec<f32> {
@@ -779,12 +830,14 @@ fn activation_backward_matches_the_reference() {
 }
 
 /// Batches of 5 and 70 over 7 classes, with ties, one row far apart (a probability
-/// underflows to 0) and one all-equal row; stats and confusion start non-zero.
+/// underflows to 0) and one all-equal row, without and with label smoothing; stats and
+/// confusion start non-zero.
 fn loss_cases() -> Vec<LossCase> {
-    [5usize, 70]
+    [(5usize, 0.0), (70, 0.0), (5, 0.1), (70, 0.25)]
         .into_iter()
         .enumerate()
-        .map(|(i, batch)| {
+        .map(|(i, (batch, smoothing))| {
+            let i = i % 2;
             let classes = 7;
             let mut rng = Rng::new(70 + i as u64);
             let mut logits = with_ties(batch * classes + 3, 71 + i as u64);
@@ -793,6 +846,7 @@ fn loss_cases() -> Vec<LossCase> {
             LossCase {
                 batch,
                 classes,
+                smoothing,
                 logits,
                 labels: (0..batch + 2).map(|_| rng.below(classes) as u32).collect(),
                 weights: random_vec(classes, 0.5, 2.0, 72),
@@ -845,25 +899,58 @@ fn confusion_accumulate_matches_the_reference() {
     }
 }
 
+/// Every rule: adam and adamw with weight decay, sgd plain, with momentum, and with Nesterov
+/// momentum and weight decay; steps 3 and 4, half the parameters masked from decay.
 #[test]
-fn adam_step_matches_the_reference() {
+fn optimizer_step_matches_the_reference() {
     let n = 1001;
-    let c = AdamCase {
-        p: random_vec(n, -1.0, 1.0, 80),
-        g: random_vec(n, -0.1, 0.1, 81),
-        m: random_vec(n, -0.01, 0.01, 82),
-        v: random_vec(n, 0.0, 1e-3, 83),
-        step: AdamStep::new(1e-3, 0.9, 0.999, 1e-7, 3),
+    let adam = OptimizerConfig {
+        weight_decay: 0.01,
+        ..OptimizerConfig::default()
     };
-    parity(
-        |o| o.adam_step(&c),
-        |got, want| {
-            // Same operation order; sqrt and division are correctly rounded or within 1 ulp.
-            assert_close("adam params", &got[0], &want[0], 1e-7, 1e-6);
-            assert_close("adam m", &got[1], &want[1], 1e-9, 1e-6);
-            assert_close("adam v", &got[2], &want[2], 1e-12, 1e-6);
+    let sgd = OptimizerConfig {
+        kind: OptimizerKind::Sgd,
+        ..OptimizerConfig::default()
+    };
+    let configs = [
+        adam,
+        OptimizerConfig {
+            kind: OptimizerKind::Adamw,
+            ..adam
         },
-    );
+        sgd,
+        OptimizerConfig {
+            momentum: 0.9,
+            ..sgd
+        },
+        OptimizerConfig {
+            momentum: 0.9,
+            nesterov: true,
+            weight_decay: 5e-4,
+            ..sgd
+        },
+    ];
+    for config in configs {
+        let c = OptimizerCase {
+            p: random_vec(n, -1.0, 1.0, 80),
+            g: random_vec(n, -0.1, 0.1, 81),
+            m: random_vec(n, -0.01, 0.01, 82),
+            v: random_vec(n, 0.0, 1e-3, 83),
+            decay: (0..n).map(|i| (i % 2) as f32).collect(),
+            steps: [3, 4].map(|t| OptimizerStep::new(&config, 1e-2, t)),
+        };
+        let what = format!("{config:?}");
+        parity(
+            |o| o.optimizer_step(&c),
+            |got, want| {
+                // Same operation order; sqrt and division are correctly rounded or within
+                // 1 ulp.
+                assert_close(&format!("params, {what}"), &got[0], &want[0], 1e-7, 1e-6);
+                assert_close(&format!("m, {what}"), &got[1], &want[1], 1e-9, 1e-6);
+                assert_close(&format!("v, {what}"), &got[2], &want[2], 1e-12, 1e-6);
+            },
+        );
+    }
 }
 
 #[test]
@@ -975,6 +1062,23 @@ fn copy_matches_the_reference_and_keeps_its_order() {
             // Copies and relu only: exact.
             assert_eq!(got, want);
         },
+    );
+}
+
+#[test]
+fn scale_add_matches_the_reference() {
+    // 1001 of 1008 elements; the accumulator starts with NaNs (never read by the first add)
+    // and its tail must keep its values.
+    let len = 1001;
+    let mut acc = random_vec(len + 7, 5.0, 6.0, 120);
+    acc[..10].fill(f32::NAN);
+    let xs: Vec<Vec<f32>> = (0..10)
+        .map(|k| random_vec(len + 7, -8.0, 8.0, 121 + k))
+        .collect();
+    parity(
+        |o| o.scale_add(&acc, &xs, len),
+        // Two roundings a step, in the same order: a few ulp of values up to 8.
+        |got, want| assert_close("running mean", got, want, 1e-6, 1e-6),
     );
 }
 

@@ -1,6 +1,8 @@
 //! Whole-step parity: the seed CNN and the MLP, from the same initial weights on the same
 //! batches, train on the GPU as on the CPU reference. One step gives the same loss,
-//! gradients and updated weights; twenty steps give the same loss curve.
+//! gradients and updated weights; twenty steps give the same loss curve. The CNN trains with
+//! Adam, the MLP with SGD (Nesterov momentum and weight decay); both with class weights and
+//! label smoothing.
 //!
 //! Batches are gathered on the device from a data set uploaded once, losses accumulate in a
 //! device statistics buffer, and every step ends with `submit`, as in training. The last step
@@ -19,14 +21,16 @@ use fergpu::augment::{Augment, Warp, WARP_WORDS};
 use fergpu::backend::cpu::CpuBackend;
 use fergpu::backend::gpu::adapter::AdapterRequest;
 use fergpu::backend::gpu::GpuBackend;
-use fergpu::backend::{stats, Activation, Backend};
-use fergpu::model::network::{Adam, Mode, Network};
+use fergpu::backend::{stats, Activation, Backend, OptimizerConfig, OptimizerKind};
+use fergpu::model::network::{Mode, Network, Optimizer};
 use fergpu::model::{ModelSpec, Plan};
 use fergpu::rng::Rng;
 use fergpu::shape::{IMAGE_PIXELS, NUM_CLASSES};
 use fergpu::train::{Trainer, TrainerOptions};
 
 const LR: f32 = 1e-3;
+/// Label smoothing of the steps' loss.
+const SMOOTHING: f32 = 0.1;
 
 /// Whether a missing GPU must fail the tests.
 fn gpu_required() -> bool {
@@ -85,10 +89,18 @@ struct Trace {
     last_params: Vec<f32>,
 }
 
-/// `steps` Adam steps of `plan` from `params` on `d`, the last one at batch `plan.batch − 1`.
-fn train<B: Backend>(be: &B, plan: &Plan, params: &[f32], d: &Data, steps: usize) -> Trace {
+/// `steps` optimizer steps of `plan` from `params` on `d`, the last one at batch
+/// `plan.batch − 1`.
+fn train<B: Backend>(
+    be: &B,
+    plan: &Plan,
+    params: &[f32],
+    d: &Data,
+    steps: usize,
+    config: OptimizerConfig,
+) -> Trace {
     let mut net = Network::new(be, plan.clone(), params);
-    let mut adam = Adam::new(be, plan.num_params);
+    let mut opt = Optimizer::new(be, plan, config);
     let images = be.upload_images(&d.pixels, &d.labels);
     let order = be.upload_indices(&d.order);
     let weights = be.upload(&d.weights);
@@ -116,12 +128,12 @@ fn train<B: Backend>(be: &B, plan: &Plan, params: &[f32], d: &Data, steps: usize
                 step: step as u64,
             },
         );
-        net.loss_forward(be, &mut st, &weights, batch);
-        net.backward(be, &weights, batch);
+        net.loss_forward(be, &mut st, &weights, SMOOTHING, batch);
+        net.backward(be, &weights, SMOOTHING, batch);
         if step == 0 {
             trace.first_grads = be.download(&net.grads);
         }
-        adam.step(be, &mut net, LR);
+        opt.step(be, &mut net, LR as f64);
         be.submit();
         // The running sums; this step's mean loss is the increase over the weight added.
         let s = be.download(&st);
@@ -138,8 +150,8 @@ fn train<B: Backend>(be: &B, plan: &Plan, params: &[f32], d: &Data, steps: usize
     trace
 }
 
-/// Runs `spec` at `batch` for `steps` steps on both backends and compares.
-fn step_parity(spec: &ModelSpec, batch: usize, steps: usize, seed: u64) {
+/// Runs `spec` at `batch` for `steps` steps with `config` on both backends and compares.
+fn step_parity(spec: &ModelSpec, batch: usize, steps: usize, seed: u64, config: OptimizerConfig) {
     let Some(gpu) = gpu() else {
         return;
     };
@@ -147,9 +159,9 @@ fn step_parity(spec: &ModelSpec, batch: usize, steps: usize, seed: u64) {
     let params = plan.init_params(seed);
     let d = data(4 * batch + 3, seed + 1);
     let t0 = std::time::Instant::now();
-    let want = train(&CpuBackend::new(2), &plan, &params, &d, steps);
+    let want = train(&CpuBackend::new(2), &plan, &params, &d, steps, config);
     let t1 = std::time::Instant::now();
-    let got = train(&gpu, &plan, &params, &d, steps);
+    let got = train(&gpu, &plan, &params, &d, steps, config);
     eprintln!(
         "{} batch {batch}, {steps} steps: CPU {:.2} s, GPU ({}) {:.2} s",
         spec.name,
@@ -173,14 +185,19 @@ fn step_parity(spec: &ModelSpec, batch: usize, steps: usize, seed: u64) {
         1e-4 * scale,
         1e-3,
     );
-    // Adam's first step moves a weight by lr·g/(|g| + 3.2e-6): a gradient error δ moves it by
-    // at most lr·δ/3.2e-6, so the bound follows from the gradients' actual disagreement.
+    // The first step's bound follows from the gradients' actual disagreement δ. Adam's first
+    // step moves a weight by lr·g/(|g| + ε) (m̂ = g, v̂ = g²): a gradient error δ moves it by
+    // at most lr·δ/ε, and never by more than 2·lr. SGD with Nesterov momentum μ moves it by
+    // lr·(1 + μ)·(g + λp) (the buffer starts at g + λp): an error of lr·(1 + μ)·δ.
     let delta = got
         .first_grads
         .iter()
         .zip(&want.first_grads)
         .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-    let p_tol = LR * (delta / 3.2e-6).min(2.0) + 1e-6;
+    let p_tol = match config.kind {
+        OptimizerKind::Sgd => LR * (1.0 + config.momentum as f32) * delta,
+        _ => LR * (delta / config.eps as f32).min(2.0),
+    } + 1e-6;
     assert_close(
         "first params",
         &got.first_params,
@@ -190,7 +207,8 @@ fn step_parity(spec: &ModelSpec, batch: usize, steps: usize, seed: u64) {
     );
     // Over the steps the differences compound but stay small against the loss itself.
     assert_close("loss curve", &got.losses, &want.losses, 1e-4, 2e-3);
-    // No weight may move further apart than every step's update could (2·lr each).
+    // A loose net over the whole run (the loss curve above is the finer check): no weight may
+    // drift apart by more than 2·lr per step, Adam's largest step.
     let drift = 2.0 * LR * steps as f32;
     assert_close(
         "last params",
@@ -208,15 +226,23 @@ fn seed_cnn_steps_match_the_reference() {
         4,
         20,
         7,
+        OptimizerConfig::default(),
     );
 }
 
 #[test]
 fn mlp_steps_match_the_reference() {
-    step_parity(&ModelSpec::mlp(Activation::Relu), 8, 20, 8);
+    let sgd = OptimizerConfig {
+        kind: OptimizerKind::Sgd,
+        momentum: 0.9,
+        nesterov: true,
+        weight_decay: 5e-4,
+        ..OptimizerConfig::default()
+    };
+    step_parity(&ModelSpec::mlp(Activation::Relu), 8, 20, 8, sgd);
 }
 
-/// The training loop's traffic: each batch (gather, forward, loss, backward, Adam) is one
+/// The training loop's traffic: each batch (gather, forward, loss, backward, optimizer) is one
 /// command buffer, the epoch reads back once (its statistics), and the only host→device
 /// writes are the epoch's shuffled order and the zeroed statistics: the images stay on the
 /// device.

@@ -10,11 +10,12 @@ use common::assert_close;
 use fergpu::backend::cpu::CpuBackend;
 use fergpu::backend::gpu::adapter::AdapterRequest;
 use fergpu::backend::gpu::GpuBackend;
+use fergpu::backend::OptimizerConfig;
 use fergpu::backend::{stats, Activation, Backend};
 use fergpu::checkpoint::Checkpoint;
 use fergpu::data::{synth, Dataset};
 use fergpu::eval::{DeviceSet, Evaluator};
-use fergpu::model::network::{Adam, Mode, Network};
+use fergpu::model::network::{Mode, Network, Optimizer};
 use fergpu::model::{LayerSpec, ModelSpec, Op, Padding, Plan};
 use fergpu::train::{Trainer, TrainerOptions};
 use fergpu::Error;
@@ -415,7 +416,7 @@ struct Step {
 fn one_step<B: Backend>(be: &B, plan: &Plan, params: &[f32], ds: &Dataset) -> Step {
     let batch = plan.batch;
     let mut net = Network::new(be, plan.clone(), params);
-    let mut adam = Adam::new(be, plan.num_params);
+    let mut adam = Optimizer::new(be, plan, OptimizerConfig::default());
     let images = be.upload_images(&ds.pixels, &ds.labels);
     let order = be.upload_indices(&(0..ds.len() as u32).collect::<Vec<_>>());
     let weights = be.upload(&[1.0; 7]);
@@ -429,8 +430,8 @@ fn one_step<B: Backend>(be: &B, plan: &Plan, params: &[f32], ds: &Dataset) -> St
             step: adam.t,
         },
     );
-    net.loss_forward(be, &mut st, &weights, batch);
-    net.backward(be, &weights, batch);
+    net.loss_forward(be, &mut st, &weights, 0.0, batch);
+    net.backward(be, &weights, 0.0, batch);
     let grads = be.download(&net.grads);
     adam.step(be, &mut net, 1e-3);
     be.submit();

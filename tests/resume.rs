@@ -1,11 +1,14 @@
 //! Resume equivalence on the CPU backend: a run stopped (mid-epoch or between epochs) and
-//! resumed ends with the same weights, batch norms' running statistics, Adam moments and
-//! step count, bit for bit, as a run that was never stopped; its metrics agree too. One case
-//! trains a model with batch norm and dropout, whose masks are keyed by the step count.
+//! resumed ends with the same weights, batch norms' running statistics, optimizer moments
+//! and step count, bit for bit, as a run that was never stopped; its metrics agree too. With
+//! Adam, with SGD (Nesterov momentum, weight decay) under a warm-up and a plateau schedule on
+//! validation accuracy, and with a model with batch norm and dropout, whose masks are keyed
+//! by the step count.
 
 mod support;
 
 use fergpu::augment::Augment;
+use fergpu::backend::OptimizerKind;
 use fergpu::cancel::Cancel;
 use fergpu::checkpoint::Checkpoint;
 use fergpu::data::{synth, Usage};
@@ -44,6 +47,21 @@ fn config(out: PathBuf, epochs: usize) -> Settings {
     s.device.adapter = "cpu".into();
     s.run.out = Some(out);
     s.run.quiet = true;
+    s
+}
+
+/// [`config`] with SGD, Nesterov momentum and weight decay, a warm-up of 2 epochs (so the
+/// stop falls inside it), a plateau schedule on validation accuracy and label smoothing.
+fn config_sgd(out: PathBuf, epochs: usize) -> Settings {
+    let mut s = config(out, epochs);
+    s.optimizer.optimizer = OptimizerKind::Sgd;
+    s.optimizer.lr = 0.02;
+    s.optimizer.momentum = 0.9;
+    s.optimizer.nesterov = true;
+    s.optimizer.weight_decay = 5e-4;
+    s.schedule.warmup = 2;
+    s.schedule.lr_schedule = "plateau:metric=acc,patience=1,factor=0.5".into();
+    s.loss.label_smoothing = 0.1;
     s
 }
 
@@ -237,6 +255,28 @@ fn a_batch_norm_and_dropout_model_resumes_mid_epoch_bit_for_bit() {
         whole.summary.unwrap().confusion,
         rest.summary.unwrap().confusion
     );
+}
+
+#[test]
+fn sgd_with_warmup_and_plateau_on_accuracy_resumes_bit_for_bit() {
+    let s = splits();
+    let dir = fresh_dir("resume-sgd");
+    let whole = train_on(&config_sgd(dir.join("whole"), 3), &s, NEW, &go()).unwrap();
+    let cfg = config_sgd(dir.join("parts"), 3);
+    // Stopped after the first batch (inside the warm-up), then extended to 3 epochs after
+    // stopping again at the end of epoch 1.
+    let stop = Cancel::new();
+    stop.request();
+    assert!(train_on(&cfg, &s, NEW, &stop).unwrap().interrupted);
+    let one = train_on(&config_sgd(dir.join("parts"), 1), &s, RESUME, &go()).unwrap();
+    assert_eq!(one.records.len(), 1);
+    let rest = train_on(&cfg, &s, RESUME, &go()).unwrap();
+    assert_eq!(rest.records.len(), 3);
+    assert_same_runs(&whole.out, &rest.out);
+    // The momentum buffer is saved as the first moment; SGD leaves the second at zero.
+    let last = Checkpoint::load(&rest.out.join("checkpoint-last.safetensors")).unwrap();
+    let opt = last.optimizer.unwrap();
+    assert!(opt.m.iter().any(|&m| m != 0.0) && opt.v.iter().all(|&v| v == 0.0));
 }
 
 #[test]

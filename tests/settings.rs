@@ -183,3 +183,26 @@ fn a_folder_that_holds_a_run_is_refused_unless_overwrite() {
         3
     );
 }
+
+#[test]
+fn the_shipped_recipes_load_and_validate() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/recipes");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let mut s = fergpu::settings::Settings::default();
+        s.load_file(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        s.validate()
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let name = path.file_stem().unwrap().to_string_lossy().into_owned();
+        assert_eq!(
+            s.model.model,
+            name,
+            "{} trains its own preset",
+            path.display()
+        );
+        seen += 1;
+    }
+    assert!(seen >= 2, "recipes for compact and vgg");
+}

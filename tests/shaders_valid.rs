@@ -31,13 +31,14 @@ fn every_shader_parses_and_validates() {
         "dense.wgsl",
         "activation.wgsl",
         "softmax_xent.wgsl",
-        "adam.wgsl",
+        "optimizer.wgsl",
         "data.wgsl",
         "batchnorm.wgsl",
         "dropout.wgsl",
         "globalavgpool.wgsl",
         "conv2d_tiled.wgsl",
         "dense_tiled.wgsl",
+        "accumulate.wgsl",
     ];
     for name in expected {
         assert!(SHADERS.iter().any(|s| s.name == name), "{name} missing");
@@ -138,7 +139,7 @@ fn each_backend_method_names_its_entry_point_cpu_function_and_parity_test() {
         "softmax_cross_entropy_forward",
         "softmax_cross_entropy_backward",
         "confusion_accumulate",
-        "adam_step",
+        "optimizer_step",
         "gather_batch_warped",
         "batchnorm_forward_train",
         "batchnorm_forward_eval",
@@ -147,6 +148,7 @@ fn each_backend_method_names_its_entry_point_cpu_function_and_parity_test() {
         "dropout_backward",
         "globalavgpool_forward",
         "globalavgpool_backward",
+        "scale_add",
     ];
     let parity =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/gpu_parity.rs"))

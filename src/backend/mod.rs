@@ -138,33 +138,149 @@ impl Activation {
     }
 }
 
-/// One Adam update's scalars. The learning rate is a per-step value (schedules change it on
-/// the host), and bias correction is folded into `lr_t` on the host, Keras-style:
-/// `lr_t = lr·√(1−β₂ᵗ)/(1−β₁ᵗ)`, `m ← β₁m + (1−β₁)g`, `v ← β₂v + (1−β₂)g²`,
-/// `p ← p − lr_t·m/(√v + ε)`.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct AdamStep {
-    /// Bias-corrected step size for this step, `lr·√(1−β₂ᵗ)/(1−β₁ᵗ)`.
-    pub lr_t: f32,
-    /// First-moment decay β₁ (0.9).
-    pub beta1: f32,
-    /// Second-moment decay β₂ (0.999).
-    pub beta2: f32,
-    /// ε added to √v (1e-7, as Keras).
-    pub eps: f32,
+/// The update rule of [`Backend::optimizer_step`], each with PyTorch's formulas.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerKind {
+    /// `torch.optim.Adam`: weight decay is L2, added to the gradient.
+    Adam,
+    /// `torch.optim.AdamW`: weight decay is decoupled, applied to the parameter.
+    Adamw,
+    /// `torch.optim.SGD` with dampening 0: optional (Nesterov) momentum, L2 weight decay added
+    /// to the gradient.
+    Sgd,
 }
 
-impl AdamStep {
-    /// The scalars of step `t` (1-based) for base learning rate `lr`.
-    pub fn new(lr: f32, beta1: f32, beta2: f32, eps: f32, t: u64) -> AdamStep {
-        let t = t as i32;
-        let lr_t = (lr as f64 * (1.0 - (beta2 as f64).powi(t)).sqrt()
-            / (1.0 - (beta1 as f64).powi(t))) as f32;
-        AdamStep {
-            lr_t,
-            beta1,
-            beta2,
-            eps,
+impl OptimizerKind {
+    /// Every rule, in the order of [`OptimizerKind::code`].
+    pub const ALL: [OptimizerKind; 3] = [
+        OptimizerKind::Adam,
+        OptimizerKind::Adamw,
+        OptimizerKind::Sgd,
+    ];
+
+    /// A stable small integer for shader uniforms (0 adam, 1 adamw, 2 sgd; `optimizer.wgsl`).
+    pub fn code(self) -> u32 {
+        OptimizerKind::ALL.iter().position(|&k| k == self).unwrap() as u32
+    }
+
+    /// Lowercase name, as on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            OptimizerKind::Adam => "adam",
+            OptimizerKind::Adamw => "adamw",
+            OptimizerKind::Sgd => "sgd",
+        }
+    }
+
+    /// Parses `adam`, `adamw` or `sgd`.
+    pub fn from_name(s: &str) -> Option<OptimizerKind> {
+        OptimizerKind::ALL
+            .into_iter()
+            .find(|k| k.name() == s.trim().to_ascii_lowercase())
+    }
+}
+
+/// An optimizer's hyperparameters, fixed for a run (the learning rate is not among them: it
+/// is a per-step value, see [`OptimizerStep`]). In `f64`, as PyTorch holds them in Python
+/// floats; [`OptimizerStep::new`] rounds what the kernels use to `f32`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct OptimizerConfig {
+    /// The update rule.
+    pub kind: OptimizerKind,
+    /// SGD's momentum μ (0: plain SGD, PyTorch's default).
+    pub momentum: f64,
+    /// SGD: Nesterov momentum (needs μ > 0).
+    pub nesterov: bool,
+    /// Weight decay λ, applied where the decay mask is 1 (L2 for adam and sgd, decoupled for
+    /// adamw).
+    pub weight_decay: f64,
+    /// Adam's first-moment decay β₁.
+    pub beta1: f64,
+    /// Adam's second-moment decay β₂.
+    pub beta2: f64,
+    /// Adam's ε, added to the bias-corrected `√v̂`.
+    pub eps: f64,
+}
+
+impl Default for OptimizerConfig {
+    /// Adam with β = (0.9, 0.999), ε = 1e-7 (the notebook's Keras value; PyTorch's is 1e-8),
+    /// no weight decay.
+    fn default() -> Self {
+        OptimizerConfig {
+            kind: OptimizerKind::Adam,
+            momentum: 0.0,
+            nesterov: false,
+            weight_decay: 0.0,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-7,
+        }
+    }
+}
+
+/// One optimizer step's scalars, as the kernels use them (`f32`, computed on the host in
+/// `f64` like PyTorch's Python-float scalars, so both backends do the same arithmetic).
+///
+/// With `g` the gradient, `p` the parameter, `λᵢ = weight_decay·decay[i]` (the decay mask)
+/// and `t` the 1-based step, PyTorch's `torch.optim` formulas in its order of operations:
+/// - adam: `g ← g + λᵢp`; `m ← β₁m + (1−β₁)g`; `v ← β₂v + (1−β₂)g²`;
+///   `p ← p − step_size·m / (√v / bias2_sqrt + ε)` with `step_size = lr/(1−β₁ᵗ)` and
+///   `bias2_sqrt = √(1−β₂ᵗ)`: that is `p −= lr·m̂/(√v̂ + ε)` with `m̂ = m/(1−β₁ᵗ)`,
+///   `v̂ = v/(1−β₂ᵗ)`;
+/// - adamw: `p ← p·(1 − lr·λᵢ)`, then adam's update without decay in the gradient;
+/// - sgd: `g ← g + λᵢp`; with momentum μ > 0, `b ← μb + g` (the buffer `b` lives in `m`;
+///   starting from zero, the first step gives `b = g`, as PyTorch's), then `g ← g + μb`
+///   (Nesterov) or `g ← b`; finally `p ← p − lr·g`. `v` is not touched.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct OptimizerStep {
+    /// The update rule.
+    pub kind: OptimizerKind,
+    /// SGD: Nesterov momentum.
+    pub nesterov: bool,
+    /// This step's learning rate (schedule and warm-up applied).
+    pub lr: f32,
+    /// λ, for the L2 term of adam and sgd.
+    pub weight_decay: f32,
+    /// `lr·λ`, adamw's decoupled decay.
+    pub lr_decay: f32,
+    /// SGD's μ.
+    pub momentum: f32,
+    /// β₁.
+    pub beta1: f32,
+    /// `1 − β₁`, rounded once from `f64`.
+    pub one_minus_beta1: f32,
+    /// β₂.
+    pub beta2: f32,
+    /// `1 − β₂`, rounded once from `f64` (in `f32`, `1 − 0.999` is 1.3e-5 off).
+    pub one_minus_beta2: f32,
+    /// ε.
+    pub eps: f32,
+    /// Adam: `lr / (1 − β₁ᵗ)`.
+    pub step_size: f32,
+    /// Adam: `√(1 − β₂ᵗ)`.
+    pub bias2_sqrt: f32,
+}
+
+impl OptimizerStep {
+    /// The scalars of step `t` (1-based) at learning rate `lr`.
+    pub fn new(c: &OptimizerConfig, lr: f64, t: u64) -> OptimizerStep {
+        assert!(t >= 1, "optimizer steps count from 1");
+        let t = i32::try_from(t).unwrap_or(i32::MAX);
+        OptimizerStep {
+            kind: c.kind,
+            nesterov: c.nesterov,
+            lr: lr as f32,
+            weight_decay: c.weight_decay as f32,
+            lr_decay: (lr * c.weight_decay) as f32,
+            momentum: c.momentum as f32,
+            beta1: c.beta1 as f32,
+            one_minus_beta1: (1.0 - c.beta1) as f32,
+            beta2: c.beta2 as f32,
+            one_minus_beta2: (1.0 - c.beta2) as f32,
+            eps: c.eps as f32,
+            step_size: (lr / (1.0 - c.beta1.powi(t))) as f32,
+            bias2_sqrt: (1.0 - c.beta2.powi(t)).sqrt() as f32,
         }
     }
 }
@@ -267,7 +383,9 @@ pub struct MemoryLimits {
 /// Index of each field in the loss statistics buffer `(4)` that
 /// [`Backend::softmax_cross_entropy_forward`] accumulates into.
 pub mod stats {
-    /// Sum over samples of the class-weighted cross-entropy `w[y]·(−log p[y])`.
+    /// Sum over samples of the class-weighted, label-smoothed cross-entropy
+    /// `(1 − ε)·w[y]·(−log p[y]) + (ε/C)·Σ_c w[c]·(−log p[c])` (`w[y]·(−log p[y])` when
+    /// ε = 0).
     pub const LOSS_SUM: usize = 0;
     /// Count of samples whose arg-max probability is the label.
     pub const CORRECT: usize = 1;
@@ -478,9 +596,14 @@ pub trait Backend {
     // ---- loss ---------------------------------------------------------------------------
 
     /// Numerically stable softmax of `logits (batch, classes)` into `probs (batch, classes)`,
-    /// and *accumulates* into `stats (4)` (see [`stats`]): the class-weighted cross-entropy
-    /// `w[y]·(−log p[y])` summed, correct predictions (first maximum wins ties), samples, and
-    /// `w[y]` summed. `class_weights (classes)`, `labels (batch)`.
+    /// and *accumulates* into `stats (4)` (see [`stats`]): each sample's class-weighted,
+    /// label-smoothed cross-entropy
+    /// `ℓ = (1 − ε)·w[y]·(−log p[y]) + (ε/C)·Σ_c w[c]·(−log p[c])` summed (`C = classes`,
+    /// ε = `smoothing`), correct predictions (first maximum wins ties), samples, and `w[y]`
+    /// summed. `class_weights (classes)`, `labels (batch)`.
+    ///
+    /// `ℓ` is PyTorch's `CrossEntropyLoss(weight=w, label_smoothing=ε)` of one sample: the
+    /// target `(1 − ε)·onehot(y) + ε/C`, each class's term weighted by its own `w[c]`.
     #[allow(clippy::too_many_arguments)]
     fn softmax_cross_entropy_forward(
         &self,
@@ -489,17 +612,22 @@ pub trait Backend {
         logits: &Self::Tensor,
         labels: &Self::Indices,
         class_weights: &Self::Tensor,
+        smoothing: f32,
         batch: usize,
         classes: usize,
     );
-    /// Gradient of the batch loss `L = (1/batch)·Σ_b w[y_b]·(−log p[b, y_b])` (Keras' weighted
-    /// sum over batch size): `d_logits[b,c] = w[y_b]·(p[b,c] − [c = y_b]) / batch`.
+    /// Gradient of the batch loss `L = (1/batch)·Σ_b ℓ_b` (Keras' weighted sum over batch
+    /// size; PyTorch's mean divides by `Σ_b w[y_b]` instead, the same when the weights are
+    /// 1): `d_logits[b,c] = (w[y]/batch)·(1 − ε)·(p[b,c] − [c = y]) +
+    /// (ε/(C·batch))·(W·p[b,c] − w[c])` with `y = y_b`, `W = Σ_c w[c]`.
+    #[allow(clippy::too_many_arguments)]
     fn softmax_cross_entropy_backward(
         &self,
         d_logits: &mut Self::Tensor,
         probs: &Self::Tensor,
         labels: &Self::Indices,
         class_weights: &Self::Tensor,
+        smoothing: f32,
         batch: usize,
         classes: usize,
     );
@@ -516,15 +644,32 @@ pub trait Backend {
 
     // ---- optimizer ----------------------------------------------------------------------
 
-    /// One Adam step over every parameter at once (see [`AdamStep`]); all four buffers have
-    /// the same length.
-    fn adam_step(
+    /// One optimizer step over every parameter at once (see [`OptimizerStep`] for the
+    /// formulas): params, grads, m, v and decay are all `(P)`; `decay (P)` is the
+    /// weight-decay mask (1 decays, 0 does not; `Plan::decay_mask`). Writes params, m and v.
+    fn optimizer_step(
         &self,
         params: &mut Self::Tensor,
         grads: &Self::Tensor,
         m: &mut Self::Tensor,
         v: &mut Self::Tensor,
-        step: &AdamStep,
+        decay: &Self::Tensor,
+        step: &OptimizerStep,
+    );
+
+    // ---- accumulation -------------------------------------------------------------------
+
+    /// `acc[i] = alpha·acc[i] + beta·x[i]` for `i < len` (*accumulates* into `acc` unless
+    /// `alpha` is 0, in which case the old `acc` is not read: `acc[i] = beta·x[i]`). With
+    /// `alpha = k/(k+1)`, `beta = 1/(k+1)` it keeps the running mean of `k + 1` tensors, as
+    /// test-time augmentation does for its views' logits.
+    fn scale_add(
+        &self,
+        acc: &mut Self::Tensor,
+        x: &Self::Tensor,
+        alpha: f32,
+        beta: f32,
+        len: usize,
     );
 
     // ---- batch normalisation ------------------------------------------------------------

@@ -10,6 +10,7 @@ mod training;
 use crate::data::Usage;
 use crate::device::DeviceChoice;
 use crate::error::Result;
+use crate::eval::Tta;
 use crate::settings::{AugmentSettings, DataSettings, Settings};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -96,9 +97,15 @@ pub struct EvalArgs {
     /// The split to evaluate.
     #[arg(long, default_value = "PublicTest", value_parser = parse_usage)]
     pub split: Usage,
-    /// Write one row per image: index, true, predicted, the 7 probabilities.
+    /// Write one row per image: index, true, predicted, the 7 probabilities (with --tta, of
+    /// the averaged logits).
     #[arg(long, value_name = "OUT.csv")]
     pub predictions: Option<PathBuf>,
+    /// Test-time augmentation: none | flip (the image and its mirror) | crops (5 positions,
+    /// centre and moved 2 pixels towards each corner, × mirrored: 10 views). Logits are
+    /// averaged over the views; the plain result is printed too, each labelled.
+    #[arg(long, default_value = "none", value_parser = parse_tta)]
+    pub tta: Tta,
     /// The device.
     #[command(flatten)]
     pub device: DeviceChoice,
@@ -305,6 +312,10 @@ pub struct SweepArgs {
     /// Run configurations side by side, one per adapter (e.g. `0,1`).
     #[arg(long, value_delimiter = ',')]
     pub adapters: Vec<String>,
+}
+
+fn parse_tta(s: &str) -> std::result::Result<Tta, String> {
+    Tta::parse(s).map_err(|e| e.to_string())
 }
 
 fn parse_usage(s: &str) -> std::result::Result<Usage, String> {

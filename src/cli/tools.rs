@@ -10,7 +10,7 @@ use crate::checkpoint::Checkpoint;
 use crate::data::{csv, synth, Dataset};
 use crate::device::{run_on, Job};
 use crate::error::{Error, Result};
-use crate::eval::{evaluate_checkpoint, EvalResult};
+use crate::eval::{evaluate_checkpoint_with_tta, report_text, EvalResult, Tta};
 use crate::model::{ModelSpec, Plan};
 use crate::settings::Settings;
 
@@ -19,13 +19,14 @@ struct EvalJob<'a> {
     ck: &'a Checkpoint,
     ds: &'a Dataset,
     keep_probs: bool,
+    tta: Tta,
 }
 
 impl Job for EvalJob<'_> {
     type Output = EvalResult;
     fn run<B: Backend>(self, be: &B, device: &str) -> Result<EvalResult> {
         eprintln!("evaluating on {device}");
-        evaluate_checkpoint(be, self.ck, self.ds, self.keep_probs)
+        evaluate_checkpoint_with_tta(be, self.ck, self.ds, self.keep_probs, self.tta)
     }
 }
 
@@ -50,17 +51,29 @@ pub(super) fn eval(a: EvalArgs) -> Result<Outcome> {
         ck: &ck,
         ds: &ds,
         keep_probs: a.predictions.is_some(),
+        tta: a.tta,
     };
     let r = run_on(&a.device, job)?;
+    let what = format!("{} ({})", a.split.name(), ck.spec.name);
+    let augmented = match a.tta {
+        Tta::None => None,
+        t => Some(r.with_tta(t).expect("the evaluator reports its own mode")),
+    };
     // The file first: it is the costly result, and stdout may be a pipe that closes early.
-    if let (Some(path), Some(probs)) = (&a.predictions, &r.probs) {
+    if let (Some(path), Some(probs)) = (&a.predictions, &augmented.unwrap_or(&r).probs) {
         crate::eval::write_predictions(path, &ds.labels, probs)?;
-        eprintln!("wrote predictions to {}", path.display());
+        let with = augmented.map_or(String::new(), |_| format!(" (TTA {})", a.tta.name()));
+        eprintln!("wrote predictions{with} to {}", path.display());
     }
-    println!(
-        "{}",
-        crate::eval::report_text(&r, &format!("{} ({})", a.split.name(), ck.spec.name))
-    );
+    match augmented {
+        None => println!("{}", report_text(&r, &what)),
+        Some(t) => {
+            let views = a.tta.views().len();
+            println!("{}", report_text(&r, &format!("{what}, no TTA")));
+            let label = format!("{what}, TTA {} ({views} views averaged)", a.tta.name());
+            println!("{}", report_text(t, &label));
+        }
+    }
     Ok(Outcome::Done)
 }
 

@@ -1,8 +1,8 @@
 //! The network, generic over the backend: buffers for one batch, forward, backward, and the
-//! Adam optimizer state. The same code runs on the CPU reference and the GPU.
+//! optimizer's state. The same code runs on the CPU reference and the GPU.
 
 use super::{Op, Plan};
-use crate::backend::{AdamStep, Backend, Dropout};
+use crate::backend::{Backend, Dropout, OptimizerConfig, OptimizerStep};
 use crate::shape::{IMAGE_PIXELS, NUM_CLASSES};
 
 /// What a forward pass is for. Batch norm and dropout differ by it.
@@ -207,12 +207,14 @@ impl<B: Backend> Network<B> {
         be.label_op(None);
     }
 
-    /// Softmax of the logits into `probs`, accumulating loss statistics into `stats (4)`.
+    /// Softmax of the logits into `probs`, accumulating loss statistics into `stats (4)`:
+    /// cross-entropy with class `weights (7)` and label smoothing ε = `smoothing`.
     pub fn loss_forward(
         &mut self,
         be: &B,
         stats: &mut B::Tensor,
         weights: &B::Tensor,
+        smoothing: f32,
         batch: usize,
     ) {
         let logits = self.outs.last().expect("a model has ops");
@@ -222,14 +224,15 @@ impl<B: Backend> Network<B> {
             logits,
             &self.labels,
             weights,
+            smoothing,
             batch,
             NUM_CLASSES,
         );
     }
 
-    /// Back-propagates the loss from `probs` and `labels` into `grads`, after a training
-    /// forward pass.
-    pub fn backward(&mut self, be: &B, weights: &B::Tensor, batch: usize) {
+    /// Back-propagates the loss (class `weights (7)`, label smoothing `smoothing`) from
+    /// `probs` and `labels` into `grads`, after a training forward pass.
+    pub fn backward(&mut self, be: &B, weights: &B::Tensor, smoothing: f32, batch: usize) {
         let Mode::Train { seed, step } = self.mode else {
             panic!("backward needs a training forward pass before it");
         };
@@ -241,6 +244,7 @@ impl<B: Backend> Network<B> {
             &self.probs,
             &self.labels,
             weights,
+            smoothing,
             batch,
             NUM_CLASSES,
         );
@@ -315,39 +319,48 @@ impl<B: Backend> Network<B> {
     }
 }
 
-/// Adam's moment buffers and step count.
-pub struct Adam<B: Backend> {
-    /// First moments `(P)`.
+/// The optimizer's state: its moment buffers, step count and weight-decay mask, and the
+/// run's hyperparameters. One [`Backend::optimizer_step`] dispatch updates every parameter.
+pub struct Optimizer<B: Backend> {
+    /// Adam's first moments, or SGD's momentum buffer `(P)`.
     pub m: B::Tensor,
-    /// Second moments `(P)`.
+    /// Adam's second moments `(P)` (zero under SGD).
     pub v: B::Tensor,
     /// Steps taken so far.
     pub t: u64,
-    /// β₁.
-    pub beta1: f32,
-    /// β₂.
-    pub beta2: f32,
-    /// ε (Keras: 1e-7).
-    pub eps: f32,
+    /// Weight-decay mask `(P)` ([`Plan::decay_mask`]), uploaded once.
+    decay: B::Tensor,
+    config: OptimizerConfig,
 }
 
-impl<B: Backend> Adam<B> {
-    /// Fresh zero moments for `num_params` parameters, Keras defaults (0.9, 0.999, 1e-7).
-    pub fn new(be: &B, num_params: usize) -> Adam<B> {
-        Adam {
-            m: be.zeros(num_params),
-            v: be.zeros(num_params),
+impl<B: Backend> Optimizer<B> {
+    /// Fresh zero state for the parameters of `plan`.
+    pub fn new(be: &B, plan: &Plan, config: OptimizerConfig) -> Optimizer<B> {
+        Optimizer {
+            m: be.zeros(plan.num_params),
+            v: be.zeros(plan.num_params),
             t: 0,
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-7,
+            decay: be.upload(&plan.decay_mask()),
+            config,
         }
     }
 
+    /// The hyperparameters.
+    pub fn config(&self) -> &OptimizerConfig {
+        &self.config
+    }
+
     /// One update of `net.params` from `net.grads` at learning rate `lr`.
-    pub fn step(&mut self, be: &B, net: &mut Network<B>, lr: f32) {
+    pub fn step(&mut self, be: &B, net: &mut Network<B>, lr: f64) {
         self.t += 1;
-        let step = AdamStep::new(lr, self.beta1, self.beta2, self.eps, self.t);
-        be.adam_step(&mut net.params, &net.grads, &mut self.m, &mut self.v, &step);
+        let step = OptimizerStep::new(&self.config, lr, self.t);
+        be.optimizer_step(
+            &mut net.params,
+            &net.grads,
+            &mut self.m,
+            &mut self.v,
+            &self.decay,
+            &step,
+        );
     }
 }

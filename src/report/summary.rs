@@ -45,6 +45,43 @@ pub struct Summary {
     pub wall_seconds: f64,
     /// The adapter that ran it, e.g. `"NVIDIA GeForce RTX 4090 (Vulkan)"` or `"cpu"`.
     pub adapter: String,
+    /// The same test split with test-time augmentation (logits averaged over each mode's
+    /// views, `fergpu::eval::Tta`), kept apart from the plain figures above, which never
+    /// include it. Absent from summaries written before fergpu measured it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tta: Option<TtaSummary>,
+}
+
+/// Test-split scores with test-time augmentation, one entry per mode.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TtaSummary {
+    /// Two views: the image and its mirror image.
+    pub flip: TtaScores,
+    /// Ten views: five positions (as it is, and moved 2 pixels towards each corner) × {as it
+    /// is, mirrored}.
+    pub crops: TtaScores,
+}
+
+/// The scores of one test-time augmentation mode on the test split.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TtaScores {
+    /// Accuracy of the averaged logits.
+    pub accuracy: f64,
+    /// Unweighted mean of the per-class F1 scores.
+    pub macro_f1: f64,
+    /// Mean cross-entropy of the softmax of the averaged logits.
+    pub loss: f64,
+}
+
+impl TtaScores {
+    /// The scores of a confusion matrix and mean loss.
+    pub fn new(confusion: &Confusion, loss: f64) -> TtaScores {
+        TtaScores {
+            accuracy: confusion.accuracy(),
+            macro_f1: confusion.macro_f1(),
+            loss,
+        }
+    }
 }
 
 impl Summary {
@@ -88,6 +125,7 @@ impl Summary {
             epochs_run: history.len(),
             wall_seconds,
             adapter: adapter.to_string(),
+            tta: None,
         }
     }
 }

@@ -15,8 +15,9 @@ use crate::cancel::Cancel;
 use crate::checkpoint::Checkpoint;
 use crate::device::{run_on, Job};
 use crate::error::{Error, Result};
-use crate::eval::{DeviceSet, EvalResult, Evaluator};
+use crate::eval::{DeviceSet, EvalResult, Evaluator, Tta};
 use crate::report::progress::Progress;
+use crate::report::summary::{TtaScores, TtaSummary};
 use crate::report::{self, EpochRecord};
 use crate::settings::{Settings, Splits};
 use crate::train::{EarlyStopping, EpochOutcome, Scheduler, TrainState, Trainer};
@@ -167,7 +168,7 @@ impl<B: Backend> Run<'_, '_, B> {
             self.progress.finish_epoch(&record);
             self.records.push(record);
             let decision = self.early.observe(epoch, val.accuracy);
-            self.scheduler.end_epoch(val.loss);
+            self.scheduler.end_epoch(val.loss, val.accuracy);
             self.save_epoch(decision.improved, t_run.elapsed())?;
             if self.cancel.is_requested() && epoch < epochs {
                 return Ok(self.stopped(&format!("interrupted after epoch {epoch}")));
@@ -206,7 +207,7 @@ impl<B: Backend> Run<'_, '_, B> {
     /// stopping early when asked.
     fn train_epoch(&mut self, lr: f64) -> EpochOutcome {
         let (cancel, progress) = (self.cancel, &mut self.progress);
-        self.trainer.run_epoch(lr as f32, &mut |done| {
+        self.trainer.run_epoch(lr, &mut |done| {
             let (loss, acc) = done.running.unzip();
             progress.batch(done.images, loss, acc);
             !cancel.is_requested()
@@ -331,12 +332,16 @@ impl<B: Backend> Run<'_, '_, B> {
     }
 
     /// Tests the best validation epoch's weights (kept in memory, so another process
-    /// touching the folder cannot change the result) and writes the reports and summary.
+    /// touching the folder cannot change the result), plain and with test-time augmentation
+    /// (flip and crops, in one pass over the crops' views), and writes the reports and
+    /// summary.
     fn finish(&mut self, elapsed: Duration) -> Result<report::Summary> {
         let best = self.best.as_ref().unwrap_or(&self.last_good);
-        self.evaluator.set_params(&best.params, &best.running);
         let set = DeviceSet::new(self.be, &self.splits.test);
-        let test = self.evaluator.evaluate(&set, false);
+        let spec = self.trainer.spec();
+        let mut tester = Evaluator::with_tta(self.be, spec, &best.params, set.len(), Tta::Crops)?;
+        tester.set_params(&best.params, &best.running);
+        let test = tester.evaluate(&set, false);
         let title = format!(
             "{} — test accuracy {:.2}% (best validation epoch {})",
             self.trainer.spec().name,
@@ -344,17 +349,30 @@ impl<B: Backend> Run<'_, '_, B> {
             self.best_epoch()
         );
         self.folder.write_confusion(&test.confusion, &title)?;
-        let summary = report::Summary::new(
-            &test.confusion,
-            test.loss,
-            &self.records,
-            self.seconds_before + elapsed.as_secs_f64(),
-            &self.device,
-        );
+        let scores = |t: Tta| {
+            let r = test
+                .with_tta(t)
+                .expect("a crops pass reports flip and crops");
+            TtaScores::new(&r.confusion, r.loss)
+        };
+        let summary = report::Summary {
+            tta: Some(TtaSummary {
+                flip: scores(Tta::Flip),
+                crops: scores(Tta::Crops),
+            }),
+            ..report::Summary::new(
+                &test.confusion,
+                test.loss,
+                &self.records,
+                self.seconds_before + elapsed.as_secs_f64(),
+                &self.device,
+            )
+        };
         self.folder.write_summary(&summary)?;
         eprintln!(
-            "{}",
-            crate::eval::report_text(&test, "test (best validation checkpoint)")
+            "{}{}",
+            crate::eval::report_text(&test, "test (best validation checkpoint), no TTA"),
+            crate::eval::tta_lines(&test, "test")
         );
         eprintln!("run folder: {}", self.folder.path().display());
         Ok(summary)

@@ -2,7 +2,7 @@
 //! folder is taken, and the trainer is built fresh or from the last checkpoint.
 
 use super::{ResumeState, Run, RunFolder, RunJob, Start, Weights};
-use crate::backend::Backend;
+use crate::backend::{Backend, OptimizerConfig};
 use crate::checkpoint::Checkpoint;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
@@ -74,9 +74,19 @@ impl<'a, 'b, B: Backend> Run<'a, 'b, B> {
         let opts = TrainerOptions {
             batch,
             class_weight: settings.loss.class_weight,
+            label_smoothing: settings.loss.label_smoothing as f32,
             seed: settings.run.seed,
             augment: settings.augment.augment,
             warp: settings.augment.warp(),
+            optimizer: OptimizerConfig {
+                kind: settings.optimizer.optimizer,
+                momentum: settings.optimizer.momentum,
+                nesterov: settings.optimizer.nesterov,
+                weight_decay: settings.optimizer.weight_decay,
+                eps: settings.optimizer.adam_eps,
+                ..OptimizerConfig::default()
+            },
+            warmup_epochs: settings.schedule.warmup,
             // A live bar shows the running loss and accuracy: one small readback a second.
             live_stats: progress.is_live().then_some(Duration::from_secs(1)),
         };

@@ -1,7 +1,7 @@
 //! The training step and epoch, generic over the backend, and what drives them from epoch to
 //! epoch: learning-rate [`schedule`]s and [`early_stop`]ping.
 //!
-//! One step is gather → forward → softmax/cross-entropy → backward → Adam, recorded by the
+//! One step is gather → forward → softmax/cross-entropy → backward → optimizer, recorded by the
 //! backend and submitted once. Loss and accuracy accumulate on the device and are read once
 //! per epoch, never per batch.
 
@@ -9,14 +9,14 @@ pub mod early_stop;
 pub mod schedule;
 
 pub use early_stop::{Decision, EarlyStopping};
-pub use schedule::{LrSchedule, Scheduler};
+pub use schedule::{LrSchedule, PlateauMetric, Scheduler, Warmup};
 
 use crate::augment::{self, Augment, Warp};
-use crate::backend::{stats, Backend};
+use crate::backend::{stats, Backend, OptimizerConfig};
 use crate::checkpoint::OptimizerState;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
-use crate::model::network::{Adam, Mode, Network};
+use crate::model::network::{Mode, Network, Optimizer};
 use crate::model::{ModelSpec, Plan};
 use crate::rng::Rng;
 use crate::shape::NUM_CLASSES;
@@ -111,6 +111,9 @@ pub struct TrainerOptions {
     pub batch: usize,
     /// Class weighting of the training loss.
     pub class_weight: ClassWeight,
+    /// Label smoothing ε of the training loss (PyTorch's `label_smoothing`; see
+    /// [`Backend::softmax_cross_entropy_forward`]); 0 for none.
+    pub label_smoothing: f32,
     /// Seed of the shuffles and augmentation (the weights come already initialised).
     pub seed: u64,
     /// Augmentation drawn for every training image each epoch, from the shuffle's generator
@@ -119,6 +122,10 @@ pub struct TrainerOptions {
     /// Scale, rotation and erasing drawn for every training image each epoch, after the
     /// flips and shifts, from the same generator (see [`crate::augment`]).
     pub warp: Warp,
+    /// The optimizer's rule and hyperparameters.
+    pub optimizer: OptimizerConfig,
+    /// Epochs of linear warm-up of the learning rate, per step (see [`Warmup`]); 0 for none.
+    pub warmup_epochs: usize,
     /// Read the running loss and accuracy back at most once per this long during
     /// [`Trainer::run_epoch`] (for a live progress bar); `None` never does, so a GPU epoch has
     /// no readback before its end.
@@ -126,24 +133,29 @@ pub struct TrainerOptions {
 }
 
 impl Default for TrainerOptions {
-    /// Batch 32, unweighted loss, seed 1, no augmentation (nor warp), no live statistics.
+    /// Batch 32, unweighted loss without label smoothing, seed 1, no augmentation (nor warp),
+    /// Adam (see [`OptimizerConfig::default`]), no warm-up, no live statistics.
     fn default() -> Self {
         TrainerOptions {
             batch: 32,
             class_weight: ClassWeight::None,
+            label_smoothing: 0.0,
             seed: 1,
             augment: Augment::NONE,
             warp: Warp::NONE,
+            optimizer: OptimizerConfig::default(),
+            warmup_epochs: 0,
             live_stats: None,
         }
     }
 }
 
-/// A model being trained on one backend: the network, Adam, the training set on the device.
+/// A model being trained on one backend: the network, the optimizer, the training set on the
+/// device.
 pub struct Trainer<'b, B: Backend> {
     be: &'b B,
     net: Network<B>,
-    adam: Adam<B>,
+    opt: Optimizer<B>,
     spec: ModelSpec,
     state: TrainState,
     opts: TrainerOptions,
@@ -162,8 +174,10 @@ pub struct BatchDone {
     /// Images trained so far in this call.
     pub images: usize,
     /// Running training loss and accuracy of the epoch, when they were read back after this
-    /// batch (see [`Trainer::set_live_stats`]).
+    /// batch (see [`TrainerOptions::live_stats`]).
     pub running: Option<(f64, f64)>,
+    /// The learning rate this batch's step used: the epoch's rate times the warm-up factor.
+    pub lr: f64,
 }
 
 impl<'b, B: Backend> Trainer<'b, B> {
@@ -204,7 +218,7 @@ impl<'b, B: Backend> Trainer<'b, B> {
         let weights = opts.class_weight.weights(&train.class_counts());
         Ok(Trainer {
             be,
-            adam: Adam::new(be, plan.num_params),
+            opt: Optimizer::new(be, &plan, opts.optimizer),
             net: Network::new(be, plan, params),
             spec,
             state: TrainState::new(opts.seed),
@@ -222,7 +236,7 @@ impl<'b, B: Backend> Trainer<'b, B> {
     }
 
     /// A trainer that continues where a checkpoint left off: its parameters `(P)`, running
-    /// statistics `(S)`, Adam's state and the trainer's state (epoch, batch, shuffle
+    /// statistics `(S)`, the optimizer's state and the trainer's state (epoch, batch, shuffle
     /// generator, partial statistics).
     #[allow(clippy::too_many_arguments)]
     pub fn resume(
@@ -237,9 +251,9 @@ impl<'b, B: Backend> Trainer<'b, B> {
     ) -> Result<Trainer<'b, B>> {
         let mut t = Trainer::new(be, spec, params, train, opts)?;
         t.restore_running(running);
-        be.write(&mut t.adam.m, &optimizer.m);
-        be.write(&mut t.adam.v, &optimizer.v);
-        t.adam.t = optimizer.t;
+        be.write(&mut t.opt.m, &optimizer.m);
+        be.write(&mut t.opt.v, &optimizer.v);
+        t.opt.t = optimizer.t;
         t.state = state;
         Ok(t)
     }
@@ -285,8 +299,11 @@ impl<'b, B: Backend> Trainer<'b, B> {
         self.opts.batch
     }
 
-    /// One step on images `order[offset..offset + batch]`.
-    fn step(&mut self, offset: usize, batch: usize, lr: f32) {
+    /// One step on images `order[offset..offset + batch]` at the epoch's rate `lr`, scaled by
+    /// the warm-up for this step; returns the rate the step used.
+    fn step(&mut self, offset: usize, batch: usize, lr: f64) -> f64 {
+        let warmup = Warmup::new(self.opts.warmup_epochs, self.batches_per_epoch());
+        let lr = lr * warmup.factor(self.opt.t + 1);
         let be = self.be;
         let net = &mut self.net;
         match &self.warp {
@@ -310,13 +327,15 @@ impl<'b, B: Backend> Trainer<'b, B> {
         }
         let mode = Mode::Train {
             seed: self.opts.seed,
-            step: self.adam.t,
+            step: self.opt.t,
         };
         net.forward(be, batch, mode);
-        net.loss_forward(be, &mut self.stats, &self.weights, batch);
-        net.backward(be, &self.weights, batch);
-        self.adam.step(be, net, lr);
+        let smoothing = self.opts.label_smoothing;
+        net.loss_forward(be, &mut self.stats, &self.weights, smoothing, batch);
+        net.backward(be, &self.weights, smoothing, batch);
+        self.opt.step(be, net, lr);
         be.submit();
+        lr
     }
 
     /// The epoch's running loss and accuracy, read back when the live interval has passed
@@ -335,12 +354,13 @@ impl<'b, B: Backend> Trainer<'b, B> {
         ))
     }
 
-    /// Trains the rest of the current epoch at learning rate `lr`. `keep_going` is called
+    /// Trains the rest of the current epoch at learning rate `lr` (scaled by the warm-up in its
+    /// first steps, see [`TrainerOptions::warmup_epochs`]). `keep_going` is called
     /// after each batch is submitted; returning false stops after that batch, with the state
     /// saved so that [`Trainer::run_epoch`] continues the same epoch later.
     pub fn run_epoch(
         &mut self,
-        lr: f32,
+        lr: f64,
         keep_going: &mut dyn FnMut(BatchDone) -> bool,
     ) -> EpochOutcome {
         let (n, used) = (self.n, self.images_per_epoch());
@@ -363,13 +383,14 @@ impl<'b, B: Backend> Trainer<'b, B> {
         for b in start..self.batches_per_epoch() {
             let offset = b * batch_size;
             let batch = batch_size.min(used - offset);
-            self.step(offset, batch, lr);
+            let step_lr = self.step(offset, batch, lr);
             done += batch;
             self.state.next_batch = b + 1;
             let running = self.live_stats(&mut last_peek);
             let info = BatchDone {
                 images: done,
                 running,
+                lr: step_lr,
             };
             if !keep_going(info) && b + 1 < self.batches_per_epoch() {
                 interrupted = true;
@@ -427,12 +448,12 @@ impl<'b, B: Backend> Trainer<'b, B> {
         self.be.write(&mut self.net.running, running);
     }
 
-    /// Adam's moments and step count on the host.
+    /// The optimizer's moments and step count on the host.
     pub fn optimizer_state(&self) -> OptimizerState {
         OptimizerState {
-            m: self.be.download(&self.adam.m),
-            v: self.be.download(&self.adam.v),
-            t: self.adam.t,
+            m: self.be.download(&self.opt.m),
+            v: self.be.download(&self.opt.v),
+            t: self.opt.t,
         }
     }
 }

@@ -1,7 +1,9 @@
-//! Learning-rate schedules and the per-epoch [`Scheduler`] that follows one.
+//! Learning-rate schedules, the per-epoch [`Scheduler`] that follows one, and the per-step
+//! linear [`Warmup`] that scales any of them.
 //!
-//! Epochs are counted from 0; the learning rate of an epoch is fixed for the whole epoch
-//! and changes only in [`Scheduler::end_epoch`].
+//! Epochs are counted from 0; a schedule's rate for an epoch is fixed for the whole epoch and
+//! changes only in [`Scheduler::end_epoch`]. Warm-up multiplies it, step by step, on the host;
+//! the product is the rate handed to the optimizer, the same on every backend.
 
 use std::fmt;
 
@@ -27,10 +29,13 @@ pub enum LrSchedule {
         /// Rate reached at the end of the descent (≥ 0).
         min_lr: f64,
     },
-    /// Multiply the rate by `factor` (never below `min_lr`) once the validation loss has
-    /// not improved (strictly decreased) for `patience` epochs in a row (Keras'
-    /// `ReduceLROnPlateau` without cooldown).
+    /// Multiply the rate by `factor` (never below `min_lr`) once the validation metric has
+    /// not improved (loss strictly decreased, or accuracy strictly increased) for `patience`
+    /// epochs in a row (Keras' `ReduceLROnPlateau` without cooldown, `min_delta = 0`).
     Plateau {
+        /// The validation metric followed (the loss when a schedule does not say).
+        #[serde(default)]
+        metric: PlateauMetric,
         /// Epochs without improvement before a reduction (≥ 1).
         patience: usize,
         /// Factor applied at each reduction (in (0, 1)).
@@ -40,15 +45,36 @@ pub enum LrSchedule {
     },
 }
 
+/// The validation metric a [`LrSchedule::Plateau`] follows.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PlateauMetric {
+    /// The validation loss, which must decrease (mode `min`).
+    #[default]
+    Loss,
+    /// The validation accuracy, which must increase (mode `max`).
+    Acc,
+}
+
+impl PlateauMetric {
+    /// `loss` or `acc`, as in a schedule's text.
+    pub fn name(self) -> &'static str {
+        match self {
+            PlateauMetric::Loss => "loss",
+            PlateauMetric::Acc => "acc",
+        }
+    }
+}
+
 const SYNTAX: &str = "expected constant, step[:every=N,gamma=G], cosine[:epochs=N,min_lr=L] or \
-                      plateau[:patience=N,factor=F,min_lr=L]";
+                      plateau[:metric=loss|acc,patience=N,factor=F,min_lr=L]";
 
 impl LrSchedule {
     /// Parses `constant`, `step:every=10,gamma=0.5`, `cosine:epochs=50,min_lr=1e-5` or
-    /// `plateau:patience=3,factor=0.5,min_lr=1e-6`. Omitted parameters take the defaults:
-    /// step every 10 epochs by 0.5; cosine over the run's epochs down to 0; plateau with
-    /// patience 3, factor 0.5, floor 1e-6. Errors with [`Error::Config`] on an unknown
-    /// name or parameter or an out-of-range value.
+    /// `plateau:metric=acc,patience=3,factor=0.5,min_lr=1e-6`. Omitted parameters take the
+    /// defaults: step every 10 epochs by 0.5; cosine over the run's epochs down to 0; plateau
+    /// on the validation loss with patience 3, factor 0.5, floor 1e-6. Errors with
+    /// [`Error::Config`] on an unknown name or parameter or an out-of-range value.
     pub fn parse(s: &str) -> Result<LrSchedule> {
         let s = s.trim();
         let (name, params) = match s.split_once(':') {
@@ -67,6 +93,16 @@ impl LrSchedule {
                 min_lr: p.real("min_lr", 0.0, |m| m >= 0.0, "≥ 0")?,
             },
             "plateau" => LrSchedule::Plateau {
+                metric: match p.take("metric") {
+                    None | Some("loss") => PlateauMetric::Loss,
+                    Some("acc") => PlateauMetric::Acc,
+                    Some(other) => {
+                        return Err(bad(
+                            s,
+                            &format!("metric must be loss or acc, got '{other}'"),
+                        ))
+                    }
+                },
                 patience: p.count("patience", 3, 1)?,
                 factor: p.real("factor", 0.5, |f| f > 0.0 && f < 1.0, "in (0, 1)")?,
                 min_lr: p.real("min_lr", 1e-6, |m| m >= 0.0, "≥ 0")?,
@@ -97,12 +133,14 @@ impl fmt::Display for LrSchedule {
                 write!(f, "cosine:epochs={epochs},min_lr={min_lr}")
             }
             LrSchedule::Plateau {
+                metric,
                 patience,
                 factor,
                 min_lr,
             } => write!(
                 f,
-                "plateau:patience={patience},factor={factor},min_lr={min_lr}"
+                "plateau:metric={},patience={patience},factor={factor},min_lr={min_lr}",
+                metric.name()
             ),
         }
     }
@@ -189,9 +227,12 @@ pub struct Scheduler {
     epoch: usize,
     /// Plateau's current rate (reductions compound, so it is kept, not recomputed).
     plateau_lr: f64,
-    /// Lowest validation loss seen (plateau); `None` before the first epoch.
-    best_loss: Option<f64>,
-    /// Epochs since the best validation loss (plateau).
+    /// Best value of the plateau's metric so far (lowest loss or highest accuracy); `None`
+    /// before the first epoch. (Named `best_loss` in states saved before plateau could
+    /// follow accuracy.)
+    #[serde(alias = "best_loss")]
+    best: Option<f64>,
+    /// Epochs since the best value (plateau).
     wait: usize,
 }
 
@@ -209,7 +250,7 @@ impl Scheduler {
             cosine_epochs,
             epoch: 0,
             plateau_lr: base_lr,
-            best_loss: None,
+            best: None,
             wait: 0,
         }
     }
@@ -239,21 +280,25 @@ impl Scheduler {
         }
     }
 
-    /// Ends the current epoch with its validation loss and moves to the next. Only
-    /// [`LrSchedule::Plateau`] looks at the loss; a NaN or infinite loss counts as no
-    /// improvement.
-    pub fn end_epoch(&mut self, val_loss: f64) {
+    /// Ends the current epoch with its validation loss and accuracy and moves to the next.
+    /// Only [`LrSchedule::Plateau`] looks at them (at its metric); a NaN or infinite value
+    /// counts as no improvement.
+    pub fn end_epoch(&mut self, val_loss: f64, val_acc: f64) {
         self.epoch += 1;
         if let LrSchedule::Plateau {
+            metric,
             patience,
             factor,
             min_lr,
         } = self.schedule
         {
-            let improved =
-                val_loss.is_finite() && self.best_loss.is_none_or(|best| val_loss < best);
+            let (value, better): (f64, fn(f64, f64) -> bool) = match metric {
+                PlateauMetric::Loss => (val_loss, |new, best| new < best),
+                PlateauMetric::Acc => (val_acc, |new, best| new > best),
+            };
+            let improved = value.is_finite() && self.best.is_none_or(|best| better(value, best));
             if improved {
-                self.best_loss = Some(val_loss);
+                self.best = Some(value);
                 self.wait = 0;
                 return;
             }
@@ -262,6 +307,36 @@ impl Scheduler {
                 self.plateau_lr = (self.plateau_lr * factor).max(min_lr);
                 self.wait = 0;
             }
+        }
+    }
+}
+
+/// Linear warm-up over the first `epochs` epochs, per optimizer step: with `S` batches per
+/// epoch and `W = epochs·S` warm-up steps, step `t` (1-based, counted over the whole run)
+/// trains at `min(1, t / W)` times the schedule's rate for its epoch. The first step takes
+/// `1/W` of it, step `W` and every later one all of it; `epochs = 0` is no warm-up. The
+/// schedule itself runs on unchanged (its epochs are not shifted), so warm-up composes with
+/// any schedule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Warmup {
+    /// `W`, the steps of the ramp.
+    steps: u64,
+}
+
+impl Warmup {
+    /// Warm-up over `epochs` epochs of `batches_per_epoch` steps.
+    pub fn new(epochs: usize, batches_per_epoch: usize) -> Warmup {
+        Warmup {
+            steps: (epochs as u64).saturating_mul(batches_per_epoch as u64),
+        }
+    }
+
+    /// The factor of step `t` (1-based): `min(1, t / W)`, 1 without warm-up.
+    pub fn factor(&self, t: u64) -> f64 {
+        if t >= self.steps {
+            1.0
+        } else {
+            t as f64 / self.steps as f64
         }
     }
 }

@@ -14,21 +14,23 @@
 //! scratch buffers (kept between calls, so the hot path does not allocate), element-wise ops
 //! split the buffer into chunks.
 //!
-//! The small ops (pooling, activations, loss, Adam, dropout) are the plain loops of the trait
-//! docs and are the definition the WGSL shaders are tested against; batch normalisation and
-//! global average pooling sum each image's channel plane on its own, in parallel.
+//! The small ops (pooling, activations, loss, the optimizer, dropout) are the plain loops of
+//! the trait docs and are the definition the WGSL shaders are tested against; batch
+//! normalisation and global average pooling sum each image's channel plane on its own, in
+//! parallel.
 //!
 //! One module per shader file, named after it (`conv2d` ↔ `shaders/conv2d.wgsl`, …), and in
 //! it one function per entry point, named like the entry point and the [`Backend`] method
 //! (`conv2d::conv2d_forward`); `gemm` is the matrix-product helper behind conv2d and dense.
 
+mod accumulate;
 mod activation;
-mod adam;
 mod conv2d;
 mod data;
 mod dense;
 mod gemm;
 mod maxpool;
+mod optimizer;
 mod softmax_xent;
 // Added with batch normalisation, dropout and global average pooling.
 mod batchnorm;
@@ -41,7 +43,7 @@ pub use data::{PIXEL_SCALE, WARPED_PIXEL_SCALE};
 /// negligible.
 const CHUNK: usize = 1 << 14;
 
-use super::{Activation, AdamStep, Backend, BatchNorm, Dropout, MemoryLimits};
+use super::{Activation, Backend, BatchNorm, Dropout, MemoryLimits, OptimizerStep};
 use crate::shape::{
     BatchNormShape, Conv2dShape, DenseShape, GlobalAvgPoolShape, PoolShape, IMAGE_PIXELS,
     NUM_CLASSES,
@@ -462,6 +464,7 @@ impl Backend for CpuBackend {
         logits: &Vec<f32>,
         labels: &Vec<u32>,
         class_weights: &Vec<f32>,
+        smoothing: f32,
         batch: usize,
         classes: usize,
     ) {
@@ -471,6 +474,7 @@ impl Backend for CpuBackend {
             logits,
             labels,
             class_weights,
+            smoothing,
             batch,
             classes,
         );
@@ -482,6 +486,7 @@ impl Backend for CpuBackend {
         probs: &Vec<f32>,
         labels: &Vec<u32>,
         class_weights: &Vec<f32>,
+        smoothing: f32,
         batch: usize,
         classes: usize,
     ) {
@@ -490,6 +495,7 @@ impl Backend for CpuBackend {
             probs,
             labels,
             class_weights,
+            smoothing,
             batch,
             classes,
         );
@@ -506,15 +512,21 @@ impl Backend for CpuBackend {
         softmax_xent::confusion_accumulate(confusion, probs, labels, batch, classes);
     }
 
-    fn adam_step(
+    fn optimizer_step(
         &self,
         params: &mut Vec<f32>,
         grads: &Vec<f32>,
         m: &mut Vec<f32>,
         v: &mut Vec<f32>,
-        step: &AdamStep,
+        decay: &Vec<f32>,
+        step: &OptimizerStep,
     ) {
-        self.install(|| adam::adam_step(params, grads, m, v, step));
+        self.install(|| optimizer::optimizer_step(params, grads, m, v, decay, step));
+    }
+
+    fn scale_add(&self, acc: &mut Vec<f32>, x: &Vec<f32>, alpha: f32, beta: f32, len: usize) {
+        assert!(acc.len() >= len && x.len() >= len);
+        self.install(|| accumulate::scale_add(acc, x, alpha, beta, len));
     }
 
     fn batchnorm_forward_train(

@@ -1,20 +1,26 @@
-//! Softmax, class-weighted cross-entropy and the confusion matrix (`shaders/softmax_xent.wgsl`).
+//! Softmax, class-weighted cross-entropy with label smoothing, and the confusion matrix
+//! (`shaders/softmax_xent.wgsl`).
 
 use crate::backend::stats;
 use crate::metrics::argmax;
 
 /// Softmax of `logits (batch, classes)` into `probs (batch, classes)`; accumulates into
-/// `stats (4)`. The log-probability of the label is `x − max − ln Σ exp(x − max)`, which stays
-/// finite however far apart the logits are (a probability of exactly 0 never reaches `ln`).
+/// `stats (4)` the label-smoothed, class-weighted loss of each sample,
+/// `(1 − ε)·w[y]·(−log p[y]) + (ε/C)·Σ_c w[c]·(−log p[c])`. Each log-probability is
+/// `x − max − ln Σ exp(x − max)`, which stays finite however far apart the logits are (a
+/// probability of exactly 0 never reaches `ln`).
+#[allow(clippy::too_many_arguments)]
 pub fn softmax_cross_entropy_forward(
     probs: &mut [f32],
     stats: &mut [f32],
     logits: &[f32],
     labels: &[u32],
     class_weights: &[f32],
+    smoothing: f32,
     batch: usize,
     classes: usize,
 ) {
+    let share = smoothing / classes as f32; // ε/C
     let (mut loss, mut correct, mut weights) = (0.0f32, 0u32, 0.0f32);
     for b in 0..batch {
         let x = &logits[b * classes..(b + 1) * classes]; // (classes)
@@ -30,7 +36,14 @@ pub fn softmax_cross_entropy_forward(
             *pc /= sum;
         }
         let w = class_weights[y];
-        loss += w * -(x[y] - max - sum.ln());
+        let log_sum = sum.ln();
+        // Σ_c w[c]·(−log p[c]): the smoothing's share, spread over every class.
+        let spread: f32 = x
+            .iter()
+            .zip(class_weights)
+            .map(|(&xc, &wc)| wc * -(xc - max - log_sum))
+            .sum();
+        loss += (1.0 - smoothing) * (w * -(x[y] - max - log_sum)) + share * spread;
         weights += w;
         correct += (argmax(p) == y) as u32;
     }
@@ -40,22 +53,29 @@ pub fn softmax_cross_entropy_forward(
     stats[stats::WEIGHT_SUM] += weights;
 }
 
-/// `d_logits[b,c] = w[y_b]·(p[b,c] − [c = y_b]) / batch`, all `(batch, classes)`.
+/// `d_logits[b,c] = (w[y]/batch)·(1 − ε)·(p[b,c] − [c = y]) + (ε/(C·batch))·(W·p[b,c] − w[c])`
+/// with `y = y_b` and `W = Σ_c w[c]`, all `(batch, classes)`: the gradient of the mean over
+/// the batch of [`softmax_cross_entropy_forward`]'s loss.
+#[allow(clippy::too_many_arguments)]
 pub fn softmax_cross_entropy_backward(
     d_logits: &mut [f32],
     probs: &[f32],
     labels: &[u32],
     class_weights: &[f32],
+    smoothing: f32,
     batch: usize,
     classes: usize,
 ) {
+    let spread = smoothing / (classes * batch) as f32; // ε/(C·batch)
+    let total: f32 = class_weights[..classes].iter().sum(); // W
     for b in 0..batch {
         let y = label(labels, b, classes);
-        let scale = class_weights[y] / batch as f32;
+        let scale = class_weights[y] / batch as f32 * (1.0 - smoothing);
         let p = &probs[b * classes..(b + 1) * classes];
         let d = &mut d_logits[b * classes..(b + 1) * classes];
         for (c, (dc, &pc)) in d.iter_mut().zip(p).enumerate() {
-            *dc = scale * (pc - if c == y { 1.0 } else { 0.0 });
+            let hit = if c == y { 1.0 } else { 0.0 };
+            *dc = scale * (pc - hit) + spread * (total * pc - class_weights[c]);
         }
     }
 }

@@ -57,8 +57,8 @@ pub const SHADERS: &[ShaderFile] = &[
         source: include_str!("../../../shaders/softmax_xent.wgsl"),
     },
     ShaderFile {
-        name: "adam.wgsl",
-        source: include_str!("../../../shaders/adam.wgsl"),
+        name: "optimizer.wgsl",
+        source: include_str!("../../../shaders/optimizer.wgsl"),
     },
     ShaderFile {
         name: "data.wgsl",
@@ -83,6 +83,10 @@ pub const SHADERS: &[ShaderFile] = &[
     ShaderFile {
         name: "dense_tiled.wgsl",
         source: include_str!("../../../shaders/dense_tiled.wgsl"),
+    },
+    ShaderFile {
+        name: "accumulate.wgsl",
+        source: include_str!("../../../shaders/accumulate.wgsl"),
     },
 ];
 
@@ -128,8 +132,8 @@ pub enum Kernel {
     SoftmaxCrossEntropyBackward,
     /// `softmax_xent.wgsl` `confusion_accumulate`.
     ConfusionAccumulate,
-    /// `adam.wgsl` `adam_step`.
-    AdamStep,
+    /// `optimizer.wgsl` `optimizer_step`.
+    OptimizerStep,
     /// `data.wgsl` `gather_batch`.
     GatherBatch,
     /// `data.wgsl` `gather_batch_warped`.
@@ -161,6 +165,8 @@ pub enum Kernel {
     DenseBackwardInputTiled,
     /// `dense_tiled.wgsl` `dense_backward_weight_tiled`.
     DenseBackwardWeightTiled,
+    /// `accumulate.wgsl` `scale_add`.
+    ScaleAdd,
 }
 
 /// An entry point's file, name and bind group layout (its workgroup size is the shader's,
@@ -269,10 +275,10 @@ pub const KERNELS: &[KernelSpec] = &[
         &[(0, U), (8, W), (7, R), (4, R)],
     ),
     spec(
-        Kernel::AdamStep,
-        "adam.wgsl",
-        "adam_step",
-        &[(0, U), (1, W), (2, R), (3, W), (4, W)],
+        Kernel::OptimizerStep,
+        "optimizer.wgsl",
+        "optimizer_step",
+        &[(0, U), (1, W), (2, R), (3, W), (4, W), (5, R)],
     ),
     spec(
         Kernel::GatherBatch,
@@ -363,6 +369,12 @@ pub const KERNELS: &[KernelSpec] = &[
         "dense_tiled.wgsl",
         "dense_backward_weight_tiled",
         OUT_IN_IN,
+    ),
+    spec(
+        Kernel::ScaleAdd,
+        "accumulate.wgsl",
+        "scale_add",
+        &[(0, U), (1, W), (2, R)],
     ),
 ];
 

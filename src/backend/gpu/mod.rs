@@ -42,7 +42,7 @@ use self::recorder::{Dispatch, Recorder};
 use self::tiles::{Gemm, GemmShape, TuneKey, Variant};
 use self::timing::{HostTimes, TimedDispatch, Timer};
 use self::uniforms::Uniform;
-use super::{Activation, AdamStep, Backend, BatchNorm, Dropout, MemoryLimits};
+use super::{Activation, Backend, BatchNorm, Dropout, MemoryLimits, OptimizerStep};
 use crate::augment::WARP_WORDS;
 use crate::shape::{
     dispatch_2d, BatchNormShape, Conv2dShape, DenseShape, GlobalAvgPoolShape, PoolShape,
@@ -859,6 +859,7 @@ impl Backend for GpuBackend {
         logits: &GpuTensor,
         labels: &GpuIndices,
         class_weights: &GpuTensor,
+        smoothing: f32,
         batch: usize,
         classes: usize,
     ) {
@@ -866,7 +867,7 @@ impl Backend for GpuBackend {
         assert!(stats.len() >= super::stats::LEN && labels.len() >= batch);
         assert!(class_weights.len() >= classes);
         self.launch(
-            &ops::softmax_cross_entropy_forward(batch, classes),
+            &ops::softmax_cross_entropy_forward(batch, classes, smoothing),
             &[
                 &probs.buf,
                 &stats.buf,
@@ -883,13 +884,14 @@ impl Backend for GpuBackend {
         probs: &GpuTensor,
         labels: &GpuIndices,
         class_weights: &GpuTensor,
+        smoothing: f32,
         batch: usize,
         classes: usize,
     ) {
         assert!(d_logits.len() >= batch * classes && probs.len() >= batch * classes);
         assert!(labels.len() >= batch && class_weights.len() >= classes);
         self.launch(
-            &ops::softmax_cross_entropy_backward(batch, classes),
+            &ops::softmax_cross_entropy_backward(batch, classes, smoothing),
             &[&d_logits.buf, &probs.buf, &labels.buf, &class_weights.buf],
         );
     }
@@ -910,22 +912,23 @@ impl Backend for GpuBackend {
         );
     }
 
-    fn adam_step(
+    fn optimizer_step(
         &self,
         params: &mut GpuTensor,
         grads: &GpuTensor,
         m: &mut GpuTensor,
         v: &mut GpuTensor,
-        step: &AdamStep,
+        decay: &GpuTensor,
+        step: &OptimizerStep,
     ) {
         let n = params.len();
         assert!(
-            grads.len() == n && m.len() == n && v.len() == n,
-            "Adam buffers differ in length"
+            grads.len() == n && m.len() == n && v.len() == n && decay.len() == n,
+            "optimizer buffers differ in length"
         );
         self.launch(
-            &ops::adam_step(step, n),
-            &[&params.buf, &grads.buf, &m.buf, &v.buf],
+            &ops::optimizer_step(step, n),
+            &[&params.buf, &grads.buf, &m.buf, &v.buf, &decay.buf],
         );
     }
 
@@ -1047,5 +1050,10 @@ impl Backend for GpuBackend {
 
     fn label_op(&self, op: Option<usize>) {
         self.op.store(op.unwrap_or(usize::MAX), Ordering::Relaxed);
+    }
+
+    fn scale_add(&self, acc: &mut GpuTensor, x: &GpuTensor, alpha: f32, beta: f32, len: usize) {
+        assert!(acc.len() >= len && x.len() >= len);
+        self.launch(&ops::scale_add(len, alpha, beta), &[&acc.buf, &x.buf]);
     }
 }

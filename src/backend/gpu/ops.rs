@@ -10,8 +10,8 @@
 
 use super::kernels::Kernel;
 use super::tiles::TileConfig;
-use super::uniforms::{Act, AdamParams, Conv, Drop, Gap, Gather, Loss, Mm, Norm, Pool, Uniform};
-use crate::backend::{Activation, AdamStep, BatchNorm, Dropout};
+use super::uniforms::{Accum, Act, Conv, Drop, Gap, Gather, Loss, Mm, Norm, Optim, Pool, Uniform};
+use crate::backend::{Activation, BatchNorm, Dropout, OptimizerStep};
 use crate::shape::{BatchNormShape, Conv2dShape, DenseShape, GlobalAvgPoolShape, PoolShape};
 
 /// Side of the C tile one GEMM workgroup computes (`conv2d.wgsl`, `dense.wgsl` `TILE`).
@@ -480,19 +480,23 @@ pub(crate) fn activation_backward(len: usize, a: Activation) -> Launch<Act> {
 
 // ---- loss ---------------------------------------------------------------------------------
 
-fn loss(batch: usize, classes: usize) -> Loss {
+fn loss(batch: usize, classes: usize, smoothing: f32) -> Loss {
     Loss {
         batch: u(batch),
         classes: u(classes),
-        _pad0: 0,
-        _pad1: 0,
+        smoothing,
+        _pad: 0,
     }
 }
 
 /// `softmax_cross_entropy_forward`: one workgroup, which sums the statistics in a fixed
 /// order (see `softmax_xent.wgsl`).
-pub(crate) fn softmax_cross_entropy_forward(batch: usize, classes: usize) -> Launch<Loss> {
-    let uniform = loss(batch, classes);
+pub(crate) fn softmax_cross_entropy_forward(
+    batch: usize,
+    classes: usize,
+    smoothing: f32,
+) -> Launch<Loss> {
+    let uniform = loss(batch, classes, smoothing);
     Launch::new(
         Kernel::SoftmaxCrossEntropyForward,
         uniform,
@@ -501,11 +505,15 @@ pub(crate) fn softmax_cross_entropy_forward(batch: usize, classes: usize) -> Lau
 }
 
 /// `softmax_cross_entropy_backward`: one invocation per logit.
-pub(crate) fn softmax_cross_entropy_backward(batch: usize, classes: usize) -> Launch<Loss> {
+pub(crate) fn softmax_cross_entropy_backward(
+    batch: usize,
+    classes: usize,
+    smoothing: f32,
+) -> Launch<Loss> {
     let grid = Grid::Invocations(batch * classes);
     Launch::new(
         Kernel::SoftmaxCrossEntropyBackward,
-        loss(batch, classes),
+        loss(batch, classes, smoothing),
         grid,
     )
 }
@@ -513,24 +521,45 @@ pub(crate) fn softmax_cross_entropy_backward(batch: usize, classes: usize) -> La
 /// `confusion_accumulate`: one invocation per sample.
 pub(crate) fn confusion_accumulate(batch: usize, classes: usize) -> Launch<Loss> {
     let grid = Grid::Invocations(batch);
-    Launch::new(Kernel::ConfusionAccumulate, loss(batch, classes), grid)
+    Launch::new(Kernel::ConfusionAccumulate, loss(batch, classes, 0.0), grid)
 }
 
 // ---- optimizer ----------------------------------------------------------------------------
 
-/// `adam_step` over `len` parameters, one per invocation.
-pub(crate) fn adam_step(step: &AdamStep, len: usize) -> Launch<AdamParams> {
-    let uniform = AdamParams {
-        lr_t: step.lr_t,
-        beta1: step.beta1,
-        beta2: step.beta2,
-        eps: step.eps,
+/// `optimizer_step` over `len` parameters, one per invocation.
+pub(crate) fn optimizer_step(s: &OptimizerStep, len: usize) -> Launch<Optim> {
+    let uniform = Optim {
         len: u(len),
+        kind: s.kind.code(),
+        nesterov: u32::from(s.nesterov),
         _pad0: 0,
+        lr: s.lr,
+        weight_decay: s.weight_decay,
+        lr_decay: s.lr_decay,
+        momentum: s.momentum,
+        beta1: s.beta1,
+        one_minus_beta1: s.one_minus_beta1,
+        beta2: s.beta2,
+        one_minus_beta2: s.one_minus_beta2,
+        eps: s.eps,
+        step_size: s.step_size,
+        bias2_sqrt: s.bias2_sqrt,
         _pad1: 0,
-        _pad2: 0,
     };
-    Launch::new(Kernel::AdamStep, uniform, Grid::Invocations(len))
+    Launch::new(Kernel::OptimizerStep, uniform, Grid::Invocations(len))
+}
+
+// ---- accumulation -------------------------------------------------------------------------
+
+/// `scale_add` over the first `len` elements, one per invocation.
+pub(crate) fn scale_add(len: usize, alpha: f32, beta: f32) -> Launch<Accum> {
+    let uniform = Accum {
+        len: u(len),
+        _pad: 0,
+        alpha,
+        beta,
+    };
+    Launch::new(Kernel::ScaleAdd, uniform, Grid::Invocations(len))
 }
 
 // ---- batch normalisation ------------------------------------------------------------------

@@ -272,7 +272,7 @@ impl TimedDispatch {
     /// What this dispatch computes (from its kernel and uniform struct).
     pub fn work(&self) -> Work {
         use super::uniforms::{
-            Act, AdamParams, Conv, Drop, Gap, Gather, Loss, Mm, Norm, Pool, Uniform,
+            Accum, Act, Conv, Drop, Gap, Gather, Loss, Mm, Norm, Optim, Pool, Uniform,
         };
         use crate::backend::Activation;
         fn read<U: Uniform>(bytes: &[u8]) -> U {
@@ -380,11 +380,16 @@ impl TimedDispatch {
                     2.0 * logits + f(l.batch),
                 )
             }
-            Kernel::AdamStep => {
-                let a: AdamParams = read(u);
+            Kernel::OptimizerStep => {
+                // Adam reads parameters, gradients and both moments and writes three back.
+                let a: Optim = read(u);
                 work(format!("{} params", a.len), None, 7.0 * f(a.len))
             }
-            Kernel::GatherBatch => {
+            Kernel::ScaleAdd => {
+                let a: Accum = read(u);
+                work(format!("{}", a.len), None, 3.0 * f(a.len))
+            }
+            Kernel::GatherBatch | Kernel::GatherBatchWarped => {
                 let g: Gather = read(u);
                 let pixels = f(g.batch) * f(g.pixels);
                 // u8 pixels in, f32 out, plus the order and the labels.

@@ -132,27 +132,35 @@ uniform! {
 }
 
 uniform! {
-    /// `softmax_xent.wgsl` `Loss`: batch and class count.
+    /// `softmax_xent.wgsl` `Loss`: batch, class count and label smoothing.
     Loss in "softmax_xent.wgsl" {
         batch: u32,
         classes: u32,
-        _pad0: u32,
-        _pad1: u32,
+        smoothing: f32,
+        _pad: u32,
     }
 }
 
 uniform! {
-    /// `adam.wgsl` `AdamParams`: one step's scalars ([`crate::backend::AdamStep`]) and the
-    /// parameter count.
-    AdamParams in "adam.wgsl" {
-        lr_t: f32,
-        beta1: f32,
-        beta2: f32,
-        eps: f32,
+    /// `optimizer.wgsl` `Optim`: the parameter count and one step's scalars
+    /// ([`crate::backend::OptimizerStep`]).
+    Optim in "optimizer.wgsl" {
         len: u32,
+        kind: u32,
+        nesterov: u32,
         _pad0: u32,
+        lr: f32,
+        weight_decay: f32,
+        lr_decay: f32,
+        momentum: f32,
+        beta1: f32,
+        one_minus_beta1: f32,
+        beta2: f32,
+        one_minus_beta2: f32,
+        eps: f32,
+        step_size: f32,
+        bias2_sqrt: f32,
         _pad1: u32,
-        _pad2: u32,
     }
 }
 
@@ -210,16 +218,27 @@ uniform! {
     }
 }
 
-/// Every uniform struct, one per family of shader files.
+uniform! {
+    /// `accumulate.wgsl` `Accum`: element count and the two scales of `acc ← α·acc + β·x`.
+    Accum in "accumulate.wgsl" {
+        len: u32,
+        _pad: u32,
+        alpha: f32,
+        beta: f32,
+    }
+}
+
+/// Every uniform struct, one per shader file.
 pub const UNIFORMS: &[UniformLayout] = &[
     Conv::LAYOUT,
     Pool::LAYOUT,
     Mm::LAYOUT,
     Act::LAYOUT,
     Loss::LAYOUT,
-    AdamParams::LAYOUT,
+    Optim::LAYOUT,
     Gather::LAYOUT,
     Norm::LAYOUT,
     Drop::LAYOUT,
     Gap::LAYOUT,
+    Accum::LAYOUT,
 ];
