@@ -66,12 +66,12 @@ fn kernels(p: &Value) -> Vec<&str> {
         .collect()
 }
 
-/// What every profile must satisfy: a step from gather to Adam, positive times, shares and
+/// What every profile must satisfy: a step from gather to the optimizer, positive times, shares and
 /// the busy time adding up, a variant on every GEMM row, and the timer's own figures.
 fn check_common(p: &Value, timer: &str) {
     let k = kernels(p);
     assert_eq!(k.first(), Some(&"gather_batch"), "{k:?}");
-    assert_eq!(k.last(), Some(&"adam_step"), "{k:?}");
+    assert_eq!(k.last(), Some(&"optimizer_step"), "{k:?}");
     assert_eq!(p["timer"], timer);
     let micros: Vec<f64> = rows(p)
         .iter()

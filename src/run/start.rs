@@ -9,6 +9,7 @@ use crate::error::{Error, Result};
 use crate::eval::{DeviceSet, Evaluator};
 use crate::model::{ModelSpec, Plan};
 use crate::report::progress::Progress;
+use crate::report::EpochRecord;
 use crate::run::RunRecord;
 use crate::settings::Settings;
 use crate::train::{EarlyStopping, LrSchedule, Scheduler, Trainer, TrainerOptions};
@@ -91,24 +92,14 @@ impl<'a, 'b, B: Backend> Run<'a, 'b, B> {
             live_stats: progress.is_live().then_some(Duration::from_secs(1)),
         };
         let max_eval = splits.val.len().max(splits.test.len());
-        let mut run = match resumed {
+        // Where training stands: fresh weights, or the checkpoint and state of a resumed run.
+        let (trainer, history) = match resumed {
             None => {
                 let plan = Plan::new(&spec, 1)?;
                 let params = plan.init_params(settings.run.seed);
                 let trainer = Trainer::new(be, spec.clone(), &params, &splits.train, &opts)?;
                 let schedule = LrSchedule::parse(&settings.schedule.lr_schedule)?;
-                Run {
-                    be,
-                    settings,
-                    splits,
-                    cancel,
-                    folder,
-                    _lock: lock,
-                    progress,
-                    device: device.to_string(),
-                    evaluator: Evaluator::new(be, &spec, &params, max_eval)?,
-                    trainer,
-                    val: DeviceSet::new(be, &splits.val),
+                let history = History {
                     scheduler: Scheduler::new(
                         schedule,
                         settings.optimizer.lr,
@@ -122,7 +113,8 @@ impl<'a, 'b, B: Backend> Run<'a, 'b, B> {
                         running: plan.init_running(),
                     },
                     best: None,
-                }
+                };
+                (trainer, history)
             }
             Some(Resumed { ck, state }) => {
                 let optimizer = ck.optimizer.as_ref().expect("checked by resume_point");
@@ -147,26 +139,35 @@ impl<'a, 'b, B: Backend> Run<'a, 'b, B> {
                     state.train.epoch + 1,
                     state.train.next_batch
                 );
-                Run {
-                    be,
-                    settings,
-                    splits,
-                    cancel,
-                    folder,
-                    _lock: lock,
-                    progress,
-                    device: device.to_string(),
-                    evaluator: Evaluator::new(be, &spec, &ck.params, max_eval)?,
-                    trainer,
-                    val: DeviceSet::new(be, &splits.val),
+                let history = History {
                     scheduler: state.scheduler,
                     early: state.early,
                     records,
                     seconds_before: state.seconds,
                     last_good: Weights::of(&ck),
                     best,
-                }
+                };
+                (trainer, history)
             }
+        };
+        let mut run = Run {
+            be,
+            settings,
+            splits,
+            cancel,
+            folder,
+            _lock: lock,
+            progress,
+            device: device.to_string(),
+            evaluator: Evaluator::new(be, &spec, &history.last_good.params, max_eval)?,
+            trainer,
+            val: DeviceSet::new(be, &splits.val),
+            scheduler: history.scheduler,
+            early: history.early,
+            records: history.records,
+            seconds_before: history.seconds_before,
+            last_good: history.last_good,
+            best: history.best,
         };
         run.write_config()?;
         Ok(run)
@@ -254,4 +255,14 @@ fn model_of(settings: &Settings, resumed: Option<&Checkpoint>) -> Result<ModelSp
         // The same model, or a model file that is gone: the checkpoint knows the layers.
         _ => Ok(ck.spec.clone()),
     }
+}
+
+/// The part of a [`Run`] that differs between a fresh start and a resumed one.
+struct History {
+    scheduler: Scheduler,
+    early: EarlyStopping,
+    records: Vec<EpochRecord>,
+    seconds_before: f64,
+    last_good: Weights,
+    best: Option<Weights>,
 }
