@@ -13,7 +13,7 @@
 
 mod common;
 
-use common::{assert_close, random_vec};
+use common::{assert_close, conv_case, random_vec, ConvCase};
 use fergpu::augment::{self, AreaRange, ImageWarp, Warp};
 use fergpu::backend::cpu::CpuBackend;
 use fergpu::backend::gpu::adapter::{format_adapters, list_adapters, AdapterRequest};
@@ -139,18 +139,6 @@ struct GapCase {
 }
 
 struct Ops<'a, B: Backend>(&'a B);
-
-/// Inputs of the three convolution ops. Buffers: x `(batch, in_c, in_h, in_w)` + slack,
-/// dy `(batch, out_c, out_h, out_w)` + slack, params/grads `(w_off + weight + bias + slack)`.
-struct ConvCase {
-    s: Conv2dShape,
-    w_off: usize,
-    b_off: usize,
-    params: Vec<f32>,
-    x: Vec<f32>,
-    dy: Vec<f32>,
-    junk: Vec<f32>,
-}
 
 /// Inputs of the two pooling ops: x `(batch, c, in_h, in_w)` + 3 with ties, dy
 /// `(batch, c, out_h, out_w)` + 3, and junk to prefill the outputs.
@@ -573,26 +561,6 @@ fn with_ties(len: usize, seed: u64) -> Vec<f32> {
         .into_iter()
         .map(|v| (v * 4.0).floor() / 4.0)
         .collect()
-}
-
-fn conv_case(s: Conv2dShape, seed: u64) -> ConvCase {
-    let w_off = 7;
-    let b_off = w_off + s.weight_len() + 3;
-    let n = b_off + s.out_c + 4;
-    ConvCase {
-        s,
-        w_off,
-        b_off,
-        params: random_vec(n, -0.5, 0.5, seed),
-        x: random_vec(s.input_len() + 11, -1.0, 1.0, seed + 1),
-        dy: random_vec(s.output_len() + 11, -1.0, 1.0, seed + 2),
-        junk: random_vec(
-            n.max(s.input_len()).max(s.output_len()) + 16,
-            5.0,
-            6.0,
-            seed + 3,
-        ),
-    }
 }
 
 /// The convolution cases: an odd shape, one wider than a 32-row tile with a kernel of 2, the

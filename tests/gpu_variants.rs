@@ -12,7 +12,7 @@
 
 mod common;
 
-use common::{assert_close, random_vec};
+use common::{assert_close, conv_case, random_vec, ConvCase};
 use fergpu::backend::cpu::CpuBackend;
 use fergpu::backend::gpu::adapter::AdapterRequest;
 use fergpu::backend::gpu::kernels::BuildOptions;
@@ -40,37 +40,6 @@ fn open(build: BuildOptions) -> Option<GpuBackend> {
             eprintln!("note: skipping GPU variant tests, no GPU adapter: {e}");
             None
         }
-    }
-}
-
-/// A convolution's inputs: x, dy, params (weight at 7, bias after a gap of 3), and junk.
-struct ConvCase {
-    s: Conv2dShape,
-    w_off: usize,
-    b_off: usize,
-    params: Vec<f32>,
-    x: Vec<f32>,
-    dy: Vec<f32>,
-    junk: Vec<f32>,
-}
-
-fn conv_case(s: Conv2dShape, seed: u64) -> ConvCase {
-    let w_off = 7;
-    let b_off = w_off + s.weight_len() + 3;
-    let n = b_off + s.out_c + 4;
-    ConvCase {
-        s,
-        w_off,
-        b_off,
-        params: random_vec(n, -0.5, 0.5, seed),
-        x: random_vec(s.input_len() + 11, -1.0, 1.0, seed + 1),
-        dy: random_vec(s.output_len() + 11, -1.0, 1.0, seed + 2),
-        junk: random_vec(
-            n.max(s.input_len()).max(s.output_len()) + 16,
-            5.0,
-            6.0,
-            seed + 3,
-        ),
     }
 }
 

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 use fergpu::rng::Rng;
+use fergpu::shape::Conv2dShape;
 
 /// `len` values uniform in `[lo, hi)` from `seed`.
 pub fn random_vec(len: usize, lo: f32, hi: f32, seed: u64) -> Vec<f32> {
@@ -45,5 +46,39 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32)
             want[worst.0],
             first.join(", ")
         );
+    }
+}
+
+/// Inputs of the three convolution ops. Buffers: x `(batch, in_c, in_h, in_w)` + slack,
+/// dy `(batch, out_c, out_h, out_w)` + slack, params/grads `(w_off + weight + bias + slack)`
+/// with the weight at 7 and the bias after a gap of 3, and junk to prefill the outputs.
+pub struct ConvCase {
+    pub s: Conv2dShape,
+    pub w_off: usize,
+    pub b_off: usize,
+    pub params: Vec<f32>,
+    pub x: Vec<f32>,
+    pub dy: Vec<f32>,
+    pub junk: Vec<f32>,
+}
+
+/// A [`ConvCase`] of shape `s`, its values seeded from `seed`.
+pub fn conv_case(s: Conv2dShape, seed: u64) -> ConvCase {
+    let w_off = 7;
+    let b_off = w_off + s.weight_len() + 3;
+    let n = b_off + s.out_c + 4;
+    ConvCase {
+        s,
+        w_off,
+        b_off,
+        params: random_vec(n, -0.5, 0.5, seed),
+        x: random_vec(s.input_len() + 11, -1.0, 1.0, seed + 1),
+        dy: random_vec(s.output_len() + 11, -1.0, 1.0, seed + 2),
+        junk: random_vec(
+            n.max(s.input_len()).max(s.output_len()) + 16,
+            5.0,
+            6.0,
+            seed + 3,
+        ),
     }
 }
