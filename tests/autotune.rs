@@ -9,39 +9,15 @@
 
 mod common;
 
-use common::{assert_close, random_vec};
+use common::{assert_close, have_software_adapter, random_vec, scratch};
 use fergpu::backend::cpu::CpuBackend;
-use fergpu::backend::gpu::adapter::{list_adapters, AdapterRequest};
+use fergpu::backend::gpu::adapter::AdapterRequest;
 use fergpu::backend::gpu::autotune::{Autotune, Source, CACHE_FILE};
 use fergpu::backend::gpu::tiles::{Gemm, GemmShape, TuneKey};
 use fergpu::backend::gpu::{GpuBackend, GpuOptions};
 use fergpu::backend::Backend;
 use fergpu::shape::Conv2dShape;
-use std::path::{Path, PathBuf};
-
-fn gpu_required() -> bool {
-    std::env::var_os("CI").is_some() || std::env::var("FERGPU_REQUIRE_GPU").is_ok_and(|v| v == "1")
-}
-
-fn have_software_adapter() -> bool {
-    let found = list_adapters(None);
-    if found.iter().any(|a| a.device_type == wgpu::DeviceType::Cpu) {
-        return true;
-    }
-    assert!(
-        !gpu_required(),
-        "a software adapter is required; found {found:?}"
-    );
-    eprintln!("note: skipping autotune tests, no software adapter ({found:?})");
-    false
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("scratch folder");
-    dir
-}
+use std::path::Path;
 
 fn open(mode: Autotune, cache: &Path) -> GpuBackend {
     let opts = GpuOptions {
@@ -96,7 +72,7 @@ fn cache_entries(cache: &Path) -> serde_json::Map<String, serde_json::Value> {
 
 #[test]
 fn a_miss_measures_a_hit_reads_the_cache_and_refresh_measures_again() {
-    if !have_software_adapter() {
+    if !have_software_adapter("autotune") {
         return;
     }
     let cache = scratch("autotune-miss-hit");
@@ -133,7 +109,7 @@ fn a_miss_measures_a_hit_reads_the_cache_and_refresh_measures_again() {
 
 #[test]
 fn off_and_auto_on_a_software_adapter_neither_measure_nor_write() {
-    if !have_software_adapter() {
+    if !have_software_adapter("autotune") {
         return;
     }
     let cache = scratch("autotune-off");
@@ -151,7 +127,7 @@ fn off_and_auto_on_a_software_adapter_neither_measure_nor_write() {
 
 #[test]
 fn a_corrupt_cache_is_ignored_with_a_note_and_rewritten() {
-    if !have_software_adapter() {
+    if !have_software_adapter("autotune") {
         return;
     }
     let cache = scratch("autotune-corrupt");

@@ -6,38 +6,17 @@
 //! With no software adapter the tests print a note and pass, unless `CI` or
 //! `FERGPU_REQUIRE_GPU=1` is set, where they fail.
 
-use fergpu::backend::gpu::adapter::{list_adapters, AdapterRequest};
+mod common;
+
+use common::{have_software_adapter, scratch};
+
+use fergpu::backend::gpu::adapter::AdapterRequest;
 use fergpu::backend::gpu::timing::Timer;
 use fergpu::backend::gpu::GpuBackend;
 use fergpu::profile::{self, ProfileConfig};
 use serde_json::Value;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-
-fn gpu_required() -> bool {
-    std::env::var_os("CI").is_some() || std::env::var("FERGPU_REQUIRE_GPU").is_ok_and(|v| v == "1")
-}
-
-/// Whether a software adapter exists; panics without one when one is required.
-fn have_software_adapter() -> bool {
-    let found = list_adapters(None);
-    if found.iter().any(|a| a.device_type == wgpu::DeviceType::Cpu) {
-        return true;
-    }
-    assert!(
-        !gpu_required(),
-        "a software adapter is required; found {found:?}"
-    );
-    eprintln!("note: skipping profile tests, no software adapter ({found:?})");
-    false
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("scratch folder");
-    dir
-}
 
 /// `fergpu profile --adapter software --json` with `args`, its cache in `cache`; the JSON.
 fn profile_json(args: &[&str], cache: &Path) -> Value {
@@ -107,7 +86,7 @@ fn check_common(p: &Value, timer: &str) {
 
 #[test]
 fn the_seed_cnn_profile_lists_every_dispatch_of_a_step_by_timestamps_and_by_wall_clock() {
-    if !have_software_adapter() {
+    if !have_software_adapter("profile") {
         return;
     }
     let cache = scratch("profile-cnn-cache");
@@ -149,7 +128,7 @@ fn the_seed_cnn_profile_lists_every_dispatch_of_a_step_by_timestamps_and_by_wall
 
 #[test]
 fn autotuning_in_a_profile_measures_once_then_reads_the_cache() {
-    if !have_software_adapter() {
+    if !have_software_adapter("profile") {
         return;
     }
     let cache = scratch("profile-autotune-cache");
@@ -189,7 +168,7 @@ fn autotuning_in_a_profile_measures_once_then_reads_the_cache() {
 
 #[test]
 fn the_compact_preset_profiles_through_the_library_with_its_batch_norms() {
-    if !have_software_adapter() {
+    if !have_software_adapter("profile") {
         return;
     }
     let gpu = GpuBackend::new(&AdapterRequest::Software, None).expect("software adapter");
@@ -221,7 +200,7 @@ fn a_step_after_the_first_is_one_submission_that_rewrites_only_the_uniforms_that
     use fergpu::backend::Activation;
     use fergpu::model::{ModelSpec, Plan};
     use fergpu::train::{Trainer, TrainerOptions};
-    if !have_software_adapter() {
+    if !have_software_adapter("profile") {
         return;
     }
     let gpu = GpuBackend::new(&AdapterRequest::Software, None).expect("software adapter");

@@ -82,3 +82,31 @@ pub fn conv_case(s: Conv2dShape, seed: u64) -> ConvCase {
         ),
     }
 }
+
+/// Whether a missing adapter must fail the test (under CI or `FERGPU_REQUIRE_GPU=1`).
+pub fn gpu_required() -> bool {
+    std::env::var_os("CI").is_some() || std::env::var("FERGPU_REQUIRE_GPU").is_ok_and(|v| v == "1")
+}
+
+/// Whether a software adapter exists; panics without one when one is required, else notes
+/// that the `what` tests are skipped.
+pub fn have_software_adapter(what: &str) -> bool {
+    let found = fergpu::backend::gpu::adapter::list_adapters(None);
+    if found.iter().any(|a| a.device_type == wgpu::DeviceType::Cpu) {
+        return true;
+    }
+    assert!(
+        !gpu_required(),
+        "a software adapter is required; found {found:?}"
+    );
+    eprintln!("note: skipping {what} tests, no software adapter ({found:?})");
+    false
+}
+
+/// An empty folder `name` under Cargo's scratch folder for integration tests.
+pub fn scratch(name: &str) -> std::path::PathBuf {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch folder");
+    dir
+}
