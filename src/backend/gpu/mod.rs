@@ -324,18 +324,26 @@ impl GpuBackend {
     ) {
         assert!(out.len() >= s.output_len() && input.len() >= s.input_len());
         assert!(params.len() >= w_off + s.weight_len() && params.len() >= b_off + s.out_c);
-        let buffers = [&out.buf, &input.buf, &params.buf];
-        let run = |v: Variant| match v {
-            Variant::Register => self.launch(&ops::conv2d_forward(s, w_off, b_off, act), &buffers),
-            Variant::Tiled(c) => self.launch(
-                &ops::conv2d_forward_tiled(s, w_off, b_off, act, c),
-                &buffers,
-            ),
-        };
         let key = TuneKey {
             gemm: Gemm::Conv2dForward,
             shape: GemmShape::Conv(*s),
         };
+        self.launch_gemm(key, &[&out.buf, &input.buf, &params.buf], |v| match v {
+            Variant::Register => ops::conv2d_forward(s, w_off, b_off, act),
+            Variant::Tiled(c) => ops::conv2d_forward_tiled(s, w_off, b_off, act, c),
+        });
+    }
+
+    /// Records a GEMM-shaped op over `buffers` in the variant autotuning picks for `key`
+    /// (timing each the first time a shape meets the adapter); `launch` is each variant's
+    /// dispatch.
+    fn launch_gemm<U: Uniform>(
+        &self,
+        key: TuneKey,
+        buffers: &[&Buf],
+        launch: impl Fn(Variant) -> Launch<U>,
+    ) {
+        let run = |v: Variant| self.launch(&launch(v), buffers);
         run(self.choose(key, &run));
     }
 
@@ -668,18 +676,14 @@ impl Backend for GpuBackend {
     ) {
         assert!(d_input.len() >= s.input_len() && d_out.len() >= s.output_len());
         assert!(params.len() >= w_off + s.weight_len());
-        let buffers = [&d_input.buf, &d_out.buf, &params.buf];
-        let run = |v: Variant| match v {
-            Variant::Register => self.launch(&ops::conv2d_backward_input(s, w_off), &buffers),
-            Variant::Tiled(c) => {
-                self.launch(&ops::conv2d_backward_input_tiled(s, w_off, c), &buffers)
-            }
-        };
         let key = TuneKey {
             gemm: Gemm::Conv2dBackwardInput,
             shape: GemmShape::Conv(*s),
         };
-        run(self.choose(key, &run));
+        self.launch_gemm(key, &[&d_input.buf, &d_out.buf, &params.buf], |v| match v {
+            Variant::Register => ops::conv2d_backward_input(s, w_off),
+            Variant::Tiled(c) => ops::conv2d_backward_input_tiled(s, w_off, c),
+        });
     }
 
     fn conv2d_backward_weight(
@@ -760,18 +764,14 @@ impl Backend for GpuBackend {
     ) {
         assert!(out.len() >= s.output_len() && input.len() >= s.input_len());
         assert!(params.len() >= w_off + s.weight_len() && params.len() >= b_off + s.out_f);
-        let buffers = [&out.buf, &input.buf, &params.buf];
-        let run = |v: Variant| match v {
-            Variant::Register => self.launch(&ops::dense_forward(s, w_off, b_off), &buffers),
-            Variant::Tiled(c) => {
-                self.launch(&ops::dense_forward_tiled(s, w_off, b_off, c), &buffers)
-            }
-        };
         let key = TuneKey {
             gemm: Gemm::DenseForward,
             shape: GemmShape::Dense(*s),
         };
-        run(self.choose(key, &run));
+        self.launch_gemm(key, &[&out.buf, &input.buf, &params.buf], |v| match v {
+            Variant::Register => ops::dense_forward(s, w_off, b_off),
+            Variant::Tiled(c) => ops::dense_forward_tiled(s, w_off, b_off, c),
+        });
     }
 
     fn dense_backward_input(
@@ -784,18 +784,14 @@ impl Backend for GpuBackend {
     ) {
         assert!(d_input.len() >= s.input_len() && d_out.len() >= s.output_len());
         assert!(params.len() >= w_off + s.weight_len());
-        let buffers = [&d_input.buf, &d_out.buf, &params.buf];
-        let run = |v: Variant| match v {
-            Variant::Register => self.launch(&ops::dense_backward_input(s, w_off), &buffers),
-            Variant::Tiled(c) => {
-                self.launch(&ops::dense_backward_input_tiled(s, w_off, c), &buffers)
-            }
-        };
         let key = TuneKey {
             gemm: Gemm::DenseBackwardInput,
             shape: GemmShape::Dense(*s),
         };
-        run(self.choose(key, &run));
+        self.launch_gemm(key, &[&d_input.buf, &d_out.buf, &params.buf], |v| match v {
+            Variant::Register => ops::dense_backward_input(s, w_off),
+            Variant::Tiled(c) => ops::dense_backward_input_tiled(s, w_off, c),
+        });
     }
 
     fn dense_backward_weight(
@@ -809,21 +805,14 @@ impl Backend for GpuBackend {
     ) {
         assert!(d_out.len() >= s.output_len() && input.len() >= s.input_len());
         assert!(grads.len() >= w_off + s.weight_len() && grads.len() >= b_off + s.out_f);
-        let buffers = [&grads.buf, &d_out.buf, &input.buf];
-        let run = |v: Variant| match v {
-            Variant::Register => {
-                self.launch(&ops::dense_backward_weight(s, w_off, b_off), &buffers)
-            }
-            Variant::Tiled(c) => self.launch(
-                &ops::dense_backward_weight_tiled(s, w_off, b_off, c),
-                &buffers,
-            ),
-        };
         let key = TuneKey {
             gemm: Gemm::DenseBackwardWeight,
             shape: GemmShape::Dense(*s),
         };
-        run(self.choose(key, &run));
+        self.launch_gemm(key, &[&grads.buf, &d_out.buf, &input.buf], |v| match v {
+            Variant::Register => ops::dense_backward_weight(s, w_off, b_off),
+            Variant::Tiled(c) => ops::dense_backward_weight_tiled(s, w_off, b_off, c),
+        });
     }
 
     fn activation_forward(
