@@ -13,8 +13,10 @@
 //! With no software adapter the tests print a note and pass, unless `CI` or
 //! `FERGPU_REQUIRE_GPU=1` is set, where they fail.
 
+mod common;
+
 use fergpu::backend::cpu::CpuBackend;
-use fergpu::backend::gpu::adapter::{list_adapters, AdapterRequest};
+use fergpu::backend::gpu::adapter::AdapterRequest;
 use fergpu::backend::gpu::GpuBackend;
 use fergpu::backend::Backend;
 use fergpu::cancel::Cancel;
@@ -26,38 +28,11 @@ use fergpu::metrics::argmax;
 use fergpu::run::{train_on, Start};
 use fergpu::settings::{Settings, Splits};
 use fergpu::shape::NUM_CLASSES;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 /// Probability gap below which the top two classes count as tied (see the module docs).
 const TIE_MARGIN: f32 = 1e-3;
-
-/// Whether a missing adapter must fail the tests.
-fn gpu_required() -> bool {
-    std::env::var_os("CI").is_some() || std::env::var("FERGPU_REQUIRE_GPU").is_ok_and(|v| v == "1")
-}
-
-/// Whether a software adapter exists; panics without one when one is required.
-fn have_software_adapter() -> bool {
-    let found = list_adapters(None);
-    if found.iter().any(|a| a.device_type == wgpu::DeviceType::Cpu) {
-        return true;
-    }
-    assert!(
-        !gpu_required(),
-        "a software GPU adapter (lavapipe) is required (CI / FERGPU_REQUIRE_GPU); found: {found:?}"
-    );
-    eprintln!("note: skipping end-to-end GPU tests, no software adapter ({found:?})");
-    false
-}
-
-/// A fresh, empty folder for this test under cargo's scratch space.
-fn scratch(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("scratch folder");
-    dir
-}
 
 /// `n` generated faces split by their Usage, as `fergpu train --synthetic` splits them.
 fn splits(n: usize) -> Splits {
@@ -145,10 +120,10 @@ fn fergpu(args: &[&str]) -> std::process::Output {
 
 #[test]
 fn library_training_on_the_software_adapter_then_gpu_and_cpu_agree_on_its_checkpoint() {
-    if !have_software_adapter() {
+    if !common::have_software_adapter("end-to-end GPU") {
         return;
     }
-    let dir = scratch("e2e-library");
+    let dir = common::scratch("e2e-library");
     let mut cfg = Settings::default();
     cfg.model.model = "mlp".into();
     cfg.schedule.epochs = 2;
@@ -188,10 +163,10 @@ fn library_training_on_the_software_adapter_then_gpu_and_cpu_agree_on_its_checkp
 
 #[test]
 fn cli_train_and_eval_on_the_software_adapter_match_the_cpu_reference() {
-    if !have_software_adapter() {
+    if !common::have_software_adapter("end-to-end GPU") {
         return;
     }
-    let dir = scratch("e2e-cli");
+    let dir = common::scratch("e2e-cli");
     let run = dir.join("run");
     let run_s = run.to_str().unwrap();
     let out = fergpu(&[
@@ -244,11 +219,11 @@ fn cli_train_and_eval_on_the_software_adapter_match_the_cpu_reference() {
 
 #[test]
 fn cli_request_for_an_absent_adapter_kind_fails_and_names_what_exists() {
-    if !have_software_adapter() {
+    if !common::have_software_adapter("end-to-end GPU") {
         return;
     }
     // The software adapter is there; a name no adapter has cannot be met.
-    let dir = scratch("e2e-unmet");
+    let dir = common::scratch("e2e-unmet");
     let out = fergpu(&[
         "train",
         "--out",
@@ -277,10 +252,10 @@ fn cli_request_for_an_absent_adapter_kind_fails_and_names_what_exists() {
 /// cannot fit is refused before anything runs, naming the largest that does.
 #[test]
 fn evaluation_batches_fit_the_software_adapter_and_too_large_training_batches_are_refused() {
-    if !have_software_adapter() {
+    if !common::have_software_adapter("end-to-end GPU") {
         return;
     }
-    let dir = scratch("e2e-batch");
+    let dir = common::scratch("e2e-batch");
     let spec = fergpu::model::ModelSpec::cnn(
         fergpu::backend::Activation::Relu,
         fergpu::backend::Activation::Selu,

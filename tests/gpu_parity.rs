@@ -29,11 +29,6 @@ use fergpu::shape::{
 use fergpu::Error;
 use std::sync::OnceLock;
 
-/// Whether a missing GPU must fail the tests.
-fn gpu_required() -> bool {
-    std::env::var_os("CI").is_some() || std::env::var("FERGPU_REQUIRE_GPU").is_ok_and(|v| v == "1")
-}
-
 /// Opens the best adapter, folding grids at `max_dim` workgroups per dimension if given.
 fn open(max_dim: Option<usize>) -> Option<GpuBackend> {
     match GpuBackend::new(&AdapterRequest::Auto, None) {
@@ -43,7 +38,9 @@ fn open(max_dim: Option<usize>) -> Option<GpuBackend> {
             }
             Some(g)
         }
-        Err(e) if gpu_required() => panic!("a GPU is required (CI / FERGPU_REQUIRE_GPU): {e}"),
+        Err(e) if common::gpu_required() => {
+            panic!("a GPU is required (CI / FERGPU_REQUIRE_GPU): {e}")
+        }
         Err(e) => {
             eprintln!("note: skipping GPU parity tests, no GPU adapter: {e}");
             None

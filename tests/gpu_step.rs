@@ -32,15 +32,12 @@ const LR: f32 = 1e-3;
 /// Label smoothing of the steps' loss.
 const SMOOTHING: f32 = 0.1;
 
-/// Whether a missing GPU must fail the tests.
-fn gpu_required() -> bool {
-    std::env::var_os("CI").is_some() || std::env::var("FERGPU_REQUIRE_GPU").is_ok_and(|v| v == "1")
-}
-
 fn gpu() -> Option<GpuBackend> {
     match GpuBackend::new(&AdapterRequest::Auto, None) {
         Ok(g) => Some(g),
-        Err(e) if gpu_required() => panic!("a GPU is required (CI / FERGPU_REQUIRE_GPU): {e}"),
+        Err(e) if common::gpu_required() => {
+            panic!("a GPU is required (CI / FERGPU_REQUIRE_GPU): {e}")
+        }
         Err(e) => {
             eprintln!("note: skipping GPU step tests, no GPU adapter: {e}");
             None

@@ -21,10 +21,6 @@ use fergpu::backend::gpu::{GpuBackend, GpuOptions};
 use fergpu::backend::{Activation, Backend};
 use fergpu::shape::{Conv2dShape, DenseShape};
 
-fn gpu_required() -> bool {
-    std::env::var_os("CI").is_some() || std::env::var("FERGPU_REQUIRE_GPU").is_ok_and(|v| v == "1")
-}
-
 /// The best adapter with `build`, or `None` (with a note) when there is none and none is
 /// required.
 fn open(build: BuildOptions) -> Option<GpuBackend> {
@@ -35,7 +31,9 @@ fn open(build: BuildOptions) -> Option<GpuBackend> {
     };
     match GpuBackend::with_options(&AdapterRequest::Auto, None, &opts) {
         Ok(g) => Some(g),
-        Err(e) if gpu_required() => panic!("a GPU is required (CI / FERGPU_REQUIRE_GPU): {e}"),
+        Err(e) if common::gpu_required() => {
+            panic!("a GPU is required (CI / FERGPU_REQUIRE_GPU): {e}")
+        }
         Err(e) => {
             eprintln!("note: skipping GPU variant tests, no GPU adapter: {e}");
             None
