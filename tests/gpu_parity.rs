@@ -871,11 +871,11 @@ fn optimizer_step_matches_the_reference() {
     let n = 1001;
     let adam = OptimizerConfig {
         weight_decay: 0.01,
-        ..OptimizerConfig::default()
+        ..fergpu::settings::Settings::default().optimizer.config()
     };
     let sgd = OptimizerConfig {
         kind: OptimizerKind::Sgd,
-        ..OptimizerConfig::default()
+        ..fergpu::settings::Settings::default().optimizer.config()
     };
     let configs = [
         adam,

@@ -223,7 +223,7 @@ fn seed_cnn_steps_match_the_reference() {
         4,
         20,
         7,
-        OptimizerConfig::default(),
+        fergpu::settings::Settings::default().optimizer.config(),
     );
 }
 
@@ -234,7 +234,7 @@ fn mlp_steps_match_the_reference() {
         momentum: 0.9,
         nesterov: true,
         weight_decay: 5e-4,
-        ..OptimizerConfig::default()
+        ..fergpu::settings::Settings::default().optimizer.config()
     };
     step_parity(&ModelSpec::mlp(Activation::Relu), 8, 20, 8, sgd);
 }
@@ -255,7 +255,7 @@ fn an_epoch_submits_once_per_batch_and_reads_back_once() {
     let opts = TrainerOptions {
         batch: 32,
         seed: 5,
-        ..TrainerOptions::default()
+        ..fergpu::settings::Settings::default().trainer_options()
     };
     let mut tr = Trainer::new(&gpu, spec, &params, &ds, &opts).expect("a trainer on the GPU");
     let before = gpu.traffic();
@@ -300,7 +300,7 @@ fn an_epoch_with_a_warp_uploads_it_once_and_no_images() {
             erase: 0.5,
             ..Warp::NONE
         },
-        ..TrainerOptions::default()
+        ..fergpu::settings::Settings::default().trainer_options()
     };
     let mut tr = Trainer::new(&gpu, spec, &params, &ds, &opts).expect("a trainer on the GPU");
     let before = gpu.traffic();

@@ -10,7 +10,6 @@ use common::assert_close;
 use fergpu::backend::cpu::CpuBackend;
 use fergpu::backend::gpu::adapter::AdapterRequest;
 use fergpu::backend::gpu::GpuBackend;
-use fergpu::backend::OptimizerConfig;
 use fergpu::backend::{stats, Activation, Backend};
 use fergpu::checkpoint::Checkpoint;
 use fergpu::data::{synth, Dataset};
@@ -282,7 +281,7 @@ fn trainer<'b>(
     let opts = TrainerOptions {
         batch,
         seed: 3,
-        ..TrainerOptions::default()
+        ..fergpu::settings::Settings::default().trainer_options()
     };
     Trainer::new(be, spec, &params, ds, &opts)
 }
@@ -340,7 +339,7 @@ fn evaluation_uses_the_running_statistics_so_an_image_scores_alike_in_any_batch(
     let probs = |batch: usize| {
         let mut ev = Evaluator::with_batch(&be, &spec, &tr.params(), batch).unwrap();
         ev.load_params(tr.params_tensor(), tr.running_tensor());
-        ev.evaluate(&set, true).probs.unwrap()
+        ev.evaluate(&set, true).unwrap().probs.unwrap()
     };
     // Batch statistics would make an image's scores depend on its batch-mates.
     let (one, many) = (probs(1), probs(7));
@@ -349,7 +348,7 @@ fn evaluation_uses_the_running_statistics_so_an_image_scores_alike_in_any_batch(
     let mut ev = Evaluator::with_batch(&be, &spec, &tr.params(), 7).unwrap();
     let plan = Plan::new(&spec, 1).unwrap();
     ev.set_params(&tr.params(), &plan.init_running());
-    let fresh = ev.evaluate(&set, true).probs.unwrap();
+    let fresh = ev.evaluate(&set, true).unwrap().probs.unwrap();
     assert!(fresh.iter().zip(&many).any(|(a, b)| (a - b).abs() > 1e-4));
 }
 
@@ -416,7 +415,11 @@ struct Step {
 fn one_step<B: Backend>(be: &B, plan: &Plan, params: &[f32], ds: &Dataset) -> Step {
     let batch = plan.batch;
     let mut net = Network::new(be, plan.clone(), params);
-    let mut adam = Optimizer::new(be, plan, OptimizerConfig::default());
+    let mut adam = Optimizer::new(
+        be,
+        plan,
+        fergpu::settings::Settings::default().optimizer.config(),
+    );
     let images = be.upload_images(&ds.pixels, &ds.labels);
     let order = be.upload_indices(&(0..ds.len() as u32).collect::<Vec<_>>());
     let weights = be.upload(&[1.0; 7]);

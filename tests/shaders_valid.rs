@@ -1,14 +1,18 @@
-//! Every WGSL shader parses and validates with naga; every registry entry point exists with
-//! the bindings the host builds its layouts from and a workgroup size the host can reflect;
-//! every Rust uniform struct has the layout of the WGSL struct it mirrors; and one name leads
-//! from each `Backend` method to its entry point, its CPU function and its parity test. No
-//! GPU needed.
+//! Every WGSL shader parses and validates with naga; every declared entry point exists and
+//! binds, by name, exactly the buffers its declaration lists, with the declared access, and
+//! has a workgroup size the host can reflect; every Rust uniform struct has the layout of the
+//! WGSL struct it mirrors; and one name leads from each `Backend` method to its entry point,
+//! its CPU function and its parity test. No GPU needed.
 
-use fergpu::backend::gpu::kernels::{self, shader_source, Slot, KERNELS, SHADERS};
-use fergpu::backend::gpu::uniforms::{UniformLayout, UNIFORMS};
+use fergpu::backend::gpu::bindings::{Access, BufferSlot};
+use fergpu::backend::gpu::kernels::{
+    self, files_of_uniform, resolve_bindings, shader_files, shader_source, KernelSpec, Role,
+    KERNELS,
+};
+use fergpu::backend::gpu::uniforms::UniformLayout;
 use naga::proc::Layouter;
 use naga::valid::{Capabilities, ValidationFlags, Validator};
-use naga::{AddressSpace, Scalar, ScalarKind, StorageAccess, TypeInner};
+use naga::{AddressSpace, Scalar, ScalarKind, TypeInner};
 
 /// Parses and validates one shader, panicking with naga's message on failure.
 fn validated(name: &str, source: &str) -> (naga::Module, naga::valid::ModuleInfo) {
@@ -22,8 +26,19 @@ fn validated(name: &str, source: &str) -> (naga::Module, naga::valid::ModuleInfo
 
 #[test]
 fn every_shader_parses_and_validates() {
-    for s in SHADERS {
-        validated(s.name, s.source);
+    for name in shader_files() {
+        validated(name, shader_source(name));
+    }
+    // Every file in shaders/ is some kernel's (a file no declaration names is never built).
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/shaders");
+    for entry in std::fs::read_dir(dir).expect("shaders/") {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        if name.ends_with(".wgsl") {
+            assert!(
+                shader_files().contains(&name.as_str()),
+                "{name} is not declared"
+            );
+        }
     }
     let expected = [
         "conv2d.wgsl",
@@ -41,119 +56,187 @@ fn every_shader_parses_and_validates() {
         "accumulate.wgsl",
     ];
     for name in expected {
-        assert!(SHADERS.iter().any(|s| s.name == name), "{name} missing");
+        assert!(shader_files().contains(&name), "{name} missing");
     }
 }
 
 #[test]
 fn every_shader_opens_with_a_header_comment() {
-    for s in SHADERS {
-        let header: Vec<&str> = s
-            .source
+    for name in shader_files() {
+        let header: Vec<&str> = shader_source(name)
             .lines()
             .take_while(|l| l.starts_with("//"))
             .collect();
         let text = header.join("\n");
-        assert!(header.len() >= 8, "{}: header too short", s.name);
+        assert!(header.len() >= 8, "{name}: header too short");
         for word in ["Layout", "Bindings", "Dispatch"] {
-            assert!(text.contains(word), "{}: header lacks {word}", s.name);
+            assert!(text.contains(word), "{name}: header lacks {word}");
         }
     }
 }
 
-/// The slot a global variable of the shader needs in the bind group layout.
-fn slot_of(space: AddressSpace) -> Option<Slot> {
-    match space {
-        AddressSpace::Uniform => Some(Slot::Uniform),
-        AddressSpace::Storage { access } if access.contains(StorageAccess::STORE) => {
-            Some(Slot::ReadWrite)
+/// Checks `spec` against `source`: the declared buffers resolve by name with their access
+/// ([`resolve_bindings`]), and the entry point uses exactly those variables and its uniform
+/// (a declared buffer it never touches would bind nothing; a used one left out would not be
+/// bound at all).
+fn check_declaration(spec: &KernelSpec, source: &str) -> Result<(), String> {
+    let (module, info) = validated(spec.file, source);
+    let reflected = resolve_bindings(spec, &module)?;
+    let (index, ep) = module
+        .entry_points
+        .iter()
+        .enumerate()
+        .find(|(_, e)| e.name == spec.entry)
+        .ok_or(format!("{}: no entry point {}", spec.file, spec.entry))?;
+    if ep.stage != naga::ShaderStage::Compute {
+        return Err(format!("{} is not a compute entry point", spec.entry));
+    }
+    let ep_info = info.get_entry_point(index);
+    let mut declared: Vec<u32> = reflected.buffers.clone();
+    declared.push(reflected.uniform);
+    for (handle, var) in module.global_variables.iter() {
+        let Some(binding) = &var.binding else {
+            continue;
+        };
+        let used = !ep_info[handle].is_empty();
+        let listed = declared.contains(&binding.binding);
+        let name = var.name.as_deref().unwrap_or("?");
+        if used && !listed {
+            return Err(format!(
+                "{} uses `{name}` (binding {}), which its declaration does not bind",
+                spec.entry, binding.binding
+            ));
         }
-        AddressSpace::Storage { .. } => Some(Slot::Read),
-        _ => None,
+        if listed && !used {
+            return Err(format!(
+                "{} declares `{name}` but never uses it",
+                spec.entry
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn every_entry_point_binds_exactly_its_declared_buffers_by_name() {
+    for k in KERNELS {
+        check_declaration(k, k.source).unwrap_or_else(|e| panic!("{e}"));
+    }
+}
+
+/// `spec` with its buffer slots replaced by `buffers`.
+fn redeclared(spec: &KernelSpec, buffers: Vec<BufferSlot>) -> KernelSpec {
+    KernelSpec {
+        buffers: buffers.leak(),
+        ..*spec
     }
 }
 
 #[test]
-fn every_entry_point_matches_its_registry_layout() {
+fn a_buffer_bound_under_the_wrong_name_is_caught() {
+    let bn = KERNELS
+        .iter()
+        .find(|k| k.entry == "batchnorm_backward")
+        .expect("declared");
+    check_declaration(bn, bn.source).expect("the real declaration matches");
+    let slot = |name, access| BufferSlot { name, access };
+    let (r, w) = (Access::Read, Access::ReadWrite);
+    let with = |slots: Vec<BufferSlot>| check_declaration(&redeclared(bn, slots), bn.source);
+    // A misspelt name: the shader has no such variable.
+    let e = with(vec![
+        slot("d_x", w),
+        slot("grads", w),
+        slot("dy", r),
+        slot("x", r),
+        slot("saved_in", r),
+        slot("params", r),
+    ])
+    .unwrap_err();
+    assert!(
+        e.contains("`d_x`, which the shader does not declare"),
+        "{e}"
+    );
+    // The output's name given to an input and back: the access gives it away.
+    let e = with(vec![
+        slot("dy", w),
+        slot("grads", w),
+        slot("dx", r),
+        slot("x", r),
+        slot("saved_in", r),
+        slot("params", r),
+    ])
+    .unwrap_err();
+    assert!(e.contains("`dy` is declared ReadWrite"), "{e}");
+    // Another entry point's buffer: a variable of the file that this kernel never uses.
+    let e = with(vec![
+        slot("dx", w),
+        slot("grads", w),
+        slot("dy", r),
+        slot("x", r),
+        slot("saved", w),
+        slot("params", r),
+    ])
+    .unwrap_err();
+    assert!(
+        e.contains("uses `saved_in`") || e.contains("declares `saved`"),
+        "{e}"
+    );
+    // A used buffer left out.
+    let e = with(vec![
+        slot("dx", w),
+        slot("grads", w),
+        slot("dy", r),
+        slot("x", r),
+    ])
+    .unwrap_err();
+    assert!(e.contains("which its declaration does not bind"), "{e}");
+    // Renaming the WGSL variable without the declaration is caught too.
+    let renamed = bn.source.replace("saved_in", "saved_stats");
+    let e = check_declaration(bn, &renamed).unwrap_err();
+    assert!(
+        e.contains("`saved_in`, which the shader does not declare"),
+        "{e}"
+    );
+}
+
+#[test]
+fn kernels_with_variants_are_declared_in_pairs() {
     for k in KERNELS {
-        let source = shader_source(k.file);
-        let (module, info) = validated(k.file, source);
-        let (index, ep) = module
-            .entry_points
-            .iter()
-            .enumerate()
-            .find(|(_, e)| e.name == k.entry)
-            .unwrap_or_else(|| panic!("{}: no entry point {}", k.file, k.entry));
-        assert_eq!(ep.stage, naga::ShaderStage::Compute, "{}", k.entry);
-        let ep_info = info.get_entry_point(index);
-        for (handle, var) in module.global_variables.iter() {
-            let used = !ep_info[handle].is_empty();
-            let (Some(binding), Some(slot)) = (&var.binding, slot_of(var.space)) else {
-                continue;
-            };
-            assert_eq!(binding.group, 0, "{}: only group 0 is used", k.entry);
-            let listed = k.bindings.iter().find(|(b, _)| *b == binding.binding);
-            if used {
-                let (_, listed_slot) = listed.unwrap_or_else(|| {
-                    panic!(
-                        "{}: binding {} used but not in the layout",
-                        k.entry, binding.binding
-                    )
-                });
-                assert_eq!(
-                    *listed_slot, slot,
-                    "{}: binding {}",
-                    k.entry, binding.binding
-                );
-            }
-        }
-        // Every listed binding is a global the entry point really uses (else wgpu would
-        // accept a layout that silently binds nothing).
-        for &(b, _) in k.bindings {
-            let used = module.global_variables.iter().any(|(h, v)| {
-                v.binding.as_ref().is_some_and(|rb| rb.binding == b) && !ep_info[h].is_empty()
-            });
-            assert!(
-                used,
-                "{}: layout binding {b} is unused by the shader",
+        if let Role::Register(g) | Role::Tiled(g) = k.role {
+            let register = g
+                .kernel(fergpu::backend::gpu::tiles::Variant::Register)
+                .spec();
+            assert_eq!(register.entry, g.name());
+            assert_eq!(
+                register.bindings, k.bindings,
+                "{}: a variant binds the same buffers",
                 k.entry
             );
+            assert_eq!(register.uniform.name, k.uniform.name, "{}", k.entry);
         }
     }
 }
 
 #[test]
 fn each_backend_method_names_its_entry_point_cpu_function_and_parity_test() {
-    let trait_methods = [
-        "gather_batch",
-        "conv2d_forward",
-        "conv2d_backward_input",
-        "conv2d_backward_weight",
-        "maxpool_forward",
-        "maxpool_backward",
-        "dense_forward",
-        "dense_backward_input",
-        "dense_backward_weight",
-        "activation_forward",
-        "activation_backward",
-        "softmax_cross_entropy_forward",
-        "softmax_cross_entropy_backward",
-        "confusion_accumulate",
-        "optimizer_step",
-        "gather_batch_warped",
-        "batchnorm_forward_train",
-        "batchnorm_forward_eval",
-        "batchnorm_backward",
-        "dropout_forward",
-        "dropout_backward",
-        "globalavgpool_forward",
-        "globalavgpool_backward",
-        "scale_add",
-    ];
+    // The methods, from the declarations: each kernel that is a method's GPU side.
+    let trait_methods: Vec<&str> = KERNELS
+        .iter()
+        .filter(|k| matches!(k.role, Role::Method | Role::Register(_)))
+        .map(|k| k.entry)
+        .collect();
+    assert_eq!(trait_methods.len(), 24, "{trait_methods:?}");
+    let backend =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/src/backend/mod.rs"))
+            .expect("src/backend/mod.rs");
     let parity =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/gpu_parity.rs"))
             .expect("tests/gpu_parity.rs");
     for m in trait_methods {
+        assert!(
+            backend.contains(&format!("    fn {m}(")),
+            "the Backend trait has no method {m}"
+        );
         let k = KERNELS
             .iter()
             .find(|k| k.entry == m)
@@ -192,16 +275,15 @@ fn workgroup_sizes_are_declared_once_as_named_constants() {
         assert!(wg.is_power_of_two(), "{}: workgroup size {wg}", k.entry);
     }
     // The attribute and the index arithmetic name a `const`, never repeat a number.
-    for s in SHADERS {
-        for (n, line) in s.source.lines().enumerate() {
+    for name in shader_files() {
+        for (n, line) in shader_source(name).lines().enumerate() {
             let code = line.split("//").next().unwrap_or("");
             for written in ["@workgroup_size(", "nwg.x * "] {
                 if let Some(at) = code.find(written) {
                     let next = code[at + written.len()..].chars().next();
                     assert!(
                         next.is_some_and(|c| c.is_ascii_uppercase()),
-                        "{}:{}: `{written}` takes a named const: {line}",
-                        s.name,
+                        "{name}:{}: `{written}` takes a named const: {line}",
                         n + 1
                     );
                 }
@@ -281,28 +363,25 @@ fn compare_layout(u: &UniformLayout, source: &str) -> Result<(), String> {
 
 #[test]
 fn every_rust_uniform_has_the_layout_of_its_wgsl_struct() {
-    for u in UNIFORMS {
-        for file in u.files {
-            compare_layout(u, shader_source(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
+    for u in kernels::uniforms() {
+        for file in files_of_uniform(u.name) {
+            compare_layout(&u, shader_source(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
         }
     }
 }
 
 #[test]
 fn every_uniform_binding_has_a_rust_mirror() {
-    for s in SHADERS {
-        let module = naga::front::wgsl::parse_str(s.source).expect("validated above");
+    for file in shader_files() {
+        let module = naga::front::wgsl::parse_str(shader_source(file)).expect("validated above");
         for (_, v) in module.global_variables.iter() {
             if v.space != AddressSpace::Uniform {
                 continue;
             }
             let name = module.types[v.ty].name.as_deref().unwrap_or("?");
             assert!(
-                UNIFORMS
-                    .iter()
-                    .any(|u| u.name == name && u.files.contains(&s.name)),
-                "{}: uniform struct {name} has no Rust mirror in gpu/uniforms.rs",
-                s.name
+                files_of_uniform(name).contains(&file),
+                "{file}: uniform struct {name} has no Rust mirror declared for it"
             );
         }
     }
@@ -319,8 +398,9 @@ fn assert_fails(r: Result<(), String>, why: &str) {
 #[test]
 fn the_layout_check_fails_when_a_field_is_added_on_one_side_only() {
     // Pool: its last field is padding the shader never reads, so the edits below still parse.
-    let pool = UNIFORMS.iter().find(|u| u.name == "Pool").expect("Pool");
-    let source = shader_source(pool.files[0]);
+    let uniforms = kernels::uniforms();
+    let pool = uniforms.iter().find(|u| u.name == "Pool").expect("Pool");
+    let source = shader_source(files_of_uniform("Pool")[0]);
     compare_layout(pool, source).expect("the real pair matches");
 
     // A field only in WGSL (where the padding was: the size stays 32 bytes).

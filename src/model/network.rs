@@ -21,6 +21,9 @@ pub enum Mode {
     Eval,
 }
 
+/// What [`Network::forward_each`] calls after each op: the op's index and its output.
+pub type OpVisitor<'a, B> = &'a mut dyn FnMut(usize, &<B as Backend>::Tensor);
+
 /// A model's device buffers, sized for the plan's (largest) batch. Smaller batches reuse
 /// them: every op touches only the first `batch`-many elements.
 pub struct Network<B: Backend> {
@@ -120,6 +123,24 @@ impl<B: Backend> Network<B> {
 
     /// Runs every op on `x` in `mode`, leaving each op's output in place for backward.
     pub fn forward(&mut self, be: &B, batch: usize, mode: Mode) {
+        self.forward_ops(be, batch, mode, None);
+    }
+
+    /// [`Network::forward`] with every op run on its own (a convolution's activation too, so
+    /// that the convolution's output is written), calling `each(i, output)` after op `i`
+    /// (`output (batch, per image)`): for checks that must see every value an op gives,
+    /// such as NaN that a ReLU or a max pool after it would hide.
+    pub fn forward_each(&mut self, be: &B, batch: usize, mode: Mode, each: OpVisitor<'_, B>) {
+        self.forward_ops(be, batch, mode, Some(each));
+    }
+
+    fn forward_ops(
+        &mut self,
+        be: &B,
+        batch: usize,
+        mode: Mode,
+        mut each: Option<OpVisitor<'_, B>>,
+    ) {
         self.mode = mode;
         let ops = self.ops_at(batch);
         // Set when a convolution ran the activation after it in its epilogue.
@@ -140,7 +161,7 @@ impl<B: Backend> Network<B> {
                 } => match ops.get(i + 1) {
                     // The activation's output is what backward reads; the convolution's own
                     // output buffer is scratch for backends that do not fuse the two.
-                    Some(&Op::Act { act, len }) if len == shape.output_len() => {
+                    Some(&Op::Act { act, len }) if len == shape.output_len() && each.is_none() => {
                         let (pre, post) = rest.split_at_mut(1);
                         be.conv2d_forward_act(
                             &mut post[0],
@@ -202,6 +223,9 @@ impl<B: Backend> Network<B> {
                     Mode::Eval => be.copy(out, input, len),
                 },
                 Op::GlobalAvgPool { shape } => be.globalavgpool_forward(out, input, &shape),
+            }
+            if let Some(each) = each.as_mut() {
+                each(i, &self.outs[i]);
             }
         }
         be.label_op(None);

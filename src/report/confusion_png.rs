@@ -2,9 +2,10 @@
 //! cells, shading by the share of the row (so rare classes such as Disgust read as well as
 //! common ones).
 
-use super::{draw_error, encode_png, register_fonts, write_atomic};
+use super::{draw_error, encode_png, register_fonts};
 use crate::data::EMOTIONS;
 use crate::error::Result;
+use crate::files::write_atomic;
 use crate::metrics::Confusion;
 use crate::shape::NUM_CLASSES;
 use plotters::coord::Shift;

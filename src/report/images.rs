@@ -1,10 +1,11 @@
 //! Looking at the data: chosen rows exported as PNG files (as they are, or augmented as
 //! training sees them), and the per-split class counts.
 
-use super::{encode_png, write_atomic};
+use super::encode_png;
 use crate::augment::{self, Augment, ImageWarp, Warp};
 use crate::data::{Dataset, Usage, EMOTIONS};
 use crate::error::{Error, Result};
+use crate::files::write_atomic;
 use crate::rng::Rng;
 use crate::shape::{IMAGE_PIXELS, IMAGE_SIDE, NUM_CLASSES};
 use std::path::Path;

@@ -1,7 +1,7 @@
 //! `metrics.csv`: one row per epoch, written after every epoch and read back on resume.
 
-use super::write_atomic;
 use crate::error::{Error, Result};
+use crate::files::write_atomic;
 use std::path::Path;
 
 /// The header of `metrics.csv`, in field order.

@@ -2,8 +2,8 @@
 //! confusion matrix as PNG and HTML, `summary.json`, exported images, the data overview and
 //! the terminal progress reporter.
 //!
-//! Every file is written through [`write_atomic`], so a run killed mid-write never leaves a
-//! half-written report or checkpoint behind.
+//! Every file is written through [`crate::files::write_atomic`], so a run killed mid-write
+//! never leaves a half-written report or checkpoint behind.
 
 pub mod confusion_png;
 pub mod html;
@@ -22,73 +22,47 @@ pub use progress::{epoch_line, Display, Progress};
 pub use summary::{read_summary_json, write_summary_json, ClassSummary, Summary};
 
 use crate::error::{Error, Result};
-use std::fs::{self, File};
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-/// DejaVu Sans, bundled so plots render the same everywhere without system font lookup.
-static DEJAVU_SANS: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
-
-/// Writes `bytes` to `path` atomically: they go to `path.<pid>.tmp` in the same folder
-/// (unique to this process, so two writers never share one), which is flushed to disk and
-/// then renamed over `path`. Readers see the old file or the new one, never a mix. The
-/// folder must exist.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = temp_path(path);
-    let written = (|| {
-        let mut f = File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()
-    })();
-    if let Err(e) = written {
-        let _ = fs::remove_file(&tmp);
-        return Err(Error::io(&tmp, e));
+/// `text` safe to print on a terminal: control characters (escape sequences, bells,
+/// carriage returns, as file names, checkpoint metadata or a data file may carry) are
+/// written as `\u{1b}`-style escapes; line breaks and tabs stay.
+pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    let unsafe_char = |c: char| c.is_control() && c != '\n' && c != '\t';
+    if !text.chars().any(unsafe_char) {
+        return std::borrow::Cow::Borrowed(text);
     }
-    if let Err(e) = fs::rename(&tmp, path) {
-        let _ = fs::remove_file(&tmp);
-        return Err(Error::io(path, e));
-    }
-    sync_parent(path);
-    Ok(())
-}
-
-/// `path` with `.<pid>.tmp` appended to its file name (`metrics.csv` →
-/// `metrics.csv.4242.tmp`).
-fn temp_path(path: &Path) -> PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(format!(".{}.tmp", std::process::id()));
-    path.with_file_name(name)
-}
-
-/// Makes the rename itself durable. Best effort: not every platform can open a folder.
-fn sync_parent(path: &Path) {
-    #[cfg(unix)]
-    {
-        let parent = match path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p,
-            _ => Path::new("."),
-        };
-        if let Ok(dir) = File::open(parent) {
-            let _ = dir.sync_all();
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if unsafe_char(c) {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
         }
     }
-    #[cfg(not(unix))]
-    let _ = path;
+    std::borrow::Cow::Owned(out)
 }
 
-/// Registers the bundled font as plotters' `"sans-serif"` family (once per process). With
-/// the `ab_glyph` feature plotters has no font until one is registered.
+/// Registers the bundled font, DejaVu Sans, as plotters' `"sans-serif"` family (once per
+/// process), so plots render the same everywhere without system font lookup. With the
+/// `ab_glyph` feature plotters has no font until one is registered.
 pub(crate) fn register_fonts() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let ok = plotters::style::register_font(
-            "sans-serif",
-            plotters::style::FontStyle::Normal,
-            DEJAVU_SANS,
-        )
-        .is_ok();
-        assert!(ok, "the bundled DejaVu Sans font failed to parse");
-    });
+    // Plots and annotated copies are files, written natively only; in a browser plotters
+    // lays text out with the page's own fonts and has none to register.
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        static DEJAVU_SANS: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(|| {
+            let ok = plotters::style::register_font(
+                "sans-serif",
+                plotters::style::FontStyle::Normal,
+                DEJAVU_SANS,
+            )
+            .is_ok();
+            assert!(ok, "the bundled DejaVu Sans font failed to parse");
+        });
+    }
 }
 
 /// A plotting or encoding failure on `path`, reported as an I/O error on that file.
@@ -115,13 +89,12 @@ pub(crate) fn encode_png(
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-
     #[test]
-    fn temp_path_appends_to_the_file_name() {
+    fn printable_escapes_control_characters_and_keeps_lines() {
+        assert_eq!(super::printable("a\tb\nc"), "a\tb\nc");
         assert_eq!(
-            temp_path(Path::new("runs/a/metrics.csv")),
-            PathBuf::from(format!("runs/a/metrics.csv.{}.tmp", std::process::id()))
+            super::printable("x\u{1b}[2Jy\r\u{7}\u{9b}"),
+            "x\\u{1b}[2Jy\\u{d}\\u{7}\\u{9b}"
         );
     }
 }

@@ -1,8 +1,9 @@
 //! Learning curves: the notebook's two panels, accuracy and loss per epoch, training against
 //! validation, as PNG and SVG.
 
-use super::{draw_error, encode_png, register_fonts, write_atomic, EpochRecord};
+use super::{draw_error, encode_png, register_fonts, EpochRecord};
 use crate::error::Result;
+use crate::files::write_atomic;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use std::error::Error as StdError;

@@ -1,8 +1,9 @@
 //! `summary.json`: the few numbers a run is judged by, for people and for sweep tables.
 
-use super::{write_atomic, EpochRecord};
+use super::EpochRecord;
 use crate::data::EMOTIONS;
 use crate::error::{Error, Result};
+use crate::files::write_atomic;
 use crate::metrics::Confusion;
 use std::path::Path;
 

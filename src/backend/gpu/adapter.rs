@@ -166,7 +166,7 @@ fn instance(backends: wgpu::Backends) -> wgpu::Instance {
 /// first and GL only when none of them has an adapter: probing GL opens a display
 /// connection, which prints warnings on headless machines and is never the better choice.
 pub(crate) fn enumerate(api: Option<GpuApi>) -> Vec<wgpu::Adapter> {
-    let ask = |b| pollster::block_on(instance(b).enumerate_adapters(b));
+    let ask = |b| super::context::block_on(instance(b).enumerate_adapters(b));
     match api {
         Some(api) => ask(api.backends()),
         None => {
@@ -178,6 +178,19 @@ pub(crate) fn enumerate(api: Option<GpuApi>) -> Vec<wgpu::Adapter> {
             }
         }
     }
+}
+
+/// The browser's WebGPU adapter (`navigator.gpu.requestAdapter`, high-performance
+/// preference), or `None` when the browser gives none.
+pub(crate) async fn browser_adapter() -> Option<wgpu::Adapter> {
+    let options = wgpu::RequestAdapterOptions {
+        power_preference: wgpu::PowerPreference::HighPerformance,
+        ..Default::default()
+    };
+    instance(wgpu::Backends::BROWSER_WEBGPU)
+        .request_adapter(&options)
+        .await
+        .ok()
 }
 
 /// Every adapter wgpu finds through `api` (or, without one, through the native APIs, else

@@ -2,7 +2,10 @@
 //!
 //! - [`adapter`]: what `--adapter` / `--gpu-backend` ask for, and the adapter listing;
 //! - `context`: the opened device, error capture, and every wait/poll on the device;
-//! - [`kernels`]: the shader registry and the pipelines, built once per device;
+//! - [`kernels`]: every entry point declared once, the shader registry, and the pipelines
+//!   built from the declarations once per device;
+//! - [`bindings`]: the buffers each kernel binds, by name;
+//! - [`work`]: what each kernel computes, for profiles;
 //! - `recorder`: one command encoder per batch, per-dispatch uniform slots, bind group cache;
 //! - [`uniforms`]: each shader's uniform struct, mirrored as a `#[repr(C)]` Pod struct;
 //! - `ops`: one function per entry point: the kernel, its uniform and its grid for a shape;
@@ -21,6 +24,7 @@
 
 pub mod adapter;
 pub mod autotune;
+pub mod bindings;
 mod buffers;
 pub(crate) mod context;
 pub mod kernels;
@@ -29,11 +33,13 @@ mod recorder;
 pub mod tiles;
 pub mod timing;
 pub mod uniforms;
+pub mod work;
 
 pub use buffers::{GpuImages, GpuIndices, GpuTensor};
 
 use self::adapter::{AdapterRequest, AdapterSummary, GpuApi};
 use self::autotune::{Autotune, Choice, Tuner};
+use self::bindings::{self as bind, Bindings};
 use self::buffers::Buf;
 use self::context::Context;
 use self::kernels::{BuildOptions, Pipelines};
@@ -41,7 +47,6 @@ use self::ops::Launch;
 use self::recorder::{Dispatch, Recorder};
 use self::tiles::{Gemm, GemmShape, TuneKey, Variant};
 use self::timing::{HostTimes, TimedDispatch, Timer};
-use self::uniforms::Uniform;
 use super::{Activation, Backend, BatchNorm, Dropout, MemoryLimits, OptimizerStep};
 use crate::augment::WARP_WORDS;
 use crate::shape::{
@@ -141,6 +146,30 @@ impl GpuBackend {
         let pipelines = ctx.scoped("building the compute pipelines", || {
             Pipelines::new(&ctx.device, opts.build)
         })?;
+        GpuBackend::assemble(ctx, pipelines, opts)
+    }
+
+    /// Opens the browser's WebGPU adapter (`navigator.gpu`) and builds every pipeline,
+    /// awaiting the device and the pipelines' error scopes as a browser requires (the
+    /// browser compiles the WGSL with its own compiler, e.g. Chromium's Tint). Autotuning is
+    /// off: a page has no cache folder, and the default variants need no measuring.
+    pub async fn open_browser(build: BuildOptions) -> Result<GpuBackend> {
+        let ctx = Context::open_browser().await?;
+        let pipelines = ctx
+            .scoped_async("building the compute pipelines", || {
+                Pipelines::new(&ctx.device, build)
+            })
+            .await?;
+        let opts = GpuOptions {
+            autotune: Autotune::Off,
+            cache_dir: None,
+            build,
+        };
+        GpuBackend::assemble(ctx, pipelines, &opts)
+    }
+
+    /// The backend around an opened device and its pipelines.
+    fn assemble(ctx: Context, pipelines: Pipelines, opts: &GpuOptions) -> Result<GpuBackend> {
         let rec = Mutex::new(Recorder::new(&ctx));
         let max_dim = ctx.limits.max_compute_workgroups_per_dimension as usize;
         let tuner = Tuner::new(&ctx.summary, opts.autotune, opts.cache_dir.as_deref());
@@ -158,6 +187,14 @@ impl GpuBackend {
         };
         be.check()?;
         Ok(be)
+    }
+
+    /// Compiles every shader module and builds every entry point's pipeline again on this
+    /// device, each in its own error scopes, and returns the modules and pipelines built and
+    /// every message the device's compiler or validation gave (none: all compiled clean). In a
+    /// browser the WGSL goes to the browser's own compiler (Chromium's Tint).
+    pub async fn shader_report(&self) -> (usize, usize, Vec<kernels::ShaderMessage>) {
+        kernels::diagnose(&self.ctx.device, &self.ctx.limits).await
     }
 
     /// The adapter in use.
@@ -324,11 +361,13 @@ impl GpuBackend {
     ) {
         assert!(out.len() >= s.output_len() && input.len() >= s.input_len());
         assert!(params.len() >= w_off + s.weight_len() && params.len() >= b_off + s.out_c);
-        let key = TuneKey {
-            gemm: Gemm::Conv2dForward,
-            shape: GemmShape::Conv(*s),
+        let key = TuneKey::new(Gemm::Conv2dForward, GemmShape::Conv(*s));
+        let buffers = bind::ConvGemm {
+            dst: &out.buf,
+            src: &input.buf,
+            aux: &params.buf,
         };
-        self.launch_gemm(key, &[&out.buf, &input.buf, &params.buf], |v| match v {
+        self.launch_gemm(key, buffers, |v| match v {
             Variant::Register => ops::conv2d_forward(s, w_off, b_off, act),
             Variant::Tiled(c) => ops::conv2d_forward_tiled(s, w_off, b_off, act, c),
         });
@@ -337,21 +376,23 @@ impl GpuBackend {
     /// Records a GEMM-shaped op over `buffers` in the variant autotuning picks for `key`
     /// (timing each the first time a shape meets the adapter); `launch` is each variant's
     /// dispatch.
-    fn launch_gemm<U: Uniform>(
+    fn launch_gemm<B: Bindings>(
         &self,
         key: TuneKey,
-        buffers: &[&Buf],
-        launch: impl Fn(Variant) -> Launch<U>,
+        buffers: B,
+        launch: impl Fn(Variant) -> Launch<B::Uniform>,
     ) {
         let run = |v: Variant| self.launch(&launch(v), buffers);
         run(self.choose(key, &run));
     }
 
-    /// Records `launch` over `buffers` (in the registry's binding order), its grid folded
-    /// into 2-D as needed. A buffer the device cannot bind, or a stand-in for one it could
-    /// not make, is reported (once per launch) and the launch is skipped, so no invalid work
-    /// is ever submitted.
-    fn launch<U: Uniform>(&self, launch: &Launch<U>, buffers: &[&Buf]) {
+    /// Records `launch` over `buffers` (the binding set its kernel declares, by name), its
+    /// grid folded into 2-D as needed. A buffer the device cannot bind, or a stand-in for one
+    /// it could not make, is reported (once per launch) and the launch is skipped, so no
+    /// invalid work is ever submitted.
+    fn launch<B: Bindings>(&self, launch: &Launch<B::Uniform>, buffers: B) {
+        kernels::check_binding_set::<B>(launch.kernel);
+        let buffers = buffers.buffers();
         if buffers.iter().any(|b| b.stand_in) {
             return; // the allocation failure is recorded already
         }
@@ -388,7 +429,7 @@ impl GpuBackend {
             pipeline: &pipeline,
             tiles: launch.tiles,
             uniform: bytemuck::bytes_of(&launch.uniform),
-            buffers,
+            buffers: &buffers,
             groups: (x, y),
             op: (op != usize::MAX).then_some(op),
         };
@@ -452,9 +493,10 @@ impl GpuBackend {
         }
     }
 
-    /// Submits everything recorded plus a copy of `src`'s first `bytes` bytes, and returns
-    /// them (None when the device failed; the reason is recorded for `check`).
-    fn read_bytes(&self, src: &Buf, bytes: u64) -> Option<Vec<u8>> {
+    /// Submits everything recorded plus a copy of `src`'s first `bytes` bytes, and resolves
+    /// to them (None when the device failed; the reason is recorded for `check`), through
+    /// the one read-back seam, [`Context::read_back`].
+    async fn read_bytes(&self, src: &Buf, bytes: u64) -> Option<Vec<u8>> {
         let size = buffers::padded(bytes);
         if size > src.raw.size() {
             return None; // a stand-in for a buffer that could not be made (reported)
@@ -466,12 +508,15 @@ impl GpuBackend {
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        let mut rec = self.rec();
-        rec.encoder(&self.ctx)
-            .copy_buffer_to_buffer(&src.raw, 0, &staging, 0, size);
-        rec.submit(&self.ctx);
-        let data = self.ctx.read_mapped(&staging, size);
-        rec.settled();
+        {
+            // Not held across the wait: in a browser other work may record meanwhile.
+            let mut rec = self.rec();
+            rec.encoder(&self.ctx)
+                .copy_buffer_to_buffer(&src.raw, 0, &staging, 0, size);
+            rec.submit(&self.ctx);
+        }
+        let data = self.ctx.read_back(&staging, size).await;
+        self.rec().settled();
         data.map(|mut d| {
             d.truncate(bytes as usize);
             d
@@ -522,7 +567,11 @@ impl Backend for GpuBackend {
     }
 
     fn download(&self, src: &GpuTensor) -> Vec<f32> {
-        match self.read_bytes(&src.buf, 4 * src.len() as u64) {
+        context::block_on(self.download_async(src))
+    }
+
+    async fn download_async(&self, src: &GpuTensor) -> Vec<f32> {
+        match self.read_bytes(&src.buf, 4 * src.len() as u64).await {
             Some(bytes) => bytemuck::pod_collect_to_vec(&bytes),
             None => vec![f32::NAN; src.len()],
         }
@@ -571,7 +620,11 @@ impl Backend for GpuBackend {
     }
 
     fn download_indices(&self, src: &GpuIndices) -> Vec<u32> {
-        match self.read_bytes(&src.buf, 4 * src.len() as u64) {
+        context::block_on(self.download_indices_async(src))
+    }
+
+    async fn download_indices_async(&self, src: &GpuIndices) -> Vec<u32> {
+        match self.read_bytes(&src.buf, 4 * src.len() as u64).await {
             Some(bytes) => bytemuck::pod_collect_to_vec(&bytes),
             None => vec![u32::MAX; src.len()],
         }
@@ -615,13 +668,13 @@ impl Backend for GpuBackend {
         assert!(x.len() >= batch * IMAGE_PIXELS && labels.len() >= batch);
         self.launch(
             &ops::gather_batch(batch, offset, IMAGE_SIDE),
-            &[
-                &x.buf,
-                &labels.buf,
-                &images.pixels,
-                &images.labels,
-                &order.buf,
-            ],
+            bind::GatherBatch {
+                x: &x.buf,
+                labels: &labels.buf,
+                pixels: &images.pixels,
+                all_labels: &images.labels,
+                order: &order.buf,
+            },
         );
     }
 
@@ -643,14 +696,14 @@ impl Backend for GpuBackend {
         assert!(x.len() >= batch * IMAGE_PIXELS && labels.len() >= batch);
         self.launch(
             &ops::gather_batch_warped(batch, offset, IMAGE_SIDE),
-            &[
-                &x.buf,
-                &labels.buf,
-                &images.pixels,
-                &images.labels,
-                &order.buf,
-                &warp.buf,
-            ],
+            bind::GatherBatchWarped {
+                x: &x.buf,
+                labels: &labels.buf,
+                pixels: &images.pixels,
+                all_labels: &images.labels,
+                order: &order.buf,
+                warp: &warp.buf,
+            },
         );
     }
 
@@ -676,11 +729,13 @@ impl Backend for GpuBackend {
     ) {
         assert!(d_input.len() >= s.input_len() && d_out.len() >= s.output_len());
         assert!(params.len() >= w_off + s.weight_len());
-        let key = TuneKey {
-            gemm: Gemm::Conv2dBackwardInput,
-            shape: GemmShape::Conv(*s),
+        let key = TuneKey::new(Gemm::Conv2dBackwardInput, GemmShape::Conv(*s));
+        let buffers = bind::ConvGemm {
+            dst: &d_input.buf,
+            src: &d_out.buf,
+            aux: &params.buf,
         };
-        self.launch_gemm(key, &[&d_input.buf, &d_out.buf, &params.buf], |v| match v {
+        self.launch_gemm(key, buffers, |v| match v {
             Variant::Register => ops::conv2d_backward_input(s, w_off),
             Variant::Tiled(c) => ops::conv2d_backward_input_tiled(s, w_off, c),
         });
@@ -703,23 +758,26 @@ impl Backend for GpuBackend {
                 Variant::Tiled(c) => ops::conv2d_backward_weight_tiled(s, w_off, b_off, c),
             };
             let partials_len = ops::split_k_partials_len(&weight.uniform);
+            let product = |dst| bind::ConvGemm {
+                dst,
+                src: &d_out.buf,
+                aux: &input.buf,
+            };
             if partials_len == 0 {
-                self.launch(&weight, &[&grads.buf, &d_out.buf, &input.buf]);
+                self.launch(&weight, product(&grads.buf));
                 return;
             }
             // partials (splits, out_c, patch_len + 1), summed over splits into grads.
             let partials = self.partials(partials_len);
             let partials = &partials.as_ref().expect("allocated").buf;
-            self.launch(&weight, &[partials, &d_out.buf, &input.buf]);
-            self.launch(
-                &ops::conv2d_backward_weight_reduce(&weight),
-                &[&grads.buf, partials],
-            );
+            self.launch(&weight, product(partials));
+            let reduce = bind::ConvReduce {
+                dst: &grads.buf,
+                src: partials,
+            };
+            self.launch(&ops::conv2d_backward_weight_reduce(&weight), reduce);
         };
-        let key = TuneKey {
-            gemm: Gemm::Conv2dBackwardWeight,
-            shape: GemmShape::Conv(*s),
-        };
+        let key = TuneKey::new(Gemm::Conv2dBackwardWeight, GemmShape::Conv(*s));
         run(self.choose(key, &run));
     }
 
@@ -734,7 +792,11 @@ impl Backend for GpuBackend {
         assert!(input.len() >= s.input_len());
         self.launch(
             &ops::maxpool_forward(s),
-            &[&out.buf, &argmax.buf, &input.buf],
+            bind::MaxpoolForward {
+                y: &out.buf,
+                argmax_out: &argmax.buf,
+                x: &input.buf,
+            },
         );
     }
 
@@ -749,7 +811,11 @@ impl Backend for GpuBackend {
         assert!(argmax.len() >= s.output_len());
         self.launch(
             &ops::maxpool_backward(s),
-            &[&d_input.buf, &d_out.buf, &argmax.buf],
+            bind::MaxpoolBackward {
+                dx: &d_input.buf,
+                dy: &d_out.buf,
+                argmax_in: &argmax.buf,
+            },
         );
     }
 
@@ -764,11 +830,13 @@ impl Backend for GpuBackend {
     ) {
         assert!(out.len() >= s.output_len() && input.len() >= s.input_len());
         assert!(params.len() >= w_off + s.weight_len() && params.len() >= b_off + s.out_f);
-        let key = TuneKey {
-            gemm: Gemm::DenseForward,
-            shape: GemmShape::Dense(*s),
+        let key = TuneKey::new(Gemm::DenseForward, GemmShape::Dense(*s));
+        let buffers = bind::DenseGemm {
+            dst: &out.buf,
+            a: &input.buf,
+            bsrc: &params.buf,
         };
-        self.launch_gemm(key, &[&out.buf, &input.buf, &params.buf], |v| match v {
+        self.launch_gemm(key, buffers, |v| match v {
             Variant::Register => ops::dense_forward(s, w_off, b_off),
             Variant::Tiled(c) => ops::dense_forward_tiled(s, w_off, b_off, c),
         });
@@ -784,11 +852,13 @@ impl Backend for GpuBackend {
     ) {
         assert!(d_input.len() >= s.input_len() && d_out.len() >= s.output_len());
         assert!(params.len() >= w_off + s.weight_len());
-        let key = TuneKey {
-            gemm: Gemm::DenseBackwardInput,
-            shape: GemmShape::Dense(*s),
+        let key = TuneKey::new(Gemm::DenseBackwardInput, GemmShape::Dense(*s));
+        let buffers = bind::DenseGemm {
+            dst: &d_input.buf,
+            a: &d_out.buf,
+            bsrc: &params.buf,
         };
-        self.launch_gemm(key, &[&d_input.buf, &d_out.buf, &params.buf], |v| match v {
+        self.launch_gemm(key, buffers, |v| match v {
             Variant::Register => ops::dense_backward_input(s, w_off),
             Variant::Tiled(c) => ops::dense_backward_input_tiled(s, w_off, c),
         });
@@ -805,11 +875,13 @@ impl Backend for GpuBackend {
     ) {
         assert!(d_out.len() >= s.output_len() && input.len() >= s.input_len());
         assert!(grads.len() >= w_off + s.weight_len() && grads.len() >= b_off + s.out_f);
-        let key = TuneKey {
-            gemm: Gemm::DenseBackwardWeight,
-            shape: GemmShape::Dense(*s),
+        let key = TuneKey::new(Gemm::DenseBackwardWeight, GemmShape::Dense(*s));
+        let buffers = bind::DenseGemm {
+            dst: &grads.buf,
+            a: &d_out.buf,
+            bsrc: &input.buf,
         };
-        self.launch_gemm(key, &[&grads.buf, &d_out.buf, &input.buf], |v| match v {
+        self.launch_gemm(key, buffers, |v| match v {
             Variant::Register => ops::dense_backward_weight(s, w_off, b_off),
             Variant::Tiled(c) => ops::dense_backward_weight_tiled(s, w_off, b_off, c),
         });
@@ -823,7 +895,11 @@ impl Backend for GpuBackend {
         len: usize,
     ) {
         assert!(out.len() >= len && input.len() >= len);
-        self.launch(&ops::activation_forward(len, act), &[&out.buf, &input.buf]);
+        let buffers = bind::ActivationForward {
+            dst: &out.buf,
+            a: &input.buf,
+        };
+        self.launch(&ops::activation_forward(len, act), buffers);
     }
 
     fn activation_backward(
@@ -837,7 +913,11 @@ impl Backend for GpuBackend {
         assert!(d_input.len() >= len && d_out.len() >= len && y.len() >= len);
         self.launch(
             &ops::activation_backward(len, act),
-            &[&d_input.buf, &d_out.buf, &y.buf],
+            bind::ActivationBackward {
+                dst: &d_input.buf,
+                a: &d_out.buf,
+                yv: &y.buf,
+            },
         );
     }
 
@@ -857,13 +937,13 @@ impl Backend for GpuBackend {
         assert!(class_weights.len() >= classes);
         self.launch(
             &ops::softmax_cross_entropy_forward(batch, classes, smoothing),
-            &[
-                &probs.buf,
-                &stats.buf,
-                &logits.buf,
-                &labels.buf,
-                &class_weights.buf,
-            ],
+            bind::LossForward {
+                probs_out: &probs.buf,
+                stats: &stats.buf,
+                logits: &logits.buf,
+                labels: &labels.buf,
+                weights: &class_weights.buf,
+            },
         );
     }
 
@@ -881,7 +961,12 @@ impl Backend for GpuBackend {
         assert!(labels.len() >= batch && class_weights.len() >= classes);
         self.launch(
             &ops::softmax_cross_entropy_backward(batch, classes, smoothing),
-            &[&d_logits.buf, &probs.buf, &labels.buf, &class_weights.buf],
+            bind::LossBackward {
+                d_logits: &d_logits.buf,
+                probs: &probs.buf,
+                labels: &labels.buf,
+                weights: &class_weights.buf,
+            },
         );
     }
 
@@ -897,7 +982,11 @@ impl Backend for GpuBackend {
         assert!(labels.len() >= batch);
         self.launch(
             &ops::confusion_accumulate(batch, classes),
-            &[&confusion.buf, &probs.buf, &labels.buf],
+            bind::Confusion {
+                confusion: &confusion.buf,
+                probs: &probs.buf,
+                labels: &labels.buf,
+            },
         );
     }
 
@@ -917,7 +1006,13 @@ impl Backend for GpuBackend {
         );
         self.launch(
             &ops::optimizer_step(step, n),
-            &[&params.buf, &grads.buf, &m.buf, &v.buf, &decay.buf],
+            bind::OptimizerStep {
+                params: &params.buf,
+                grads: &grads.buf,
+                m: &m.buf,
+                v: &v.buf,
+                decay: &decay.buf,
+            },
         );
     }
 
@@ -936,7 +1031,13 @@ impl Backend for GpuBackend {
         assert!(running.len() >= bn.mean_off.max(bn.var_off) + s.c);
         self.launch(
             &ops::batchnorm_forward_train(s, bn),
-            &[&out.buf, &saved.buf, &running.buf, &input.buf, &params.buf],
+            bind::BatchnormForwardTrain {
+                y: &out.buf,
+                saved: &saved.buf,
+                running: &running.buf,
+                x: &input.buf,
+                params: &params.buf,
+            },
         );
     }
 
@@ -954,7 +1055,12 @@ impl Backend for GpuBackend {
         assert!(running.len() >= bn.mean_off.max(bn.var_off) + s.c);
         self.launch(
             &ops::batchnorm_forward_eval(s, bn),
-            &[&out.buf, &input.buf, &params.buf, &running.buf],
+            bind::BatchnormForwardEval {
+                y: &out.buf,
+                x: &input.buf,
+                params: &params.buf,
+                running_in: &running.buf,
+            },
         );
     }
 
@@ -975,20 +1081,24 @@ impl Backend for GpuBackend {
         assert!(grads.len() >= bn.w_off.max(bn.b_off) + s.c);
         self.launch(
             &ops::batchnorm_backward(s, bn),
-            &[
-                &d_input.buf,
-                &grads.buf,
-                &d_out.buf,
-                &input.buf,
-                &saved.buf,
-                &params.buf,
-            ],
+            bind::BatchnormBackward {
+                dx: &d_input.buf,
+                grads: &grads.buf,
+                dy: &d_out.buf,
+                x: &input.buf,
+                saved_in: &saved.buf,
+                params: &params.buf,
+            },
         );
     }
 
     fn dropout_forward(&self, out: &mut GpuTensor, input: &GpuTensor, d: &Dropout, len: usize) {
         assert!(out.len() >= len && input.len() >= len);
-        self.launch(&ops::dropout_forward(d, len), &[&out.buf, &input.buf]);
+        let buffers = bind::Dropout {
+            dst: &out.buf,
+            src: &input.buf,
+        };
+        self.launch(&ops::dropout_forward(d, len), buffers);
     }
 
     fn dropout_backward(
@@ -999,7 +1109,11 @@ impl Backend for GpuBackend {
         len: usize,
     ) {
         assert!(d_input.len() >= len && d_out.len() >= len);
-        self.launch(&ops::dropout_backward(d, len), &[&d_input.buf, &d_out.buf]);
+        let buffers = bind::Dropout {
+            dst: &d_input.buf,
+            src: &d_out.buf,
+        };
+        self.launch(&ops::dropout_backward(d, len), buffers);
     }
 
     fn globalavgpool_forward(
@@ -1009,7 +1123,11 @@ impl Backend for GpuBackend {
         s: &GlobalAvgPoolShape,
     ) {
         assert!(out.len() >= s.output_len() && input.len() >= s.input_len());
-        self.launch(&ops::globalavgpool_forward(s), &[&out.buf, &input.buf]);
+        let buffers = bind::GlobalavgpoolForward {
+            y: &out.buf,
+            x: &input.buf,
+        };
+        self.launch(&ops::globalavgpool_forward(s), buffers);
     }
 
     fn globalavgpool_backward(
@@ -1019,7 +1137,11 @@ impl Backend for GpuBackend {
         s: &GlobalAvgPoolShape,
     ) {
         assert!(d_input.len() >= s.input_len() && d_out.len() >= s.output_len());
-        self.launch(&ops::globalavgpool_backward(s), &[&d_input.buf, &d_out.buf]);
+        let buffers = bind::GlobalavgpoolBackward {
+            dx: &d_input.buf,
+            dy: &d_out.buf,
+        };
+        self.launch(&ops::globalavgpool_backward(s), buffers);
     }
 
     fn conv2d_forward_act(
@@ -1043,6 +1165,10 @@ impl Backend for GpuBackend {
 
     fn scale_add(&self, acc: &mut GpuTensor, x: &GpuTensor, alpha: f32, beta: f32, len: usize) {
         assert!(acc.len() >= len && x.len() >= len);
-        self.launch(&ops::scale_add(len, alpha, beta), &[&acc.buf, &x.buf]);
+        let buffers = bind::ScaleAdd {
+            acc: &acc.buf,
+            x: &x.buf,
+        };
+        self.launch(&ops::scale_add(len, alpha, beta), buffers);
     }
 }

@@ -58,12 +58,7 @@ pub(crate) struct Launch<U: Uniform> {
 impl<U: Uniform> Launch<U> {
     /// A launch of `kernel`, whose shader file must be one that declares `U`.
     fn new(kernel: Kernel, uniform: U, grid: Grid) -> Launch<U> {
-        assert!(
-            U::LAYOUT.files.contains(&kernel.spec().file),
-            "{} does not bind {}",
-            kernel.spec().entry,
-            U::LAYOUT.name
-        );
+        check_uniform::<U>(kernel);
         assert!(!kernel.is_tiled(), "{kernel:?} needs a tile configuration");
         Launch {
             kernel,
@@ -76,12 +71,7 @@ impl<U: Uniform> Launch<U> {
     /// A launch of the tiled `kernel` with tiles `cfg`: one workgroup per `grid` item.
     fn tiled(kernel: Kernel, uniform: U, grid: Grid, cfg: TileConfig) -> Launch<U> {
         assert!(kernel.is_tiled(), "{kernel:?} has no tile configurations");
-        assert!(
-            U::LAYOUT.files.contains(&kernel.spec().file),
-            "{} does not bind {}",
-            kernel.spec().entry,
-            U::LAYOUT.name
-        );
+        check_uniform::<U>(kernel);
         assert!(
             matches!(grid, Grid::Workgroups(_)),
             "tiled grids count tiles"
@@ -93,6 +83,19 @@ impl<U: Uniform> Launch<U> {
             tiles: Some(cfg),
         }
     }
+}
+
+/// Panics unless `kernel` is declared with the uniform struct `U`.
+fn check_uniform<U: Uniform>(kernel: Kernel) {
+    let spec = kernel.spec();
+    assert_eq!(
+        spec.uniform.name,
+        U::LAYOUT.name,
+        "{} binds {}, not {}",
+        spec.entry,
+        spec.uniform.name,
+        U::LAYOUT.name
+    );
 }
 
 /// A size as a shader `u32`; larger sizes are a bug of the caller (buffers that big cannot

@@ -16,7 +16,7 @@ use super::tiles::TileConfig;
 use super::timing::{HostTimes, Session, TimedDispatch, Timer};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Weak;
-use std::time::Instant;
+use web_time::Instant;
 
 /// Bytes per uniform page.
 const PAGE: u64 = 64 * 1024;
@@ -48,7 +48,7 @@ pub(crate) struct Dispatch<'a> {
     pub(crate) tiles: Option<TileConfig>,
     /// The bytes of its [`super::uniforms::Uniform`] struct.
     pub(crate) uniform: &'a [u8],
-    /// Its storage buffers, in the registry's binding order (the uniform left out).
+    /// Its storage buffers, in its binding set's field order (the uniform left out).
     pub(crate) buffers: &'a [&'a Buf],
     /// Workgroups `(x, y)`.
     pub(crate) groups: (u32, u32),
@@ -163,9 +163,10 @@ impl Recorder {
             ..
         } = *d;
         let spec = kernel.spec();
+        let at = pipelines.bindings(kernel);
         assert_eq!(
-            buffers.len() + 1,
-            spec.bindings.len(),
+            buffers.len(),
+            at.buffers.len(),
             "{}: wrong number of buffers",
             spec.entry
         );
@@ -195,14 +196,14 @@ impl Recorder {
         let uniform_buffer = &self.pages[page].0;
         let bind_group = self.cache.entry(key).or_insert_with(|| {
             let mut entries = vec![wgpu::BindGroupEntry {
-                binding: spec.bindings[0].0,
+                binding: at.uniform,
                 resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
                     buffer: uniform_buffer,
                     offset,
                     size,
                 }),
             }];
-            for (&(binding, _), b) in spec.bindings[1..].iter().zip(buffers) {
+            for (&binding, b) in at.buffers.iter().zip(buffers) {
                 entries.push(wgpu::BindGroupEntry {
                     binding,
                     resource: b.raw.as_entire_binding(),

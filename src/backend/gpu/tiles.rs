@@ -5,7 +5,6 @@
 //! layer shape and batch ([`TuneKey`]): by measurement ([`super::autotune`]), or by
 //! [`default_variant`] when autotuning is off.
 
-use super::kernels::Kernel;
 use crate::shape::{Conv2dShape, DenseShape};
 use std::fmt;
 
@@ -177,7 +176,9 @@ impl fmt::Display for Variant {
     }
 }
 
-/// The GEMM-shaped `Backend` methods, whose launches have variants.
+/// The GEMM-shaped `Backend` methods, whose launches have variants (their kernels are
+/// declared with [`super::kernels::Role::Register`] and `Role::Tiled`, which is where
+/// `Gemm::kernel` and `Gemm::name` find them).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Gemm {
     /// `conv2d_forward`.
@@ -204,30 +205,6 @@ impl Gemm {
         Gemm::DenseBackwardInput,
         Gemm::DenseBackwardWeight,
     ];
-
-    /// The method's (and register kernel's) name.
-    pub fn name(self) -> &'static str {
-        self.kernel(Variant::Register).spec().entry
-    }
-
-    /// The kernel that runs `variant` of this method.
-    pub fn kernel(self, variant: Variant) -> Kernel {
-        let tiled = matches!(variant, Variant::Tiled(_));
-        match (self, tiled) {
-            (Gemm::Conv2dForward, false) => Kernel::Conv2dForward,
-            (Gemm::Conv2dForward, true) => Kernel::Conv2dForwardTiled,
-            (Gemm::Conv2dBackwardInput, false) => Kernel::Conv2dBackwardInput,
-            (Gemm::Conv2dBackwardInput, true) => Kernel::Conv2dBackwardInputTiled,
-            (Gemm::Conv2dBackwardWeight, false) => Kernel::Conv2dBackwardWeight,
-            (Gemm::Conv2dBackwardWeight, true) => Kernel::Conv2dBackwardWeightTiled,
-            (Gemm::DenseForward, false) => Kernel::DenseForward,
-            (Gemm::DenseForward, true) => Kernel::DenseForwardTiled,
-            (Gemm::DenseBackwardInput, false) => Kernel::DenseBackwardInput,
-            (Gemm::DenseBackwardInput, true) => Kernel::DenseBackwardInputTiled,
-            (Gemm::DenseBackwardWeight, false) => Kernel::DenseBackwardWeight,
-            (Gemm::DenseBackwardWeight, true) => Kernel::DenseBackwardWeightTiled,
-        }
-    }
 }
 
 /// The shape a GEMM-shaped launch is tuned for (batch included).
@@ -239,7 +216,7 @@ pub enum GemmShape {
     Dense(DenseShape),
 }
 
-/// One tuning decision: a method at a shape.
+/// One tuning decision: a method at a shape, its batch bucketed ([`TuneKey::new`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct TuneKey {
     /// The method.
@@ -249,6 +226,24 @@ pub struct TuneKey {
 }
 
 impl TuneKey {
+    /// The key of a launch of `gemm` at `shape`, its batch rounded up to a power of two: a
+    /// partial last batch, or an evaluation batch, shares the choice made for the bucket
+    /// instead of timing every variant again (the variants' ranking hardly moves within a
+    /// factor of two of the batch).
+    pub fn new(gemm: Gemm, shape: GemmShape) -> TuneKey {
+        let shape = match shape {
+            GemmShape::Conv(s) => GemmShape::Conv(Conv2dShape {
+                batch: batch_bucket(s.batch),
+                ..s
+            }),
+            GemmShape::Dense(s) => GemmShape::Dense(DenseShape {
+                batch: batch_bucket(s.batch),
+                ..s
+            }),
+        };
+        TuneKey { gemm, shape }
+    }
+
     /// `(M, N, K)` of the product the launch computes: rows and columns of C, and the
     /// reduction length (the weight gradients' column count includes the bias column).
     pub fn dims(&self) -> (usize, usize, usize) {
@@ -296,6 +291,11 @@ impl fmt::Display for TuneKey {
             ),
         }
     }
+}
+
+/// The batch a tuning decision is made for: `batch` rounded up to a power of two.
+pub fn batch_bucket(batch: usize) -> usize {
+    batch.max(1).next_power_of_two()
 }
 
 /// The tiles [`default_variant`] uses on hardware GPUs: 64×64 with 4×4 blocks, the middle of
@@ -377,6 +377,15 @@ mod tests {
         };
         assert_eq!(default_variant(&first, false, &limits), Variant::Register);
         assert_eq!(big.to_string(), "conv2d_forward 128x23x23->128 k3 p0 b32");
+        // A partial last batch and the full one share a key; another bucket does not.
+        let partial = TuneKey::new(Gemm::Conv2dForward, GemmShape::Conv(conv(17, 128, 23, 128)));
+        assert_eq!(
+            partial,
+            TuneKey::new(Gemm::Conv2dForward, GemmShape::Conv(conv(32, 128, 23, 128)))
+        );
+        assert_eq!(partial, big);
+        let eval = TuneKey::new(Gemm::Conv2dForward, GemmShape::Conv(conv(33, 128, 23, 128)));
+        assert_eq!(eval.to_string(), "conv2d_forward 128x23x23->128 k3 p0 b64");
         assert_eq!(big.dims(), (128, 32 * 21 * 21, 128 * 9));
     }
 }

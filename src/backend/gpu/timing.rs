@@ -8,10 +8,12 @@
 //! every submission (encoding, submitting, waiting for the device to catch up) are counted
 //! always, in [`HostTimes`].
 
-use super::context::Context;
+use super::context::{block_on, Context};
 use super::kernels::Kernel;
 use super::tiles::TileConfig;
-use std::time::{Duration, Instant};
+use super::work::Work;
+use std::time::Duration;
+use web_time::Instant;
 
 /// Query slots of a session: two per dispatch, so 2,048 dispatches between read-backs.
 pub(crate) const QUERIES: u32 = wgpu::QUERY_SET_MAX_QUERIES;
@@ -222,7 +224,7 @@ impl Session {
         if q.used == 0 {
             return;
         }
-        let ticks: Vec<u64> = match ctx.read_mapped(&q.readback, u64::from(q.used) * 8) {
+        let ticks: Vec<u64> = match block_on(ctx.read_back(&q.readback, u64::from(q.used) * 8)) {
             Some(bytes) => bytemuck::pod_collect_to_vec(&bytes),
             None => vec![u64::MAX; q.used as usize],
         };
@@ -254,176 +256,9 @@ impl Session {
     }
 }
 
-/// What one dispatch computes, for a profile: its shape in words, and the floating-point
-/// operations and memory traffic of its ideal schedule (each operand read once and each
-/// result written once; caches can only do better, extra passes only worse).
-#[derive(Clone, Debug, PartialEq)]
-pub struct Work {
-    /// The shape, e.g. `128x23x23->128 k3 b32` or `GEMM 32x64x576`.
-    pub shape: String,
-    /// Floating-point operations (2 per multiply-add); `None` for kernels that mostly move
-    /// data.
-    pub flop: Option<f64>,
-    /// Bytes read and written.
-    pub bytes: f64,
-}
-
 impl TimedDispatch {
-    /// What this dispatch computes (from its kernel and uniform struct).
+    /// What this dispatch computes (its kernel's declared work, from its uniform struct).
     pub fn work(&self) -> Work {
-        use super::uniforms::{
-            Accum, Act, Conv, Drop, Gap, Gather, Loss, Mm, Norm, Optim, Pool, Uniform,
-        };
-        use crate::backend::Activation;
-        fn read<U: Uniform>(bytes: &[u8]) -> U {
-            bytemuck::pod_read_unaligned(&bytes[..std::mem::size_of::<U>()])
-        }
-        let u = &self.uniform;
-        let f = |n: u32| f64::from(n);
-        let work = |shape: String, flop: Option<f64>, floats: f64| Work {
-            shape,
-            flop,
-            bytes: 4.0 * floats,
-        };
-        match self.kernel {
-            Kernel::Conv2dForward
-            | Kernel::Conv2dBackwardInput
-            | Kernel::Conv2dBackwardWeight
-            | Kernel::Conv2dBackwardWeightReduce
-            | Kernel::Conv2dForwardTiled
-            | Kernel::Conv2dBackwardInputTiled
-            | Kernel::Conv2dBackwardWeightTiled => {
-                let c: Conv = read(u);
-                let pad = if c.pad > 0 {
-                    format!(" p{}", c.pad)
-                } else {
-                    String::new()
-                };
-                let shape = format!(
-                    "{}x{}x{}->{} k{}{pad} b{}",
-                    c.in_c, c.in_h, c.in_w, c.out_c, c.k, c.batch
-                );
-                let x = f(c.batch) * f(c.in_c) * f(c.in_h) * f(c.in_w);
-                let y = f(c.batch) * f(c.out_c) * f(c.out_h) * f(c.out_w);
-                let patch = f(c.in_c) * f(c.k) * f(c.k);
-                let grads = f(c.out_c) * (patch + 1.0);
-                let macs = y * patch;
-                let splits = f(c.splits);
-                match self.kernel {
-                    Kernel::Conv2dForward | Kernel::Conv2dForwardTiled => {
-                        let shape = match Activation::ALL.iter().find(|a| a.code() == c.act) {
-                            Some(a) if *a != Activation::Linear => format!("{shape} +{}", a.name()),
-                            _ => shape,
-                        };
-                        work(shape, Some(2.0 * macs), x + grads + y)
-                    }
-                    Kernel::Conv2dBackwardInput | Kernel::Conv2dBackwardInputTiled => {
-                        work(shape, Some(2.0 * macs), y + grads + x)
-                    }
-                    Kernel::Conv2dBackwardWeightReduce => work(
-                        format!("{shape} {} splits", c.splits),
-                        Some(splits * grads),
-                        (splits + 1.0) * grads,
-                    ),
-                    _ => {
-                        let shape = if c.splits > 1 {
-                            format!("{shape} {} splits", c.splits)
-                        } else {
-                            shape
-                        };
-                        work(shape, Some(2.0 * (macs + y)), y + x + splits * grads)
-                    }
-                }
-            }
-            Kernel::DenseForward
-            | Kernel::DenseBackwardInput
-            | Kernel::DenseBackwardWeight
-            | Kernel::DenseForwardTiled
-            | Kernel::DenseBackwardInputTiled
-            | Kernel::DenseBackwardWeightTiled => {
-                let m: Mm = read(u);
-                let (mm, nn, kk) = (f(m.m), f(m.n), f(m.k));
-                work(
-                    format!("GEMM {}x{}x{}", m.m, m.n, m.k),
-                    Some(2.0 * mm * nn * kk),
-                    mm * kk + kk * nn + mm * nn,
-                )
-            }
-            Kernel::MaxpoolForward | Kernel::MaxpoolBackward => {
-                let p: Pool = read(u);
-                let input = f(p.batch) * f(p.c) * f(p.in_h) * f(p.in_w);
-                let out = f(p.batch) * f(p.c) * f(p.out_h) * f(p.out_w);
-                let shape = format!("{}x{}x{} /{} b{}", p.c, p.in_h, p.in_w, p.size, p.batch);
-                work(shape, None, input + 2.0 * out)
-            }
-            Kernel::ActivationForward | Kernel::ActivationBackward => {
-                let a: Act = read(u);
-                let name = Activation::ALL
-                    .iter()
-                    .find(|x| x.code() == a.code)
-                    .map_or("?", |x| x.name());
-                let passes = if self.kernel == Kernel::ActivationForward {
-                    2.0
-                } else {
-                    3.0
-                };
-                work(format!("{} {name}", a.len), None, passes * f(a.len))
-            }
-            Kernel::SoftmaxCrossEntropyForward
-            | Kernel::SoftmaxCrossEntropyBackward
-            | Kernel::ConfusionAccumulate => {
-                let l: Loss = read(u);
-                let logits = f(l.batch) * f(l.classes);
-                work(
-                    format!("{}x{}", l.batch, l.classes),
-                    None,
-                    2.0 * logits + f(l.batch),
-                )
-            }
-            Kernel::OptimizerStep => {
-                // Adam reads parameters, gradients and both moments and writes three back.
-                let a: Optim = read(u);
-                work(format!("{} params", a.len), None, 7.0 * f(a.len))
-            }
-            Kernel::ScaleAdd => {
-                let a: Accum = read(u);
-                work(format!("{}", a.len), None, 3.0 * f(a.len))
-            }
-            Kernel::GatherBatch | Kernel::GatherBatchWarped => {
-                let g: Gather = read(u);
-                let pixels = f(g.batch) * f(g.pixels);
-                // u8 pixels in, f32 out, plus the order and the labels.
-                Work {
-                    shape: format!("{}x{}x{}", g.batch, g.side, g.side),
-                    flop: None,
-                    bytes: 5.0 * pixels + 12.0 * f(g.batch),
-                }
-            }
-            Kernel::BatchnormForwardTrain
-            | Kernel::BatchnormForwardEval
-            | Kernel::BatchnormBackward => {
-                let n: Norm = read(u);
-                let len = f(n.batch) * f(n.c) * f(n.hw);
-                let passes = match self.kernel {
-                    Kernel::BatchnormForwardEval => 2.0,
-                    Kernel::BatchnormForwardTrain => 3.0,
-                    _ => 4.0,
-                };
-                work(format!("{}x{} b{}", n.c, n.hw, n.batch), None, passes * len)
-            }
-            Kernel::DropoutForward | Kernel::DropoutBackward => {
-                let d: Drop = read(u);
-                work(format!("{}", d.len), None, 2.0 * f(d.len))
-            }
-            Kernel::GlobalavgpoolForward | Kernel::GlobalavgpoolBackward => {
-                let g: Gap = read(u);
-                let len = f(g.batch) * f(g.c) * f(g.hw);
-                work(
-                    format!("{}x{} b{}", g.c, g.hw, g.batch),
-                    None,
-                    len + f(g.batch) * f(g.c),
-                )
-            }
-        }
+        self.kernel.work(&self.uniform)
     }
 }

@@ -5,8 +5,8 @@
 //!
 //! [`Uniform`] lists each struct's fields with their `offset_of!` offsets and names the WGSL
 //! struct it mirrors; `tests/shaders_valid.rs` compares that list with naga's layout of the
-//! WGSL struct (size, member names, offsets, scalar types), so a field added on one side only
-//! fails the test. What each field means is documented once, in the shader's struct.
+//! WGSL struct in every file whose kernels declare it (`kernels.rs`), by size, member names,
+//! offsets and scalar types, so a field added on one side only fails the test. What each field means is documented once, in the shader's struct.
 
 use std::mem::{offset_of, size_of};
 
@@ -21,9 +21,6 @@ pub trait Uniform: bytemuck::Pod {
 pub struct UniformLayout {
     /// Name of the WGSL struct (and of the Rust struct).
     pub name: &'static str,
-    /// The shader files in `shaders/` that declare it (a tiled kernel's file repeats the
-    /// struct of the register kernels it stands in for).
-    pub files: &'static [&'static str],
     /// `size_of` the Rust struct in bytes.
     pub size: usize,
     /// `(field name, byte offset, scalar type)` of every field, in declaration order.
@@ -35,7 +32,7 @@ pub struct UniformLayout {
 macro_rules! uniform {
     (
         $(#[$doc:meta])*
-        $name:ident in $($file:literal),+ {
+        $name:ident {
             $($field:ident: $ty:ident),* $(,)?
         }
     ) => {
@@ -49,7 +46,6 @@ macro_rules! uniform {
         impl Uniform for $name {
             const LAYOUT: UniformLayout = UniformLayout {
                 name: stringify!($name),
-                files: &[$($file),+],
                 size: size_of::<$name>(),
                 fields: &[$((stringify!($field), offset_of!($name, $field), stringify!($ty))),*],
             };
@@ -60,7 +56,7 @@ macro_rules! uniform {
 uniform! {
     /// `conv2d.wgsl` `Conv`: shapes, parameter offsets, split-K and tiling of the three
     /// convolution GEMMs and the split-K reduction.
-    Conv in "conv2d.wgsl", "conv2d_tiled.wgsl" {
+    Conv {
         batch: u32,
         in_c: u32,
         in_h: u32,
@@ -86,7 +82,7 @@ uniform! {
 
 uniform! {
     /// `maxpool.wgsl` `Pool`: the pooling shape.
-    Pool in "maxpool.wgsl" {
+    Pool {
         batch: u32,
         c: u32,
         in_h: u32,
@@ -101,7 +97,7 @@ uniform! {
 uniform! {
     /// `dense.wgsl` `Mm`: `C[m, n] = Σ_k A[m, k]·B[k, n]` with the strides and offsets of one
     /// dense entry point, and its tiling.
-    Mm in "dense.wgsl", "dense_tiled.wgsl" {
+    Mm {
         m: u32,
         n: u32,
         k: u32,
@@ -123,7 +119,7 @@ uniform! {
 
 uniform! {
     /// `activation.wgsl` `Act`: element count and [`crate::backend::Activation::code`].
-    Act in "activation.wgsl" {
+    Act {
         len: u32,
         code: u32,
         _pad0: u32,
@@ -133,7 +129,7 @@ uniform! {
 
 uniform! {
     /// `softmax_xent.wgsl` `Loss`: batch, class count and label smoothing.
-    Loss in "softmax_xent.wgsl" {
+    Loss {
         batch: u32,
         classes: u32,
         smoothing: f32,
@@ -144,7 +140,7 @@ uniform! {
 uniform! {
     /// `optimizer.wgsl` `Optim`: the parameter count and one step's scalars
     /// ([`crate::backend::OptimizerStep`]).
-    Optim in "optimizer.wgsl" {
+    Optim {
         len: u32,
         kind: u32,
         nesterov: u32,
@@ -166,7 +162,7 @@ uniform! {
 
 uniform! {
     /// `data.wgsl` `Gather`: which entries of the order to gather, and the image size.
-    Gather in "data.wgsl" {
+    Gather {
         batch: u32,
         offset: u32,
         pixels: u32,
@@ -177,7 +173,7 @@ uniform! {
 uniform! {
     /// `batchnorm.wgsl` `Norm`: the shape `(batch, c, hw)`, where γ, β and the running
     /// statistics are, and the layer's constants ([`crate::backend::BatchNorm`]).
-    Norm in "batchnorm.wgsl" {
+    Norm {
         batch: u32,
         c: u32,
         hw: u32,
@@ -196,7 +192,7 @@ uniform! {
 uniform! {
     /// `dropout.wgsl` `Drop`: element count, keep threshold, scale and the mask's key
     /// ([`crate::backend::Dropout`]).
-    Drop in "dropout.wgsl" {
+    Drop {
         len: u32,
         threshold: u32,
         scale: f32,
@@ -210,7 +206,7 @@ uniform! {
 
 uniform! {
     /// `globalavgpool.wgsl` `Gap`: the shape `(batch, c, hw)`.
-    Gap in "globalavgpool.wgsl" {
+    Gap {
         batch: u32,
         c: u32,
         hw: u32,
@@ -220,25 +216,10 @@ uniform! {
 
 uniform! {
     /// `accumulate.wgsl` `Accum`: element count and the two scales of `acc ← α·acc + β·x`.
-    Accum in "accumulate.wgsl" {
+    Accum {
         len: u32,
         _pad: u32,
         alpha: f32,
         beta: f32,
     }
 }
-
-/// Every uniform struct, one per shader file.
-pub const UNIFORMS: &[UniformLayout] = &[
-    Conv::LAYOUT,
-    Pool::LAYOUT,
-    Mm::LAYOUT,
-    Act::LAYOUT,
-    Loss::LAYOUT,
-    Optim::LAYOUT,
-    Gather::LAYOUT,
-    Norm::LAYOUT,
-    Drop::LAYOUT,
-    Gap::LAYOUT,
-    Accum::LAYOUT,
-];
