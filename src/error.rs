@@ -57,6 +57,10 @@ pub enum Error {
     /// Training diverged.
     #[error("{0}")]
     Diverged(String),
+    /// A model's values stopped being numbers (NaN or infinite) in some layer; the message
+    /// names the first op that gave one.
+    #[error("{0}")]
+    NonFinite(String),
     /// A flag or setting is invalid.
     #[error("{0}")]
     Config(String),

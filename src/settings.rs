@@ -18,12 +18,12 @@
 //! sweeps, `config.json` and resume pick it up from the type.
 
 use crate::augment::{self, AreaRange, Augment, Warp};
-use crate::backend::{Activation, OptimizerKind};
+use crate::backend::{Activation, OptimizerConfig, OptimizerKind};
 use crate::data::{csv, synth, Dataset, Usage};
 use crate::device::DeviceChoice;
 use crate::error::{Error, Result};
 use crate::train::schedule::LrSchedule;
-use crate::train::ClassWeight;
+use crate::train::{ClassWeight, TrainerOptions};
 use clap::parser::ValueSource;
 use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
@@ -63,7 +63,8 @@ pub struct Settings {
 #[serde(default, deny_unknown_fields)]
 #[command(next_help_heading = "Data")]
 pub struct DataSettings {
-    /// FER2013 CSV (`icml_face_data.csv` or `fer2013.csv` layout; `.gz` is read too).
+    /// FER2013 CSV (`icml_face_data.csv` or `fer2013.csv` layout; gzip is read too; `-` or
+    /// `/dev/stdin` reads a pipe).
     #[arg(long)]
     pub data: Option<PathBuf>,
     /// Train on N generated faces instead of a file.
@@ -128,6 +129,30 @@ pub struct OptimizerSettings {
     /// default is 1e-8).
     #[arg(long, default_value_t = 1e-7)]
     pub adam_eps: f64,
+    /// Keep an exponential moving average of the weights (and batch norms' running
+    /// statistics) with this decay per step, e.g. 0.999, and validate, checkpoint and test the
+    /// average instead of the raw weights; 0 (the default) keeps none. The decay warms up as
+    /// min(DECAY, (1 + t)/(10 + t)) at step t, so early averages do not cling to the
+    /// initial weights.
+    #[arg(long, value_name = "DECAY", default_value_t = 0.0)]
+    pub ema: f64,
+}
+
+impl OptimizerSettings {
+    /// The optimizer these settings ask for (Adam's β fixed at
+    /// [`OptimizerConfig::ADAM_BETAS`]).
+    pub fn config(&self) -> OptimizerConfig {
+        let (beta1, beta2) = OptimizerConfig::ADAM_BETAS;
+        OptimizerConfig {
+            kind: self.optimizer,
+            momentum: self.momentum,
+            nesterov: self.nesterov,
+            weight_decay: self.weight_decay,
+            beta1,
+            beta2,
+            eps: self.adam_eps,
+        }
+    }
 }
 
 /// The training loss.
@@ -300,6 +325,23 @@ impl Key {
 }
 
 impl Settings {
+    /// How a trainer trains with these settings (`live_stats` off: the caller that shows a
+    /// live bar turns it on). The defaults of [`TrainerOptions`] are [`Settings::default`]'s.
+    pub fn trainer_options(&self) -> TrainerOptions {
+        TrainerOptions {
+            batch: self.run.batch_size,
+            class_weight: self.loss.class_weight,
+            label_smoothing: self.loss.label_smoothing as f32,
+            seed: self.run.seed,
+            augment: self.augment.augment,
+            warp: self.augment.warp(),
+            optimizer: self.optimizer.config(),
+            warmup_epochs: self.schedule.warmup,
+            ema: self.optimizer.ema,
+            live_stats: None,
+        }
+    }
+
     /// Every setting, section by section, in declaration order.
     pub fn keys() -> &'static [Key] {
         static KEYS: std::sync::OnceLock<Vec<Key>> = std::sync::OnceLock::new();
@@ -363,19 +405,30 @@ impl Settings {
 
     /// Applies a tree of settings: objects under a section name set that section's fields,
     /// any other entry sets the setting of that name. `source` names the file for errors.
+    /// A setting given twice (`epochs` and `[schedule] epochs`) is an error naming both
+    /// spellings: which would win is not the file's to leave open.
     pub fn apply_tree(&mut self, tree: &Map<String, Value>, source: &str) -> Result<()> {
         let in_file = |e: Error| Error::Config(format!("{source}: {e}"));
         let sections: Vec<&str> = Settings::keys().iter().map(|k| k.section).collect();
+        let mut entries = Vec::new();
         for (name, value) in tree {
             match value {
                 Value::Object(fields) if sections.contains(&name.as_str()) => {
-                    for (field, v) in fields {
-                        self.set(&format!("{name}.{field}"), v.clone())
-                            .map_err(in_file)?;
-                    }
+                    entries.extend(fields.iter().map(|(f, v)| (format!("{name}.{f}"), v)));
                 }
-                _ => self.set(name, value.clone()).map_err(in_file)?,
+                _ => entries.push((name.clone(), value)),
             }
+        }
+        let mut seen: Vec<(Key, &str)> = Vec::new();
+        for (name, value) in &entries {
+            let key = Settings::key(name).map_err(in_file)?;
+            if let Some((_, first)) = seen.iter().find(|(k, _)| *k == key) {
+                return Err(in_file(Error::Config(format!(
+                    "'{first}' and '{name}' are the same setting; write it once"
+                ))));
+            }
+            seen.push((key, name));
+            self.set(name, (*value).clone()).map_err(in_file)?;
         }
         Ok(())
     }
@@ -384,14 +437,20 @@ impl Settings {
     /// serialization, or only the settings it names (a run's `config.json` works too). An
     /// unknown key is an error naming it and the file.
     pub fn load_file(&mut self, path: &Path) -> Result<()> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let text = crate::files::read_text(path)?;
+        self.load_text(&text, path)
+    }
+
+    /// [`Settings::load_file`] of a recipe's text already read (a page's dropped file);
+    /// `path` names it in errors and, by its extension, says whether it is TOML.
+    pub fn load_text(&mut self, text: &str, path: &Path) -> Result<()> {
         let source = path.display().to_string();
         let tree: Value = if path.extension().is_some_and(|e| e == "toml") {
             let table: toml::Table =
-                toml::from_str(&text).map_err(|e| Error::Config(format!("{source}: {e}")))?;
+                toml::from_str(text).map_err(|e| Error::Config(format!("{source}: {e}")))?;
             serde_json::to_value(table).expect("TOML is JSON-representable")
         } else {
-            serde_json::from_str(&text).map_err(|e| Error::Config(format!("{source}: {e}")))?
+            serde_json::from_str(text).map_err(|e| Error::Config(format!("{source}: {e}")))?
         };
         // A run's config.json holds its settings under "settings", beside what it recorded.
         let tree = match tree.get("settings") {
@@ -445,23 +504,7 @@ impl Settings {
             )))
         };
         let d = &self.data;
-        match (&d.data, d.synthetic) {
-            (Some(_), Some(_)) => {
-                return Err(Error::Config(
-                    "--data and --synthetic both given: train on a file or on generated faces, \
-                     not both"
-                        .into(),
-                ))
-            }
-            (None, Some(n)) if n == 0 || n > synth::MAX_ROWS => {
-                return bad(
-                    "synthetic",
-                    &n,
-                    &format!("between 1 and {}", synth::MAX_ROWS),
-                )
-            }
-            _ => {}
-        }
+        d.validate()?;
         for (field, splits) in [
             ("train_split", &d.train_split),
             ("val_split", &d.val_split),
@@ -502,6 +545,13 @@ impl Settings {
             return bad("weight_decay", &wd, "a number in [0, 1)");
         }
         let o = &self.optimizer;
+        if !(0.0..1.0).contains(&o.ema) {
+            return bad(
+                "ema",
+                &o.ema,
+                "a decay in [0, 1), e.g. 0.999 (0: no average)",
+            );
+        }
         if !(0.0..1.0).contains(&o.momentum) {
             return bad("momentum", &o.momentum, "a number in [0, 1)");
         }
@@ -586,9 +636,28 @@ pub struct Splits {
 }
 
 impl DataSettings {
+    /// Checks where the data comes from: a file or a number of generated faces (not both),
+    /// at most [`synth::MAX_ROWS`] of them; the message names the flag and the range.
+    pub fn validate(&self) -> Result<()> {
+        match (&self.data, self.synthetic) {
+            (Some(_), Some(_)) => Err(Error::Config(
+                "--data and --synthetic both given: use a file or generated faces, not both".into(),
+            )),
+            (None, Some(n)) if n == 0 || n > synth::MAX_ROWS => Err(Error::Config(format!(
+                "--synthetic {n}: synthetic must be between 1 and {}",
+                synth::MAX_ROWS
+            ))),
+            _ => Ok(()),
+        }
+    }
+
     /// Reads (or generates) the data and splits it; prints one line about what was loaded.
     pub fn load(&self) -> Result<Splits> {
-        let all = self.load_all()?;
+        Ok(self.split(&self.load_all()?))
+    }
+
+    /// The train, validation and test splits of `all` (each limited to `limit` rows).
+    pub fn split(&self, all: &Dataset) -> Splits {
         let take = |splits: &[Usage]| {
             let mut rows = all.rows_of(splits);
             if self.limit > 0 {
@@ -596,15 +665,16 @@ impl DataSettings {
             }
             all.subset(&rows)
         };
-        Ok(Splits {
+        Splits {
             train: take(&self.train_split),
             val: take(&self.val_split),
             test: take(&self.test_split),
-        })
+        }
     }
 
-    /// Reads (or generates) every row.
+    /// Reads (or generates) every row, after [`DataSettings::validate`].
     pub fn load_all(&self) -> Result<Dataset> {
+        self.validate()?;
         match (&self.data, self.synthetic) {
             (Some(path), _) => {
                 let opts = csv::LoadOptions {
@@ -616,14 +686,13 @@ impl DataSettings {
                     rep.rows,
                     path.display(),
                     rep.seconds,
-                    if rep.skipped.is_empty() {
-                        String::new()
-                    } else {
-                        format!(
+                    match rep.skipped.first() {
+                        None => String::new(),
+                        Some(first) => format!(
                             " ({} bad rows skipped, first: {})",
-                            rep.skipped.len(),
-                            rep.skipped[0]
-                        )
+                            rep.bad_rows,
+                            crate::report::printable(&first.to_string())
+                        ),
                     }
                 );
                 Ok(ds)
@@ -821,6 +890,24 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("recipe.toml") && e.contains("kernal"), "{e}");
+    }
+
+    #[test]
+    fn a_setting_spelled_twice_in_one_tree_is_an_error_naming_both() {
+        for tree in [
+            serde_json::json!({"epochs": 3, "schedule": {"epochs": 4}}),
+            serde_json::json!({"lr": 0.1, "optimizer.lr": 0.2}),
+        ] {
+            let e = Settings::default()
+                .apply_tree(tree.as_object().unwrap(), "r.toml")
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.starts_with("r.toml: '") && e.contains("are the same setting"),
+                "{e}"
+            );
+            assert!(e.contains("epochs") || e.contains("lr"), "{e}");
+        }
     }
 
     #[test]

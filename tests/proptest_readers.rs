@@ -312,6 +312,7 @@ fn valid_checkpoint() -> Vec<u8> {
             m: vec![0.1; n],
             v: vec![0.01; n],
             t: 3,
+            average: None,
         }),
         train_state: Some("{}".into()),
     };
@@ -373,6 +374,188 @@ proptest! {
             match quick("checkpoint load", || Checkpoint::load(&path)) {
                 Ok(ck) => assert_sound(&ck)?,
                 Err(Error::BadCheckpoint { problem, .. }) => prop_assert!(!problem.is_empty()),
+                Err(other) => prop_assert!(false, "unexpected error {other:?}"),
+            }
+        }
+    }
+}
+
+// ---- sweep grids ------------------------------------------------------------------------
+
+/// One TOML value of any kind a grid may hold, small and large.
+fn toml_value() -> impl Strategy<Value = String> {
+    prop_oneof![
+        (0i64..70).prop_map(|n| n.to_string()),
+        any::<i64>().prop_map(|n| n.to_string()),
+        prop::sample::select(vec!["1e-3", "0.5", "-0.0", "nan", "inf", "1e400", "3.5"])
+            .prop_map(str::to_string),
+        prop::sample::select(vec![
+            "\"mlp\"",
+            "\"relu\"",
+            "\"\"",
+            "\"a/b\"",
+            "\"cosine\"",
+            "\"x\u{1b}\""
+        ])
+        .prop_map(str::to_string),
+        any::<bool>().prop_map(|b| b.to_string()),
+    ]
+}
+
+/// A sweep file from a small vocabulary: the three sections, keys with both spellings and
+/// typos, values and lists of values of every kind.
+fn grid_text() -> impl Strategy<Value = String> {
+    let key = prop::sample::select(vec![
+        "lr",
+        "\"optimizer.lr\"",
+        "epochs",
+        "\"schedule.epochs\"",
+        "seed",
+        "batch_size",
+        "model",
+        "activation",
+        "name",
+        "kernal",
+        "augment",
+    ]);
+    let value = prop_oneof![
+        2 => toml_value(),
+        1 => prop::collection::vec(toml_value(), 0..40).prop_map(|v| format!("[{}]", v.join(", "))),
+    ];
+    let entry = (key, value).prop_map(|(k, v)| format!("{k} = {v}\n"));
+    let section = (
+        prop::sample::select(vec!["[grid]", "[fixed]", "[[run]]", "[other]", ""]),
+        prop::collection::vec(entry, 0..5),
+    )
+        .prop_map(|(head, entries)| format!("{head}\n{}", entries.concat()));
+    prop::collection::vec(section, 0..5).prop_map(|s| s.concat())
+}
+
+/// Checks runs a grid file gave: at most the limit, unique safe names, and every run's
+/// settings apply and validate.
+fn assert_runs_sound(runs: &[fergpu::experiment::RunSpec]) -> Result<(), TestCaseError> {
+    prop_assert!(!runs.is_empty() && runs.len() <= fergpu::experiment::grid::MAX_RUNS);
+    let names: std::collections::BTreeSet<&str> = runs.iter().map(|r| r.name.as_str()).collect();
+    prop_assert_eq!(names.len(), runs.len());
+    for r in runs {
+        prop_assert!(r.name.len() <= 200 && !r.name.contains('/'), "{}", r.name);
+        let mut s = fergpu::settings::Settings::default();
+        for (k, v) in &r.settings {
+            prop_assert!(s.set(k, v.to_json()).is_ok(), "{} = {}", k, v);
+        }
+        prop_assert!(s.validate().is_ok(), "{:?}", r.settings);
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+
+    /// Grid files of any bytes, of the grid vocabulary, or valid ones damaged: an error
+    /// naming the file, or runs that are all sound; never a panic, never a huge expansion.
+    #[test]
+    fn grid_files_of_any_bytes_are_refused_or_sound(
+        body in prop::collection::vec(any::<u8>(), 0..600),
+        text in grid_text(),
+        edits in edits(),
+    ) {
+        let valid = "[grid]\nlr = [0.1, 0.01]\nseed = [1, 2, 3]\n[fixed]\nmodel = \"mlp\"\n\
+                     [[run]]\nname = \"one\"\nepochs = 2\n";
+        let (damaged, _) = damage(valid.as_bytes(), &edits);
+        for bytes in [body, text.into_bytes(), damaged] {
+            let path = case_file("grid.toml");
+            std::fs::write(&path, &bytes).unwrap();
+            match quick("grid load", || fergpu::experiment::load_grid(&path)) {
+                Ok(runs) => assert_runs_sound(&runs)?,
+                Err(Error::Config(m)) => prop_assert!(m.contains("grid.toml"), "{}", m),
+                Err(Error::BadData { .. }) => {}
+                Err(other) => prop_assert!(false, "unexpected error {other:?}"),
+            }
+        }
+    }
+}
+
+// ---- photos -----------------------------------------------------------------------------
+
+/// A small valid image in each format `predict` reads.
+fn valid_images() -> Vec<Vec<u8>> {
+    let img = image::RgbImage::from_fn(20, 12, |x, y| image::Rgb([x as u8 * 7, y as u8 * 11, 3]));
+    [
+        image::ImageFormat::Png,
+        image::ImageFormat::Jpeg,
+        image::ImageFormat::Bmp,
+    ]
+    .into_iter()
+    .map(|f| {
+        let mut out = std::io::Cursor::new(Vec::new());
+        img.write_to(&mut out, f).unwrap();
+        out.into_inner()
+    })
+    .collect()
+}
+
+/// Where each format keeps its size: `(offset of the width, of the height, bytes each,
+/// big-endian)`; for JPEG, relative to its SOF0 marker.
+fn size_fields(bytes: &[u8]) -> Option<(usize, usize, usize, bool)> {
+    match bytes.get(..2)? {
+        [0x89, b'P'] => Some((16, 20, 4, true)),
+        [b'B', b'M'] => Some((18, 22, 4, false)),
+        [0xFF, 0xD8] => {
+            let sof = bytes.windows(2).position(|m| m == [0xFF, 0xC0])?;
+            Some((sof + 7, sof + 5, 2, true))
+        }
+        _ => None,
+    }
+}
+
+/// `bytes` with the declared size set to `w`×`h` (truncated to the field's width).
+fn declaring(bytes: &[u8], w: u32, h: u32) -> Vec<u8> {
+    let mut out = bytes.to_vec();
+    if let Some((wo, ho, n, big)) = size_fields(bytes) {
+        for (at, v) in [(wo, w), (ho, h)] {
+            let b = if big {
+                v.to_be_bytes()
+            } else {
+                v.to_le_bytes()
+            };
+            let b = if big { &b[4 - n..] } else { &b[..n] };
+            out[at..at + n].copy_from_slice(b);
+        }
+    }
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    /// Any bytes, a valid PNG, JPEG or BMP with bytes changed, or declaring any size: an
+    /// error naming the file, or an image within the pixel limit; never a panic, and never
+    /// a decode of more pixels than the limit.
+    #[test]
+    fn photos_of_any_bytes_or_sizes_are_refused_or_within_the_limit(
+        body in prop::collection::vec(any::<u8>(), 0..600),
+        which in 0usize..3,
+        flips in prop::collection::vec((0.0..1.0f64, any::<u8>()), 1..4),
+        w in prop_oneof![1u32..64, any::<u32>(), Just(65500)],
+        h in prop_oneof![1u32..64, any::<u32>(), Just(65500)],
+    ) {
+        let valid = valid_images().swap_remove(which);
+        let mut flipped = valid.clone();
+        for &(at, byte) in &flips {
+            let i = (at * flipped.len() as f64) as usize;
+            flipped[i] = byte;
+        }
+        let sized = declaring(&valid, w, h);
+        let path = case_file("photo.img");
+        for bytes in [body, flipped, sized] {
+            std::fs::write(&path, &bytes).unwrap();
+            match quick("photo load", || fergpu::predict::load_image(&path)) {
+                Ok(img) => prop_assert!(
+                    u64::from(img.width()) * u64::from(img.height())
+                        <= fergpu::predict::MAX_IMAGE_PIXELS
+                ),
+                Err(Error::BadData { path: p, .. }) => prop_assert_eq!(p, path.clone()),
+                Err(Error::Io { .. }) => {}
                 Err(other) => prop_assert!(false, "unexpected error {other:?}"),
             }
         }

@@ -100,6 +100,12 @@ fn assert_same_runs(a: &Path, b: &Path) {
                 assert_eq!(ox.t, oy.t, "{name}: Adam step count");
                 assert!(bits(&ox.m) == bits(&oy.m), "{name}: Adam first moments");
                 assert!(bits(&ox.v) == bits(&oy.v), "{name}: Adam second moments");
+                let avg = |o: &fergpu::checkpoint::OptimizerState| {
+                    o.average
+                        .as_ref()
+                        .map(|a| (bits(&a.params), bits(&a.running)))
+                };
+                assert!(avg(ox) == avg(oy), "{name}: the weights' averages differ");
             }
             (None, None) => {}
             _ => panic!("{name}: only one run saved Adam's state"),
@@ -255,6 +261,46 @@ fn a_batch_norm_and_dropout_model_resumes_mid_epoch_bit_for_bit() {
         whole.summary.unwrap().confusion,
         rest.summary.unwrap().confusion
     );
+}
+
+#[test]
+fn a_run_keeping_a_weight_average_resumes_mid_epoch_bit_for_bit_and_tests_the_average() {
+    let s = splits();
+    let dir = fresh_dir("resume-ema");
+    let model = dir.join("bn.toml");
+    std::fs::write(&model, BN_MODEL).unwrap();
+    let cfg = |out: &str| {
+        let mut c = config(dir.join(out), 2);
+        c.model.model = model.to_str().unwrap().into();
+        c.optimizer.ema = 0.9;
+        c
+    };
+    let whole = train_on(&cfg("whole"), &s, NEW, &go()).unwrap();
+    let stop = Cancel::new();
+    stop.request();
+    let first = train_on(&cfg("parts"), &s, NEW, &stop).unwrap();
+    assert!(first.interrupted);
+    let saved = Checkpoint::load(&dir.join("parts/checkpoint-last.safetensors")).unwrap();
+    let avg = saved.optimizer.as_ref().unwrap().average.clone();
+    let avg = avg.expect("the last checkpoint keeps the average");
+    assert_ne!(
+        bits(&avg.params),
+        bits(&saved.params),
+        "the average lags the weights"
+    );
+    assert_eq!(avg.running.len(), saved.running.len());
+    let rest = train_on(&cfg("parts"), &s, RESUME, &go()).unwrap();
+    assert_same_runs(&whole.out, &rest.out);
+    // The best checkpoint holds the average the run validated, not the raw weights.
+    let best = Checkpoint::load(&whole.out.join("checkpoint-best.safetensors")).unwrap();
+    let last = Checkpoint::load(&whole.out.join("checkpoint-last.safetensors")).unwrap();
+    let last_avg = last.optimizer.unwrap().average.unwrap();
+    let best_epoch = whole.summary.as_ref().unwrap().best_epoch;
+    if best_epoch == 2 {
+        assert!(bits(&best.params) == bits(&last_avg.params));
+        assert!(bits(&best.running) == bits(&last_avg.running));
+    }
+    assert!(bits(&best.params) != bits(&last.params));
 }
 
 #[test]

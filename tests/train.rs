@@ -150,7 +150,7 @@ fn one_trainer_step_by_step_equals_the_plan_of_a_fresh_trainer() {
         batch: 16,
         class_weight: ClassWeight::Balanced,
         seed: 3,
-        ..TrainerOptions::default()
+        ..fergpu::settings::Settings::default().trainer_options()
     };
     let mut a = Trainer::new(&be, spec.clone(), &params, &s.train, &opts).unwrap();
     let mut b = Trainer::new(&be, spec, &params, &s.train, &opts).unwrap();
@@ -158,4 +158,63 @@ fn one_trainer_step_by_step_equals_the_plan_of_a_fresh_trainer() {
     let eb = b.run_epoch(1e-3, &mut |_| true);
     assert_eq!(ea, eb);
     assert_eq!(a.params(), b.params());
+}
+
+#[test]
+fn the_weights_average_follows_its_warmed_up_decay_step_by_step() {
+    use fergpu::backend::Backend;
+    use fergpu::train::ema_decay;
+    let s = splits(100, 17);
+    let spec = ModelSpec::compact(Activation::Relu);
+    let plan = Plan::new(&spec, 1).unwrap();
+    let p0 = plan.init_params(5);
+    let r0 = plan.init_running();
+    let be = CpuBackend::new(0);
+    // One batch per call: stop after every step to look at the average.
+    let opts = TrainerOptions {
+        batch: 8,
+        ema: 0.5,
+        ..Settings::default().trainer_options()
+    };
+    let mut t = Trainer::new(&be, spec, &p0, &s.train, &opts).unwrap();
+    let (avg, avg_running) = t.average().expect("kept");
+    assert_eq!(
+        be.download(avg),
+        p0,
+        "the average starts at the initial weights"
+    );
+    assert_eq!(be.download(avg_running), r0);
+    let (mut want, mut want_running) = (p0.clone(), r0.clone());
+    for step in 1..=3u64 {
+        t.run_epoch(0.05, &mut |_| false);
+        let d = ema_decay(0.5, step) as f32;
+        let (p, r) = (t.params(), t.running());
+        for (w, x) in want.iter_mut().zip(&p) {
+            *w = d * *w + (1.0 - d) * x;
+        }
+        for (w, x) in want_running.iter_mut().zip(&r) {
+            *w = d * *w + (1.0 - d) * x;
+        }
+        let (avg, avg_running) = t.average().unwrap();
+        let close = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| (x - y).abs() <= 1e-6);
+        assert!(close(&be.download(avg), &want), "step {step}: parameters");
+        assert!(
+            close(&be.download(avg_running), &want_running),
+            "step {step}: statistics"
+        );
+        assert_ne!(be.download(avg), p, "the average lags the weights");
+    }
+    // The decay warms up: 2/11 after the first step, then capped by the setting.
+    assert!((ema_decay(0.999, 1) - 2.0 / 11.0).abs() < 1e-12);
+    assert_eq!(ema_decay(0.5, 1000), 0.5);
+    // Without --ema there is no average, and the raw weights are evaluated.
+    let plain = Trainer::new(
+        &be,
+        ModelSpec::compact(Activation::Relu),
+        &p0,
+        &s.train,
+        &Settings::default().trainer_options(),
+    )
+    .unwrap();
+    assert!(plain.average().is_none());
 }

@@ -14,7 +14,7 @@
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use web_time::Instant;
 
 use flate2::write::GzEncoder;
 
@@ -30,13 +30,18 @@ pub struct LoadOptions {
     pub skip_bad_rows: bool,
 }
 
+/// The most skipped rows whose errors [`load`] keeps (it counts them all): memory stays
+/// bounded by the good rows, whatever a file holds.
+pub const MAX_BAD_ROWS_KEPT: usize = 100;
+
 /// What [`load`] did.
 #[derive(Debug)]
 pub struct LoadReport {
     /// Rows loaded.
     pub rows: usize,
-    /// The [`Error::BadRow`] of every skipped row, in file order (empty unless
-    /// [`LoadOptions::skip_bad_rows`]).
+    /// Rows skipped as malformed (0 unless [`LoadOptions::skip_bad_rows`]).
+    pub bad_rows: usize,
+    /// The [`Error::BadRow`] of the first [`MAX_BAD_ROWS_KEPT`] skipped rows, in file order.
     pub skipped: Vec<Error>,
     /// Wall-clock seconds the load took.
     pub seconds: f64,
@@ -44,7 +49,7 @@ pub struct LoadReport {
 
 /// The three columns fergpu needs, as indices into a row.
 #[derive(Clone, Copy, Debug)]
-struct Columns {
+pub(super) struct Columns {
     emotion: usize,
     usage: usize,
     pixels: usize,
@@ -60,25 +65,23 @@ struct Columns {
 pub fn load(path: &Path, opts: &LoadOptions) -> Result<(Dataset, LoadReport)> {
     let start = Instant::now();
     let (parsed, was_gz) = gz::with_reader(path, |r| parse(path, r, opts))?;
-    let (ds, skipped) = parsed.map_err(|e| match e {
+    let (ds, Skipped { count, first }) = parsed.map_err(|e| match e {
         ParseError::Io(e) if LineTooLong::is(&e) => bad_data(path, e.to_string()),
         ParseError::Io(e) if was_gz => bad_data(path, format!("cannot decompress: {e}")),
         ParseError::Io(e) => Error::io(path, e),
         ParseError::Data(e) => e,
     })?;
     if ds.is_empty() {
-        let problem = match skipped.first() {
+        let problem = match first.first() {
             None => "no data rows after the header".to_string(),
-            Some(first) => format!(
-                "all {} data rows are malformed; the first: {first}",
-                skipped.len()
-            ),
+            Some(e) => format!("all {count} data rows are malformed; the first: {e}"),
         };
         return Err(bad_data(path, problem));
     }
     let report = LoadReport {
         rows: ds.len(),
-        skipped,
+        bad_rows: count,
+        skipped: first,
         seconds: start.elapsed().as_secs_f64(),
     };
     Ok((ds, report))
@@ -96,64 +99,114 @@ impl From<Error> for ParseError {
     }
 }
 
-/// Parses the CSV text from `r`; returns the rows and the skipped rows' errors.
+/// Rows skipped while parsing: how many, and the first [`MAX_BAD_ROWS_KEPT`] errors.
+#[derive(Default)]
+pub(super) struct Skipped {
+    pub(super) count: usize,
+    pub(super) first: Vec<Error>,
+}
+
+/// Parses the CSV text from `r`; returns the rows and the skipped rows.
 fn parse(
     path: &Path,
     r: &mut dyn Read,
     opts: &LoadOptions,
-) -> Result<(Dataset, Vec<Error>), ParseError> {
+) -> Result<(Dataset, Skipped), ParseError> {
     let mut records = Records::new(r);
     let mut record = Record::default();
-    let header = match records.next(&mut record).map_err(ParseError::Io)? {
-        None => {
-            return Err(bad_data(
-                path,
-                "empty file (expected a header line such as 'emotion, Usage, pixels')",
-            )
-            .into())
-        }
-        Some(Err(problem)) => {
-            return Err(
-                bad_data(path, format!("the header line is not valid CSV: {problem}")).into(),
-            )
-        }
-        Some(Ok(())) => &record,
-    };
-    let cols = find_columns(path, header)?;
-
-    let mut ds = Dataset::default();
-    let mut skipped = Vec::new();
-    let mut image = vec![0u8; IMAGE_PIXELS];
+    let header = records.next(&mut record).map_err(ParseError::Io)?;
+    let mut rows = Rows::new(path, header_columns(path, header, &record)?, opts);
     while let Some(shape) = records.next(&mut record).map_err(ParseError::Io)? {
-        let row = shape.and_then(|()| parse_row(&record, cols, &mut image));
+        rows.take(&mut records, &record, shape)?;
+    }
+    Ok((rows.ds, rows.skipped))
+}
+
+/// The columns named by the header record `got` (what [`Records::next`] returned for the
+/// first record, read into `record`).
+pub(super) fn header_columns(
+    path: &Path,
+    got: Option<Result<(), String>>,
+    record: &Record,
+) -> Result<Columns> {
+    match got {
+        None => Err(bad_data(
+            path,
+            "empty file (expected a header line such as 'emotion, Usage, pixels')",
+        )),
+        Some(Err(problem)) => Err(bad_data(
+            path,
+            format!("the header line is not valid CSV: {problem}"),
+        )),
+        Some(Ok(())) => find_columns(path, record),
+    }
+}
+
+/// The data rows read so far and the bad rows skipped, as [`parse`] and
+/// [`super::stream::CsvStream`] collect them.
+pub(super) struct Rows {
+    path: PathBuf,
+    cols: Columns,
+    skip_bad_rows: bool,
+    /// One row's pixels `(48·48)`, reused.
+    image: Vec<u8>,
+    pub(super) ds: Dataset,
+    pub(super) skipped: Skipped,
+}
+
+impl Rows {
+    pub(super) fn new(path: &Path, cols: Columns, opts: &LoadOptions) -> Rows {
+        Rows {
+            path: path.to_path_buf(),
+            cols,
+            skip_bad_rows: opts.skip_bad_rows,
+            image: vec![0u8; IMAGE_PIXELS],
+            ds: Dataset::default(),
+            skipped: Skipped::default(),
+        }
+    }
+
+    /// Validates the data record `record` (`shape`: whether it is CSV as the format allows)
+    /// and keeps it, or records it as bad: skipped, or the error when bad rows are not
+    /// skipped.
+    pub(super) fn take<R: Read>(
+        &mut self,
+        records: &mut Records<R>,
+        record: &Record,
+        shape: Result<(), String>,
+    ) -> Result<()> {
+        let row = shape.and_then(|()| parse_row(record, self.cols, &mut self.image));
         match row {
-            Ok((label, usage)) => ds.push(&image, label, usage),
+            Ok((label, usage)) => self.ds.push(&self.image, label, usage),
             Err(problem) => {
                 // A record over several lines that fails may have swallowed good rows (a
                 // stray quote): read its later lines again as records of their own.
-                records.reread_after_first(&record);
+                records.reread_after_first(record);
                 let err = Error::BadRow {
-                    path: path.to_path_buf(),
+                    path: self.path.clone(),
                     line: record.line,
                     problem,
                 };
-                if !opts.skip_bad_rows {
-                    return Err(err.into());
+                if !self.skip_bad_rows {
+                    return Err(err);
                 }
-                skipped.push(err);
+                self.skipped.count += 1;
+                if self.skipped.first.len() < MAX_BAD_ROWS_KEPT {
+                    self.skipped.first.push(err);
+                }
             }
         }
+        Ok(())
     }
-    Ok((ds, skipped))
 }
 
 /// The longest line accepted. A FER2013 row is ~9 KB; anything near this is not a FER CSV
 /// (a binary file with no line break would otherwise be read whole into one line). A quoted
 /// field spanning lines is held to the same length.
-const MAX_LINE: u64 = 1 << 20;
+pub(super) const MAX_LINE: u64 = 1 << 20;
 
 /// Bytes asked of the stream at a time.
-const READ_CHUNK: usize = 1 << 20;
+pub(super) const READ_CHUNK: usize = 1 << 20;
 
 /// Why [`Lines`] stopped the stream: a line longer than [`MAX_LINE`].
 #[derive(Debug)]
@@ -183,8 +236,8 @@ impl LineTooLong {
 
 /// The physical lines of a byte stream, numbered from 1. A line ends at `\n`, `\r\n` or a
 /// lone `\r` (classic Mac files), so each convention numbers lines as an editor does.
-struct Lines<'r> {
-    inner: &'r mut dyn Read,
+struct Lines<R> {
+    inner: R,
     /// Bytes read: `buf[start..end]` are not yet handed out.
     buf: Vec<u8>,
     start: usize,
@@ -197,8 +250,8 @@ struct Lines<'r> {
 /// How a line ended: the bytes of its break (empty for a last line without one).
 type Ending = &'static [u8];
 
-impl<'r> Lines<'r> {
-    fn new(inner: &'r mut dyn Read) -> Self {
+impl<R: Read> Lines<R> {
+    fn new(inner: R) -> Self {
         Lines {
             inner,
             buf: vec![0; READ_CHUNK],
@@ -283,13 +336,13 @@ impl<'r> Lines<'r> {
 
 /// One CSV record: its fields (quotes removed, `""` read as `"`) and the line it starts on.
 #[derive(Debug, Default)]
-struct Record {
+pub(super) struct Record {
     /// Every field's bytes, one after the other.
     bytes: Vec<u8>,
     /// Where each field ends in `bytes`.
     ends: Vec<usize>,
     /// The 1-based line the record starts on.
-    line: u64,
+    pub(super) line: u64,
     /// The lines after the first, when the record spans several (a quoted field with line
     /// breaks): `(number, bytes, break)`.
     more_lines: Vec<(u64, Vec<u8>, Ending)>,
@@ -331,14 +384,14 @@ enum LineEnd {
 /// a line break only while it holds nothing but digits and white space (a pixels field
 /// wrapped over lines); anything else there is a stray quote, and the record ends at its
 /// line instead of swallowing the rows after it.
-struct Records<'r> {
-    lines: Lines<'r>,
+pub(super) struct Records<R> {
+    lines: Lines<R>,
     /// Lines to read again before the stream's next ones, last first.
     again: Vec<(u64, Vec<u8>, Ending)>,
 }
 
-impl<'r> Records<'r> {
-    fn new(inner: &'r mut dyn Read) -> Self {
+impl<R: Read> Records<R> {
+    pub(super) fn new(inner: R) -> Self {
         Records {
             lines: Lines::new(inner),
             again: Vec::new(),
@@ -347,7 +400,7 @@ impl<'r> Records<'r> {
 
     /// Reads the next record into `rec`: `None` at the end, else `Ok` or the reason the
     /// record is not CSV as the format allows (with `rec.line` set either way).
-    fn next(&mut self, rec: &mut Record) -> io::Result<Option<Result<(), String>>> {
+    pub(super) fn next(&mut self, rec: &mut Record) -> io::Result<Option<Result<(), String>>> {
         // The start (in `rec.bytes`) of a quoted field going on from the line before.
         let mut state = None::<usize>;
         loop {
@@ -399,6 +452,11 @@ impl<'r> Records<'r> {
                 }
             }
         }
+    }
+
+    /// The stream the records are read from.
+    pub(super) fn source(&mut self) -> &mut R {
+        &mut self.lines.inner
     }
 
     /// Queues the lines of `rec` after its first to be read again as records.
@@ -484,7 +542,7 @@ fn parse_line(rec: &mut Record, line: &[u8], open: Option<usize>) -> Result<Line
     }
 }
 
-fn bad_data(path: &Path, problem: impl Into<String>) -> Error {
+pub(super) fn bad_data(path: &Path, problem: impl Into<String>) -> Error {
     Error::BadData {
         path: PathBuf::from(path),
         problem: problem.into(),
@@ -677,8 +735,16 @@ fn describe_pixels(field: &[u8]) -> String {
 
 /// Writes `ds` in the icml layout (`emotion, Usage, pixels` header), gzip-compressed when the
 /// path ends in `.gz`. The file appears atomically: it is written to a temporary file in the
-/// same directory, then renamed over `path`.
+/// same directory, then renamed over `path`; a special file (`/dev/stdout`, a FIFO) is
+/// written in place instead.
 pub fn write(path: &Path, ds: &Dataset) -> Result<()> {
+    let gzip = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("gz"));
+    if crate::files::is_special(path) {
+        // `/dev/stdout`, a FIFO: written in place, never replaced by a rename.
+        return write_file(path, ds, gzip).map_err(|e| Error::io(path, e));
+    }
     let name = path
         .file_name()
         .ok_or_else(|| bad_data(path, "not a file name"))?;
@@ -691,9 +757,6 @@ pub fn write(path: &Path, ds: &Dataset) -> Result<()> {
         name.to_string_lossy(),
         std::process::id()
     ));
-    let gzip = path
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("gz"));
     let written = write_file(&tmp, ds, gzip).and_then(|()| std::fs::rename(&tmp, path));
     written.map_err(|e| {
         // Best effort: the temporary file is useless once writing failed.
@@ -714,7 +777,11 @@ fn write_file(tmp: &Path, ds: &Dataset, gzip: bool) -> io::Result<()> {
         file
     };
     let file = file.into_inner().map_err(|e| e.into_error())?;
-    file.sync_all()
+    // A pipe or a terminal cannot be synced; nothing of the data is lost by skipping it.
+    match file.sync_all() {
+        Err(e) if e.kind() == io::ErrorKind::InvalidInput => Ok(()),
+        other => other,
+    }
 }
 
 /// The CSV text: header, then `emotion,Usage,p0 p1 … p2303` per row. No field ever needs

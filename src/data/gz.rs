@@ -20,29 +20,43 @@ const CHUNK: usize = 1 << 20;
 /// Chunks in flight between the inflating thread and the parser.
 const CHUNKS_IN_FLIGHT: usize = 8;
 
-/// True when `path` starts with the gzip magic bytes, whatever its extension.
-pub fn is_gzip(path: &Path) -> Result<bool> {
-    let mut f = File::open(path).map_err(|e| Error::io(path, e))?;
+/// The path that names standard input (`--data -`).
+pub const STDIN: &str = "-";
+
+/// Opens `path` for reading: standard input for [`STDIN`], else the file.
+fn open(path: &Path) -> Result<Box<dyn Read + Send>> {
+    if path == Path::new(STDIN) {
+        return Ok(Box::new(io::stdin()));
+    }
+    let f = File::open(path).map_err(|e| Error::io(path, e))?;
+    Ok(Box::new(f))
+}
+
+/// Reads up to the first two bytes of `src` (fewer only at its end).
+fn head(path: &Path, src: &mut dyn Read) -> Result<Vec<u8>> {
     let mut magic = [0u8; 2];
     let mut got = 0;
     while got < 2 {
-        match f.read(&mut magic[got..]) {
-            Ok(0) => return Ok(false),
+        match src.read(&mut magic[got..]) {
+            Ok(0) => break,
             Ok(n) => got += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(Error::io(path, e)),
         }
     }
-    Ok(magic == GZIP_MAGIC)
+    Ok(magic[..got].to_vec())
 }
 
 /// Calls `f` with a reader of the file's text: the file itself when plain, its inflated
-/// content when it starts with the gzip magic bytes. Returns `f`'s result and whether the
-/// file was gzip.
+/// content when it starts with the gzip magic bytes. The file is opened and read once, so
+/// a pipe works as well as a file (`--data -` for standard input, `/dev/stdin`, a FIFO).
+/// Returns `f`'s result and whether the file was gzip.
 pub fn with_reader<T>(path: &Path, f: impl FnOnce(&mut dyn Read) -> T) -> Result<(T, bool)> {
-    let gz = is_gzip(path)?;
-    let file = File::open(path).map_err(|e| Error::io(path, e))?;
-    let file = BufReader::with_capacity(CHUNK, file);
+    let mut src = open(path)?;
+    let first = head(path, &mut src)?;
+    let gz = first == GZIP_MAGIC;
+    // The bytes read to tell are handed on in front of the rest.
+    let file = BufReader::with_capacity(CHUNK, io::Cursor::new(first).chain(src));
     if !gz {
         let mut r = file;
         return Ok((f(&mut r), false));

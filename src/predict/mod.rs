@@ -23,7 +23,9 @@ use crate::checkpoint::Checkpoint;
 use crate::data::{Dataset, Usage};
 use crate::device::{run_on, DeviceChoice, Job};
 use crate::error::{Error, Result};
+use crate::report::printable;
 use crate::shape::{IMAGE_PIXELS, NUM_CLASSES};
+use crate::shipped::ModelSource;
 use crop::Square;
 use faces::{FaceBox, FaceDetector};
 use image::{DynamicImage, GrayImage, ImageDecoder, ImageReader};
@@ -42,8 +44,8 @@ pub const CHUNK: usize = 32;
 /// What `fergpu predict` was asked to do.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PredictConfig {
-    /// A checkpoint written by `fergpu train`.
-    pub checkpoint: PathBuf,
+    /// The model: a checkpoint written by `fergpu train`, or the shipped one.
+    pub model: ModelSource,
     /// Image files and folders (walked recursively, see [`walk::expand`]).
     pub inputs: Vec<PathBuf>,
     /// One JSON object per image on stdout instead of text.
@@ -101,10 +103,10 @@ fn plural(n: usize) -> &'static str {
 /// returned as errors; a bad checkpoint, an unusable device or an unwritable `--csv` or
 /// `--annotate` folder are.
 pub fn run(cfg: &PredictConfig) -> Result<PredictSummary> {
-    let ck = Checkpoint::load(&cfg.checkpoint)?;
+    let ck = cfg.model.load()?;
     let (inputs, walk_errors) = walk::expand(&cfg.inputs);
     for e in &walk_errors {
-        eprintln!("error: {e}");
+        eprintln!("error: {}", printable(&e.to_string()));
     }
     if inputs.is_empty() && walk_errors.is_empty() {
         return Err(Error::Config(format!(
@@ -116,6 +118,7 @@ pub fn run(cfg: &PredictConfig) -> Result<PredictSummary> {
                 .join(", ")
         )));
     }
+    check_outputs(cfg, &inputs)?;
     if let Some(dir) = &cfg.annotate {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     }
@@ -129,29 +132,85 @@ pub fn run(cfg: &PredictConfig) -> Result<PredictSummary> {
             inputs: &inputs,
             csv_rows: &mut csv_rows,
         };
-        run_on(&cfg.device, job)?
+        run_on(&cfg.device, job).map_err(|e| crate::eval::blame_checkpoint(cfg.model.path(), e))?
     };
     summary.failed += walk_errors.len();
     if let Some(path) = &cfg.csv {
         write_csv(path, &csv_rows)?;
-        eprintln!("wrote {}", path.display());
+        eprintln!("wrote {}", printable(&path.display().to_string()));
     }
     eprintln!("fergpu: {summary}");
     Ok(summary)
 }
 
+/// The most pixels a photo may have (8192 × 8192): a photo's size is read from its header
+/// and checked before it is decoded, so a small file that declares a huge image costs
+/// nothing (each decoded pixel takes up to 5 bytes here, on every decoding thread).
+pub const MAX_IMAGE_PIXELS: u64 = 8192 * 8192;
+
+/// Checks the files `predict` writes before it predicts: `--csv` is none of its inputs
+/// (the checkpoint, a photo) and `--annotate` is no file.
+fn check_outputs(cfg: &PredictConfig, inputs: &[Input]) -> Result<()> {
+    if let Some(path) = &cfg.csv {
+        let mut read = cfg.model.inputs();
+        read.extend(
+            inputs
+                .iter()
+                .map(|i| ("a photo to predict", i.path.as_path())),
+        );
+        crate::files::check_output(path, "--csv", &read)?;
+    }
+    match &cfg.annotate {
+        Some(dir) if dir.exists() && !dir.is_dir() => Err(Error::Config(format!(
+            "--annotate {}: a file, not a folder; name a folder for the annotated copies",
+            dir.display()
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// The photo at `path`, decoded by content (not by extension), EXIF orientation applied. A
-/// file that is not a readable image is [`Error::BadData`] naming it.
+/// file that is not a readable image, or whose header declares more than
+/// [`MAX_IMAGE_PIXELS`], is [`Error::BadData`] naming it.
 pub fn load_image(path: &Path) -> Result<DynamicImage> {
+    // Read as a stream: a huge file is refused by its header before it is all read.
+    let reader = ImageReader::open(path).map_err(|e| Error::io(path, e))?;
+    decode(reader, path)
+}
+
+/// [`load_image`] of a file's bytes already read (a page's dropped photo); `path` only names
+/// it in errors.
+pub fn decode_image(bytes: &[u8], path: &Path) -> Result<DynamicImage> {
+    decode(ImageReader::new(std::io::Cursor::new(bytes)), path)
+}
+
+/// Decodes what `reader` reads, as [`load_image`] says.
+fn decode<R: std::io::BufRead + std::io::Seek>(
+    reader: ImageReader<R>,
+    path: &Path,
+) -> Result<DynamicImage> {
     let bad = |e: &dyn std::fmt::Display| Error::BadData {
         path: path.into(),
         problem: format!("not a readable image (PNG, JPEG or BMP): {e}"),
     };
-    let reader = ImageReader::open(path)
-        .map_err(|e| Error::io(path, e))?
+    let mut reader = reader
         .with_guessed_format()
         .map_err(|e| Error::io(path, e))?;
+    // A backstop for what decoders allocate beyond the image itself.
+    let mut limits = image::Limits::default();
+    limits.max_alloc = Some(8 * MAX_IMAGE_PIXELS);
+    reader.limits(limits);
     let mut decoder = reader.into_decoder().map_err(|e| bad(&e))?;
+    let (w, h) = decoder.dimensions();
+    if u64::from(w) * u64::from(h) > MAX_IMAGE_PIXELS {
+        return Err(Error::BadData {
+            path: path.into(),
+            problem: format!(
+                "the image is {w}×{h} pixels, over the {MAX_IMAGE_PIXELS} (8192×8192) that \
+                 fergpu decodes; scale it down first"
+            ),
+        });
+    }
     let orientation = decoder.orientation().map_err(|e| bad(&e))?;
     let mut img = DynamicImage::from_decoder(decoder).map_err(|e| bad(&e))?;
     img.apply_orientation(orientation);
@@ -177,8 +236,9 @@ struct Prepared {
     pixels: Vec<u8>,
 }
 
-/// The regions of `gray` to classify and how they were chosen.
-fn regions(
+/// The regions of `gray` to classify and how they were chosen: the detector's faces with
+/// their FER2013 squares, or the centred square (whole-image modes, see the module docs).
+pub fn regions(
     detector: &mut FaceDetector,
     gray: &GrayImage,
     whole_image: bool,
@@ -282,7 +342,7 @@ impl Job for PredictJob<'_> {
                     Ok(p) => p,
                     Err(e) => {
                         summary.failed += 1;
-                        say(&format!("error: {e}"), true);
+                        say(&format!("error: {}", printable(&e.to_string())), true);
                         continue;
                     }
                 };
@@ -319,7 +379,7 @@ impl Job for PredictJob<'_> {
                     let out = annotated_path(dir, &input.name, &mut annotated_names);
                     if let Err(e) = write_annotated(input, &out, &pred) {
                         summary.failed += 1;
-                        say(&format!("error: {e}"), true);
+                        say(&format!("error: {}", printable(&e.to_string())), true);
                     }
                 }
                 if let Some(b) = &bar {
@@ -399,7 +459,7 @@ fn write_annotated(input: &Input, out: &Path, pred: &ImagePrediction) -> Result<
     annotate::write(out, &rgb)
 }
 
-/// Writes the `--csv` file (header, then `rows`) atomically.
+/// Writes the `--csv` file (header, then `rows`) atomically, or into a special file.
 fn write_csv(path: &Path, rows: &[Vec<String>]) -> Result<()> {
     let mut w = csv::Writer::from_writer(Vec::new());
     let io = |e: csv::Error| Error::io(path, std::io::Error::other(e.to_string()));
@@ -410,5 +470,5 @@ fn write_csv(path: &Path, rows: &[Vec<String>]) -> Result<()> {
     let bytes = w
         .into_inner()
         .map_err(|e| Error::io(path, std::io::Error::other(e.to_string())))?;
-    crate::report::write_atomic(path, &bytes)
+    crate::files::write_output(path, &bytes)
 }

@@ -105,7 +105,9 @@ impl ImagePrediction {
     /// `path: N faces` then one indented line per face (`face 1 at x=…, y=…, 96×96: Happy
     /// (…)`); `path: no face found …` when there is none.
     pub fn text(&self) -> String {
-        let path = self.path.display();
+        let shown = self.path.display().to_string();
+        // A file name may hold escape sequences; the terminal gets them written out.
+        let path = crate::report::printable(&shown);
         match self.crop {
             Crop::WholeImage | Crop::WholeImageAuto => {
                 let f = &self.faces[0];

@@ -19,14 +19,16 @@ pub struct Input {
 
 /// Every input, in order: a file as it is; a folder's image files (by
 /// [`IMAGE_EXTENSIONS`]), recursively, sorted by path, skipping names that start with a dot
-/// and symbolic links to folders. Arguments that do not exist and folders that cannot be
-/// listed come back as errors naming them; the walk goes on past them.
+/// and symbolic links to folders. Arguments that do not exist, folders that cannot be
+/// listed and anything that is not a regular file (a FIFO or device, which would wait for
+/// a writer forever) come back as errors naming them; the walk goes on past them.
 pub fn expand(args: &[PathBuf]) -> (Vec<Input>, Vec<Error>) {
     let mut inputs = Vec::new();
     let mut errors = Vec::new();
     for arg in args {
         match std::fs::metadata(arg) {
             Ok(m) if m.is_dir() => walk(arg, arg, &mut inputs, &mut errors),
+            Ok(m) if !m.is_file() => errors.push(not_a_file(arg)),
             Ok(_) => inputs.push(Input {
                 path: arg.clone(),
                 name: arg.file_name().map(PathBuf::from).unwrap_or_default(),
@@ -71,11 +73,25 @@ fn walk(root: &Path, dir: &Path, inputs: &mut Vec<Input>, errors: &mut Vec<Error
         };
         if is_dir {
             walk(root, &path, inputs, errors);
-        } else if has_image_extension(&path) && !std::fs::metadata(&path).is_ok_and(|m| m.is_dir())
-        {
-            let name = path.strip_prefix(root).unwrap_or(&path).to_path_buf();
-            inputs.push(Input { path, name });
+        } else if has_image_extension(&path) {
+            match std::fs::metadata(&path) {
+                Ok(m) if m.is_file() => {
+                    let name = path.strip_prefix(root).unwrap_or(&path).to_path_buf();
+                    inputs.push(Input { path, name });
+                }
+                Ok(m) if !m.is_dir() => errors.push(not_a_file(&path)),
+                // A linked folder (not followed), or a link to nothing.
+                _ => {}
+            }
         }
+    }
+}
+
+/// The error for an input that is not a regular file.
+fn not_a_file(path: &Path) -> Error {
+    Error::BadData {
+        path: path.into(),
+        problem: "not a regular file (a FIFO, device or socket); skipped".into(),
     }
 }
 

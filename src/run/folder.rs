@@ -11,6 +11,7 @@
 //! An experiment folder (`fergpu cv`, `fergpu sweep`) holds one run folder per fold or
 //! configuration and the tables that compare them.
 
+use super::origin::ExperimentPart;
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
 use crate::metrics::Confusion;
@@ -31,13 +32,19 @@ const CHECKPOINT_LAST_GOOD: &str = "checkpoint-last-good.safetensors";
 const SUMMARY: &str = "summary.json";
 const LOCK: &str = "run.lock";
 
+const EXPERIMENT: &str = "experiment.json";
 const CV_CSV: &str = "cv.csv";
 const CV_HTML: &str = "cv.html";
 const RESULTS_CSV: &str = "results.csv";
 const RESULTS_HTML: &str = "results.html";
 
-/// What `config.json` records besides the settings.
-#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+/// The most default folders [`RunFolder::claim_timestamped`] gives out in one second.
+const MAX_SAME_SECOND: usize = 10_000;
+
+/// What `config.json` records besides the settings (fields an older fergpu did not write
+/// read as their defaults).
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct RunRecord {
     /// The adapter (or CPU backend) that ran it.
     pub adapter: String,
@@ -53,6 +60,11 @@ pub struct RunRecord {
     pub test_images: usize,
     /// The model's parameter count.
     pub parameters: usize,
+    /// [`super::origin::data_fingerprint`] of the three splits (`None` in folders written
+    /// before fergpu recorded it).
+    pub data_fingerprint: Option<String>,
+    /// The cross-validation fold or sweep run this run is (`None`: a run of its own).
+    pub experiment: Option<ExperimentPart>,
 }
 
 /// The whole of `config.json`.
@@ -75,9 +87,27 @@ impl RunFolder {
         RunFolder { dir: dir.into() }
     }
 
-    /// `runs/<UTC timestamp>-<name>`, the default folder of a new run.
-    pub fn timestamped(name: &str) -> RunFolder {
-        RunFolder::new(PathBuf::from("runs").join(format!("{}-{name}", utc_stamp())))
+    /// A new, empty folder `<parent>/<UTC timestamp>-<name>` (the default of a run or
+    /// experiment without `--out`: `parent` is `runs`), created here so that runs started
+    /// in the same second never share one: the second gets `-2`, the third `-3`, ….
+    pub fn claim_timestamped(parent: &Path, name: &str) -> Result<RunFolder> {
+        std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+        let base = format!("{}-{name}", utc_stamp());
+        for n in 1..=MAX_SAME_SECOND {
+            let dir = match n {
+                1 => parent.join(&base),
+                n => parent.join(format!("{base}-{n}")),
+            };
+            match std::fs::create_dir(&dir) {
+                Ok(()) => return Ok(RunFolder::new(dir)),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(Error::io(&dir, e)),
+            }
+        }
+        Err(Error::Config(format!(
+            "{}: {MAX_SAME_SECOND} folders named {base}* already exist; give --out",
+            parent.display()
+        )))
     }
 
     /// The folder's path.
@@ -105,6 +135,18 @@ impl RunFolder {
     /// Creates the folder (and its parents).
     pub fn create(&self) -> Result<()> {
         std::fs::create_dir_all(&self.dir).map_err(|e| Error::io(&self.dir, e))
+    }
+
+    /// Checks that the folder is a folder or does not exist yet (a file named by `--out`
+    /// is an error saying so, before anything is written).
+    pub fn check_is_folder(&self) -> Result<()> {
+        check_folder_path(&self.dir)
+    }
+
+    /// Removes temporary files that writers killed before they could rename them left
+    /// here (the caller holds the lock; see [`crate::files::remove_stale_temps`]).
+    pub fn remove_stale_temps(&self) {
+        crate::files::remove_stale_temps(&self.dir);
     }
 
     /// Removes the files of the run this folder holds (for `--overwrite`; the caller holds
@@ -155,7 +197,7 @@ impl RunFolder {
         let file = ConfigFile { settings, record };
         let mut text = serde_json::to_vec_pretty(&file).expect("settings serialize");
         text.push(b'\n');
-        report::write_atomic(&self.file(CONFIG), &text)
+        crate::files::write_atomic(&self.file(CONFIG), &text)
     }
 
     /// The settings saved in `config.json`, with the run folder set to this one. Reads the
@@ -186,6 +228,16 @@ impl RunFolder {
             })?;
         settings.run.out = Some(self.dir.clone());
         Ok(settings)
+    }
+
+    /// What `config.json` records besides the settings.
+    pub fn read_record(&self) -> Result<RunRecord> {
+        let path = self.file(CONFIG);
+        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+        serde_json::from_str(&text).map_err(|e| Error::BadData {
+            path: path.clone(),
+            problem: format!("not a fergpu config.json: {e}"),
+        })
     }
 
     /// `config.json`'s path (for messages; `--config` reads it as a recipe).
@@ -260,7 +312,7 @@ impl RunFolder {
 
     /// Writes the test confusion matrix as `confusion.html` and `confusion.png`.
     pub fn write_confusion(&self, confusion: &Confusion, title: &str) -> Result<()> {
-        report::write_atomic(
+        crate::files::write_atomic(
             &self.file(CONFUSION_HTML),
             report::confusion_html(confusion, title).as_bytes(),
         )?;
@@ -463,6 +515,78 @@ impl ExperimentFolder {
         std::fs::create_dir_all(&self.dir).map_err(|e| Error::io(&self.dir, e))
     }
 
+    /// Takes the folder for an experiment of `kind` (`cv`, `sweep`) with `plan` (see
+    /// [`ExperimentPart::plan`]): creates it and records both in `experiment.json`, or
+    /// checks that the experiment already recorded there is this one. A file, a training
+    /// run's folder (its tables and folders would mix with the run's files) and another
+    /// experiment's folder are refused, naming what is there.
+    pub fn claim(&self, kind: &str, plan: &str) -> Result<()> {
+        check_folder_path(&self.dir)?;
+        let shown = self.dir.display();
+        if RunFolder::new(&self.dir).holds_run() {
+            return Err(Error::Config(format!(
+                "{shown} holds a training run (its config.json and checkpoints); `fergpu {kind}` \
+                 writes one run folder per {} and its tables into --out: choose another folder",
+                if kind == "cv" { "fold" } else { "run" }
+            )));
+        }
+        let path = self.dir.join(EXPERIMENT);
+        let want = serde_json::json!({
+            "kind": kind,
+            "plan": plan,
+            "fergpu_version": env!("CARGO_PKG_VERSION"),
+        });
+        match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                let had: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+                if had != want {
+                    let describe = |v: &Value| {
+                        format!(
+                            "a {} ({}) of fergpu {}",
+                            v["kind"].as_str().unwrap_or("?"),
+                            v["plan"].as_str().unwrap_or(""),
+                            v["fergpu_version"].as_str().unwrap_or("?")
+                        )
+                    };
+                    return Err(Error::Config(format!(
+                        "{shown} holds {}, and this is {}; choose another --out folder (or \
+                         remove {shown} to start over)",
+                        describe(&had),
+                        describe(&want)
+                    )));
+                }
+                crate::files::remove_stale_temps(&self.dir);
+                Ok(())
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                self.create()?;
+                let mut text = serde_json::to_vec_pretty(&want).expect("json");
+                text.push(b'\n');
+                crate::files::write_atomic(&path, &text)
+            }
+            Err(e) => Err(Error::io(&path, e)),
+        }
+    }
+
+    /// Checks, reading only, that the folder was claimed for the experiment of `kind` with
+    /// `plan` (by [`ExperimentFolder::claim`]): what a task of a planned experiment does
+    /// before it trains, writing nothing outside its own run folder.
+    pub fn check_claimed(&self, kind: &str, plan: &str) -> Result<()> {
+        let path = self.dir.join(EXPERIMENT);
+        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+        let had: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        if had["kind"] != kind || had["plan"] != plan {
+            return Err(Error::Config(format!(
+                "{} records a {} ({}), not this {kind}: the plan and the folder disagree; plan \
+                 the experiment again into a new --out folder",
+                path.display(),
+                had["kind"].as_str().unwrap_or("?"),
+                had["plan"].as_str().unwrap_or("")
+            )));
+        }
+        Ok(())
+    }
+
     /// The run folder of cross-validation fold `k` (1-based): `fold-<k>`.
     pub fn fold(&self, k: usize) -> RunFolder {
         RunFolder::new(self.dir.join(format!("fold-{k}")))
@@ -475,8 +599,8 @@ impl ExperimentFolder {
 
     /// Writes the cross-validation tables `cv.csv` and `cv.html`.
     pub fn write_cv(&self, csv: &str, html: &str) -> Result<()> {
-        report::write_atomic(&self.dir.join(CV_CSV), csv.as_bytes())?;
-        report::write_atomic(&self.dir.join(CV_HTML), html.as_bytes())
+        crate::files::write_atomic(&self.dir.join(CV_CSV), csv.as_bytes())?;
+        crate::files::write_atomic(&self.dir.join(CV_HTML), html.as_bytes())
     }
 
     /// `cv.html`'s path (for messages).
@@ -486,13 +610,24 @@ impl ExperimentFolder {
 
     /// Writes a sweep's tables `results.csv` and `results.html`.
     pub fn write_results(&self, csv: &str, html: &str) -> Result<()> {
-        report::write_atomic(&self.dir.join(RESULTS_CSV), csv.as_bytes())?;
-        report::write_atomic(&self.dir.join(RESULTS_HTML), html.as_bytes())
+        crate::files::write_atomic(&self.dir.join(RESULTS_CSV), csv.as_bytes())?;
+        crate::files::write_atomic(&self.dir.join(RESULTS_HTML), html.as_bytes())
     }
 
     /// `results.html`'s path (for messages).
     pub fn results_html_path(&self) -> PathBuf {
         self.dir.join(RESULTS_HTML)
+    }
+}
+
+/// A folder path named by `--out` must be a folder or not exist yet.
+fn check_folder_path(dir: &Path) -> Result<()> {
+    match std::fs::metadata(dir) {
+        Ok(m) if !m.is_dir() => Err(Error::Config(format!(
+            "--out {}: a file, not a folder; name a folder (it is created if missing)",
+            dir.display()
+        ))),
+        _ => Ok(()),
     }
 }
 
@@ -617,22 +752,56 @@ mod tests {
             val_images: 2,
             test_images: 3,
             parameters: 4,
+            data_fingerprint: Some("00ff".into()),
+            experiment: None,
         };
         f.write_config(&s, &rec).unwrap();
         let back = f.read_settings().unwrap();
         s.run.out = Some(f.path().to_path_buf());
         assert_eq!(back, s);
+        assert_eq!(f.read_record().unwrap(), rec);
         assert!(f.holds_run() && !f.is_finished() && !f.can_resume());
     }
 
     #[test]
-    fn timestamped_folders_sit_under_runs() {
-        let f = RunFolder::timestamped("cnn");
-        let name = f.path().file_name().unwrap().to_string_lossy().into_owned();
+    fn timestamped_folders_are_created_and_never_shared() {
+        let parent = tmp("stamped").path().join("runs");
+        let firsts: Vec<RunFolder> = (0..3)
+            .map(|_| RunFolder::claim_timestamped(&parent, "cnn").unwrap())
+            .collect();
+        let name = |f: &RunFolder| f.path().file_name().unwrap().to_string_lossy().into_owned();
+        assert!(name(&firsts[0]).ends_with("-cnn"), "{}", name(&firsts[0]));
+        assert_eq!(name(&firsts[0]).len(), "YYYYMMDD-HHMMSS-cnn".len());
+        for f in &firsts {
+            assert!(f.path().is_dir() && f.path().starts_with(&parent));
+        }
+        let names: std::collections::BTreeSet<String> = firsts.iter().map(name).collect();
+        assert_eq!(names.len(), 3, "{names:?}");
+    }
+
+    #[test]
+    fn an_experiment_folder_is_claimed_once_per_plan_and_never_over_a_run() {
+        let f = tmp("experiment");
+        let e = ExperimentFolder::new(f.path().join("cv"));
+        e.claim("cv", "2 folds").unwrap();
+        e.claim("cv", "2 folds").unwrap();
+        let err = e.claim("cv", "3 folds").unwrap_err().to_string();
         assert!(
-            f.path().starts_with("runs") && name.ends_with("-cnn"),
-            "{name}"
+            err.contains("holds a cv (2 folds)") && err.contains("this is a cv (3 folds)"),
+            "{err}"
         );
-        assert_eq!(name.len(), "YYYYMMDD-HHMMSS-cnn".len());
+        let err = e.claim("sweep", "").unwrap_err().to_string();
+        assert!(err.contains("this is a sweep"), "{err}");
+        let run = RunFolder::new(f.path().join("run"));
+        run.create().unwrap();
+        std::fs::write(run.config_path(), "{}").unwrap();
+        let err = ExperimentFolder::new(run.path())
+            .claim("cv", "2 folds")
+            .unwrap_err();
+        assert!(err.to_string().contains("holds a training run"), "{err}");
+        let file = f.path().join("file");
+        std::fs::write(&file, "x").unwrap();
+        let err = ExperimentFolder::new(&file).claim("sweep", "").unwrap_err();
+        assert!(err.to_string().contains("a file, not a folder"), "{err}");
     }
 }

@@ -6,9 +6,11 @@
 //! run folder's files belong to [`folder::RunFolder`].
 
 pub mod folder;
+pub mod origin;
 mod start;
 
 pub use folder::{ExperimentFolder, RunFolder, RunLock, RunRecord};
+pub use origin::{ExperimentPart, Origin};
 
 use crate::backend::Backend;
 use crate::cancel::Cancel;
@@ -66,19 +68,34 @@ pub fn train(settings: &Settings, start: Start, cancel: &Cancel) -> Result<RunOu
     train_on(settings, &splits, start, cancel)
 }
 
-/// [`train`] on splits already in memory (cross-validation folds, sweeps).
+/// [`train`] on splits already in memory.
 pub fn train_on(
     settings: &Settings,
     splits: &Splits,
     start: Start,
     cancel: &Cancel,
 ) -> Result<RunOutcome> {
+    train_part(settings, splits, None, start, cancel)
+}
+
+/// [`train_on`] as `part` of an experiment (a cross-validation fold, a sweep run) when
+/// given: `config.json` records it, only the experiment may resume the run, and a stopped
+/// run leaves the advice on continuing to the experiment.
+pub fn train_part(
+    settings: &Settings,
+    splits: &Splits,
+    part: Option<ExperimentPart>,
+    start: Start,
+    cancel: &Cancel,
+) -> Result<RunOutcome> {
     settings.validate()?;
+    let origin = Origin::new(splits, part);
     run_on(
         &settings.device,
         RunJob {
             settings,
             splits,
+            origin: &origin,
             start,
             cancel,
         },
@@ -88,6 +105,7 @@ pub fn train_on(
 struct RunJob<'a> {
     settings: &'a Settings,
     splits: &'a Splits,
+    origin: &'a Origin,
     start: Start,
     cancel: &'a Cancel,
 }
@@ -104,6 +122,7 @@ struct Run<'a, 'b, B: Backend> {
     be: &'b B,
     settings: &'a Settings,
     splits: &'a Splits,
+    origin: &'a Origin,
     cancel: &'a Cancel,
     folder: RunFolder,
     /// Held for the whole run: no other run writes this folder meanwhile.
@@ -113,6 +132,13 @@ struct Run<'a, 'b, B: Backend> {
     trainer: Trainer<'b, B>,
     evaluator: Evaluator<'b, B>,
     val: DeviceSet<B>,
+    /// Where the run stands beyond the trainer's weights and optimizer.
+    history: History,
+}
+
+/// Where a run stands beyond the trainer: what a fresh run starts empty and a resumed one
+/// reads back from its folder.
+struct History {
     scheduler: Scheduler,
     /// Also the record of the best validation accuracy and its epoch.
     early: EarlyStopping,
@@ -151,24 +177,31 @@ impl<B: Backend> Run<'_, '_, B> {
         let t_run = Instant::now();
         while self.trainer.state().epoch < epochs {
             let epoch = self.trainer.state().epoch + 1;
-            let lr = self.scheduler.lr();
+            let lr = self.history.scheduler.lr();
             let t0 = Instant::now();
             let batches = self.trainer.batches_per_epoch();
             self.progress.start_epoch(epoch, epochs, batches);
             let trained = self.train_epoch(lr);
             if !trained.loss.is_finite() {
-                return Err(self.diverged(epoch, lr));
+                return Err(self.diverged(epoch, lr, "the training loss became NaN or infinite"));
             }
             if trained.interrupted {
                 self.save_last(t_run.elapsed())?;
                 return Ok(self.stopped(&format!("interrupted in epoch {epoch}")));
             }
-            let val = self.validate();
+            let val = match self.validate() {
+                Ok(val) => val,
+                Err(Error::NonFinite(what)) => {
+                    let what = format!("on the validation images, {what}");
+                    return Err(self.diverged(epoch, lr, &what));
+                }
+                Err(e) => return Err(e),
+            };
             let record = epoch_record(epoch, lr, &trained, &val, t0.elapsed());
             self.progress.finish_epoch(&record);
-            self.records.push(record);
-            let decision = self.early.observe(epoch, val.accuracy);
-            self.scheduler.end_epoch(val.loss, val.accuracy);
+            self.history.records.push(record);
+            let decision = self.history.early.observe(epoch, val.accuracy);
+            self.history.scheduler.end_epoch(val.loss, val.accuracy);
             self.save_epoch(decision.improved, t_run.elapsed())?;
             if self.cancel.is_requested() && epoch < epochs {
                 return Ok(self.stopped(&format!("interrupted after epoch {epoch}")));
@@ -214,32 +247,45 @@ impl<B: Backend> Run<'_, '_, B> {
         })
     }
 
-    /// The current weights on the validation split.
-    fn validate(&mut self) -> EvalResult {
-        let trainer = &self.trainer;
-        self.evaluator
-            .load_params(trainer.params_tensor(), trainer.running_tensor());
+    /// The current weights (their moving average, where the run keeps one) on the
+    /// validation split.
+    fn validate(&mut self) -> Result<EvalResult> {
+        let (params, running) = self.trainer.evaluated_tensors();
+        self.evaluator.load_params(params, running);
         self.evaluator.evaluate(&self.val, false)
     }
 
-    /// After an epoch: the best checkpoint when it improved, then the resumable state.
+    /// After an epoch: the best checkpoint when it improved (the weights validated: their
+    /// average, where the run keeps one), then the resumable state.
     fn save_epoch(&mut self, improved: bool, elapsed: Duration) -> Result<()> {
-        self.last_good = self.weights();
+        self.history.last_good = self.weights();
         if improved {
-            self.folder
-                .save_best(&self.checkpoint(&self.last_good, false))?;
-            self.best = Some(self.last_good.clone());
+            let validated = match self.trainer.average() {
+                Some((params, running)) => Weights {
+                    params: self.be.download(params),
+                    running: self.be.download(running),
+                },
+                None => self.history.last_good.clone(),
+            };
+            self.folder.save_best(&self.checkpoint(&validated, false))?;
+            self.history.best = Some(validated);
         }
         self.save_last(elapsed)
     }
 
-    /// Says how to continue a run stopped (and saved) before its end.
+    /// Says how to continue a run stopped (and saved) before its end: a run of its own
+    /// with `train --resume`; a part of an experiment by running the experiment again,
+    /// which its caller says.
     fn stopped(&self, what: &str) -> RunOutcome {
-        eprintln!(
-            "{what}; saved {}. Resume with: fergpu train --resume {}",
-            self.folder.last_checkpoint_path().display(),
-            self.folder.path().display()
-        );
+        let saved = self.folder.last_checkpoint_path();
+        match &self.origin.experiment {
+            None => eprintln!(
+                "{what}; saved {}. Resume with: fergpu train --resume {}",
+                saved.display(),
+                self.folder.path().display()
+            ),
+            Some(part) => eprintln!("{what} ({part}); saved {}", saved.display()),
+        }
         self.outcome(None, true)
     }
 
@@ -248,32 +294,34 @@ impl<B: Backend> Run<'_, '_, B> {
             "early stopping: validation accuracy has not improved for {} epochs (best {:.2}% at \
              epoch {})",
             self.settings.schedule.patience.unwrap_or(0),
-            100.0 * self.early.best().unwrap_or(f64::NAN),
+            100.0 * self.history.early.best().unwrap_or(f64::NAN),
             self.best_epoch()
         );
     }
 
     /// 1-based epoch of the best validation accuracy (0 before any epoch ended).
     fn best_epoch(&self) -> usize {
-        self.early.best_epoch().unwrap_or(0)
+        self.history.early.best_epoch().unwrap_or(0)
     }
 
     fn outcome(&self, summary: Option<report::Summary>, interrupted: bool) -> RunOutcome {
         RunOutcome {
             summary,
-            records: self.records.clone(),
+            records: self.history.records.clone(),
             out: self.folder.path().to_path_buf(),
             interrupted,
         }
     }
 
-    /// Restores the last good weights, saves them, and explains the divergence.
-    fn diverged(&mut self, epoch: usize, lr: f64) -> Error {
-        self.trainer.restore_params(&self.last_good.params);
-        self.trainer.restore_running(&self.last_good.running);
+    /// Restores the last good weights, saves them, and explains the divergence: `what`
+    /// became NaN or infinite in `epoch`, trained at rate `lr`.
+    fn diverged(&mut self, epoch: usize, lr: f64, what: &str) -> Error {
+        self.trainer.restore_params(&self.history.last_good.params);
+        self.trainer
+            .restore_running(&self.history.last_good.running);
         let saved = self
             .folder
-            .save_last_good(&self.checkpoint(&self.last_good, false));
+            .save_last_good(&self.checkpoint(&self.history.last_good, false));
         // A tenth, to one digit; only a rate --lr accepts is suggested (never NaN, never
         // below the smallest).
         let smaller = format!("{:.0e}", lr / 10.0);
@@ -282,7 +330,7 @@ impl<B: Backend> Run<'_, '_, B> {
             _ => String::new(),
         };
         Error::Diverged(format!(
-            "the training loss became NaN or infinite in epoch {epoch} (learning rate {lr:e}). \
+            "in epoch {epoch} (learning rate {lr:e}), {what}. \
              The learning rate is the likely cause: try a smaller --lr{example} or \
              --lr-schedule. The last good weights (end of epoch {}) are {}",
             epoch - 1,
@@ -316,17 +364,17 @@ impl<B: Backend> Run<'_, '_, B> {
     fn save_last(&self, elapsed: Duration) -> Result<()> {
         let state = ResumeState {
             train: self.trainer.state().clone(),
-            scheduler: self.scheduler.clone(),
-            early: self.early.clone(),
-            seconds: self.seconds_before + elapsed.as_secs_f64(),
+            scheduler: self.history.scheduler.clone(),
+            early: self.history.early.clone(),
+            seconds: self.history.seconds_before + elapsed.as_secs_f64(),
         };
         let mut ck = self.checkpoint(&self.weights(), true);
         ck.train_state = Some(serde_json::to_string(&state).expect("state json"));
         self.folder.save_last(&ck)?;
-        self.folder.write_metrics(&self.records)?;
-        if !self.records.is_empty() {
+        self.folder.write_metrics(&self.history.records)?;
+        if !self.history.records.is_empty() {
             let title = format!("{} on {}", self.trainer.spec().name, self.device);
-            self.folder.write_curves(&self.records, &title)?;
+            self.folder.write_curves(&self.history.records, &title)?;
         }
         Ok(())
     }
@@ -336,12 +384,16 @@ impl<B: Backend> Run<'_, '_, B> {
     /// (flip and crops, in one pass over the crops' views), and writes the reports and
     /// summary.
     fn finish(&mut self, elapsed: Duration) -> Result<report::Summary> {
-        let best = self.best.as_ref().unwrap_or(&self.last_good);
+        let best = self
+            .history
+            .best
+            .as_ref()
+            .unwrap_or(&self.history.last_good);
         let set = DeviceSet::new(self.be, &self.splits.test);
         let spec = self.trainer.spec();
         let mut tester = Evaluator::with_tta(self.be, spec, &best.params, set.len(), Tta::Crops)?;
         tester.set_params(&best.params, &best.running);
-        let test = tester.evaluate(&set, false);
+        let test = tester.evaluate(&set, false)?;
         let title = format!(
             "{} — test accuracy {:.2}% (best validation epoch {})",
             self.trainer.spec().name,
@@ -363,8 +415,8 @@ impl<B: Backend> Run<'_, '_, B> {
             ..report::Summary::new(
                 &test.confusion,
                 test.loss,
-                &self.records,
-                self.seconds_before + elapsed.as_secs_f64(),
+                &self.history.records,
+                self.history.seconds_before + elapsed.as_secs_f64(),
                 &self.device,
             )
         };

@@ -1,17 +1,17 @@
 //! Starting a run: every check that can fail runs before the run folder is touched, then the
 //! folder is taken, and the trainer is built fresh or from the last checkpoint.
 
-use super::{ResumeState, Run, RunFolder, RunJob, Start, Weights};
-use crate::backend::{Backend, OptimizerConfig};
+use super::origin::{check_reuse, data_fingerprint, Reuse};
+use super::{History, ResumeState, Run, RunFolder, RunJob, Start, Weights};
+use crate::backend::{Backend, MemoryLimits};
 use crate::checkpoint::Checkpoint;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::eval::{DeviceSet, Evaluator};
 use crate::model::{ModelSpec, Plan};
 use crate::report::progress::Progress;
-use crate::report::EpochRecord;
 use crate::run::RunRecord;
-use crate::settings::Settings;
+use crate::settings::{Settings, Splits};
 use crate::train::{EarlyStopping, LrSchedule, Scheduler, Trainer, TrainerOptions};
 use std::time::Duration;
 
@@ -19,6 +19,8 @@ use std::time::Duration;
 struct Resumed {
     ck: Checkpoint,
     state: ResumeState,
+    /// The best epoch's checkpoint, once an epoch has ended.
+    best: Option<Checkpoint>,
 }
 
 impl<'a, 'b, B: Backend> Run<'a, 'b, B> {
@@ -28,132 +30,53 @@ impl<'a, 'b, B: Backend> Run<'a, 'b, B> {
         let RunJob {
             settings,
             splits,
+            origin,
             start,
             cancel,
         } = job;
         let folder = match &settings.run.out {
             Some(dir) => RunFolder::new(dir),
-            None => RunFolder::timestamped(&settings.model_name()),
+            None => RunFolder::claim_timestamped("runs".as_ref(), &settings.model_name())?,
         };
-        check_splits(settings, &splits.train, &splits.val, &splits.test)?;
-        // Another run writing the folder now is the first thing to say (with its process).
-        folder.check_not_locked()?;
-        let resumed = match start {
-            Start::Resume => Some(resume_point(&folder)?),
-            Start::New { overwrite } => {
-                if folder.holds_run() && !overwrite {
-                    return Err(Error::Config(format!(
-                        "{dir} already holds a run; resume it with `fergpu train --resume {dir}`, \
-                         train into another --out folder, or pass --overwrite to replace it",
-                        dir = folder.path().display()
-                    )));
-                }
-                None
-            }
-        };
-        let spec = model_of(settings, resumed.as_ref().map(|r| &r.ck))?;
-        let batch = settings.run.batch_size.min(splits.train.len().max(1));
-        Plan::new(&spec, 1)?.check_batch(batch, &be.memory_limits(), device)?;
-        if let Some(r) = &resumed {
-            let done = r.state.train.epoch;
-            if settings.schedule.epochs < done {
-                return Err(Error::Config(format!(
-                    "--epochs {} is fewer than the {done} epochs {} has already run",
-                    settings.schedule.epochs,
-                    folder.path().display()
-                )));
-            }
-        }
+        let Checked {
+            spec,
+            batch,
+            resumed,
+        } = check_start(
+            settings,
+            splits,
+            origin,
+            start,
+            &folder,
+            &be.memory_limits(),
+            device,
+        )?;
 
         // From here on the folder is ours.
         folder.create()?;
         let lock = folder.lock()?;
+        folder.remove_stale_temps();
         if matches!(start, Start::New { overwrite: true }) {
             folder.clear_run()?;
         }
         let progress = Progress::new(settings.run.quiet);
         let opts = TrainerOptions {
             batch,
-            class_weight: settings.loss.class_weight,
-            label_smoothing: settings.loss.label_smoothing as f32,
-            seed: settings.run.seed,
-            augment: settings.augment.augment,
-            warp: settings.augment.warp(),
-            optimizer: OptimizerConfig {
-                kind: settings.optimizer.optimizer,
-                momentum: settings.optimizer.momentum,
-                nesterov: settings.optimizer.nesterov,
-                weight_decay: settings.optimizer.weight_decay,
-                eps: settings.optimizer.adam_eps,
-                ..OptimizerConfig::default()
-            },
-            warmup_epochs: settings.schedule.warmup,
             // A live bar shows the running loss and accuracy: one small readback a second.
             live_stats: progress.is_live().then_some(Duration::from_secs(1)),
+            ..settings.trainer_options()
         };
-        let max_eval = splits.val.len().max(splits.test.len());
         // Where training stands: fresh weights, or the checkpoint and state of a resumed run.
         let (trainer, history) = match resumed {
-            None => {
-                let plan = Plan::new(&spec, 1)?;
-                let params = plan.init_params(settings.run.seed);
-                let trainer = Trainer::new(be, spec.clone(), &params, &splits.train, &opts)?;
-                let schedule = LrSchedule::parse(&settings.schedule.lr_schedule)?;
-                let history = History {
-                    scheduler: Scheduler::new(
-                        schedule,
-                        settings.optimizer.lr,
-                        settings.schedule.epochs,
-                    ),
-                    early: EarlyStopping::new(settings.schedule.patience),
-                    records: Vec::new(),
-                    seconds_before: 0.0,
-                    last_good: Weights {
-                        params,
-                        running: plan.init_running(),
-                    },
-                    best: None,
-                };
-                (trainer, history)
-            }
-            Some(Resumed { ck, state }) => {
-                let optimizer = ck.optimizer.as_ref().expect("checked by resume_point");
-                let trainer = Trainer::resume(
-                    be,
-                    spec.clone(),
-                    &ck.params,
-                    &ck.running,
-                    &splits.train,
-                    &opts,
-                    optimizer,
-                    state.train.clone(),
-                )?;
-                let mut records = folder.read_metrics()?;
-                records.truncate(state.train.epoch);
-                let best = (state.early.best().is_some())
-                    .then(|| folder.load_best().map(|b| Weights::of(&b)))
-                    .transpose()?;
-                eprintln!(
-                    "resuming {} at epoch {} batch {}",
-                    folder.path().display(),
-                    state.train.epoch + 1,
-                    state.train.next_batch
-                );
-                let history = History {
-                    scheduler: state.scheduler,
-                    early: state.early,
-                    records,
-                    seconds_before: state.seconds,
-                    last_good: Weights::of(&ck),
-                    best,
-                };
-                (trainer, history)
-            }
+            None => fresh(be, &spec, settings, splits, &opts)?,
+            Some(r) => resume(be, &spec, &folder, splits, &opts, r)?,
         };
+        let max_eval = splits.val.len().max(splits.test.len());
         let mut run = Run {
             be,
             settings,
             splits,
+            origin,
             cancel,
             folder,
             _lock: lock,
@@ -162,12 +85,7 @@ impl<'a, 'b, B: Backend> Run<'a, 'b, B> {
             evaluator: Evaluator::new(be, &spec, &history.last_good.params, max_eval)?,
             trainer,
             val: DeviceSet::new(be, &splits.val),
-            scheduler: history.scheduler,
-            early: history.early,
-            records: history.records,
-            seconds_before: history.seconds_before,
-            last_good: history.last_good,
-            best: history.best,
+            history,
         };
         run.write_config()?;
         Ok(run)
@@ -184,6 +102,8 @@ impl<'a, 'b, B: Backend> Run<'a, 'b, B> {
             val_images: self.splits.val.len(),
             test_images: self.splits.test.len(),
             parameters: self.trainer.plan().num_params,
+            data_fingerprint: Some(data_fingerprint(self.splits)),
+            experiment: self.origin.experiment.clone(),
         };
         let mut settings = self.settings.clone();
         settings.run.out = Some(self.folder.path().to_path_buf());
@@ -235,7 +155,18 @@ fn resume_point(folder: &RunFolder) -> Result<Resumed> {
             .ok_or_else(|| bad("no training state to resume from"))?,
     )
     .map_err(|e| bad(&format!("training state: {e}")))?;
-    Ok(Resumed { ck, state })
+    let t = &state.train;
+    let finite = state.seconds.is_finite() && t.partial.iter().all(|x| x.is_finite());
+    if !finite || state.seconds < 0.0 {
+        return Err(bad(
+            "training state holds a NaN, infinite or negative number",
+        ));
+    }
+    let best = match state.early.best() {
+        Some(_) => Some(folder.load_best()?),
+        None => None,
+    };
+    Ok(Resumed { ck, state, best })
 }
 
 /// The model to train: the settings' (a preset or a model file), or on resume the
@@ -257,12 +188,173 @@ fn model_of(settings: &Settings, resumed: Option<&Checkpoint>) -> Result<ModelSp
     }
 }
 
-/// The part of a [`Run`] that differs between a fresh start and a resumed one.
-struct History {
-    scheduler: Scheduler,
-    early: EarlyStopping,
-    records: Vec<EpochRecord>,
-    seconds_before: f64,
-    last_good: Weights,
-    best: Option<Weights>,
+/// What the checks before a run found: the model, the batch, and where to resume (`None`
+/// for a new run).
+struct Checked {
+    spec: ModelSpec,
+    batch: usize,
+    resumed: Option<Resumed>,
+}
+
+/// Every check that can fail before the run folder is touched: the splits, `--out` naming
+/// a file, another run holding the folder, a run already there (new runs) or the resume
+/// point (resumed ones), the model, the batch against the device's `limits`, and what a
+/// resumed run continues from ([`check_resumed`]).
+fn check_start(
+    settings: &Settings,
+    splits: &Splits,
+    origin: &super::Origin,
+    start: Start,
+    folder: &RunFolder,
+    limits: &MemoryLimits,
+    device: &str,
+) -> Result<Checked> {
+    check_splits(settings, &splits.train, &splits.val, &splits.test)?;
+    folder.check_is_folder()?;
+    // Another run writing the folder now is the first thing to say (with its process).
+    folder.check_not_locked()?;
+    let resumed = match start {
+        Start::Resume => Some(resume_point(folder)?),
+        Start::New { overwrite } => {
+            if folder.holds_run() && !overwrite {
+                return Err(Error::Config(format!(
+                    "{dir} already holds a run; resume it with `fergpu train --resume {dir}`, \
+                     train into another --out folder, or pass --overwrite to replace it",
+                    dir = folder.path().display()
+                )));
+            }
+            None
+        }
+    };
+    let spec = model_of(settings, resumed.as_ref().map(|r| &r.ck))?;
+    let batch = settings.run.batch_size.min(splits.train.len().max(1));
+    Plan::new(&spec, 1)?.check_batch(batch, limits, device)?;
+    if let Some(r) = &resumed {
+        check_resumed(settings, splits, origin, folder, &spec, batch, r)?;
+    }
+    Ok(Checked {
+        spec,
+        batch,
+        resumed,
+    })
+}
+
+/// A resumed run continues the run its folder records: the same settings (`--epochs` may
+/// grow), data, experiment and fergpu version ([`check_reuse`]); its best checkpoint holds
+/// its model; and its position lies within the epochs and batches asked for.
+fn check_resumed(
+    settings: &Settings,
+    splits: &Splits,
+    origin: &super::Origin,
+    folder: &RunFolder,
+    spec: &ModelSpec,
+    batch: usize,
+    r: &Resumed,
+) -> Result<()> {
+    check_reuse(
+        folder,
+        settings,
+        origin,
+        Reuse::Resume,
+        "a run cannot resume on other data or settings. A fold of `fergpu cv` or a run of \
+         `fergpu sweep` is continued by running that command again (it resumes the run); \
+         otherwise start a new run with --out",
+    )?;
+    if let Some(best) = &r.best {
+        if best.spec.layers != spec.layers {
+            return Err(Error::Config(format!(
+                "{} holds model '{}', but the run trains '{}' (other layers); the folder mixes \
+                 two runs: start a new run with --out",
+                folder.best_checkpoint_path().display(),
+                best.spec.name,
+                spec.name
+            )));
+        }
+    }
+    let done = r.state.train.epoch;
+    if settings.schedule.epochs < done {
+        return Err(Error::Config(format!(
+            "--epochs {} is fewer than the {done} epochs {} has already run",
+            settings.schedule.epochs,
+            folder.path().display()
+        )));
+    }
+    let batches = splits.train.len().div_ceil(batch);
+    if r.state.train.next_batch > batches {
+        return Err(Error::BadCheckpoint {
+            path: folder.last_checkpoint_path(),
+            problem: format!(
+                "its training state stands at batch {} of an epoch of {batches} batches; the \
+                 file is damaged or belongs to other data",
+                r.state.train.next_batch
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// A new run's trainer, on freshly initialised weights, and its empty history.
+fn fresh<'b, B: Backend>(
+    be: &'b B,
+    spec: &ModelSpec,
+    settings: &Settings,
+    splits: &Splits,
+    opts: &TrainerOptions,
+) -> Result<(Trainer<'b, B>, History)> {
+    let plan = Plan::new(spec, 1)?;
+    let params = plan.init_params(settings.run.seed);
+    let trainer = Trainer::new(be, spec.clone(), &params, &splits.train, opts)?;
+    let schedule = LrSchedule::parse(&settings.schedule.lr_schedule)?;
+    let history = History {
+        scheduler: Scheduler::new(schedule, settings.optimizer.lr, settings.schedule.epochs),
+        early: EarlyStopping::new(settings.schedule.patience),
+        records: Vec::new(),
+        seconds_before: 0.0,
+        last_good: Weights {
+            params,
+            running: plan.init_running(),
+        },
+        best: None,
+    };
+    Ok((trainer, history))
+}
+
+/// A resumed run's trainer, from the folder's last checkpoint, and the history it had.
+fn resume<'b, B: Backend>(
+    be: &'b B,
+    spec: &ModelSpec,
+    folder: &RunFolder,
+    splits: &Splits,
+    opts: &TrainerOptions,
+    Resumed { ck, state, best }: Resumed,
+) -> Result<(Trainer<'b, B>, History)> {
+    let optimizer = ck.optimizer.as_ref().expect("checked by resume_point");
+    let trainer = Trainer::resume(
+        be,
+        spec.clone(),
+        &ck.params,
+        &ck.running,
+        &splits.train,
+        opts,
+        optimizer,
+        state.train.clone(),
+    )?;
+    let mut records = folder.read_metrics()?;
+    records.truncate(state.train.epoch);
+    let best = best.as_ref().map(Weights::of);
+    eprintln!(
+        "resuming {} at epoch {} batch {}",
+        folder.path().display(),
+        state.train.epoch + 1,
+        state.train.next_batch
+    );
+    let history = History {
+        scheduler: state.scheduler,
+        early: state.early,
+        records,
+        seconds_before: state.seconds,
+        last_good: Weights::of(&ck),
+        best,
+    };
+    Ok((trainer, history))
 }
