@@ -571,7 +571,7 @@ fn a_trainer_warms_up_per_step_over_the_scheduled_rate() {
     let opts = TrainerOptions {
         batch: 16,
         warmup_epochs: 2,
-        ..TrainerOptions::default()
+        ..fergpu::settings::Settings::default().trainer_options()
     };
     let mut tr = Trainer::new(&be, spec, &params, &ds, &opts).unwrap();
     let s = tr.batches_per_epoch();

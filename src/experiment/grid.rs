@@ -136,9 +136,12 @@ impl RunSpec {
     }
 }
 
+/// The most runs one sweep file may ask for (grid and explicit runs together).
+pub const MAX_RUNS: usize = 10_000;
+
 /// Reads and expands a sweep file (see the module docs for the format and order).
 pub fn load_grid(path: &Path) -> Result<Vec<RunSpec>> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let text = crate::files::read_text(path)?;
     parse_grid(&text, &path.display().to_string())
 }
 
@@ -185,11 +188,34 @@ pub fn parse_grid(text: &str, source: &str) -> Result<Vec<RunSpec>> {
         }
     }
     for (key, _) in &grid {
-        if let Some((_, _, span)) = fixed.iter().find(|(k, _, _)| k == key) {
-            return Err(ctx.err(span.clone(), key, "set in both [grid] and [fixed]"));
+        if let Some((k, _, span)) = fixed.iter().find(|(k, _, _)| same_setting(k, key)) {
+            let problem = if k == key {
+                "set in both [grid] and [fixed]".to_string()
+            } else {
+                format!("set in [fixed], and in [grid] as '{key}' (one setting, two spellings)")
+            };
+            return Err(ctx.err(span.clone(), k, &problem));
         }
     }
+    let runs = grid
+        .iter()
+        .try_fold(1usize, |n, (_, values)| n.checked_mul(values.len()))
+        .filter(|&n| n <= MAX_RUNS);
+    if runs.is_none() && !grid.is_empty() {
+        let sizes: Vec<String> = grid.iter().map(|(_, v)| v.len().to_string()).collect();
+        return Err(Error::Config(format!(
+            "{source}: [grid] asks for {} runs, over the {MAX_RUNS} a sweep may have; list \
+             fewer values",
+            sizes.join(" × ")
+        )));
+    }
     let mut drafts = expand(&grid);
+    if drafts.len() + explicit.len() > MAX_RUNS {
+        return Err(Error::Config(format!(
+            "{source}: {} runs, over the {MAX_RUNS} a sweep may have",
+            drafts.len() + explicit.len()
+        )));
+    }
     for settings in explicit {
         drafts.push(ctx.explicit_run(settings)?);
     }
@@ -203,8 +229,10 @@ pub fn parse_grid(text: &str, source: &str) -> Result<Vec<RunSpec>> {
         .into_iter()
         .zip(names)
         .map(|(draft, name)| {
+            // A run's own setting overrides [fixed]'s, whichever spelling each uses.
             let mut settings: BTreeMap<String, SettingValue> = fixed
                 .iter()
+                .filter(|(k, _, _)| !draft.settings.iter().any(|(d, _)| same_setting(d, k)))
                 .map(|(k, v, _)| (k.clone(), v.clone()))
                 .collect();
             settings.extend(draft.settings);
@@ -236,20 +264,47 @@ struct Ctx<'a> {
 
 impl Ctx<'_> {
     fn err(&self, span: Range<usize>, what: &str, problem: &str) -> Error {
-        let line = self.text[..span.start.min(self.text.len())]
-            .matches('\n')
-            .count()
-            + 1;
+        let line = self.line(span.start);
         Error::Config(format!("{}:{line}: {what}: {problem}", self.source))
+    }
+
+    /// An error when `name` (at `span`) is a setting already among `seen` under another
+    /// spelling (`lr` and `optimizer.lr`); otherwise adds it.
+    fn once(
+        &self,
+        seen: &mut Vec<(String, Range<usize>)>,
+        name: &str,
+        span: Range<usize>,
+        what: &str,
+    ) -> Result<()> {
+        if let Some((first, at)) = seen.iter().find(|(k, _)| same_setting(k, name)) {
+            let line = self.line(at.start);
+            return Err(self.err(
+                span,
+                what,
+                &format!(
+                    "the same setting as '{first}' (line {line}); write it once, in one spelling"
+                ),
+            ));
+        }
+        seen.push((name.to_string(), span));
+        Ok(())
+    }
+
+    /// The 1-based line of byte `at`.
+    fn line(&self, at: usize) -> usize {
+        self.text[..at.min(self.text.len())].matches('\n').count() + 1
     }
 
     /// `[grid]`: each setting with its list of values, in file order.
     fn grid(&self, table: &DeTable<'_>) -> Result<Vec<(String, Vec<SettingValue>)>> {
         let mut out = Vec::new();
+        let mut seen = Vec::new();
         for (key, value) in in_file_order(table) {
             let name = key.get_ref().as_ref();
             let what = format!("[grid] {name}");
             let kind = self.kind(name, key.span(), &what, false)?;
+            self.once(&mut seen, name, key.span(), &what)?;
             let items: Vec<&Spanned<DeValue<'_>>> = match value.get_ref() {
                 DeValue::Array(a) => a.iter().collect(),
                 _ => vec![value],
@@ -273,10 +328,14 @@ impl Ctx<'_> {
     /// A table of single settings (`[fixed]` or one `[[run]]`), in file order.
     fn settings(&self, table: &DeTable<'_>, what: &str, allow_name: bool) -> Result<Vec<Setting>> {
         let mut out = Vec::new();
+        let mut seen = Vec::new();
         for (key, value) in in_file_order(table) {
             let name = key.get_ref().as_ref();
             let what = format!("{what} {name}");
             let kind = self.kind(name, key.span(), &what, allow_name)?;
+            if let Kind::Setting = kind {
+                self.once(&mut seen, name, key.span(), &what)?;
+            }
             if let DeValue::Array(_) = value.get_ref() {
                 return Err(self.err(
                     value.span(),
@@ -358,8 +417,9 @@ impl Ctx<'_> {
                         key_span,
                         "[[run]] name",
                         &format!(
-                            "'{name}' is not a safe folder name; use letters, digits, \
-                             '.', '-' and '_' (not first '.')"
+                            "'{}' is not a safe folder name; use at most {MAX_NAME} letters, \
+                             digits, '.', '-' and '_' (not first '.')",
+                            crate::report::printable(&name)
                         ),
                     ));
                 }
@@ -489,11 +549,27 @@ fn derived_name<'a>(settings: impl Iterator<Item = (&'a str, &'a SettingValue)>)
             format!("{k}-{value}")
         })
         .collect();
-    if parts.is_empty() {
+    let name = if parts.is_empty() {
         "run".to_string()
     } else {
         parts.join("_")
+    };
+    shortened(name)
+}
+
+/// The most characters of a run's name (its folder's name; file systems allow 255 bytes).
+pub const MAX_NAME: usize = 100;
+
+/// `name` as it is when it is at most [`MAX_NAME`] characters (all ASCII here); else its
+/// first characters and a hash of the whole, so that long names stay apart.
+fn shortened(name: String) -> String {
+    if name.len() <= MAX_NAME {
+        return name;
     }
+    let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
+    format!("{}-{:016x}", &name[..MAX_NAME - 17], hash)
 }
 
 /// A value as short as it reads: `1e-3` rather than `0.001`.
@@ -512,8 +588,14 @@ fn name_fragment(v: &SettingValue) -> String {
     }
 }
 
+/// Whether two keys name one setting (`lr` and `optimizer.lr`); unknown keys never do.
+fn same_setting(a: &str, b: &str) -> bool {
+    a == b || matches!((Settings::key(a), Settings::key(b)), (Ok(x), Ok(y)) if x == y)
+}
+
 fn is_safe_name(name: &str) -> bool {
     !name.is_empty()
+        && name.len() <= MAX_NAME
         && !name.starts_with('.')
         && name
             .chars()

@@ -4,14 +4,18 @@
 //! - [`folds`]: [`kfold`], [`stratified_kfold`], [`cv_summary`];
 //! - [`grid`]: sweep files → [`RunSpec`]s ([`load_grid`], [`parse_grid`]);
 //! - [`results`]: [`RunResult`] rows as CSV and a sortable HTML table;
-//! - [`runner`]: `fergpu cv` and `fergpu sweep`, one run folder per fold or configuration.
+//! - [`runner`]: `fergpu cv` and `fergpu sweep`, one run folder per fold or configuration;
+//! - [`plan`], [`tasks`]: the same experiments as a plan of numbered tasks that a scheduler
+//!   (Slurm job arrays, Kubernetes indexed Jobs) runs one by one, and their collection.
 //!
 //! Nothing below this module imports it.
 
 pub mod folds;
 pub mod grid;
+pub mod plan;
 pub mod results;
 pub mod runner;
+pub mod tasks;
 
 pub use folds::{cv_summary, kfold, stratified_kfold, Fold};
 pub use grid::{load_grid, parse_grid, RunSpec, SettingValue};

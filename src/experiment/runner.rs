@@ -2,7 +2,7 @@
 //! sweep configuration (`fergpu sweep`), each into its own run folder, with the tables that
 //! compare them.
 
-use super::folds::{cv_summary, kfold, stratified_kfold};
+use super::folds::{cv_summary, kfold, stratified_kfold, Fold};
 use super::grid::RunSpec;
 use super::results::{results_csv, results_html, RunResult};
 use crate::cancel::Cancel;
@@ -10,14 +10,15 @@ use crate::data::{Dataset, Usage};
 use crate::error::{Error, Result};
 use crate::metrics::Confusion;
 use crate::report::{self, escape_html, Summary};
-use crate::run::{train_on, ExperimentFolder, RunFolder, Start};
+use crate::run::origin::{check_reuse, Reuse};
+use crate::run::{train_part, ExperimentFolder, ExperimentPart, Origin, RunFolder, Start};
 use crate::settings::{Settings, Splits};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Mutex;
 
 /// How `fergpu cv` splits the data.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct CvConfig {
     /// Number of folds (≥ 2).
     pub folds: usize,
@@ -28,9 +29,38 @@ pub struct CvConfig {
     /// Rows that take part (default Training + PrivateTest).
     pub rows: Vec<Usage>,
     /// Split used for validation (checkpoint choice, early stopping) in every fold; kept out
-    /// of the folds. Default PublicTest. When it is one of `rows` or has no rows, each fold's
-    /// held-out part is used for validation too.
+    /// of the folds. Default PublicTest. When it is one of `rows`, each fold's held-out part
+    /// is used for validation too; a split without rows is an error.
     pub val: Vec<Usage>,
+}
+
+impl CvConfig {
+    /// The plan in words, as each fold's `config.json` records it: `3 folds, contiguous,
+    /// rows Training,PrivateTest, validation PublicTest`.
+    pub fn plan(&self) -> String {
+        let names = |u: &[Usage]| u.iter().map(|u| u.name()).collect::<Vec<_>>().join(",");
+        let order = match self.shuffle {
+            Some(seed) => format!("shuffled with seed {seed}"),
+            None => "contiguous".to_string(),
+        };
+        let val = if self.validates_on_folds() {
+            "validation on each held-out fold".to_string()
+        } else {
+            format!("validation {}", names(&self.val))
+        };
+        format!(
+            "{} folds, {order}{}, rows {}, {val}",
+            self.folds,
+            if self.stratified { ", stratified" } else { "" },
+            names(&self.rows)
+        )
+    }
+
+    /// True when the validation split is among the rows folded: each fold then validates on
+    /// its held-out part.
+    fn validates_on_folds(&self) -> bool {
+        self.val.iter().any(|u| self.rows.contains(u))
+    }
 }
 
 /// One fold's result.
@@ -56,38 +86,20 @@ pub fn cross_validate(
     folder: &ExperimentFolder,
     cancel: &Cancel,
 ) -> Result<Vec<FoldResult>> {
-    let rows = all.rows_of(&cv.rows);
-    let data = all.subset(&rows);
-    let folds = if cv.stratified {
-        stratified_kfold(&data.labels, cv.folds, cv.shuffle)?
-    } else {
-        kfold(data.len(), cv.folds, cv.shuffle)?
-    };
-    let fixed_val = if cv.val.iter().any(|u| cv.rows.contains(u)) {
-        None
-    } else {
-        Some(all.split(&cv.val)).filter(|v| !v.is_empty())
-    };
-    folder.create()?;
+    let jobs = CvJobs::new(base, cv, all, folder)?;
+    folder.claim("cv", &cv.plan())?;
     let mut results = Vec::new();
-    for (i, fold) in folds.iter().enumerate() {
-        let test = data.subset(&fold.test);
-        let splits = Splits {
-            train: data.subset(&fold.train),
-            val: fixed_val.clone().unwrap_or_else(|| test.clone()),
-            test,
-        };
-        let mut cfg = base.clone();
-        let run = folder.fold(i + 1);
-        cfg.run.out = Some(run.path().to_path_buf());
+    for i in 0..jobs.len() {
+        let job = jobs.job(i);
         eprintln!(
             "fold {}/{}: training on {} rows, testing on {}",
             i + 1,
-            folds.len(),
-            splits.train.len(),
-            splits.test.len()
+            jobs.len(),
+            job.splits.train.len(),
+            job.splits.test.len()
         );
-        let Some(summary) = run_or_resume(&cfg, &run, &splits, cancel)? else {
+        let run = folder.fold(i + 1);
+        let Some(summary) = run_or_resume(&job.cfg, &run, &job.splits, job.part, cancel)? else {
             break;
         };
         eprintln!(
@@ -98,8 +110,8 @@ pub fn cross_validate(
         );
         results.push(FoldResult {
             fold: i + 1,
-            train_rows: splits.train.len(),
-            test_rows: splits.test.len(),
+            train_rows: job.splits.train.len(),
+            test_rows: job.splits.test.len(),
             summary,
         });
     }
@@ -109,25 +121,144 @@ pub fn cross_validate(
     Ok(results)
 }
 
-/// Trains `cfg` on `splits` into `run` unless it already holds a finished run; resumes a
-/// run left with a checkpoint, and starts over one that never saved one (the experiment owns
-/// its folders). `None` when `cancel` stopped it.
-fn run_or_resume(
+/// One fold's run, ready to train: its settings (its folder, and the splits its
+/// `config.json` names), its splits, and what part of the experiment it is.
+pub struct FoldJob {
+    /// The fold's settings.
+    pub cfg: Settings,
+    /// Training (the other folds), validation and test (the held-out fold) images.
+    pub splits: Splits,
+    /// `fold k` of this cross-validation.
+    pub part: ExperimentPart,
+}
+
+/// The folds of a cross-validation, computed once from the data and the folding; each
+/// fold's [`FoldJob`] is made when asked for (the local `cv` and each `--task` alike).
+pub struct CvJobs<'a> {
+    base: &'a Settings,
+    cv: &'a CvConfig,
+    folder: &'a ExperimentFolder,
+    /// The rows that take part, in order.
+    data: Dataset,
+    folds: Vec<Fold>,
+    /// The validation split kept out of the folds (`None`: each held-out fold validates).
+    fixed_val: Option<Dataset>,
+}
+
+impl<'a> CvJobs<'a> {
+    /// Folds `all` as `cv` says; a `--cv-val` split without rows is an error.
+    pub fn new(
+        base: &'a Settings,
+        cv: &'a CvConfig,
+        all: &Dataset,
+        folder: &'a ExperimentFolder,
+    ) -> Result<CvJobs<'a>> {
+        let rows = all.rows_of(&cv.rows);
+        let data = all.subset(&rows);
+        let folds = if cv.stratified {
+            stratified_kfold(&data.labels, cv.folds, cv.shuffle)?
+        } else {
+            kfold(data.len(), cv.folds, cv.shuffle)?
+        };
+        let fixed_val = if cv.validates_on_folds() {
+            None
+        } else {
+            let val = all.split(&cv.val);
+            if val.is_empty() {
+                let names: Vec<&str> = cv.val.iter().map(|u| u.name()).collect();
+                return Err(Error::Config(format!(
+                    "--cv-val {}: the data has no rows of it to validate on; choose a split it \
+                     has with --cv-val (one of --rows validates each fold on its held-out part)",
+                    names.join(",")
+                )));
+            }
+            Some(val)
+        };
+        Ok(CvJobs {
+            base,
+            cv,
+            folder,
+            data,
+            folds,
+            fixed_val,
+        })
+    }
+
+    /// Number of folds.
+    pub fn len(&self) -> usize {
+        self.folds.len()
+    }
+
+    /// Whether there are no folds (never: at least two are required).
+    pub fn is_empty(&self) -> bool {
+        self.folds.is_empty()
+    }
+
+    /// Fold `i` (0-based) as a run.
+    pub fn job(&self, i: usize) -> FoldJob {
+        let fold = &self.folds[i];
+        let test = self.data.subset(&fold.test);
+        let splits = Splits {
+            train: self.data.subset(&fold.train),
+            val: self.fixed_val.clone().unwrap_or_else(|| test.clone()),
+            test,
+        };
+        let (cv, mut cfg) = (self.cv, self.base.clone());
+        cfg.run.out = Some(self.folder.fold(i + 1).path().to_path_buf());
+        // What the fold's config.json says its splits come from.
+        cfg.data.train_split = cv.rows.clone();
+        cfg.data.test_split = cv.rows.clone();
+        cfg.data.val_split = if self.fixed_val.is_some() {
+            cv.val.clone()
+        } else {
+            cv.rows.clone()
+        };
+        let part = ExperimentPart {
+            kind: "cv".into(),
+            plan: cv.plan(),
+            part: format!("fold {}", i + 1),
+        };
+        FoldJob { cfg, splits, part }
+    }
+}
+
+/// Trains `cfg` on `splits` into `run`, as `part` of the experiment, unless it already
+/// holds that run finished; resumes it when it was stopped, and starts over a run that
+/// never saved a checkpoint (the experiment owns its folders). A run there made with other
+/// settings, data or plan is an error listing the differences ([`check_reuse`]), never
+/// reused. `None` when `cancel` stopped it.
+pub(super) fn run_or_resume(
     cfg: &Settings,
     run: &RunFolder,
     splits: &Splits,
+    part: ExperimentPart,
     cancel: &Cancel,
 ) -> Result<Option<Summary>> {
-    if run.is_finished() {
+    let origin = Origin::new(splits, Some(part.clone()));
+    let recorded = run.config_path().exists();
+    if recorded && (run.is_finished() || run.can_resume()) {
+        let hint = format!(
+            "it is not reused. Run the {} with the settings it was started with, or into \
+             another --out folder (or remove {} to train it again)",
+            if part.kind == "cv" {
+                "cross-validation"
+            } else {
+                "sweep"
+            },
+            run.path().display()
+        );
+        check_reuse(run, cfg, &origin, Reuse::Experiment, &hint)?;
+    }
+    if recorded && run.is_finished() {
         eprintln!("{}: already finished, skipped", run.path().display());
         return run.read_summary().map(Some);
     }
-    let start = if run.can_resume() {
+    let start = if recorded && run.can_resume() {
         Start::Resume
     } else {
         Start::New { overwrite: true }
     };
-    let outcome = train_on(cfg, splits, start, cancel)?;
+    let outcome = train_part(cfg, splits, Some(part), start, cancel)?;
     Ok(outcome.summary.filter(|_| !outcome.interrupted))
 }
 
@@ -242,7 +373,7 @@ pub fn sweep(
     adapters: &[String],
     cancel: &Cancel,
 ) -> Result<Vec<RunResult>> {
-    folder.create()?;
+    folder.claim("sweep", "")?;
     let configs: Vec<Settings> = specs
         .iter()
         .map(|s| apply_settings(base, s, folder))
@@ -270,7 +401,12 @@ pub fn sweep(
                 cfg.device.adapter = lane.clone();
                 eprintln!("sweep run {}/{}: {}", i + 1, configs.len(), specs[i].name);
                 let run = folder.run(&specs[i].name);
-                let r = run_or_resume(&cfg, &run, splits, cancel);
+                let part = ExperimentPart {
+                    kind: "sweep".into(),
+                    plan: String::new(),
+                    part: specs[i].name.clone(),
+                };
+                let r = run_or_resume(&cfg, &run, splits, part, cancel);
                 let failed = r.is_err();
                 done.lock().unwrap().insert(i, r);
                 if failed {
@@ -282,18 +418,32 @@ pub fn sweep(
     let mut results = Vec::new();
     for (i, r) in done.into_inner().unwrap() {
         if let Some(summary) = r? {
-            results.push(RunResult {
-                name: specs[i].name.clone(),
-                settings: specs[i].settings.clone(),
-                test_acc: summary.test_accuracy,
-                macro_f1: summary.macro_f1,
-                best_epoch: summary.best_epoch,
-                seconds: summary.wall_seconds,
-                confusion: summary.confusion,
-            });
+            results.push(run_result(&specs[i], summary));
         }
     }
-    let title = format!("Sweep: {} of {} runs", results.len(), specs.len());
-    folder.write_results(&results_csv(&results), &results_html(&title, &results))?;
+    write_sweep_tables(folder, &results, specs.len())?;
     Ok(results)
+}
+
+/// A sweep run's row of the results table.
+pub fn run_result(spec: &RunSpec, summary: Summary) -> RunResult {
+    RunResult {
+        name: spec.name.clone(),
+        settings: spec.settings.clone(),
+        test_acc: summary.test_accuracy,
+        macro_f1: summary.macro_f1,
+        best_epoch: summary.best_epoch,
+        seconds: summary.wall_seconds,
+        confusion: summary.confusion,
+    }
+}
+
+/// `results.csv` and `results.html` of `results`, `of` runs planned.
+pub fn write_sweep_tables(
+    folder: &ExperimentFolder,
+    results: &[RunResult],
+    of: usize,
+) -> Result<()> {
+    let title = format!("Sweep: {} of {of} runs", results.len());
+    folder.write_results(&results_csv(results), &results_html(&title, results))
 }
