@@ -14,7 +14,7 @@ use anyhow::{bail, Context as _};
 use fergpu::backend::cpu::CpuBackend;
 use fergpu::backend::gpu::adapter::AdapterRequest;
 use fergpu::backend::gpu::GpuBackend;
-use fergpu::backend::{stats, Activation, Backend, OptimizerConfig};
+use fergpu::backend::{stats, Activation, Backend};
 use fergpu::data::csv::{load, LoadOptions};
 use fergpu::data::{Dataset, Usage};
 use fergpu::model::network::{Mode, Network, Optimizer};
@@ -85,7 +85,11 @@ fn train<B: Backend>(
     a: &Args,
 ) -> Curve {
     let mut net = Network::new(be, plan.clone(), params);
-    let mut opt = Optimizer::new(be, plan, OptimizerConfig::default());
+    let mut opt = Optimizer::new(
+        be,
+        plan,
+        fergpu::settings::Settings::default().optimizer.config(),
+    );
     let images = be.upload_images(&ds.pixels, &ds.labels);
     let order_buf = be.upload_indices(order); // (steps·batch) row indices
     let ones = be.upload(&[1.0; NUM_CLASSES]); // (7) class weights

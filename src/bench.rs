@@ -79,7 +79,7 @@ fn model_rows<B: Backend>(
     let params = Plan::new(spec, 1)?.init_params(1);
     let opts = TrainerOptions {
         batch,
-        ..TrainerOptions::default()
+        ..crate::settings::Settings::default().trainer_options()
     };
     let mut tr = Trainer::new(be, spec.clone(), &params, &ds, &opts)?;
     let mut step = 0;
@@ -93,9 +93,9 @@ fn model_rows<B: Backend>(
     let set = DeviceSet::new(be, &ds);
     let mut ev = Evaluator::with_batch(be, spec, &params, batch)?;
     ev.load_params(tr.params_tensor(), tr.running_tensor());
-    ev.evaluate(&set, false);
+    ev.evaluate(&set, false)?;
     let t1 = Instant::now();
-    ev.evaluate(&set, false);
+    ev.evaluate(&set, false)?;
     let eval_secs = t1.elapsed().as_secs_f64();
     let name = format!("{} b{batch}", spec.name);
     Ok(vec![

@@ -12,7 +12,14 @@
 //! One row per dispatch of a step (the mean over the timed steps): kernel, layer (the plan
 //! op it ran for), shape, variant, µs, GFLOP/s and GB/s of its ideal traffic, share of the
 //! step's GPU time.
+//!
+//! On the CPU backend ([`run_cpu`]) the same phases run, phase 3 with the backend recording
+//! each op (timed on the host around its call; ops run one after another), and the rows are
+//! the same: the op, its layer and shape, the algorithm in the variant column (`winograd
+//! F(4x4,3x3)`, `im2col+gemm`, `gemm`, `-`), and GFLOP/s of the direct algorithm's
+//! operations, so algorithms compare on one scale.
 
+use crate::backend::cpu::{CpuBackend, OpRecord};
 use crate::backend::gpu::autotune::Source;
 use crate::backend::gpu::kernels::Kernel;
 use crate::backend::gpu::timing::{TimedDispatch, Timer};
@@ -104,6 +111,29 @@ pub struct Profile {
     pub host: HostRow,
     /// Whether kernels were autotuned, and notes.
     pub autotune: String,
+    /// Whether the rows are the CPU backend's ops (host-timed) rather than GPU dispatches.
+    pub on_cpu: bool,
+}
+
+/// The model `cfg` names, its plan at `cfg.batch` (checked against `be`'s memory) and a
+/// trainer on `steps + 1` batches of generated faces: phases 1 and 2 take them all, phase 3
+/// as many again (its own epoch).
+fn trainer<'a, B: Backend>(
+    be: &'a B,
+    cfg: &ProfileConfig,
+) -> Result<(ModelSpec, Plan, Trainer<'a, B>)> {
+    let steps = cfg.steps.max(1);
+    let spec = ModelSpec::resolve(&cfg.model, Activation::Relu, Activation::Selu)?;
+    let plan = Plan::new(&spec, cfg.batch)?;
+    plan.check_batch(cfg.batch, &be.memory_limits(), &be.name())?;
+    let params = Plan::new(&spec, 1)?.init_params(1);
+    let ds = synth::generate(cfg.batch * (steps + 1), 7);
+    let opts = TrainerOptions {
+        batch: cfg.batch,
+        ..crate::settings::Settings::default().trainer_options()
+    };
+    let tr = Trainer::new(be, spec.clone(), &params, &ds, &opts)?;
+    Ok((spec, plan, tr))
 }
 
 /// Profiles training `cfg.model` at `cfg.batch` on `be`.
@@ -127,17 +157,7 @@ pub fn run(be: &GpuBackend, cfg: &ProfileConfig) -> Result<Profile> {
         }
     };
     let steps = cfg.steps.max(1);
-    let spec = ModelSpec::resolve(&cfg.model, Activation::Relu, Activation::Selu)?;
-    let plan = Plan::new(&spec, cfg.batch)?;
-    plan.check_batch(cfg.batch, &be.memory_limits(), &be.name())?;
-    let params = Plan::new(&spec, 1)?.init_params(1);
-    // Phase 1 and 2 take steps + 1 batches, phase 3 as many (its own epoch).
-    let ds = synth::generate(cfg.batch * (steps + 1), 7);
-    let opts = TrainerOptions {
-        batch: cfg.batch,
-        ..TrainerOptions::default()
-    };
-    let mut tr = Trainer::new(be, spec.clone(), &params, &ds, &opts)?;
+    let (spec, plan, mut tr) = trainer(be, cfg)?;
     let lr = 1e-4;
 
     // Phases 1 and 2: a warm-up step, then `steps` steps timed end to end.
@@ -252,7 +272,7 @@ fn summarize(plan: &Plan, steps: &[Vec<TimedDispatch>], timer: Timer) -> Profile
                     None => "-".to_string(),
                 },
                 shape: work.shape,
-                variant: match (r.tiles, is_gemm(r.kernel)) {
+                variant: match (r.tiles, Kernel::has_variants(r.kernel)) {
                     (Some(c), _) => format!("tiled {c}"),
                     (None, true) => "register".to_string(),
                     (None, false) => "-".to_string(),
@@ -298,20 +318,8 @@ fn summarize(plan: &Plan, steps: &[Vec<TimedDispatch>], timer: Timer) -> Profile
         images_per_s: 0.0,
         host: HostRow::default(),
         autotune: String::new(),
+        on_cpu: false,
     }
-}
-
-/// Whether `k` is one of the GEMM-shaped kernels (which have variants).
-fn is_gemm(k: Kernel) -> bool {
-    matches!(
-        k,
-        Kernel::Conv2dForward
-            | Kernel::Conv2dBackwardInput
-            | Kernel::Conv2dBackwardWeight
-            | Kernel::DenseForward
-            | Kernel::DenseBackwardInput
-            | Kernel::DenseBackwardWeight
-    ) || k.is_tiled()
 }
 
 /// The profile as a table.
@@ -331,8 +339,13 @@ pub fn table(p: &Profile) -> String {
             r.index, r.kernel, r.layer, r.shape, r.variant, r.micros, gf, r.gbs, r.share
         ));
     }
+    let (device, rows) = if p.on_cpu {
+        ("CPU", "ops")
+    } else {
+        ("GPU", "dispatches")
+    };
     s.push_str(&format!(
-        "GPU per step: {:.1} µs in dispatches",
+        "{device} per step: {:.1} µs in {rows}",
         p.gpu_busy_us
     ));
     if let Some(span) = p.gpu_span_us {
@@ -342,9 +355,114 @@ pub fn table(p: &Profile) -> String {
         s.push_str(&format!(", idle {gap:.1} µs between steps"));
     }
     s.push_str(&format!(
-        "\nstep end to end: {:.1} µs ({:.1} images/s)\nhost per step: encode {:.1} µs, \
-         submit {:.1} µs, waiting for the device {:.1} µs\n",
-        p.step_us, p.images_per_s, p.host.encode_us, p.host.submit_us, p.host.throttled_us
+        "\nstep end to end: {:.1} µs ({:.1} images/s)\n",
+        p.step_us, p.images_per_s
     ));
+    // A GPU's queue: what the host spent recording and submitting (none on the CPU).
+    if !p.on_cpu {
+        s.push_str(&format!(
+            "host per step: encode {:.1} µs, submit {:.1} µs, waiting for the device {:.1} µs\n",
+            p.host.encode_us, p.host.submit_us, p.host.throttled_us
+        ));
+    }
     s
+}
+
+/// Profiles training `cfg.model` at `cfg.batch` on the CPU backend `be`: the phases of
+/// [`run`], phase 3 with every op recorded ([`CpuBackend::start_recording`]). The
+/// dispatch-timing fields describe the ops (`gpu_busy_us` is their time summed); the host
+/// and idle fields, which describe a GPU's queue, are empty.
+pub fn run_cpu(be: &CpuBackend, cfg: &ProfileConfig) -> Result<Profile> {
+    let steps = cfg.steps.max(1);
+    let (spec, plan, mut tr) = trainer(be, cfg)?;
+    let lr = 1e-4;
+    let mut done = 0;
+    let mut t0 = Instant::now();
+    tr.run_epoch(lr, &mut |_| {
+        done += 1;
+        if done == 1 {
+            t0 = Instant::now();
+        }
+        true
+    });
+    let step_secs = t0.elapsed().as_secs_f64() / steps as f64;
+    be.start_recording();
+    tr.run_epoch(lr, &mut |_| true);
+    let steps_rec = split_cpu_steps(be.finish_recording());
+    let rows = cpu_rows(&plan, &steps_rec);
+    let busy = rows.iter().map(|r| r.micros).sum();
+    Ok(Profile {
+        device: be.name(),
+        model: spec.name,
+        batch: cfg.batch,
+        steps: steps_rec.len(),
+        timer: Timer::Wall,
+        timer_note: "host wall clock around each op of the CPU backend (ops run one after \
+                     another: their times add up to the step)"
+            .to_string(),
+        rows,
+        gpu_busy_us: busy,
+        gpu_span_us: None,
+        idle_gap_us: None,
+        step_us: step_secs * 1e6,
+        images_per_s: cfg.batch as f64 / step_secs,
+        host: HostRow::default(),
+        autotune: format!("none on the CPU; products on {}", be.isa().name()),
+        on_cpu: true,
+    })
+}
+
+/// The recorded ops cut into steps (each starts with its batch's gather), keeping the steps
+/// shaped like the first (a smaller last batch differs).
+fn split_cpu_steps(records: Vec<OpRecord>) -> Vec<Vec<OpRecord>> {
+    let mut steps: Vec<Vec<OpRecord>> = Vec::new();
+    for r in records {
+        if r.op.starts_with("gather_batch") || steps.is_empty() {
+            steps.push(Vec::new());
+        }
+        steps.last_mut().expect("pushed").push(r);
+    }
+    let first: Vec<(&str, String)> = steps
+        .first()
+        .map(|s| s.iter().map(|r| (r.op, r.shape.clone())).collect())
+        .unwrap_or_default();
+    steps.retain(|s| {
+        s.len() == first.len()
+            && s.iter()
+                .zip(&first)
+                .all(|(r, (op, sh))| r.op == *op && r.shape == *sh)
+    });
+    steps
+}
+
+/// One row per op of a step, the mean over `steps`.
+fn cpu_rows(plan: &Plan, steps: &[Vec<OpRecord>]) -> Vec<ProfileRow> {
+    let n = steps.len().max(1) as f64;
+    let first = steps.first().cloned().unwrap_or_default();
+    let mean_us: Vec<f64> = (0..first.len())
+        .map(|j| steps.iter().map(|s| s[j].nanos as f64 / 1e3).sum::<f64>() / n)
+        .collect();
+    let busy: f64 = mean_us.iter().sum();
+    first
+        .iter()
+        .zip(&mean_us)
+        .enumerate()
+        .map(|(i, (r, &us))| {
+            let secs = us * 1e-6;
+            ProfileRow {
+                index: i + 1,
+                kernel: r.op.to_string(),
+                layer: match r.layer.and_then(|o| plan.ops.get(o).map(|op| (o, op))) {
+                    Some((o, op)) => format!("{o} {}", op.describe()),
+                    None => "-".to_string(),
+                },
+                shape: r.shape.clone(),
+                variant: r.algorithm.clone(),
+                micros: us,
+                gflops: r.flop.map(|f| f / secs / 1e9),
+                gbs: r.bytes / secs / 1e9,
+                share: 100.0 * us / busy,
+            }
+        })
+        .collect()
 }

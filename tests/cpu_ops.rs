@@ -1141,7 +1141,7 @@ fn optimizer_step_matches_pytorch() {
             nesterov: case["nesterov"].as_bool().unwrap(),
             weight_decay: case["weight_decay"].as_f64().unwrap(),
             eps: case["eps"].as_f64().unwrap(),
-            ..OptimizerConfig::default()
+            ..fergpu::settings::Settings::default().optimizer.config()
         };
         let mut params = floats(&case["p0"]);
         let decay = floats(&case["decay"]);
@@ -1173,18 +1173,18 @@ fn optimizer_step_matches_the_formulas_written_out() {
     let n = 20_000;
     let sgd = OptimizerConfig {
         kind: OptimizerKind::Sgd,
-        ..OptimizerConfig::default()
+        ..fergpu::settings::Settings::default().optimizer.config()
     };
     let configs = [
-        OptimizerConfig::default(),
+        fergpu::settings::Settings::default().optimizer.config(),
         OptimizerConfig {
             weight_decay: 0.05,
-            ..OptimizerConfig::default()
+            ..fergpu::settings::Settings::default().optimizer.config()
         },
         OptimizerConfig {
             kind: OptimizerKind::Adamw,
             weight_decay: 0.05,
-            ..OptimizerConfig::default()
+            ..fergpu::settings::Settings::default().optimizer.config()
         },
         sgd,
         OptimizerConfig {

@@ -3,6 +3,9 @@
 //! timestamps and with the wall-clock fallback; for the seed CNN, the MLP with autotuning
 //! (cache in a scratch folder) and the batch-normalised `compact` preset.
 //!
+//! The CPU backend's profile (`--adapter cpu`): the same rows, host-timed, with each
+//! convolution's algorithm.
+//!
 //! With no software adapter the tests print a note and pass, unless `CI` or
 //! `FERGPU_REQUIRE_GPU=1` is set, where they fail.
 
@@ -45,9 +48,9 @@ fn kernels(p: &Value) -> Vec<&str> {
         .collect()
 }
 
-/// What every profile must satisfy: a step from gather to the optimizer, positive times, shares and
-/// the busy time adding up, a variant on every GEMM row, and the timer's own figures.
-fn check_common(p: &Value, timer: &str) {
+/// What a profile on any backend satisfies: a step from gather to the optimizer under
+/// `timer`, positive times, shares and the busy time adding up.
+fn check_step(p: &Value, timer: &str) {
     let k = kernels(p);
     assert_eq!(k.first(), Some(&"gather_batch"), "{k:?}");
     assert_eq!(k.last(), Some(&"optimizer_step"), "{k:?}");
@@ -61,6 +64,12 @@ fn check_common(p: &Value, timer: &str) {
     assert!((micros.iter().sum::<f64>() - busy).abs() <= 1e-6 * busy);
     let shares: f64 = rows(p).iter().map(|r| r["share"].as_f64().unwrap()).sum();
     assert!((shares - 100.0).abs() < 1e-6, "shares add up to {shares}");
+}
+
+/// What every GPU profile must satisfy: [`check_step`], a variant on every GEMM row, and the
+/// timer's own figures.
+fn check_common(p: &Value, timer: &str) {
+    check_step(p, timer);
     for r in rows(p) {
         let gemm = r["kernel"].as_str().unwrap().starts_with("conv2d_")
             && !r["kernel"].as_str().unwrap().ends_with("_reduce")
@@ -147,9 +156,10 @@ fn autotuning_in_a_profile_measures_once_then_reads_the_cache() {
             .unwrap();
     let entries = file["entries"].as_object().unwrap();
     assert_eq!(entries.len(), 8, "{entries:?}");
+    // Keys bucket the batch to a power of two: batch 3 is tuned as b4.
     let key = entries
         .keys()
-        .find(|k| k.ends_with("|dense_forward 2304->120 b3"))
+        .find(|k| k.ends_with("|dense_forward 2304->120 b4"))
         .expect("the first layer's key");
     assert!(key.contains("llvmpipe"), "{key}");
     let second = profile_json(&args, &cache);
@@ -164,6 +174,14 @@ fn autotuning_in_a_profile_measures_once_then_reads_the_cache() {
         .find(|r| r["kernel"] == "dense_forward" || r["kernel"] == "dense_forward_tiled")
         .unwrap();
     assert_eq!(row["variant"], entries[key]["choice"]);
+    // Batch 4 falls in the same bucket: nothing is measured again.
+    let args = ["--model", "mlp", "--batch-size", "4", "--autotune", "on"];
+    let full = profile_json(&args, &cache);
+    let auto = full["autotune"].as_str().unwrap();
+    assert!(
+        auto.starts_with("on: 8 launch shapes, 0 measured now, 8 from the cache"),
+        "{auto}"
+    );
 }
 
 #[test]
@@ -209,7 +227,7 @@ fn a_step_after_the_first_is_one_submission_that_rewrites_only_the_uniforms_that
     let ds = fergpu::data::synth::generate(4 * 4, 3);
     let opts = TrainerOptions {
         batch: 4,
-        ..TrainerOptions::default()
+        ..fergpu::settings::Settings::default().trainer_options()
     };
     let mut tr = Trainer::new(&gpu, spec, &params, &ds, &opts).unwrap();
     let mut seen = Vec::new();
@@ -233,4 +251,67 @@ fn a_step_after_the_first_is_one_submission_that_rewrites_only_the_uniforms_that
             "{bytes} uniform bytes in a step"
         );
     }
+}
+
+#[test]
+fn the_cpu_backend_profiles_op_by_op_with_each_convolutions_algorithm() {
+    let out = Command::new(env!("CARGO_BIN_EXE_fergpu"))
+        .args(["profile", "--adapter", "cpu", "--threads", "2", "--json"])
+        .args(["--model", "compact", "--batch-size", "8", "--steps", "1"])
+        .output()
+        .expect("run fergpu");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let p: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(p["on_cpu"], true);
+    check_step(&p, "wall");
+    assert!(p["step_us"].as_f64().unwrap() > 0.0 && p["images_per_s"].as_f64().unwrap() > 0.0);
+    assert_eq!(p["model"], "compact");
+    let convs: Vec<&Value> = rows(&p)
+        .iter()
+        .filter(|r| r["kernel"].as_str().unwrap().starts_with("conv2d_"))
+        .collect();
+    // compact: 8 convolutions, each forward, input gradient (not the first) and weight
+    // gradient.
+    assert_eq!(convs.len(), 8 * 3 - 1, "{convs:#?}");
+    for r in &convs {
+        let variant = r["variant"].as_str().unwrap();
+        let shape = r["shape"].as_str().unwrap();
+        // The first layer (one input channel) is too thin for Winograd's transforms.
+        let want = if shape.starts_with("1x48x48") {
+            "im2col+gemm"
+        } else {
+            "winograd"
+        };
+        assert!(variant.starts_with(want), "{shape}: {variant}");
+        assert!(r["gflops"].as_f64().unwrap() > 0.0, "{r}");
+        assert!(r["layer"].as_str().unwrap().contains("conv"), "{r}");
+    }
+    // FERGPU_CPU_CONV=im2col: every convolution the direct way; a bad value names the
+    // variable.
+    let out = Command::new(env!("CARGO_BIN_EXE_fergpu"))
+        .args(["profile", "--adapter", "cpu", "--threads", "2", "--json"])
+        .args(["--model", "compact", "--batch-size", "4", "--steps", "1"])
+        .env("FERGPU_CPU_CONV", "im2col")
+        .output()
+        .expect("run fergpu");
+    let p: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(rows(&p)
+        .iter()
+        .filter(|r| r["kernel"].as_str().unwrap().starts_with("conv2d_"))
+        .all(|r| r["variant"] == "im2col+gemm"));
+    let out = Command::new(env!("CARGO_BIN_EXE_fergpu"))
+        .args(["profile", "--adapter", "cpu", "--steps", "1"])
+        .env("FERGPU_CPU_CONV", "fft")
+        .output()
+        .expect("run fergpu");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("FERGPU_CPU_CONV=fft"));
+    // A GPU-only flag is an error naming it.
+    let out = Command::new(env!("CARGO_BIN_EXE_fergpu"))
+        .args(["profile", "--adapter", "cpu", "--variant", "register"])
+        .output()
+        .expect("run fergpu");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--variant"));
 }

@@ -203,20 +203,10 @@ pub struct OptimizerConfig {
     pub eps: f64,
 }
 
-impl Default for OptimizerConfig {
-    /// Adam with β = (0.9, 0.999), ε = 1e-7 (the notebook's Keras value; PyTorch's is 1e-8),
-    /// no weight decay.
-    fn default() -> Self {
-        OptimizerConfig {
-            kind: OptimizerKind::Adam,
-            momentum: 0.0,
-            nesterov: false,
-            weight_decay: 0.0,
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-7,
-        }
-    }
+impl OptimizerConfig {
+    /// Adam's moment decays (β₁, β₂) = (0.9, 0.999), Keras' and PyTorch's: fixed, not a
+    /// setting.
+    pub const ADAM_BETAS: (f64, f64) = (0.9, 0.999);
 }
 
 /// One optimizer step's scalars, as the kernels use them (`f32`, computed on the host in
@@ -423,6 +413,12 @@ pub trait Backend {
     fn write(&self, dst: &mut Self::Tensor, data: &[f32]);
     /// Copies the whole tensor back to the host (waits for queued work).
     fn download(&self, src: &Self::Tensor) -> Vec<f32>;
+    /// [`Backend::download`] as a future, for callers that must not block: in a browser the
+    /// GPU's results arrive only after control returns to the event loop. Natively it
+    /// resolves as soon as it is polled (the CPU backend's at once).
+    fn download_async(&self, src: &Self::Tensor) -> impl std::future::Future<Output = Vec<f32>> {
+        std::future::ready(self.download(src))
+    }
     /// Copies the first `len` elements of `src` into `dst` on the device, ordered after every
     /// op recorded so far (e.g. the trainer's parameters into an evaluator's network).
     fn copy(&self, dst: &mut Self::Tensor, src: &Self::Tensor, len: usize);
@@ -434,6 +430,13 @@ pub trait Backend {
     fn write_indices(&self, dst: &mut Self::Indices, data: &[u32]);
     /// Copies the whole index buffer back to the host (waits for queued work).
     fn download_indices(&self, src: &Self::Indices) -> Vec<u32>;
+    /// [`Backend::download_indices`] as a future (see [`Backend::download_async`]).
+    fn download_indices_async(
+        &self,
+        src: &Self::Indices,
+    ) -> impl std::future::Future<Output = Vec<u32>> {
+        std::future::ready(self.download_indices(src))
+    }
     /// Uploads a data set once: `pixels` is `(n, 48·48)` u8, `labels` is `(n)` in 0..7.
     fn upload_images(&self, pixels: &[u8], labels: &[u8]) -> Self::Images;
     /// How much memory this device gives one buffer and all buffers together (see

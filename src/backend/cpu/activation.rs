@@ -1,6 +1,8 @@
 //! Element-wise activations and their derivatives (`shaders/activation.wgsl`), in chunks
-//! of [`CHUNK`] elements per parallel task.
+//! of [`CHUNK`] elements per parallel task. Each chunk's loop is compiled per instruction
+//! set ([`multiversion_fn!`]), relu written out so that it vectorises.
 
+use super::simd::multiversion_fn;
 use super::CHUNK;
 use crate::backend::Activation;
 use rayon::prelude::*;
@@ -10,11 +12,17 @@ pub fn activation_forward(out: &mut [f32], input: &[f32], act: Activation, len: 
     out[..len]
         .par_chunks_mut(CHUNK)
         .zip(input[..len].par_chunks(CHUNK))
-        .for_each(|(o, x)| {
-            for (o, &x) in o.iter_mut().zip(x) {
-                *o = act.apply(x);
-            }
-        });
+        .for_each(|(o, x)| forward_chunk(o, x, act));
+}
+
+multiversion_fn! {
+    /// One chunk of [`activation_forward`].
+    fn forward_chunk(o: &mut [f32], x: &[f32], act: Activation) {
+        match act {
+            Activation::Relu => o.iter_mut().zip(x).for_each(|(o, &x)| *o = x.max(0.0)),
+            _ => o.iter_mut().zip(x).for_each(|(o, &x)| *o = act.apply(x)),
+        }
+    }
 }
 
 /// `d_input[i] = d_out[i]·act'(y[i])` for `i < len`, the derivative taken from the output.
@@ -29,9 +37,20 @@ pub fn activation_backward(
         .par_chunks_mut(CHUNK)
         .zip(d_out[..len].par_chunks(CHUNK))
         .zip(y[..len].par_chunks(CHUNK))
-        .for_each(|((d, g), y)| {
-            for ((d, &g), &y) in d.iter_mut().zip(g).zip(y) {
-                *d = g * act.derivative_from_output(y);
-            }
-        });
+        .for_each(|((d, g), y)| backward_chunk(d, g, y, act));
+}
+
+multiversion_fn! {
+    /// One chunk of [`activation_backward`]; relu's derivative is 1 where `y > 0`, so the
+    /// product is `g` or `g·0` (which keeps the sign of a zero and NaN as the definition
+    /// does).
+    fn backward_chunk(d: &mut [f32], g: &[f32], y: &[f32], act: Activation) {
+        let each = d.iter_mut().zip(g).zip(y);
+        match act {
+            Activation::Relu => each.for_each(|((d, &g), &y)| {
+                *d = g * if y > 0.0 { 1.0 } else { 0.0 };
+            }),
+            _ => each.for_each(|((d, &g), &y)| *d = g * act.derivative_from_output(y)),
+        }
+    }
 }

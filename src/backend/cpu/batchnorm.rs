@@ -8,18 +8,36 @@
 //! passes use per-channel constants, so both backends evaluate the same expressions:
 //! `out = (x − μ)·(γ·r) + β`, `d_input = γ·r·(dy − dβ/n − (x − μ)·r·dγ/n)`.
 
+use super::simd::multiversion_fn;
 use super::CHUNK;
 use crate::shape::BatchNormShape;
 use rayon::prelude::*;
 
-/// Sum of `v` in `f64`, through eight `f64` lanes (vectorisable). Exact for the sums of
-/// up to 2²⁹ equal `f32` values, so a constant channel has exactly its value as mean and
-/// exactly zero deviations.
-pub(super) fn sum(v: &[f32]) -> f64 {
-    sum2(v, v, |x, _| x as f64)
+multiversion_fn! {
+    /// Sum of `v` in `f64`, through eight `f64` lanes (vectorisable). Exact for the sums of
+    /// up to 2²⁹ equal `f32` values, so a constant channel has exactly its value as mean and
+    /// exactly zero deviations.
+    pub(super) fn sum(v: &[f32]) -> f64 {
+        sum2(v, v, |x, _| x as f64)
+    }
+}
+
+multiversion_fn! {
+    /// `Σ (x − μ)²` over `v`, each square in `f32`, summed as [`sum`] does.
+    fn sum_sq_dev(v: &[f32], mu: f32) -> f64 {
+        sum2(v, v, |x, _| ((x - mu) * (x - mu)) as f64)
+    }
+}
+
+multiversion_fn! {
+    /// `Σ g·(x − μ)` over `(g, x)`, each product in `f32`, summed as [`sum`] does.
+    fn sum_prod_dev(g: &[f32], x: &[f32], mu: f32) -> f64 {
+        sum2(g, x, |g, x| (g * (x - mu)) as f64)
+    }
 }
 
 /// `Σ f(a_i, b_i)` over two equally long slices, as [`sum`].
+#[inline(always)]
 fn sum2(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f64) -> f64 {
     let mut lanes = [0f64; 8];
     let (mut ca, mut cb) = (a.chunks_exact(8), b.chunks_exact(8));
@@ -35,6 +53,27 @@ fn sum2(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f64) -> f64 {
         .map(|(&x, &y)| f(x, y))
         .sum();
     lanes.iter().sum::<f64>() + tail
+}
+
+multiversion_fn! {
+    /// `o = (x − μ)·a + b` element by element, `k = (μ, a, b)`.
+    fn normalize(o: &mut [f32], x: &[f32], k: (f32, f32, f32)) {
+        let (mu, a, b) = k;
+        for (o, &x) in o.iter_mut().zip(x) {
+            *o = (x - mu) * a + b;
+        }
+    }
+}
+
+multiversion_fn! {
+    /// `d = a·(g − dβ/n − (x − μ)·dγ/n)` element by element, `k = [a, dβ/n, dγ/n, μ]`
+    /// (`dγ/n` already times `r`).
+    fn backward_elem(d: &mut [f32], g: &[f32], x: &[f32], k: [f32; 4]) {
+        let [a, db, dg, mu] = k;
+        for ((d, &g), &x) in d.iter_mut().zip(g).zip(x) {
+            *d = a * (g - db - (x - mu) * dg);
+        }
+    }
 }
 
 /// Planes per parallel task: about [`CHUNK`] elements.
@@ -98,13 +137,10 @@ pub fn batchnorm_forward_train(
         .map(|&t| (t / n as f64) as f32)
         .collect();
     // Two passes: the squared deviations from the mean, not E[x²] − μ², which cancels.
-    let var: Vec<f32> = channel_sums(s, |p, c| {
-        let mu = mean[c];
-        sum2(plane(p), plane(p), |x, _| ((x - mu) * (x - mu)) as f64)
-    })
-    .iter()
-    .map(|&t| (t / n as f64) as f32)
-    .collect();
+    let var: Vec<f32> = channel_sums(s, |p, c| sum_sq_dev(plane(p), mean[c]))
+        .iter()
+        .map(|&t| (t / n as f64) as f32)
+        .collect();
     let (saved_mean, saved_r) = saved[..2 * s.c].split_at_mut(s.c);
     for c in 0..s.c {
         let r = 1.0 / (var[c] + eps).sqrt();
@@ -116,10 +152,7 @@ pub fn batchnorm_forward_train(
     }
     let scale: Vec<f32> = (0..s.c).map(|c| gamma[c] * saved_r[c]).collect();
     per_plane(out, s, |p, c, o| {
-        let (mu, a, b) = (mean[c], scale[c], beta[c]);
-        for (o, &x) in o.iter_mut().zip(plane(p)) {
-            *o = (x - mu) * a + b;
-        }
+        normalize(o, plane(p), (mean[c], scale[c], beta[c]))
     });
 }
 
@@ -140,10 +173,8 @@ pub fn batchnorm_forward_eval(
         .map(|c| gamma[c] * (1.0 / (running_var[c] + eps).sqrt()))
         .collect();
     per_plane(out, s, |p, c, o| {
-        let (mu, a, b) = (running_mean[c], scale[c], beta[c]);
-        for (o, &x) in o.iter_mut().zip(&input[p * hw..(p + 1) * hw]) {
-            *o = (x - mu) * a + b;
-        }
+        let k = (running_mean[c], scale[c], beta[c]);
+        normalize(o, &input[p * hw..(p + 1) * hw], k)
     });
 }
 
@@ -167,10 +198,7 @@ pub fn batchnorm_backward(
     }
     let sum_dy = channel_sums(s, |p, _| sum(plane(d_out, p, hw)));
     let sum_dy_xc = channel_sums(s, |p, c| {
-        let mu = mean[c];
-        sum2(plane(d_out, p, hw), plane(input, p, hw), |g, x| {
-            (g * (x - mu)) as f64
-        })
+        sum_prod_dev(plane(d_out, p, hw), plane(input, p, hw), mean[c])
     });
     for c in 0..s.c {
         d_beta[c] = sum_dy[c] as f32;
@@ -188,13 +216,6 @@ pub fn batchnorm_backward(
         })
         .collect();
     per_plane(d_input, s, |p, c, d| {
-        let [a, db, dg, mu] = k[c];
-        for ((d, &g), &x) in d
-            .iter_mut()
-            .zip(plane(d_out, p, hw))
-            .zip(plane(input, p, hw))
-        {
-            *d = a * (g - db - (x - mu) * dg);
-        }
+        backward_elem(d, plane(d_out, p, hw), plane(input, p, hw), k[c])
     });
 }

@@ -11,6 +11,7 @@
 
 use super::gemm::{matmul, MatRef};
 use super::{scratch, Workers};
+use crate::backend::Activation;
 use crate::shape::Conv2dShape;
 use std::ops::Range;
 
@@ -86,14 +87,16 @@ fn col2im(d_input: &mut [f32], cols: &[f32], ld: usize, s: &Conv2dShape) {
     }
 }
 
-/// `out (batch, out_c, out_h, out_w) = conv(input (batch, in_c, in_h, in_w), weight) + bias`;
-/// weight `(out_c, patch_len)`, bias `(out_c)`.
+/// `out (batch, out_c, out_h, out_w) = act(conv(input (batch, in_c, in_h, in_w), weight) +
+/// bias)`; weight `(out_c, patch_len)`, bias `(out_c)`; no activation when `act` is `None`.
+/// The activation runs on each image's output right after its product, while it is in cache.
 pub fn conv2d_forward(
     w: &Workers,
     out: &mut [f32],
     input: &[f32],
     weight: &[f32],
     bias: &[f32],
+    act: Option<Activation>,
     s: &Conv2dShape,
 ) {
     let (hw, p) = (s.out_h() * s.out_w(), s.patch_len());
@@ -107,6 +110,9 @@ pub fn conv2d_forward(
                 row.fill(bo);
             }
             matmul(out_b, weight, MatRef::row_major(cols, p, hw), true, par);
+            if let Some(a) = act {
+                out_b.iter_mut().for_each(|v| *v = a.apply(*v));
+            }
         }
     });
 }

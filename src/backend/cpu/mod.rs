@@ -36,8 +36,16 @@ mod softmax_xent;
 mod batchnorm;
 mod dropout;
 mod globalavgpool;
+// The fast convolutions, per-instruction-set loops and the per-op profile.
+mod microkernel;
+pub mod record;
+mod simd;
+mod winograd;
 
 pub use data::{PIXEL_SCALE, WARPED_PIXEL_SCALE};
+pub use microkernel::Isa;
+pub use record::OpRecord;
+pub use winograd::Tile;
 
 /// Elements per parallel task of the element-wise ops: large enough that task overhead is
 /// negligible.
@@ -65,12 +73,20 @@ pub struct CpuImages {
 /// Per-worker scratch space, grown on first use and reused afterwards.
 #[derive(Debug, Default)]
 struct Scratch {
-    /// im2col matrix of a group of images `(patch_len, n·out_h·out_w)`, or its gradient.
+    /// im2col matrix of a group of images `(patch_len, n·out_h·out_w)`, or its gradient;
+    /// Winograd: the transformed input tiles.
     cols: Vec<f32>,
     /// Weight-gradient accumulator `(out_c·patch_len + out_c)`.
     acc: Vec<f32>,
-    /// Output gradients of a group of images side by side `(out_c, n·out_h·out_w)`.
+    /// Output gradients of a group of images side by side `(out_c, n·out_h·out_w)`;
+    /// Winograd: the products (or the transformed output gradients).
     group: Vec<f32>,
+    /// Winograd weight gradient: the sums over tiles in the transformed domain.
+    sums: Vec<f32>,
+    /// Winograd: one channel's windows (or output tiles), tile-major.
+    win: Vec<f32>,
+    /// Winograd weight gradient: 16 channels' transformed tiles before their transposes.
+    block: Vec<f32>,
 }
 
 /// The first `len` elements of `buf`, growing it (zero-filled) when it is shorter.
@@ -81,11 +97,13 @@ fn scratch(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
     &mut buf[..len]
 }
 
-/// The thread pool and one scratch slot per thread.
+/// The thread pool, one scratch slot per thread, and scratch shared by all of them.
 struct Workers {
     pool: rayon::ThreadPool,
     threads: usize,
     scratch: Vec<Mutex<Scratch>>,
+    /// Written before the workers start and read by all (Winograd's transformed filters).
+    shared: Mutex<Vec<f32>>,
 }
 
 impl Workers {
@@ -151,9 +169,88 @@ pub fn physical_memory_bytes() -> Option<u64> {
     None
 }
 
+/// How the CPU backend computes its convolutions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConvAlgorithm {
+    /// im2col + GEMM for every convolution: the reference the fast paths are tested against.
+    Im2col,
+    /// Winograd ([`winograd`]) for the 3×3 stride-1 convolutions with at least
+    /// [`WINOGRAD_MIN_CHANNELS`] channels on each side, the tile chosen per shape
+    /// ([`Tile::for_output`]); im2col for the others. The default.
+    Winograd,
+    /// As `Winograd`, but always with this tile (for measuring each tile's speed and error).
+    WinogradTile(Tile),
+}
+
+/// The fewest input and output channels a convolution needs to run as Winograd: below it
+/// the transforms cost more than the multiplications they save (the first layer of every
+/// preset has one input channel).
+pub const WINOGRAD_MIN_CHANNELS: usize = 8;
+
+/// The environment variable that overrides the default [`ConvAlgorithm`]:
+/// `im2col | winograd | f2 | f4`.
+pub const CONV_ENV: &str = "FERGPU_CPU_CONV";
+
+impl ConvAlgorithm {
+    /// Parses `im2col`, `winograd`, `f2` or `f4`.
+    pub fn parse(s: &str) -> Option<ConvAlgorithm> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "im2col" => Some(ConvAlgorithm::Im2col),
+            "winograd" => Some(ConvAlgorithm::Winograd),
+            "f2" => Some(ConvAlgorithm::WinogradTile(Tile::F2)),
+            "f4" => Some(ConvAlgorithm::WinogradTile(Tile::F4)),
+            _ => None,
+        }
+    }
+
+    /// [`CONV_ENV`] when set, else [`ConvAlgorithm::Winograd`]; an unknown value is an
+    /// error naming the variable and what it may be.
+    pub fn from_env() -> crate::Result<ConvAlgorithm> {
+        match std::env::var(CONV_ENV) {
+            Err(_) => Ok(ConvAlgorithm::Winograd),
+            Ok(v) => ConvAlgorithm::parse(&v).ok_or_else(|| {
+                crate::Error::Config(format!(
+                    "{CONV_ENV}={v}: expected im2col, winograd, f2 or f4"
+                ))
+            }),
+        }
+    }
+}
+
+/// How one convolution (all three of its ops) runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConvPath {
+    /// im2col + GEMM ([`conv2d`]).
+    Im2col,
+    /// Winograd with this tile.
+    Winograd(Tile),
+}
+
+impl ConvPath {
+    /// Its name in profiles.
+    pub fn name(self) -> &'static str {
+        match self {
+            ConvPath::Im2col => "im2col+gemm",
+            ConvPath::Winograd(t) => t.name(),
+        }
+    }
+}
+
+/// What a CPU backend starts with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CpuOptions {
+    /// Worker threads (0: one per available core).
+    pub threads: usize,
+    /// How convolutions are computed.
+    pub conv: ConvAlgorithm,
+}
+
 /// The CPU reference backend; see the module docs.
 pub struct CpuBackend {
     workers: Workers,
+    conv: ConvAlgorithm,
+    isa: Isa,
+    rec: record::Recorder,
 }
 
 /// Starts the pool of `threads` workers (with `stack_size` bytes of stack each when given);
@@ -165,6 +262,10 @@ fn start_pool(threads: usize, stack_size: Option<usize>) -> crate::Result<rayon:
     if let Some(bytes) = stack_size {
         builder = builder.stack_size(bytes);
     }
+    // A browser's wasm32 starts no threads: the calling thread is the pool's one worker
+    // (`CpuBackend::try_new` asks for one there), so `install` runs every op inline.
+    #[cfg(target_arch = "wasm32")]
+    let builder = builder.num_threads(1).use_current_thread();
     builder.build().map_err(|e| {
         crate::Error::Config(format!(
             "cannot start the CPU backend's {threads} threads ({e}); ask for fewer with \
@@ -180,11 +281,25 @@ impl CpuBackend {
         CpuBackend::try_new(threads).unwrap_or_else(|e| panic!("{e}"))
     }
 
-    /// A backend running on `threads` threads (0: one per available core), or
-    /// [`crate::Error::Config`] naming `--threads` when the threads cannot start.
+    /// A backend running on `threads` threads (0: one per available core) with the
+    /// convolution algorithm [`ConvAlgorithm::from_env`] says, or [`crate::Error::Config`]
+    /// naming `--threads` when the threads cannot start (or the variable is not understood).
     pub fn try_new(threads: usize) -> crate::Result<CpuBackend> {
-        let threads = if threads == 0 {
+        let conv = ConvAlgorithm::from_env()?;
+        CpuBackend::with_options(CpuOptions { threads, conv })
+    }
+
+    /// A backend started with `opts`, or [`crate::Error::Config`] naming `--threads` when
+    /// the threads cannot start.
+    pub fn with_options(opts: CpuOptions) -> crate::Result<CpuBackend> {
+        let threads = if opts.threads == 0 {
             std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            opts.threads
+        };
+        // One worker, on the calling thread, in a browser (see `start_pool`).
+        let threads = if cfg!(target_arch = "wasm32") {
+            1
         } else {
             threads
         };
@@ -195,13 +310,49 @@ impl CpuBackend {
                 pool,
                 threads,
                 scratch,
+                shared: Mutex::default(),
             },
+            conv: opts.conv,
+            isa: Isa::detect(),
+            rec: record::Recorder::default(),
         })
     }
 
     /// Number of worker threads.
     pub fn threads(&self) -> usize {
         self.workers.threads
+    }
+
+    /// The instruction set the Winograd products run on.
+    pub fn isa(&self) -> Isa {
+        self.isa
+    }
+
+    /// How this backend runs convolution `s`: Winograd when the algorithm allows it and `s`
+    /// is 3×3 with padding at most 2 (its input gradient is then a convolution padded by
+    /// `2 − pad`) and at least [`WINOGRAD_MIN_CHANNELS`] channels in and out; else im2col.
+    pub fn conv_path(&self, s: &Conv2dShape) -> ConvPath {
+        let fits = s.k == 3
+            && s.pad <= 2
+            && s.in_c >= WINOGRAD_MIN_CHANNELS
+            && s.out_c >= WINOGRAD_MIN_CHANNELS;
+        match self.conv {
+            ConvAlgorithm::Winograd if fits => {
+                ConvPath::Winograd(Tile::for_output(s.out_h(), s.out_w()))
+            }
+            ConvAlgorithm::WinogradTile(t) if fits => ConvPath::Winograd(t),
+            _ => ConvPath::Im2col,
+        }
+    }
+
+    /// Starts timing every op (see [`record`]), dropping what was recorded before.
+    pub fn start_recording(&self) {
+        self.rec.start();
+    }
+
+    /// Stops timing ops and returns what was recorded, in call order.
+    pub fn finish_recording(&self) -> Vec<OpRecord> {
+        self.rec.finish()
     }
 
     /// Runs `f` inside the backend's thread pool.
@@ -212,6 +363,33 @@ impl CpuBackend {
     /// `gemm` parallelism for a product on the whole batch.
     fn par(&self) -> Parallelism {
         gemm::parallelism(self.workers.threads)
+    }
+
+    /// [`Backend::conv2d_forward`] with `act` applied to the output in the same pass.
+    #[allow(clippy::too_many_arguments)]
+    fn conv_forward(
+        &self,
+        out: &mut [f32],
+        input: &[f32],
+        params: &[f32],
+        w_off: usize,
+        b_off: usize,
+        s: &Conv2dShape,
+        act: Option<Activation>,
+    ) {
+        let weight = &params[w_off..w_off + s.weight_len()];
+        let bias = &params[b_off..b_off + s.bias_len()];
+        let path = self.conv_path(s);
+        let w = &self.workers;
+        self.rec.time(
+            || record::conv("conv2d_forward", s, path.name(), act),
+            || match path {
+                ConvPath::Winograd(tile) => {
+                    winograd::conv2d_forward(w, self.isa, tile, out, input, weight, bias, act, s)
+                }
+                ConvPath::Im2col => conv2d::conv2d_forward(w, out, input, weight, bias, act, s),
+            },
+        );
     }
 }
 
@@ -226,6 +404,8 @@ impl std::fmt::Debug for CpuBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CpuBackend")
             .field("threads", &self.workers.threads)
+            .field("conv", &self.conv)
+            .field("isa", &self.isa)
             .finish()
     }
 }
@@ -260,7 +440,10 @@ impl Backend for CpuBackend {
     }
 
     fn copy(&self, dst: &mut Vec<f32>, src: &Vec<f32>, len: usize) {
-        dst[..len].copy_from_slice(&src[..len]);
+        self.rec.time(
+            || record::plain("copy", format!("{len}"), 2.0 * len as f64),
+            || dst[..len].copy_from_slice(&src[..len]),
+        );
     }
 
     fn memory_limits(&self) -> MemoryLimits {
@@ -316,7 +499,14 @@ impl Backend for CpuBackend {
         batch: usize,
     ) {
         let (pixels, all_labels) = (&images.pixels, &images.labels);
-        self.install(|| data::gather_batch(x, labels, pixels, all_labels, order, offset, batch));
+        self.rec.time(
+            || gather_work("gather_batch", batch),
+            || {
+                self.install(|| {
+                    data::gather_batch(x, labels, pixels, all_labels, order, offset, batch)
+                })
+            },
+        );
     }
 
     fn gather_batch_warped(
@@ -330,9 +520,16 @@ impl Backend for CpuBackend {
         batch: usize,
     ) {
         let (pixels, all_labels) = (&images.pixels, &images.labels);
-        self.install(|| {
-            data::gather_batch_warped(x, labels, pixels, all_labels, order, warp, offset, batch)
-        });
+        self.rec.time(
+            || gather_work("gather_batch_warped", batch),
+            || {
+                self.install(|| {
+                    data::gather_batch_warped(
+                        x, labels, pixels, all_labels, order, warp, offset, batch,
+                    )
+                })
+            },
+        );
     }
 
     fn conv2d_forward(
@@ -344,9 +541,21 @@ impl Backend for CpuBackend {
         b_off: usize,
         s: &Conv2dShape,
     ) {
-        let weight = &params[w_off..w_off + s.weight_len()];
-        let bias = &params[b_off..b_off + s.bias_len()];
-        conv2d::conv2d_forward(&self.workers, out, input, weight, bias, s);
+        self.conv_forward(out, input, params, w_off, b_off, s, None);
+    }
+
+    fn conv2d_forward_act(
+        &self,
+        out: &mut Vec<f32>,
+        _pre: &mut Vec<f32>,
+        input: &Vec<f32>,
+        params: &Vec<f32>,
+        w_off: usize,
+        b_off: usize,
+        s: &Conv2dShape,
+        act: Activation,
+    ) {
+        self.conv_forward(out, input, params, w_off, b_off, s, Some(act));
     }
 
     fn conv2d_backward_input(
@@ -358,7 +567,17 @@ impl Backend for CpuBackend {
         s: &Conv2dShape,
     ) {
         let weight = &params[w_off..w_off + s.weight_len()];
-        conv2d::conv2d_backward_input(&self.workers, d_input, d_out, weight, s);
+        let path = self.conv_path(s);
+        let w = &self.workers;
+        self.rec.time(
+            || record::conv("conv2d_backward_input", s, path.name(), None),
+            || match path {
+                ConvPath::Winograd(tile) => {
+                    winograd::conv2d_backward_input(w, self.isa, tile, d_input, d_out, weight, s)
+                }
+                ConvPath::Im2col => conv2d::conv2d_backward_input(w, d_input, d_out, weight, s),
+            },
+        );
     }
 
     fn conv2d_backward_weight(
@@ -371,7 +590,19 @@ impl Backend for CpuBackend {
         s: &Conv2dShape,
     ) {
         let (d_weight, d_bias) = weight_and_bias(grads, w_off, s.weight_len(), b_off, s.out_c);
-        conv2d::conv2d_backward_weight(&self.workers, d_weight, d_bias, d_out, input, s);
+        let path = self.conv_path(s);
+        let w = &self.workers;
+        self.rec.time(
+            || record::conv("conv2d_backward_weight", s, path.name(), None),
+            || match path {
+                ConvPath::Winograd(tile) => winograd::conv2d_backward_weight(
+                    w, self.isa, tile, d_weight, d_bias, d_out, input, s,
+                ),
+                ConvPath::Im2col => {
+                    conv2d::conv2d_backward_weight(w, d_weight, d_bias, d_out, input, s)
+                }
+            },
+        );
     }
 
     fn maxpool_forward(
@@ -381,7 +612,10 @@ impl Backend for CpuBackend {
         input: &Vec<f32>,
         s: &PoolShape,
     ) {
-        self.install(|| maxpool::maxpool_forward(out, argmax, input, s));
+        self.rec.time(
+            || record::pool("maxpool_forward", s),
+            || self.install(|| maxpool::maxpool_forward(out, argmax, input, s)),
+        );
     }
 
     fn maxpool_backward(
@@ -391,7 +625,10 @@ impl Backend for CpuBackend {
         argmax: &Vec<u32>,
         s: &PoolShape,
     ) {
-        self.install(|| maxpool::maxpool_backward(d_input, d_out, argmax, s));
+        self.rec.time(
+            || record::pool("maxpool_backward", s),
+            || self.install(|| maxpool::maxpool_backward(d_input, d_out, argmax, s)),
+        );
     }
 
     fn dense_forward(
@@ -406,7 +643,10 @@ impl Backend for CpuBackend {
         let weight = &params[w_off..w_off + s.weight_len()];
         let bias = &params[b_off..b_off + s.bias_len()];
         let par = self.par();
-        self.install(|| dense::dense_forward(out, input, weight, bias, s, par));
+        self.rec.time(
+            || record::dense("dense_forward", s),
+            || self.install(|| dense::dense_forward(out, input, weight, bias, s, par)),
+        );
     }
 
     fn dense_backward_input(
@@ -419,7 +659,10 @@ impl Backend for CpuBackend {
     ) {
         let weight = &params[w_off..w_off + s.weight_len()];
         let par = self.par();
-        self.install(|| dense::dense_backward_input(d_input, d_out, weight, s, par));
+        self.rec.time(
+            || record::dense("dense_backward_input", s),
+            || self.install(|| dense::dense_backward_input(d_input, d_out, weight, s, par)),
+        );
     }
 
     fn dense_backward_weight(
@@ -433,7 +676,14 @@ impl Backend for CpuBackend {
     ) {
         let (d_weight, d_bias) = weight_and_bias(grads, w_off, s.weight_len(), b_off, s.out_f);
         let par = self.par();
-        self.install(|| dense::dense_backward_weight(d_weight, d_bias, d_out, input, s, par));
+        self.rec.time(
+            || record::dense("dense_backward_weight", s),
+            || {
+                self.install(|| {
+                    dense::dense_backward_weight(d_weight, d_bias, d_out, input, s, par)
+                })
+            },
+        );
     }
 
     fn activation_forward(
@@ -443,7 +693,10 @@ impl Backend for CpuBackend {
         act: Activation,
         len: usize,
     ) {
-        self.install(|| activation::activation_forward(out, input, act, len));
+        self.rec.time(
+            || elementwise("activation_forward", act, len, 2.0),
+            || self.install(|| activation::activation_forward(out, input, act, len)),
+        );
     }
 
     fn activation_backward(
@@ -454,7 +707,10 @@ impl Backend for CpuBackend {
         act: Activation,
         len: usize,
     ) {
-        self.install(|| activation::activation_backward(d_input, d_out, y, act, len));
+        self.rec.time(
+            || elementwise("activation_backward", act, len, 3.0),
+            || self.install(|| activation::activation_backward(d_input, d_out, y, act, len)),
+        );
     }
 
     fn softmax_cross_entropy_forward(
@@ -468,15 +724,20 @@ impl Backend for CpuBackend {
         batch: usize,
         classes: usize,
     ) {
-        softmax_xent::softmax_cross_entropy_forward(
-            probs,
-            stats,
-            logits,
-            labels,
-            class_weights,
-            smoothing,
-            batch,
-            classes,
+        self.rec.time(
+            || loss_work("softmax_cross_entropy_forward", batch, classes),
+            || {
+                softmax_xent::softmax_cross_entropy_forward(
+                    probs,
+                    stats,
+                    logits,
+                    labels,
+                    class_weights,
+                    smoothing,
+                    batch,
+                    classes,
+                )
+            },
         );
     }
 
@@ -490,14 +751,19 @@ impl Backend for CpuBackend {
         batch: usize,
         classes: usize,
     ) {
-        softmax_xent::softmax_cross_entropy_backward(
-            d_logits,
-            probs,
-            labels,
-            class_weights,
-            smoothing,
-            batch,
-            classes,
+        self.rec.time(
+            || loss_work("softmax_cross_entropy_backward", batch, classes),
+            || {
+                softmax_xent::softmax_cross_entropy_backward(
+                    d_logits,
+                    probs,
+                    labels,
+                    class_weights,
+                    smoothing,
+                    batch,
+                    classes,
+                )
+            },
         );
     }
 
@@ -509,7 +775,10 @@ impl Backend for CpuBackend {
         batch: usize,
         classes: usize,
     ) {
-        softmax_xent::confusion_accumulate(confusion, probs, labels, batch, classes);
+        self.rec.time(
+            || loss_work("confusion_accumulate", batch, classes),
+            || softmax_xent::confusion_accumulate(confusion, probs, labels, batch, classes),
+        );
     }
 
     fn optimizer_step(
@@ -521,12 +790,19 @@ impl Backend for CpuBackend {
         decay: &Vec<f32>,
         step: &OptimizerStep,
     ) {
-        self.install(|| optimizer::optimizer_step(params, grads, m, v, decay, step));
+        let len = params.len();
+        self.rec.time(
+            || record::plain("optimizer_step", format!("{len} params"), 7.0 * len as f64),
+            || self.install(|| optimizer::optimizer_step(params, grads, m, v, decay, step)),
+        );
     }
 
     fn scale_add(&self, acc: &mut Vec<f32>, x: &Vec<f32>, alpha: f32, beta: f32, len: usize) {
         assert!(acc.len() >= len && x.len() >= len);
-        self.install(|| accumulate::scale_add(acc, x, alpha, beta, len));
+        self.rec.time(
+            || record::plain("scale_add", format!("{len}"), 3.0 * len as f64),
+            || self.install(|| accumulate::scale_add(acc, x, alpha, beta, len)),
+        );
     }
 
     fn batchnorm_forward_train(
@@ -542,20 +818,25 @@ impl Backend for CpuBackend {
         let gamma = &params[bn.w_off..bn.w_off + s.c];
         let beta = &params[bn.b_off..bn.b_off + s.c];
         let (mean, var) = weight_and_bias(running, bn.mean_off, s.c, bn.var_off, s.c);
-        self.install(|| {
-            batchnorm::batchnorm_forward_train(
-                out,
-                saved,
-                mean,
-                var,
-                input,
-                gamma,
-                beta,
-                bn.momentum,
-                bn.eps,
-                s,
-            )
-        });
+        self.rec.time(
+            || record::batchnorm("batchnorm_forward_train", s, 3.0),
+            || {
+                self.install(|| {
+                    batchnorm::batchnorm_forward_train(
+                        out,
+                        saved,
+                        mean,
+                        var,
+                        input,
+                        gamma,
+                        beta,
+                        bn.momentum,
+                        bn.eps,
+                        s,
+                    )
+                })
+            },
+        );
     }
 
     fn batchnorm_forward_eval(
@@ -571,9 +852,14 @@ impl Backend for CpuBackend {
         let beta = &params[bn.b_off..bn.b_off + s.c];
         let mean = &running[bn.mean_off..bn.mean_off + s.c];
         let var = &running[bn.var_off..bn.var_off + s.c];
-        self.install(|| {
-            batchnorm::batchnorm_forward_eval(out, input, gamma, beta, mean, var, bn.eps, s)
-        });
+        self.rec.time(
+            || record::batchnorm("batchnorm_forward_eval", s, 2.0),
+            || {
+                self.install(|| {
+                    batchnorm::batchnorm_forward_eval(out, input, gamma, beta, mean, var, bn.eps, s)
+                })
+            },
+        );
     }
 
     fn batchnorm_backward(
@@ -589,21 +875,37 @@ impl Backend for CpuBackend {
     ) {
         let gamma = &params[bn.w_off..bn.w_off + s.c];
         let (d_gamma, d_beta) = weight_and_bias(grads, bn.w_off, s.c, bn.b_off, s.c);
-        self.install(|| {
-            batchnorm::batchnorm_backward(d_input, d_gamma, d_beta, d_out, input, saved, gamma, s)
-        });
+        self.rec.time(
+            || record::batchnorm("batchnorm_backward", s, 4.0),
+            || {
+                self.install(|| {
+                    batchnorm::batchnorm_backward(
+                        d_input, d_gamma, d_beta, d_out, input, saved, gamma, s,
+                    )
+                })
+            },
+        );
     }
 
     fn dropout_forward(&self, out: &mut Vec<f32>, input: &Vec<f32>, d: &Dropout, len: usize) {
-        self.install(|| dropout::dropout_forward(out, input, d, len));
+        self.rec.time(
+            || record::plain("dropout_forward", format!("{len}"), 2.0 * len as f64),
+            || self.install(|| dropout::dropout_forward(out, input, d, len)),
+        );
     }
 
     fn dropout_backward(&self, d_input: &mut Vec<f32>, d_out: &Vec<f32>, d: &Dropout, len: usize) {
-        self.install(|| dropout::dropout_backward(d_input, d_out, d, len));
+        self.rec.time(
+            || record::plain("dropout_backward", format!("{len}"), 2.0 * len as f64),
+            || self.install(|| dropout::dropout_backward(d_input, d_out, d, len)),
+        );
     }
 
     fn globalavgpool_forward(&self, out: &mut Vec<f32>, input: &Vec<f32>, s: &GlobalAvgPoolShape) {
-        self.install(|| globalavgpool::globalavgpool_forward(out, input, s));
+        self.rec.time(
+            || record::globalavgpool("globalavgpool_forward", s),
+            || self.install(|| globalavgpool::globalavgpool_forward(out, input, s)),
+        );
     }
 
     fn globalavgpool_backward(
@@ -612,8 +914,40 @@ impl Backend for CpuBackend {
         d_out: &Vec<f32>,
         s: &GlobalAvgPoolShape,
     ) {
-        self.install(|| globalavgpool::globalavgpool_backward(d_input, d_out, s));
+        self.rec.time(
+            || record::globalavgpool("globalavgpool_backward", s),
+            || self.install(|| globalavgpool::globalavgpool_backward(d_input, d_out, s)),
+        );
     }
+
+    fn label_op(&self, op: Option<usize>) {
+        self.rec.label(op);
+    }
+}
+
+/// A batch gather: u8 pixels in, f32 out, plus the order and the labels.
+fn gather_work(op: &'static str, batch: usize) -> record::Work {
+    let pixels = (batch * IMAGE_PIXELS) as f64;
+    let side = crate::shape::IMAGE_SIDE;
+    record::plain(
+        op,
+        format!("{batch}x{side}x{side}"),
+        (5.0 * pixels + 12.0 * batch as f64) / 4.0,
+    )
+}
+
+/// An activation op over `len` elements, moving `passes` tensors.
+fn elementwise(op: &'static str, act: Activation, len: usize, passes: f64) -> record::Work {
+    record::plain(op, format!("{len} {}", act.name()), passes * len as f64)
+}
+
+/// A loss op over `(batch, classes)` logits.
+fn loss_work(op: &'static str, batch: usize, classes: usize) -> record::Work {
+    record::plain(
+        op,
+        format!("{batch}x{classes}"),
+        (2 * batch * classes + batch) as f64,
+    )
 }
 
 /// The disjoint weight `(w_len)` and bias `(b_len)` slices of a gradient buffer, in either

@@ -1,0 +1,679 @@
+//! Winograd convolution F(m×m, 3×3) for the 3×3 stride-1 convolutions: forward, input
+//! gradient and weight gradient (Lavin & Gray 2016).
+//!
+//! The output is cut into `m × m` tiles. Each tile needs an `α × α` window of the input
+//! (`α = m + 2`); in the transformed domain the 3×3 convolution of that window is an
+//! element-wise product, and summing over input channels makes it `α²` independent matrix
+//! products, one per element `ξ` of the `α × α` tile:
+//!
+//! ```text
+//! V[ξ][c][t] = (Bᵀ·d_{c,t}·B)[ξ]          input transform   (α², in_c, tiles)
+//! U[ξ][c][o] = (G·w_{o,c}·Gᵀ)[ξ]          filter transform  (α², in_c, out_c)
+//! M[ξ]       = U[ξ]ᵀ · V[ξ]               α² products       (α², out_c, tiles)
+//! y_{o,t}    = Aᵀ·M[·][o][t]·A (+ bias)   output transform  (m × m per tile)
+//! ```
+//!
+//! A tile of `m × m` outputs costs `α²` multiplications per channel pair instead of `9·m²`:
+//! 2.25× fewer for F(2×2, 3×3), 4× fewer for F(4×4, 3×3). The input gradient is the same
+//! convolution of the output gradient with the filter turned by 180° and its channels
+//! swapped, padded by `2 − pad`. The weight gradient is the adjoint: for every tile,
+//! `dw_{o,c} += Gᵀ·((A·dy_{o,t}·Aᵀ) ⊙ (Bᵀ·d_{c,t}·B))·G`, and since `G` does not depend on the
+//! tile, the `α²` element-wise products are summed over tiles first, which is again `α²`
+//! matrix products `Ŷ[ξ] (out_c, tiles) · X̂[ξ]ᵀ (tiles, in_c)`, then transformed once.
+//!
+//! The transforms, the batched products ([`super::microkernel`]) and the inverse transforms
+//! are separate steps over per-worker scratch buffers. Each worker takes a contiguous run of
+//! images and works through it a group of images at a time, a group being about
+//! [`GROUP_TILES`] tiles, so that its transformed tiles stay in the core's cache between the
+//! steps. The transforms ([`transform`]) run 16 tiles (or 16 channels) at a time as the
+//! lanes of fixed-size arrays, which the compiler turns into vector instructions; each
+//! per-group function is compiled once per instruction set ([`multiversion!`]).
+//!
+//! Rounding: the transforms' coefficients (up to 8 in F(4×4)'s `Aᵀ`, 1/24 in its `G`) make
+//! the result differ from the direct sum by more than the direct sum's own rounding; the
+//! measured error is in `docs/RESULTS.md` and the parity tests (`tests/cpu_winograd.rs`)
+//! bound it.
+
+mod rows;
+mod transform;
+
+use super::microkernel::{gemm_tn, Isa, Strided, MR, NR_TAIL};
+use super::{scratch, Scratch, Workers};
+use crate::backend::Activation;
+use crate::shape::Conv2dShape;
+use rows::transpose16;
+use rows::Epilogue;
+use transform::{
+    gather_windows, load, scatter_tiles, store, two_d, zero_tail, Tiles, Transforms, L, V,
+};
+
+/// Tiles per group of images a worker transforms, multiplies and transforms back before the
+/// next (at least one image).
+pub const GROUP_TILES: usize = 128;
+
+/// Defines `fn $name<const A, const M>(isa, args…)`, which runs `$body` compiled for
+/// `isa`: for AVX-512 or AVX2 + FMA through a `#[target_feature]` copy (the transforms'
+/// lane arrays become 512- or 256-bit vectors), else for the baseline target.
+macro_rules! multiversion {
+    ($(#[$doc:meta])* fn $name:ident<A, M>($($p:ident: $t:ty),* $(,)?) $body:block) => {
+        $(#[$doc])*
+        #[allow(clippy::too_many_arguments)]
+        fn $name<const A: usize, const M: usize>(isa: Isa, $($p: $t),*)
+        where
+            Tiles<A, M>: Transforms<A, M>,
+        {
+            #[inline(always)]
+            #[allow(clippy::too_many_arguments)]
+            fn body<const A: usize, const M: usize>($($p: $t),*)
+            where
+                Tiles<A, M>: Transforms<A, M>,
+            $body
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
+            #[allow(clippy::too_many_arguments)]
+            unsafe fn avx512<const A: usize, const M: usize>($($p: $t),*)
+            where
+                Tiles<A, M>: Transforms<A, M>,
+            {
+                body::<A, M>($($p),*)
+            }
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx2,fma")]
+            #[allow(clippy::too_many_arguments)]
+            unsafe fn avx2<const A: usize, const M: usize>($($p: $t),*)
+            where
+                Tiles<A, M>: Transforms<A, M>,
+            {
+                body::<A, M>($($p),*)
+            }
+            match isa {
+                // SAFETY: `Isa::detect` found these features on this CPU.
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx512 => unsafe { avx512::<A, M>($($p),*) },
+                // SAFETY: as above.
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx2 => unsafe { avx2::<A, M>($($p),*) },
+                _ => body::<A, M>($($p),*),
+            }
+        }
+    };
+}
+
+/// A Winograd tile size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Tile {
+    /// F(2×2, 3×3): 4×4 input tiles, 2.25× fewer multiplications, transforms of 0 and ±1.
+    F2,
+    /// F(4×4, 3×3): 6×6 input tiles, 4× fewer multiplications, coefficients up to 8.
+    F4,
+}
+
+impl Tile {
+    /// Outputs per tile side, `m`.
+    pub fn m(self) -> usize {
+        match self {
+            Tile::F2 => 2,
+            Tile::F4 => 4,
+        }
+    }
+
+    /// Input tile side, `α = m + 2`.
+    pub fn alpha(self) -> usize {
+        self.m() + 2
+    }
+
+    /// Its name in profiles.
+    pub fn name(self) -> &'static str {
+        match self {
+            Tile::F2 => "winograd F(2x2,3x3)",
+            Tile::F4 => "winograd F(4x4,3x3)",
+        }
+    }
+
+    /// Multiplications per output channel pair to cover an `oh × ow` output with this tile
+    /// (the partial tiles at the edges counted whole).
+    fn cost(self, oh: usize, ow: usize) -> usize {
+        oh.div_ceil(self.m()) * ow.div_ceil(self.m()) * self.alpha() * self.alpha()
+    }
+
+    /// The tile for an `oh × ow` output: the one with fewer multiplications, F(2×2) on a tie
+    /// (it rounds less).
+    pub fn for_output(oh: usize, ow: usize) -> Tile {
+        if Tile::F4.cost(oh, ow) < Tile::F2.cost(oh, ow) {
+            Tile::F4
+        } else {
+            Tile::F2
+        }
+    }
+}
+
+/// Where a convolution's tiles lie: its `oh × ow` output in `th × tw` tiles of `m × m` (the
+/// last row and column of tiles may reach past the output; their extra outputs are
+/// dropped, and the inputs they read past the image are zero).
+#[derive(Clone, Copy, Debug)]
+pub struct Grid {
+    /// Output rows.
+    pub oh: usize,
+    /// Output columns.
+    pub ow: usize,
+    /// Tile rows.
+    pub th: usize,
+    /// Tile columns.
+    pub tw: usize,
+}
+
+impl Grid {
+    fn new(tile: Tile, s: &Conv2dShape) -> Grid {
+        let (m, oh, ow) = (tile.m(), s.out_h(), s.out_w());
+        Grid {
+            oh,
+            ow,
+            th: oh.div_ceil(m),
+            tw: ow.div_ceil(m),
+        }
+    }
+
+    /// Tiles per image.
+    pub fn tiles(&self) -> usize {
+        self.th * self.tw
+    }
+
+    /// Images per group of about [`GROUP_TILES`] tiles (at least one, at most `images`).
+    fn group_images(&self, images: usize) -> usize {
+        (GROUP_TILES / self.tiles()).clamp(1, images.max(1))
+    }
+}
+
+/// `n` rounded up to a multiple of `to`.
+fn round_up(n: usize, to: usize) -> usize {
+    n.div_ceil(to) * to
+}
+
+multiversion! {
+    /// The filter transform of a forward convolution (`flip`: false) of `weight (out_c,
+    /// in_c, 3, 3)`, or of its input gradient (`flip`: true: the filter turned by 180° with
+    /// `in_c` and `out_c` swapped): `u (α², ci, co_pad)` where `ci`, `co` are the computed
+    /// convolution's input and output channels; padded columns are zero. Lanes over 16
+    /// output channels.
+    fn filter_transform<A, M>(
+        u: &mut [f32],
+        weight: &[f32],
+        dims: (usize, usize, usize),
+        flip: bool,
+    ) {
+        let (ci, co, co_pad) = dims;
+        u.fill(0.0);
+        let mut taps = [V::default(); 9];
+        for c in 0..ci {
+            for o0 in (0..co).step_by(L) {
+                for (l, o) in (o0..co.min(o0 + L)).enumerate() {
+                    for (k, tap) in taps.iter_mut().enumerate() {
+                        tap.0[l] = if flip {
+                            weight[(c * co + o) * 9 + 8 - k]
+                        } else {
+                            weight[(o * ci + c) * 9 + k]
+                        };
+                    }
+                }
+                let lanes = L.min(co - o0);
+                two_d!(Tiles::<A, M>::g, 3, A, |i, j| taps[i * 3 + j], |i, j, v| {
+                    let at = ((i * A + j) * ci + c) * co_pad + o0;
+                    u[at..at + lanes].copy_from_slice(&v.0[..lanes])
+                });
+            }
+        }
+    }
+}
+
+multiversion! {
+    /// One group's input transform: `v (α², ci, tp)` from the group's images `input (n, ci,
+    /// h, w)` (`dims`: `ci`, `h`, `w`, the padding, and the group's tiles), one channel at a
+    /// time through the tile-major buffer `win (α², tp)`.
+    fn input_transform<A, M>(
+        isa: Isa,
+        v: &mut [f32],
+        win: &mut [f32],
+        input: &[f32],
+        g: &Grid,
+        dims: (usize, usize, usize, usize, usize),
+    ) {
+        let (ci, h, w, pad, tiles) = dims;
+        let tp = round_up(tiles, L);
+        zero_tail(win, A * A, tp, tiles);
+        for ch in 0..ci {
+            let planes = |img: usize| &input[(img * ci + ch) * h * w..][..h * w];
+            gather_windows::<A, M>(isa, win, tp, planes, (h, w, pad), (g.th, g.tw), tiles);
+            for t0 in (0..tp).step_by(L) {
+                two_d!(
+                    Tiles::<A, M>::bt,
+                    A,
+                    A,
+                    |r, s| load(win, (r * A + s) * tp + t0),
+                    |i, j, x| store(v, ((i * A + j) * ci + ch) * tp + t0, x)
+                );
+            }
+        }
+    }
+}
+
+multiversion! {
+    /// One group's output transform: for every output channel, `act(Aᵀ·m·A + bias)` of
+    /// every tile through the tile-major buffer `y (m², tp)`, written into `out (n, co, oh,
+    /// ow)`; `m (α², co_pad, tp)`.
+    fn output_transform<A, M>(
+        isa: Isa,
+        out: &mut [f32],
+        y: &mut [f32],
+        m: &[f32],
+        g: &Grid,
+        dims: (usize, usize, usize),
+        epilogue: (Option<&[f32]>, Option<Activation>),
+    ) {
+        let (co, co_pad, tiles) = dims;
+        let tp = round_up(tiles, L);
+        let plane = g.oh * g.ow;
+        for o in 0..co {
+            for t0 in (0..tp).step_by(L) {
+                two_d!(
+                    Tiles::<A, M>::at,
+                    A,
+                    M,
+                    |r, s| load(m, ((r * A + s) * co_pad + o) * tp + t0),
+                    |i, j, x| store(y, (i * M + j) * tp + t0, x)
+                );
+            }
+            let b = epilogue.0.map_or(0.0, |b| b[o]);
+            let mut rest = &mut out[..];
+            let planes = |img: usize| {
+                let skip = if img == 0 { o * plane } else { (co - 1) * plane };
+                let (_, tail) = std::mem::take(&mut rest).split_at_mut(skip);
+                let (head, tail) = tail.split_at_mut(plane);
+                rest = tail;
+                head
+            };
+            let e = Epilogue { bias: b, act: epilogue.1 };
+            scatter_tiles::<M>(isa, y, tp, planes, g, tiles, e);
+        }
+    }
+}
+
+/// The buffers and shape of one Winograd convolution as [`run_conv`] sees it: `s` is the
+/// convolution actually computed (for an input gradient, the flipped one).
+struct ConvJob<'a> {
+    s: Conv2dShape,
+    tile: Tile,
+    isa: Isa,
+    bias: Option<&'a [f32]>,
+    act: Option<Activation>,
+}
+
+/// `out (batch, out_c, out_h, out_w) = act(conv(input) + bias)` for a 3×3 stride-1 `s`
+/// with filter `weight (out_c, in_c, 3, 3)`, by `tile`.
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_forward(
+    w: &Workers,
+    isa: Isa,
+    tile: Tile,
+    out: &mut [f32],
+    input: &[f32],
+    weight: &[f32],
+    bias: &[f32],
+    act: Option<Activation>,
+    s: &Conv2dShape,
+) {
+    let job = ConvJob {
+        s: *s,
+        tile,
+        isa,
+        bias: Some(bias),
+        act,
+    };
+    run_conv(w, &job, out, input, weight, false);
+}
+
+/// `d_input (batch, in_c, in_h, in_w)` of a 3×3 stride-1 `s`: the convolution of
+/// `d_out (batch, out_c, out_h, out_w)` with the filter turned by 180° and its channels
+/// swapped, padded by `2 − pad`, by `tile`.
+pub fn conv2d_backward_input(
+    w: &Workers,
+    isa: Isa,
+    tile: Tile,
+    d_input: &mut [f32],
+    d_out: &[f32],
+    weight: &[f32],
+    s: &Conv2dShape,
+) {
+    let flipped = Conv2dShape {
+        batch: s.batch,
+        in_c: s.out_c,
+        in_h: s.out_h(),
+        in_w: s.out_w(),
+        out_c: s.in_c,
+        k: 3,
+        pad: 2 - s.pad,
+    };
+    let job = ConvJob {
+        s: flipped,
+        tile,
+        isa,
+        bias: None,
+        act: None,
+    };
+    run_conv(w, &job, d_input, d_out, weight, true);
+}
+
+/// The Winograd convolution of `job.s` (filter `weight`, turned and transposed when `flip`).
+fn run_conv(
+    w: &Workers,
+    job: &ConvJob<'_>,
+    out: &mut [f32],
+    input: &[f32],
+    weight: &[f32],
+    flip: bool,
+) {
+    match job.tile {
+        Tile::F2 => run_conv_with::<4, 2>(w, job, out, input, weight, flip),
+        Tile::F4 => run_conv_with::<6, 4>(w, job, out, input, weight, flip),
+    }
+}
+
+fn run_conv_with<const A: usize, const M: usize>(
+    w: &Workers,
+    job: &ConvJob<'_>,
+    out: &mut [f32],
+    input: &[f32],
+    weight: &[f32],
+    flip: bool,
+) where
+    Tiles<A, M>: Transforms<A, M>,
+{
+    let s = &job.s;
+    assert_eq!(s.k, 3, "Winograd F(m×m, 3×3) needs a 3×3 kernel");
+    let g = Grid::new(job.tile, s);
+    let (ci, co) = (s.in_c, s.out_c);
+    let co_pad = round_up(co, MR.max(NR_TAIL));
+    let mut u_buf = w.shared.lock().unwrap();
+    let u = scratch(&mut u_buf, A * A * ci * co_pad); // (α², in_c, out_c padded)
+    filter_transform::<A, M>(job.isa, u, weight, (ci, co, co_pad), flip);
+    let u: &[f32] = u;
+    let out_img = co * g.oh * g.ow;
+    w.per_image(out, out_img, s.batch, |images, out, scr, _| {
+        let first = images.start;
+        let per_group = g.group_images(images.len());
+        for g0 in images.clone().step_by(per_group) {
+            let n = per_group.min(images.end - g0);
+            let dst = &mut out[(g0 - first) * out_img..(g0 - first + n) * out_img];
+            forward_group::<A, M>(job, &g, u, co_pad, (g0, n), input, dst, scr);
+        }
+    });
+}
+
+/// One group of `n` images from image `g0`: transform, `α²` products, transform back into
+/// `dst (n, co, oh, ow)`.
+#[allow(clippy::too_many_arguments)]
+fn forward_group<const A: usize, const M: usize>(
+    job: &ConvJob<'_>,
+    g: &Grid,
+    u: &[f32],
+    co_pad: usize,
+    (g0, n): (usize, usize),
+    input: &[f32],
+    dst: &mut [f32],
+    scr: &mut Scratch,
+) where
+    Tiles<A, M>: Transforms<A, M>,
+{
+    let s = &job.s;
+    let (ci, co) = (s.in_c, s.out_c);
+    let tiles = n * g.tiles();
+    let tp = round_up(tiles, L);
+    let in_img = ci * s.in_h * s.in_w;
+    let images = &input[g0 * in_img..(g0 + n) * in_img]; // (n, in_c, in_h, in_w)
+    let win = scratch(&mut scr.win, A * A * tp); // (α², tiles padded)
+    let v = scratch(&mut scr.cols, A * A * ci * tp); // (α², in_c, tiles padded)
+    let dims = (ci, s.in_h, s.in_w, s.pad, tiles);
+    input_transform::<A, M>(job.isa, job.isa, v, win, images, g, dims);
+    let m = scratch(&mut scr.group, A * A * co_pad * tp); // (α², out_c padded, tiles padded)
+    for xi in 0..A * A {
+        let a_t = Strided {
+            data: &u[xi * ci * co_pad..(xi + 1) * ci * co_pad],
+            ld: co_pad,
+        };
+        let b = Strided {
+            data: &v[xi * ci * tp..(xi + 1) * ci * tp],
+            ld: tp,
+        };
+        let c = &mut m[xi * co_pad * tp..(xi + 1) * co_pad * tp];
+        gemm_tn(job.isa, c, tp, a_t, b, (co_pad, tp, ci), false);
+    }
+    let epilogue = (job.bias, job.act);
+    output_transform::<A, M>(
+        job.isa,
+        job.isa,
+        dst,
+        win,
+        m,
+        g,
+        (co, co_pad, tiles),
+        epilogue,
+    );
+}
+
+/// `d_weight (out_c, in_c, 3, 3)` and `d_bias (out_c)` of a 3×3 stride-1 `s`, overwritten:
+/// per worker, `Σ_t Ŷ[ξ]·X̂[ξ]ᵀ` over its tiles in the transformed domain, then `Gᵀ·…·G`
+/// into the worker's accumulator; the accumulators are added in worker order, so the result
+/// does not depend on scheduling.
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_backward_weight(
+    w: &Workers,
+    isa: Isa,
+    tile: Tile,
+    d_weight: &mut [f32],
+    d_bias: &mut [f32],
+    d_out: &[f32],
+    input: &[f32],
+    s: &Conv2dShape,
+) {
+    let acc_len = s.weight_len() + s.out_c;
+    let workers = match tile {
+        Tile::F2 => weight_workers::<4, 2>(w, isa, tile, d_out, input, s),
+        Tile::F4 => weight_workers::<6, 4>(w, isa, tile, d_out, input, s),
+    };
+    d_weight.fill(0.0);
+    d_bias.fill(0.0);
+    for scr in w.scratch.iter().take(workers) {
+        let scr = scr.lock().unwrap();
+        let (acc_w, acc_b) = scr.acc[..acc_len].split_at(s.weight_len());
+        for (d, &v) in d_weight.iter_mut().zip(acc_w) {
+            *d += v;
+        }
+        for (d, &v) in d_bias.iter_mut().zip(acc_b) {
+            *d += v;
+        }
+    }
+}
+
+/// Each worker's share of [`conv2d_backward_weight`], left in its `acc` scratch as
+/// `d_weight (out_c, in_c, 3, 3) ++ d_bias (out_c)`; returns how many workers ran.
+fn weight_workers<const A: usize, const M: usize>(
+    w: &Workers,
+    isa: Isa,
+    tile: Tile,
+    d_out: &[f32],
+    input: &[f32],
+    s: &Conv2dShape,
+) -> usize
+where
+    Tiles<A, M>: Transforms<A, M>,
+{
+    assert_eq!(s.k, 3, "Winograd F(m×m, 3×3) needs a 3×3 kernel");
+    let g = Grid::new(tile, s);
+    let (ci, co) = (s.in_c, s.out_c);
+    let pads = (round_up(ci, L), round_up(co, L));
+    let out_img = co * g.oh * g.ow;
+    w.per_worker(s.batch, |images, scr, _| {
+        let mut sums = std::mem::take(&mut scr.sums);
+        let sums_len = A * A * pads.1 * pads.0;
+        scratch(&mut sums, sums_len).fill(0.0); // (α², out_c, in_c) padded
+        let mut d_bias = vec![0f32; co];
+        let per_group = g.group_images(images.len());
+        for g0 in images.clone().step_by(per_group) {
+            let n = per_group.min(images.end - g0);
+            let group = (g0, n);
+            weight_group::<A, M>(isa, isa, &g, s, pads, group, (input, d_out), &mut sums, scr);
+            let planes = d_out[g0 * out_img..(g0 + n) * out_img].chunks_exact(g.oh * g.ow);
+            for (p, plane) in planes.enumerate() {
+                d_bias[p % co] += plane.iter().sum::<f32>();
+            }
+        }
+        let acc = scratch(&mut scr.acc, s.weight_len() + co);
+        let (acc_w, acc_b) = acc.split_at_mut(s.weight_len());
+        weight_transform::<A, M>(isa, acc_w, &sums[..sums_len], (ci, co, pads.0, pads.1));
+        acc_b.copy_from_slice(&d_bias);
+        scr.sums = sums;
+    })
+}
+
+multiversion! {
+    /// One group of `n` images from image `g0` of the weight gradient: pad the input and
+    /// cut the output gradient to whole tiles, transform both (`X̂ (α², tp, ci_pad)`,
+    /// `Ŷ (α², tp, co_pad)`, [`transposed_transform`]) and add the `α²` products
+    /// `Ŷ[ξ]ᵀ·X̂[ξ]` into `sums (α², co_pad, ci_pad)`.
+    fn weight_group<A, M>(
+        isa: Isa,
+        g: &Grid,
+        s: &Conv2dShape,
+        pads: (usize, usize),
+        group: (usize, usize),
+        tensors: (&[f32], &[f32]),
+        sums: &mut [f32],
+        scr: &mut Scratch,
+    ) {
+        let ((ci_pad, co_pad), (g0, n), (input, d_out)) = (pads, group, tensors);
+        let (ci, co) = (s.in_c, s.out_c);
+        let tiles = n * g.tiles();
+        let tp = round_up(tiles, L);
+        let win = scratch(&mut scr.win, A * A * tp); // (α², tiles padded)
+        zero_tail(win, A * A, tp, tiles);
+        let block = scratch(&mut scr.block, A * A * L * tp); // (α², 16 channels, tiles padded)
+        let xt = scratch(&mut scr.cols, A * A * tp * ci_pad); // (α², tiles padded, in_c padded)
+        let in_img = ci * s.in_h * s.in_w;
+        let x = &input[g0 * in_img..(g0 + n) * in_img]; // (n, in_c, in_h, in_w)
+        let plane = |img: usize, ch: usize| &x[(img * ci + ch) * s.in_h * s.in_w..][..in_img / ci];
+        let geometry = (s.in_h, s.in_w, s.pad);
+        transposed_transform::<A, M, true>(isa, xt, (win, block), plane, (g, geometry), (ci, tiles));
+        let out_img = co * g.oh * g.ow;
+        let dy = &d_out[g0 * out_img..(g0 + n) * out_img]; // (n, out_c, oh, ow)
+        let yt = scratch(&mut scr.group, A * A * tp * co_pad); // (α², tiles padded, out_c padded)
+        let plane = |img: usize, ch: usize| &dy[(img * co + ch) * g.oh * g.ow..][..out_img / co];
+        let geometry = (g.oh, g.ow, 0);
+        transposed_transform::<A, M, false>(isa, yt, (win, block), plane, (g, geometry), (co, tiles));
+        for xi in 0..A * A {
+            let a_t = Strided {
+                data: &yt[xi * tp * co_pad..(xi + 1) * tp * co_pad],
+                ld: co_pad,
+            };
+            let b = Strided {
+                data: &xt[xi * tp * ci_pad..(xi + 1) * tp * ci_pad],
+                ld: ci_pad,
+            };
+            let c = &mut sums[xi * co_pad * ci_pad..(xi + 1) * co_pad * ci_pad];
+            gemm_tn(isa, c, ci_pad, a_t, b, (co_pad, ci_pad, tp), true);
+        }
+    }
+}
+
+/// The weight gradient's operands, tile-major with channels innermost: for every channel of
+/// `plane(img, ch)` (`(h, w)` padded by `pad`), the windows of every tile transformed —
+/// input windows (`INPUT`: `α × α` every `m`, `Bᵀ·d·B`) or output-gradient tiles (`m × m`,
+/// zero past the output's edge, `A·dy·Aᵀ`) —
+/// sixteen channels at a time into `block (α², 16, tp)`, then turned by 16 × 16 transposes
+/// into `dst (α², tp, c_pad)`; padded lanes and channels are zero.
+#[inline(always)]
+fn transposed_transform<'a, const A: usize, const M: usize, const INPUT: bool>(
+    isa: Isa,
+    dst: &mut [f32],
+    (win, block): (&mut [f32], &mut [f32]),
+    plane: impl Fn(usize, usize) -> &'a [f32],
+    (g, geometry): (&Grid, (usize, usize, usize)),
+    (c, tiles): (usize, usize),
+) where
+    Tiles<A, M>: Transforms<A, M>,
+{
+    let tp = round_up(tiles, L);
+    let c_pad = round_up(c, L);
+    for c0 in (0..c_pad).step_by(L) {
+        for k in 0..L {
+            let ch = c0 + k;
+            if ch >= c {
+                for xi in 0..A * A {
+                    block[(xi * L + k) * tp..(xi * L + k + 1) * tp].fill(0.0);
+                }
+                continue;
+            }
+            let planes = |img| plane(img, ch);
+            let grid = (g.th, g.tw);
+            if INPUT {
+                gather_windows::<A, M>(isa, win, tp, planes, geometry, grid, tiles);
+            } else {
+                gather_windows::<M, M>(isa, win, tp, planes, geometry, grid, tiles);
+            }
+            for t0 in (0..tp).step_by(L) {
+                let out = |i: usize, j: usize| ((i * A + j) * L + k) * tp + t0;
+                if INPUT {
+                    two_d!(
+                        Tiles::<A, M>::bt,
+                        A,
+                        A,
+                        |r, s| load(win, (r * A + s) * tp + t0),
+                        |i, j, x| store(block, out(i, j), x)
+                    );
+                } else {
+                    two_d!(
+                        Tiles::<A, M>::a,
+                        M,
+                        A,
+                        |r, s| load(win, (r * M + s) * tp + t0),
+                        |i, j, x| store(block, out(i, j), x)
+                    );
+                }
+            }
+        }
+        for xi in 0..A * A {
+            for t0 in (0..tp).step_by(L) {
+                let src = &block[xi * L * tp + t0..];
+                transpose16(isa, &mut dst[(xi * tp + t0) * c_pad + c0..], c_pad, src, tp);
+            }
+        }
+    }
+}
+
+multiversion! {
+    /// `d_weight[o, c] = Gᵀ·sums[·][o][c]·G` for every channel pair: `sums (α², co_pad,
+    /// ci_pad)` in, `d_weight (co, ci, 3, 3)` out.
+    fn weight_transform<A, M>(
+        d_weight: &mut [f32],
+        sums: &[f32],
+        dims: (usize, usize, usize, usize),
+    ) {
+        let (ci, co, ci_pad, co_pad) = dims;
+        let mut taps = [V::default(); 9];
+        for o in 0..co {
+            for c0 in (0..ci).step_by(L) {
+                two_d!(
+                    Tiles::<A, M>::gt,
+                    A,
+                    3,
+                    |i, j| load(sums, ((i * A + j) * co_pad + o) * ci_pad + c0),
+                    |i, j, x| taps[i * 3 + j] = *x
+                );
+                for l in 0..L.min(ci - c0) {
+                    let dst = &mut d_weight[(o * ci + c0 + l) * 9..(o * ci + c0 + l + 1) * 9];
+                    for (w, tap) in dst.iter_mut().zip(&taps) {
+                        *w = tap.0[l];
+                    }
+                }
+            }
+        }
+    }
+}
