@@ -74,6 +74,25 @@ impl DeviceChoice {
     }
 }
 
+/// Keeps graphics drivers from printing what reads as fergpu's own error: without
+/// `XDG_RUNTIME_DIR` (ssh sessions, containers, services), looking for GPU adapters makes
+/// libwayland, which Mesa's Vulkan drivers load, print `error: XDG_RUNTIME_DIR is invalid or
+/// not set in the environment.`. No Wayland display can be reached then anyway, so
+/// `WAYLAND_DISPLAY` is pointed at an absolute path that does not exist: the connection
+/// fails as before, silently. Nothing is changed when a display could be reached
+/// (`XDG_RUNTIME_DIR` set, or `WAYLAND_DISPLAY` or `WAYLAND_SOCKET` already absolute or
+/// given). Call it first in `main`, before any thread starts.
+pub fn quiet_display_probes() {
+    let runtime_ok =
+        std::env::var_os("XDG_RUNTIME_DIR").is_some_and(|d| std::path::Path::new(&d).is_absolute());
+    let display_absolute =
+        std::env::var_os("WAYLAND_DISPLAY").is_some_and(|d| std::path::Path::new(&d).is_absolute());
+    if runtime_ok || display_absolute || std::env::var_os("WAYLAND_SOCKET").is_some() {
+        return;
+    }
+    std::env::set_var("WAYLAND_DISPLAY", "/nonexistent/fergpu-no-wayland-display");
+}
+
 /// What `--adapter auto` runs on, given the adapters found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum AutoPick<'a> {

@@ -3,6 +3,7 @@
 //! the same figures for logits averaged over several views, reported beside the plain ones.
 
 use crate::augment;
+use crate::backend::gpu::context::block_on;
 use crate::backend::{stats, Backend};
 use crate::checkpoint::Checkpoint;
 use crate::data::{Dataset, EMOTIONS};
@@ -10,7 +11,7 @@ use crate::error::{Error, Result};
 use crate::metrics::{argmax, Confusion};
 use crate::model::network::{Mode, Network};
 use crate::model::{ModelSpec, Plan};
-use crate::shape::NUM_CLASSES;
+use crate::shape::{DenseShape, NUM_CLASSES};
 use std::fmt::Write as _;
 use std::path::Path;
 
@@ -185,6 +186,93 @@ pub struct Evaluator<'b, B: Backend> {
     mean_probs: B::Tensor, // (batch, 7) softmax of the mean
     /// Per reported mode ([`Tta::reported`]): its stats `(4)` and confusion `(7, 7)`.
     tta_sums: Vec<(Tta, B::Tensor, B::Indices)>,
+    /// Watches every op's output for NaN and infinities.
+    check: FiniteCheck<B>,
+}
+
+/// Watches every op's output for NaN and infinities during evaluation passes. Each image's
+/// values of an op are multiplied by zeros and summed (a dense op of one output with zero
+/// weights): 0 when they are all finite, NaN when any is not (0·∞ and 0·NaN are NaN, and no
+/// sum of zeros overflows). The results are added into one flag per op and batch position,
+/// which stays NaN once it is. Ops run one by one while watched (a convolution's ReLU
+/// apart from it), so a NaN that a ReLU or a max pool would drop is still seen where it
+/// arises.
+struct FiniteCheck<B: Backend> {
+    zeros: B::Tensor,      // (widest + 1) weights and bias, all 0
+    product: B::Tensor,    // (batch) one op's products
+    flags: Vec<B::Tensor>, // per op (batch): 0, or NaN once the op gave a non-finite value
+    /// Per op: values per image, and the op described (`dense 120`).
+    ops: Vec<(usize, String)>,
+    /// The most values per image of any op.
+    widest: usize,
+    /// The largest batch.
+    batch: usize,
+    /// The model's name, for messages.
+    model: String,
+}
+
+impl<B: Backend> FiniteCheck<B> {
+    fn new(be: &B, spec: &ModelSpec, plan: &Plan) -> FiniteCheck<B> {
+        let ops: Vec<(usize, String)> = plan
+            .ops
+            .iter()
+            .map(|op| (op.output_len() / plan.batch, op.describe()))
+            .collect();
+        let widest = ops.iter().map(|(n, _)| *n).max().unwrap_or(0);
+        FiniteCheck {
+            zeros: be.zeros(widest + 1),
+            product: be.zeros(plan.batch),
+            flags: ops.iter().map(|_| be.zeros(plan.batch)).collect(),
+            ops,
+            widest,
+            batch: plan.batch,
+            model: spec.name.clone(),
+        }
+    }
+
+    /// Clears the flags before a pass.
+    fn reset(&mut self, be: &B) {
+        let zeros = vec![0.0; self.batch];
+        for f in &mut self.flags {
+            be.write(f, &zeros);
+        }
+    }
+
+    /// Adds op `i`'s `output (batch, per image)` to its flags.
+    fn observe(&mut self, be: &B, i: usize, output: &B::Tensor, batch: usize) {
+        let shape = DenseShape {
+            batch,
+            in_f: self.ops[i].0,
+            out_f: 1,
+        };
+        be.dense_forward(
+            &mut self.product,
+            output,
+            &self.zeros,
+            0,
+            self.widest,
+            &shape,
+        );
+        be.scale_add(&mut self.flags[i], &self.product, 1.0, 1.0, batch);
+    }
+
+    /// After a pass: the first op (in model order) that gave a non-finite value, as an
+    /// error naming it.
+    async fn verdict(&self, be: &B) -> Result<()> {
+        for (i, flag) in self.flags.iter().enumerate() {
+            if be.download_async(flag).await.iter().any(|x| !x.is_finite()) {
+                return Err(Error::NonFinite(format!(
+                    "layer op {} ({}) of model '{}' gives NaN or infinite values, so its \
+                     predictions are not numbers: its weights are too large for 32-bit floats \
+                     (or damaged)",
+                    i + 1,
+                    self.ops[i].1,
+                    crate::report::printable(&self.model)
+                )));
+            }
+        }
+        Ok(())
+    }
 }
 
 impl<'b, B: Backend> Evaluator<'b, B> {
@@ -251,8 +339,10 @@ impl<'b, B: Backend> Evaluator<'b, B> {
                 (t, st, be.zeros_indices(NUM_CLASSES * NUM_CLASSES))
             })
             .collect();
+        let check = FiniteCheck::new(be, spec, &plan);
         Ok(Evaluator {
             be,
+            check,
             net: Network::new(be, plan, params),
             stats: be.zeros(stats::LEN),
             confusion: be.zeros_indices(NUM_CLASSES * NUM_CLASSES),
@@ -297,9 +387,23 @@ impl<'b, B: Backend> Evaluator<'b, B> {
     /// `keep_probs`). With test-time augmentation each batch runs once per view; the first
     /// view (the image as it is) gives the plain figures, and after the last view of each
     /// reported mode the running mean of the logits gives that mode's.
-    pub fn evaluate(&mut self, set: &DeviceSet<B>, keep_probs: bool) -> EvalResult {
+    ///
+    /// Every op's output is watched for NaN and infinities ([`FiniteCheck`]): a model whose
+    /// values stop being numbers is an [`Error::NonFinite`] naming the first op that gave
+    /// one, never an accuracy.
+    pub fn evaluate(&mut self, set: &DeviceSet<B>, keep_probs: bool) -> Result<EvalResult> {
+        block_on(self.evaluate_async(set, keep_probs))
+    }
+
+    /// [`Evaluator::evaluate`] awaiting its read-backs, as a browser must.
+    pub async fn evaluate_async(
+        &mut self,
+        set: &DeviceSet<B>,
+        keep_probs: bool,
+    ) -> Result<EvalResult> {
         let Evaluator {
             be,
+            check,
             net,
             stats,
             confusion,
@@ -319,6 +423,7 @@ impl<'b, B: Backend> Evaluator<'b, B> {
         );
         be.write(stats, &[0.0; stats::LEN]);
         be.write_indices(confusion, &[0; NUM_CLASSES * NUM_CLASSES]);
+        check.reset(be);
         for (_, st, conf) in tta_sums.iter_mut() {
             be.write(st, &[0.0; stats::LEN]);
             be.write_indices(conf, &[0; NUM_CLASSES * NUM_CLASSES]);
@@ -343,7 +448,9 @@ impl<'b, B: Backend> Evaluator<'b, B> {
                     start,
                     batch,
                 );
-                net.forward(be, batch, Mode::Eval);
+                net.forward_each(be, batch, Mode::Eval, &mut |i, out| {
+                    check.observe(be, i, out, batch)
+                });
                 if v == 0 {
                     net.loss_forward(be, stats, ones, 0.0, batch);
                     be.confusion_accumulate(confusion, &net.probs, &net.labels, batch, NUM_CLASSES);
@@ -371,37 +478,38 @@ impl<'b, B: Backend> Evaluator<'b, B> {
                     be.confusion_accumulate(conf, mean_probs, &net.labels, batch, NUM_CLASSES);
                     if let Some(p) = p.as_mut() {
                         be.submit();
-                        p.extend_from_slice(&be.download(mean_probs)[..len]);
+                        p.extend_from_slice(&be.download_async(mean_probs).await[..len]);
                     }
                 }
             }
             be.submit();
             // The plain probabilities: only the first view's loss op writes net.probs.
             if let Some(p) = probs.as_mut() {
-                p.extend_from_slice(&be.download(&net.probs)[..batch * NUM_CLASSES]);
+                let got = be.download_async(&net.probs).await;
+                p.extend_from_slice(&got[..batch * NUM_CLASSES]);
             }
         }
-        let tta = tta_sums
-            .iter()
-            .zip(tta_probs)
-            .map(|((t, st, conf), p)| (*t, read_result(be, st, conf, p)))
-            .collect();
-        EvalResult {
-            tta,
-            ..read_result(be, stats, confusion, probs)
+        let mut tta = Vec::new();
+        for ((t, st, conf), p) in tta_sums.iter().zip(tta_probs) {
+            tta.push((*t, read_result(be, st, conf, p).await));
         }
+        check.verdict(be).await?;
+        Ok(EvalResult {
+            tta,
+            ..read_result(be, stats, confusion, probs).await
+        })
     }
 }
 
 /// Reads one pass's statistics `(4)` and confusion `(7, 7)` back into a result.
-fn read_result<B: Backend>(
+async fn read_result<B: Backend>(
     be: &B,
     stats: &B::Tensor,
     confusion: &B::Indices,
     probs: Option<Vec<f32>>,
 ) -> EvalResult {
-    let s = be.download(stats);
-    let confusion = Confusion::from_flat(&be.download_indices(confusion));
+    let s = be.download_async(stats).await;
+    let confusion = Confusion::from_flat(&be.download_indices_async(confusion).await);
     let samples = s[stats::SAMPLES].max(1.0) as f64;
     EvalResult {
         loss: s[stats::LOSS_SUM] as f64 / samples,
@@ -409,6 +517,18 @@ fn read_result<B: Backend>(
         confusion,
         probs,
         tta: Vec::new(),
+    }
+}
+
+/// `e` as an error of the checkpoint at `path` when its model gave NaN or infinite values
+/// ([`Error::NonFinite`]); any other error as it is.
+pub fn blame_checkpoint(path: &Path, e: Error) -> Error {
+    match e {
+        Error::NonFinite(problem) => Error::BadCheckpoint {
+            path: path.into(),
+            problem: format!("{problem}; use another checkpoint"),
+        },
+        other => other,
     }
 }
 
@@ -436,7 +556,7 @@ pub fn evaluate_checkpoint_with_tta<B: Backend>(
     let mut ev = Evaluator::with_tta(be, &ck.spec, &ck.params, ds.len(), tta)?;
     ev.set_params(&ck.params, &ck.running);
     let set = DeviceSet::new(be, ds);
-    Ok(ev.evaluate(&set, keep_probs))
+    ev.evaluate(&set, keep_probs)
 }
 
 /// The confusion matrix as a text table with emotion names (rows true, columns predicted).
@@ -521,5 +641,5 @@ pub fn write_predictions(path: &Path, labels: &[u8], probs: &[f32]) -> Result<()
         }
         out.push('\n');
     }
-    crate::report::write_atomic(path, out.as_bytes())
+    crate::files::write_output(path, out.as_bytes())
 }

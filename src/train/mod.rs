@@ -12,15 +12,17 @@ pub use early_stop::{Decision, EarlyStopping};
 pub use schedule::{LrSchedule, PlateauMetric, Scheduler, Warmup};
 
 use crate::augment::{self, Augment, Warp};
+use crate::backend::gpu::context::block_on;
 use crate::backend::{stats, Backend, OptimizerConfig};
-use crate::checkpoint::OptimizerState;
+use crate::checkpoint::{Average, OptimizerState};
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::model::network::{Mode, Network, Optimizer};
 use crate::model::{ModelSpec, Plan};
 use crate::rng::Rng;
 use crate::shape::NUM_CLASSES;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use web_time::Instant;
 
 /// How classes are weighted in the training loss.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -104,7 +106,16 @@ pub struct EpochOutcome {
     pub interrupted: bool,
 }
 
-/// How a [`Trainer`] trains; fixed when it is built.
+/// An epoch begun by [`Trainer::begin_epoch`]: its generator after the epoch's draws (the
+/// next epoch's starts there) and the images trained since it began.
+#[derive(Debug)]
+pub struct EpochRun {
+    rng: Rng,
+    images: usize,
+}
+
+/// How a [`Trainer`] trains; fixed when it is built. Its defaults are the settings':
+/// [`crate::settings::Settings::trainer_options`].
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct TrainerOptions {
     /// The largest batch (the last batch of an epoch may be smaller).
@@ -126,28 +137,13 @@ pub struct TrainerOptions {
     pub optimizer: OptimizerConfig,
     /// Epochs of linear warm-up of the learning rate, per step (see [`Warmup`]); 0 for none.
     pub warmup_epochs: usize,
+    /// Decay per step of the weights' exponential moving average (see [`Trainer::average`]);
+    /// 0 keeps none.
+    pub ema: f64,
     /// Read the running loss and accuracy back at most once per this long during
     /// [`Trainer::run_epoch`] (for a live progress bar); `None` never does, so a GPU epoch has
     /// no readback before its end.
     pub live_stats: Option<Duration>,
-}
-
-impl Default for TrainerOptions {
-    /// Batch 32, unweighted loss without label smoothing, seed 1, no augmentation (nor warp),
-    /// Adam (see [`OptimizerConfig::default`]), no warm-up, no live statistics.
-    fn default() -> Self {
-        TrainerOptions {
-            batch: 32,
-            class_weight: ClassWeight::None,
-            label_smoothing: 0.0,
-            seed: 1,
-            augment: Augment::NONE,
-            warp: Warp::NONE,
-            optimizer: OptimizerConfig::default(),
-            warmup_epochs: 0,
-            live_stats: None,
-        }
-    }
 }
 
 /// A model being trained on one backend: the network, the optimizer, the training set on the
@@ -166,6 +162,17 @@ pub struct Trainer<'b, B: Backend> {
     stats: B::Tensor,   // (4) see backend::stats
     /// `(n_train, 4)` this epoch's [`augment::ImageWarp`]s, when `opts.warp` is active.
     warp: Option<B::Indices>,
+    /// The weights' moving average, when `opts.ema > 0`: parameters `(P)` and running
+    /// statistics `(S)`.
+    average: Option<(B::Tensor, B::Tensor)>,
+}
+
+/// The decay of the weights' average at step `t` (1-based, the step just taken): `decay`,
+/// warmed up as `min(decay, (1 + t)/(10 + t))` so that the first steps' average does not
+/// cling to the initial weights (TensorFlow's `ExponentialMovingAverage` with
+/// `num_updates`).
+pub fn ema_decay(decay: f64, t: u64) -> f64 {
+    decay.min((1.0 + t as f64) / (10.0 + t as f64))
 }
 
 /// What [`Trainer::run_epoch`] tells its callback after each batch.
@@ -216,10 +223,13 @@ impl<'b, B: Backend> Trainer<'b, B> {
             )));
         }
         let weights = opts.class_weight.weights(&train.class_counts());
+        let net = Network::new(be, plan, params);
+        let average =
+            (opts.ema > 0.0).then(|| (be.upload(params), be.upload(&net.plan.init_running())));
         Ok(Trainer {
             be,
-            opt: Optimizer::new(be, &plan, opts.optimizer),
-            net: Network::new(be, plan, params),
+            opt: Optimizer::new(be, &net.plan, opts.optimizer),
+            net,
             spec,
             state: TrainState::new(opts.seed),
             opts: *opts,
@@ -232,6 +242,7 @@ impl<'b, B: Backend> Trainer<'b, B> {
                 .then(|| be.zeros_indices(train.len() * augment::WARP_WORDS)),
             weights: be.upload(&weights),
             stats: be.zeros(stats::LEN),
+            average,
         })
     }
 
@@ -255,6 +266,15 @@ impl<'b, B: Backend> Trainer<'b, B> {
         be.write(&mut t.opt.v, &optimizer.v);
         t.opt.t = optimizer.t;
         t.state = state;
+        if let Some((avg_params, avg_running)) = &mut t.average {
+            // A run that kept no average yet starts it from the weights it resumes with.
+            let (p, r) = match &optimizer.average {
+                Some(a) => (&a.params[..], &a.running[..]),
+                None => (params, running),
+            };
+            be.write(avg_params, p);
+            be.write(avg_running, r);
+        }
         Ok(t)
     }
 
@@ -334,6 +354,13 @@ impl<'b, B: Backend> Trainer<'b, B> {
         net.loss_forward(be, &mut self.stats, &self.weights, smoothing, batch);
         net.backward(be, &self.weights, smoothing, batch);
         self.opt.step(be, net, lr);
+        if let Some((avg_params, avg_running)) = &mut self.average {
+            let d = ema_decay(self.opts.ema, self.opt.t) as f32;
+            be.scale_add(avg_params, &net.params, d, 1.0 - d, net.plan.num_params);
+            if net.plan.num_running > 0 {
+                be.scale_add(avg_running, &net.running, d, 1.0 - d, net.plan.num_running);
+            }
+        }
         be.submit();
         lr
     }
@@ -346,24 +373,49 @@ impl<'b, B: Backend> Trainer<'b, B> {
             return None;
         }
         *last = Instant::now();
-        let s = self.be.download(&self.stats);
+        Some(block_on(self.running_stats_async()))
+    }
+
+    /// The running training loss and accuracy of the current epoch so far, awaited (a page
+    /// shows them while it trains; natively see [`TrainerOptions::live_stats`]).
+    pub async fn running_stats_async(&self) -> (f64, f64) {
+        let s = self.be.download_async(&self.stats).await;
         let samples = s[stats::SAMPLES].max(1.0) as f64;
-        Some((
+        (
             s[stats::LOSS_SUM] as f64 / samples,
             s[stats::CORRECT] as f64 / samples,
-        ))
+        )
     }
 
     /// Trains the rest of the current epoch at learning rate `lr` (scaled by the warm-up in its
     /// first steps, see [`TrainerOptions::warmup_epochs`]). `keep_going` is called
     /// after each batch is submitted; returning false stops after that batch, with the state
     /// saved so that [`Trainer::run_epoch`] continues the same epoch later.
+    ///
+    /// It is [`Trainer::begin_epoch`], [`Trainer::train_batch`] until the epoch ends or
+    /// `keep_going` says stop, and [`Trainer::finish_epoch`]; a browser calls those itself,
+    /// yielding to its event loop between batches.
     pub fn run_epoch(
         &mut self,
         lr: f64,
         keep_going: &mut dyn FnMut(BatchDone) -> bool,
     ) -> EpochOutcome {
-        let (n, used) = (self.n, self.images_per_epoch());
+        let mut epoch = self.begin_epoch();
+        let mut last_peek = Instant::now();
+        while let Some(mut info) = self.train_batch(&mut epoch, lr) {
+            info.running = self.live_stats(&mut last_peek);
+            if !keep_going(info) {
+                break;
+            }
+        }
+        self.finish_epoch(epoch)
+    }
+
+    /// Starts (or, after an interruption, continues) the current epoch: draws its shuffle and
+    /// augmentation from the epoch's generator, uploads them, and restores the statistics
+    /// accumulated so far.
+    pub fn begin_epoch(&mut self) -> EpochRun {
+        let n = self.n;
         let mut rng = Rng::from_state(self.state.epoch_rng);
         let mut perm: Vec<u32> = (0..n as u32).collect();
         rng.shuffle(&mut perm);
@@ -375,35 +427,45 @@ impl<'b, B: Backend> Trainer<'b, B> {
             self.be.write_indices(warp, &words);
         }
         self.be.write(&mut self.stats, &self.state.partial);
-        let start = self.state.next_batch;
-        let mut done = 0;
-        let mut interrupted = false;
-        let mut last_peek = Instant::now();
-        let batch_size = self.opts.batch;
-        for b in start..self.batches_per_epoch() {
-            let offset = b * batch_size;
-            let batch = batch_size.min(used - offset);
-            let step_lr = self.step(offset, batch, lr);
-            done += batch;
-            self.state.next_batch = b + 1;
-            let running = self.live_stats(&mut last_peek);
-            let info = BatchDone {
-                images: done,
-                running,
-                lr: step_lr,
-            };
-            if !keep_going(info) && b + 1 < self.batches_per_epoch() {
-                interrupted = true;
-                break;
-            }
+        EpochRun { rng, images: 0 }
+    }
+
+    /// Records and submits the epoch's next batch at the epoch's rate `lr` (scaled by the
+    /// warm-up); `None` when the epoch has no batch left. Nothing is read back.
+    pub fn train_batch(&mut self, epoch: &mut EpochRun, lr: f64) -> Option<BatchDone> {
+        let b = self.state.next_batch;
+        if b >= self.batches_per_epoch() {
+            return None;
         }
-        let s = self.be.download(&self.stats);
+        let offset = b * self.opts.batch;
+        let batch = self.opts.batch.min(self.images_per_epoch() - offset);
+        let step_lr = self.step(offset, batch, lr);
+        epoch.images += batch;
+        self.state.next_batch = b + 1;
+        Some(BatchDone {
+            images: epoch.images,
+            running: None,
+            lr: step_lr,
+        })
+    }
+
+    /// Ends [`Trainer::begin_epoch`]'s epoch: reads the statistics back (the epoch's one
+    /// read-back) and, when every batch ran, moves to the next epoch; otherwise the state is
+    /// kept so that the same epoch continues later.
+    pub fn finish_epoch(&mut self, epoch: EpochRun) -> EpochOutcome {
+        block_on(self.finish_epoch_async(epoch))
+    }
+
+    /// [`Trainer::finish_epoch`] awaiting the read-back, as a browser must.
+    pub async fn finish_epoch_async(&mut self, epoch: EpochRun) -> EpochOutcome {
+        let s = self.be.download_async(&self.stats).await;
         self.state.partial.copy_from_slice(&s[..stats::LEN]);
+        let interrupted = self.state.next_batch < self.batches_per_epoch();
         if !interrupted {
             self.state = TrainState {
                 epoch: self.state.epoch + 1,
                 next_batch: 0,
-                epoch_rng: rng.state(),
+                epoch_rng: epoch.rng.state(),
                 partial: [0.0; stats::LEN],
             };
         }
@@ -411,7 +473,7 @@ impl<'b, B: Backend> Trainer<'b, B> {
         EpochOutcome {
             loss: s[stats::LOSS_SUM] as f64 / samples,
             accuracy: s[stats::CORRECT] as f64 / samples,
-            images: done,
+            images: epoch.images,
             interrupted,
         }
     }
@@ -424,6 +486,11 @@ impl<'b, B: Backend> Trainer<'b, B> {
     /// The parameters `(P)` on the host.
     pub fn params(&self) -> Vec<f32> {
         self.be.download(&self.net.params)
+    }
+
+    /// [`Trainer::params`], awaited.
+    pub async fn params_async(&self) -> Vec<f32> {
+        self.be.download_async(&self.net.params).await
     }
 
     /// Replaces the parameters `(P)`, e.g. to roll back to the last good ones after a
@@ -442,18 +509,42 @@ impl<'b, B: Backend> Trainer<'b, B> {
         self.be.download(&self.net.running)
     }
 
+    /// [`Trainer::running`], awaited.
+    pub async fn running_async(&self) -> Vec<f32> {
+        self.be.download_async(&self.net.running).await
+    }
+
     /// Replaces the running statistics `(S)` (on resume, or with the parameters after a
     /// divergence).
     pub fn restore_running(&mut self, running: &[f32]) {
         self.be.write(&mut self.net.running, running);
     }
 
-    /// The optimizer's moments and step count on the host.
+    /// The weights' moving average on the device, parameters `(P)` and running statistics
+    /// `(S)`, when the trainer keeps one ([`TrainerOptions::ema`]): after step `t` it is
+    /// `avg ← d·avg + (1 − d)·w` with `d = ema_decay(ema, t)`, starting from the initial
+    /// weights.
+    pub fn average(&self) -> Option<(&B::Tensor, &B::Tensor)> {
+        self.average.as_ref().map(|(p, r)| (p, r))
+    }
+
+    /// The weights the model is evaluated with: the moving average where one is kept, else
+    /// the parameters and running statistics themselves (on the device).
+    pub fn evaluated_tensors(&self) -> (&B::Tensor, &B::Tensor) {
+        self.average()
+            .unwrap_or((&self.net.params, &self.net.running))
+    }
+
+    /// The optimizer's moments, step count and weights' average on the host.
     pub fn optimizer_state(&self) -> OptimizerState {
         OptimizerState {
             m: self.be.download(&self.opt.m),
             v: self.be.download(&self.opt.v),
             t: self.opt.t,
+            average: self.average.as_ref().map(|(p, r)| Average {
+                params: self.be.download(p),
+                running: self.be.download(r),
+            }),
         }
     }
 }
