@@ -6,13 +6,15 @@ use super::{
     ProfileArgs, SynthArgs,
 };
 use crate::backend::{Activation, Backend};
-use crate::checkpoint::Checkpoint;
+use crate::checkpoint::{Checkpoint, Storage};
 use crate::data::{csv, synth, Dataset};
 use crate::device::{run_on, Job};
 use crate::error::{Error, Result};
-use crate::eval::{evaluate_checkpoint_with_tta, report_text, EvalResult, Tta};
+use crate::eval::{blame_checkpoint, evaluate_checkpoint_with_tta, report_text, EvalResult, Tta};
 use crate::model::{ModelSpec, Plan};
 use crate::settings::Settings;
+use crate::shipped::ModelSource;
+use std::path::Path;
 
 /// A checkpoint evaluated over a data set on whichever backend is chosen.
 struct EvalJob<'a> {
@@ -32,7 +34,16 @@ impl Job for EvalJob<'_> {
 
 /// `fergpu eval`.
 pub(super) fn eval(a: EvalArgs) -> Result<Outcome> {
-    let ck = Checkpoint::load(&a.checkpoint)?;
+    let model = ModelSource::from_flag(a.checkpoint.clone());
+    if let Some(out) = &a.predictions {
+        let mut read = model.inputs();
+        read.extend(a.data.data.as_deref().map(|d| ("the --data file", d)));
+        crate::files::check_output(out, "--predictions", &read)?;
+    }
+    let mut ck = model.load()?;
+    if a.average {
+        ck = averaged(ck, model.path())?;
+    }
     let mut data = a.data.clone();
     data.limit = 0;
     let all = data.load_all()?;
@@ -53,7 +64,7 @@ pub(super) fn eval(a: EvalArgs) -> Result<Outcome> {
         keep_probs: a.predictions.is_some(),
         tta: a.tta,
     };
-    let r = run_on(&a.device, job)?;
+    let r = run_on(&a.device, job).map_err(|e| blame_checkpoint(model.path(), e))?;
     let what = format!("{} ({})", a.split.name(), ck.spec.name);
     let augmented = match a.tta {
         Tta::None => None,
@@ -115,13 +126,13 @@ pub(super) fn info(a: InfoArgs) -> Result<Outcome> {
         rep.seconds
     );
     println!("{}", crate::report::images::info_text(&ds));
-    if !rep.skipped.is_empty() {
-        println!("{} bad rows:", rep.skipped.len());
+    if rep.bad_rows > 0 {
+        println!("{} bad rows:", rep.bad_rows);
         for e in rep.skipped.iter().take(20) {
-            println!("  {e}");
+            println!("  {}", crate::report::printable(&e.to_string()));
         }
-        if rep.skipped.len() > 20 {
-            println!("  … and {} more", rep.skipped.len() - 20);
+        if rep.bad_rows > 20 {
+            println!("  … and {} more", rep.bad_rows - 20);
         }
     }
     Ok(Outcome::Done)
@@ -243,10 +254,26 @@ fn check_bench(a: &BenchArgs) -> Result<()> {
     Ok(())
 }
 
+/// `ck` with its weights replaced by the moving average its run kept (`--average`).
+fn averaged(ck: Checkpoint, path: &Path) -> Result<Checkpoint> {
+    let Some(avg) = ck.optimizer.as_ref().and_then(|o| o.average.clone()) else {
+        return Err(Error::Config(format!(
+            "--average: {} holds no average of the weights (a run's checkpoint-last keeps one \
+             when it trained with --ema)",
+            path.display()
+        )));
+    };
+    Ok(Checkpoint {
+        params: avg.params,
+        running: avg.running,
+        ..ck
+    })
+}
+
 /// `fergpu predict`.
 pub(super) fn predict(a: PredictArgs) -> Result<Outcome> {
     let cfg = crate::predict::PredictConfig {
-        checkpoint: a.checkpoint,
+        model: ModelSource::from_flag(a.checkpoint),
         inputs: a.images,
         json: a.json,
         csv: a.csv,
@@ -264,10 +291,51 @@ pub(super) fn predict(a: PredictArgs) -> Result<Outcome> {
     Ok(Outcome::Done)
 }
 
+/// `fergpu profile --adapter cpu`: the CPU backend's ops, host-timed; the GPU-only flags
+/// are errors.
+fn profile_cpu(a: &ProfileArgs, cfg: &crate::profile::ProfileConfig) -> Result<Outcome> {
+    let gpu_only = [
+        ("--timer", a.timer.is_some()),
+        ("--variant", a.variant.is_some()),
+        ("--bounds-checks", a.bounds_checks),
+        ("--skip-workgroup-zeroing", a.skip_workgroup_zeroing),
+    ];
+    if let Some((flag, _)) = gpu_only.iter().find(|(_, given)| *given) {
+        return Err(Error::Config(format!(
+            "{flag}: a GPU profile's flag; the CPU backend times each op on the host"
+        )));
+    }
+    a.device.validate()?;
+    let cpu = crate::backend::cpu::CpuBackend::try_new(a.device.threads)?;
+    eprintln!("fergpu: profiling on {}", cpu.name());
+    let p = crate::profile::run_cpu(&cpu, cfg)?;
+    if a.json {
+        println!("{:#}", serde_json::json!(p));
+    } else {
+        print!("{}", crate::profile::table(&p));
+    }
+    Ok(Outcome::Done)
+}
+
 /// `fergpu export`.
 pub(super) fn export(a: ExportModelArgs) -> Result<Outcome> {
-    let done = crate::export::export_onnx(&a.checkpoint, &a.onnx, a.softmax)?;
-    eprintln!("{done}");
+    let model = ModelSource::from_flag(a.checkpoint);
+    if let Some(out) = &a.onnx {
+        let done = crate::export::export_onnx(&model, out, a.softmax)?;
+        eprintln!("{done}");
+    }
+    if let Some(out) = &a.weights {
+        let Some(checkpoint) = model.file() else {
+            return Err(Error::Config(
+                "--weights exports a run's checkpoint with its provenance: give --checkpoint \
+                 (the shipped model is already such a file, assets/model/)"
+                    .into(),
+            ));
+        };
+        let storage = if a.f16 { Storage::F16 } else { Storage::F32 };
+        let done = crate::export::export_weights(checkpoint, out, storage)?;
+        eprintln!("{done}");
+    }
     Ok(Outcome::Done)
 }
 
@@ -278,6 +346,34 @@ pub(super) fn profile(a: ProfileArgs) -> Result<Outcome> {
             "--batch-size {}: must be between 1 and 65536",
             a.batch_size
         )));
+    }
+    if a.steps == 0 || a.steps > MAX_BENCH_REPS {
+        return Err(Error::Config(format!(
+            "--steps {}: must be between 1 and {MAX_BENCH_REPS}",
+            a.steps
+        )));
+    }
+    // The profile generates (steps + 1) batches of faces.
+    let faces = a.batch_size.saturating_mul(a.steps + 1);
+    if faces > synth::MAX_ROWS {
+        return Err(Error::Config(format!(
+            "--batch-size {} with --steps {} would generate {faces} faces, over the {} that \
+             fit; use fewer steps or a smaller batch",
+            a.batch_size,
+            a.steps,
+            synth::MAX_ROWS
+        )));
+    }
+    let cfg = crate::profile::ProfileConfig {
+        model: a.model.clone(),
+        batch: a.batch_size,
+        steps: a.steps,
+        timer: a.timer,
+    };
+    if crate::backend::gpu::adapter::AdapterRequest::parse(&a.device.adapter)
+        == crate::backend::gpu::adapter::AdapterRequest::Cpu
+    {
+        return profile_cpu(&a, &cfg);
     }
     let build = crate::backend::gpu::kernels::BuildOptions {
         bounds_checks: a.bounds_checks,
@@ -306,12 +402,6 @@ pub(super) fn profile(a: ProfileArgs) -> Result<Outcome> {
         }
         gpu.set_variant(Some(v));
     }
-    let cfg = crate::profile::ProfileConfig {
-        model: a.model,
-        batch: a.batch_size,
-        steps: a.steps.max(1),
-        timer: a.timer,
-    };
     let p = crate::profile::run(&gpu, &cfg)?;
     gpu.check()?;
     if a.json {
