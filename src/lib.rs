@@ -12,6 +12,7 @@
 //! - [`train`]: the training step and epoch, learning-rate schedules, early stopping;
 //! - [`eval`]: evaluation passes in batches that fit the device, reports;
 //! - [`checkpoint`]: safetensors files PyTorch can read;
+//! - [`files`]: atomic writes of every file fergpu leaves behind;
 //! - [`settings`]: every training setting, one type for flags, recipes, sweeps and resume;
 //! - [`run`]: a whole run (the epoch loop, resume) and the run folder that owns its files;
 //! - [`experiment`]: cross-validation folds and sweeps above single runs;
@@ -19,8 +20,13 @@
 //! - [`metrics`], [`report`]: confusion matrices, per-class scores, plots and HTML tables;
 //! - [`predict`]: faces found in photos and folders, cropped as FER2013 crops them, classified;
 //! - [`export`]: checkpoints as ONNX models for other runtimes;
+//! - [`shipped`]: the trained model in the box, used when no checkpoint is given;
 //! - [`bench`](mod@bench), [`profile`]: images/s and kernel GFLOP/s on any backend; a training
 //!   step's GPU time kernel by kernel.
+//!
+//! The library compiles for `wasm32-unknown-unknown` too (the web app, `web/`): there the
+//! command line ([`cli`], native only) is left out, the CPU backend runs on the page's one
+//! thread, and results from the GPU are awaited (`Backend::download_async`).
 //!
 //! Imports go one way: cli → experiment → run → settings → train/eval → model → backend →
 //! shape/data. Stopping is a [`cancel::Cancel`] value handed down, not a global.
@@ -32,6 +38,7 @@ pub mod backend;
 pub mod bench;
 pub mod cancel;
 pub mod checkpoint;
+#[cfg(not(target_arch = "wasm32"))]
 pub mod cli;
 pub mod data;
 pub mod device;
@@ -39,6 +46,7 @@ pub mod error;
 pub mod eval;
 pub mod experiment;
 pub mod export;
+pub mod files;
 mod flags;
 pub mod metrics;
 pub mod model;
@@ -49,6 +57,7 @@ pub mod rng;
 pub mod run;
 pub mod settings;
 pub mod shape;
+pub mod shipped;
 pub mod train;
 
 pub use error::{Error, Result};

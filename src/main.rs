@@ -9,13 +9,18 @@ const INTERRUPTED_STATUS: i32 = 130;
 
 fn main() {
     restore_default_sigpipe();
+    // First, while this is the only thread.
+    fergpu::device::quiet_display_probes();
     let matches = Cli::command().get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     match fergpu::cli::run(cli, &matches) {
         Ok(Outcome::Done) => {}
         Ok(Outcome::Interrupted) => std::process::exit(INTERRUPTED_STATUS),
         Err(e) => {
-            eprintln!("error: {:#}", anyhow::Error::from(e));
+            // Messages quote file names and file contents; their control characters
+            // (escape sequences) are written out, not sent to the terminal.
+            let message = format!("{:#}", anyhow::Error::from(e));
+            eprintln!("error: {}", fergpu::report::printable(&message));
             std::process::exit(1);
         }
     }

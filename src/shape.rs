@@ -32,25 +32,30 @@ impl Conv2dShape {
     /// Output rows: `in_h + 2·pad − k + 1`. Panics if the kernel does not fit the padded
     /// input (a model bug).
     pub fn out_h(&self) -> usize {
-        assert!(
-            self.in_h + 2 * self.pad >= self.k,
-            "conv kernel {} taller than input {} padded by {}",
-            self.k,
-            self.in_h,
-            self.pad
-        );
-        self.in_h + 2 * self.pad - self.k + 1
+        self.try_out_h().unwrap_or_else(|| {
+            panic!(
+                "conv kernel {} taller than input {} padded by {}",
+                self.k, self.in_h, self.pad
+            )
+        })
     }
     /// Output columns: `in_w + 2·pad − k + 1`.
     pub fn out_w(&self) -> usize {
-        assert!(
-            self.in_w + 2 * self.pad >= self.k,
-            "conv kernel {} wider than input {} padded by {}",
-            self.k,
-            self.in_w,
-            self.pad
-        );
-        self.in_w + 2 * self.pad - self.k + 1
+        self.try_out_w().unwrap_or_else(|| {
+            panic!(
+                "conv kernel {} wider than input {} padded by {}",
+                self.k, self.in_w, self.pad
+            )
+        })
+    }
+    /// [`Conv2dShape::out_h`], or `None` when the kernel does not fit the padded input or
+    /// the padded input overflows `usize`.
+    pub fn try_out_h(&self) -> Option<usize> {
+        conv_side(self.in_h, self.k, self.pad)
+    }
+    /// [`Conv2dShape::out_w`], or `None` as [`Conv2dShape::try_out_h`].
+    pub fn try_out_w(&self) -> Option<usize> {
+        conv_side(self.in_w, self.k, self.pad)
     }
     /// Elements of the input, `batch·in_c·in_h·in_w`.
     pub fn input_len(&self) -> usize {
@@ -60,9 +65,18 @@ impl Conv2dShape {
     pub fn output_len(&self) -> usize {
         self.batch * self.out_c * self.out_h() * self.out_w()
     }
+    /// [`Conv2dShape::output_len`], or `None` when the kernel does not fit or the product
+    /// overflows `usize` (model files and checkpoints can ask for anything).
+    pub fn try_output_len(&self) -> Option<usize> {
+        product(&[self.batch, self.out_c, self.try_out_h()?, self.try_out_w()?])
+    }
     /// Elements of the weight, `out_c·in_c·k·k`.
     pub fn weight_len(&self) -> usize {
         self.out_c * self.in_c * self.k * self.k
+    }
+    /// Elements of the weight and the bias, `out_c·(in_c·k·k + 1)`, or `None` on overflow.
+    pub fn try_param_len(&self) -> Option<usize> {
+        product(&[self.out_c, self.in_c, self.k, self.k])?.checked_add(self.out_c)
     }
     /// Elements of the bias, `out_c`.
     pub fn bias_len(&self) -> usize {
@@ -76,6 +90,18 @@ impl Conv2dShape {
     pub fn forward_macs(&self) -> usize {
         self.output_len() * self.patch_len()
     }
+}
+
+/// A convolution's output side, `input + 2·pad − k + 1`; `None` when the kernel is larger
+/// than the padded input or that overflows.
+fn conv_side(input: usize, k: usize, pad: usize) -> Option<usize> {
+    let padded = input.checked_add(pad.checked_mul(2)?)?;
+    Some(padded.checked_sub(k)? + 1)
+}
+
+/// The product of `dims`, or `None` when it overflows `usize`.
+pub fn product(dims: &[usize]) -> Option<usize> {
+    dims.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d))
 }
 
 /// Max pooling with a square `size`×`size` window and stride `size`; trailing rows and
@@ -155,6 +181,10 @@ impl DenseShape {
     /// Elements of the weight.
     pub fn weight_len(&self) -> usize {
         self.out_f * self.in_f
+    }
+    /// Elements of the weight and the bias, `out_f·(in_f + 1)`, or `None` on overflow.
+    pub fn try_param_len(&self) -> Option<usize> {
+        self.out_f.checked_mul(self.in_f)?.checked_add(self.out_f)
     }
     /// Elements of the bias.
     pub fn bias_len(&self) -> usize {

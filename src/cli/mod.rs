@@ -4,6 +4,7 @@
 //! The training commands (`train`, `cv`, `sweep`) take every flag of
 //! [`crate::settings::Settings`]; see [`training`].
 
+mod cluster;
 mod tools;
 mod training;
 
@@ -88,9 +89,10 @@ pub struct TrainArgs {
 /// `fergpu eval`.
 #[derive(Args)]
 pub struct EvalArgs {
-    /// A checkpoint written by `fergpu train`.
+    /// A checkpoint written by `fergpu train` (default: the shipped model,
+    /// docs/MODEL_CARD.md).
     #[arg(long)]
-    pub checkpoint: PathBuf,
+    pub checkpoint: Option<PathBuf>,
     /// The data.
     #[command(flatten)]
     pub data: DataSettings,
@@ -106,6 +108,10 @@ pub struct EvalArgs {
     /// averaged over the views; the plain result is printed too, each labelled.
     #[arg(long, default_value = "none", value_parser = parse_tta)]
     pub tta: Tta,
+    /// Evaluate the moving average of the weights a run kept with --ema (in its
+    /// checkpoint-last) instead of the weights themselves.
+    #[arg(long)]
+    pub average: bool,
     /// The device.
     #[command(flatten)]
     pub device: DeviceChoice,
@@ -232,9 +238,10 @@ pub struct ProfileArgs {
 /// `fergpu predict`.
 #[derive(Args)]
 pub struct PredictArgs {
-    /// A checkpoint written by `fergpu train`.
+    /// A checkpoint written by `fergpu train` (default: the shipped model,
+    /// docs/MODEL_CARD.md).
     #[arg(long)]
-    pub checkpoint: PathBuf,
+    pub checkpoint: Option<PathBuf>,
     /// Photos (PNG, JPEG, BMP) and folders (walked recursively).
     #[arg(required = true)]
     pub images: Vec<PathBuf>,
@@ -259,15 +266,23 @@ pub struct PredictArgs {
 /// `fergpu export`.
 #[derive(Args)]
 pub struct ExportModelArgs {
-    /// A checkpoint written by `fergpu train`.
+    /// A checkpoint written by `fergpu train` (default: the shipped model).
     #[arg(long)]
-    pub checkpoint: PathBuf,
+    pub checkpoint: Option<PathBuf>,
     /// The ONNX file to write.
-    #[arg(long, value_name = "OUT.onnx")]
-    pub onnx: PathBuf,
+    #[arg(long, value_name = "OUT.onnx", required_unless_present = "weights")]
+    pub onnx: Option<PathBuf>,
     /// End the graph with a softmax: output `probabilities` instead of `logits`.
     #[arg(long)]
     pub softmax: bool,
+    /// Write the weights alone (no optimizer or training state) as a checkpoint to ship,
+    /// with where they come from in its metadata: the run folder's settings, seed, commit
+    /// and test results (`config.json`, `summary.json`) when the checkpoint lies in one.
+    #[arg(long, value_name = "OUT.safetensors")]
+    pub weights: Option<PathBuf>,
+    /// With --weights: store them as 16-bit floats (half the size).
+    #[arg(long, requires = "weights")]
+    pub f16: bool,
 }
 
 /// `fergpu cv`.
@@ -295,13 +310,41 @@ pub struct CvArgs {
     /// A recipe file (TOML or JSON) for every fold; flags given here override it.
     #[arg(long, value_name = "FILE", help_heading = "Run")]
     pub config: Option<PathBuf>,
+    /// Plan, run one task, or collect (for clusters).
+    #[command(flatten)]
+    pub stage: Stage,
+}
+
+/// The stages of an experiment run by a scheduler (Slurm job arrays, Kubernetes indexed
+/// Jobs): plan it, train one task per array index, collect the results. Without any of
+/// them the command runs every task itself.
+#[derive(Args, Clone, Debug, Default)]
+#[command(next_help_heading = "Cluster")]
+pub struct Stage {
+    /// Write the experiment's plan into --out (every task numbered from 0, with its
+    /// settings and its data's identity), a Slurm batch script and a Kubernetes indexed
+    /// Job, and train nothing.
+    #[arg(long, conflicts_with_all = ["task", "collect"])]
+    pub plan: bool,
+    /// Train task I of the plan in --out into its own run folder (default: the scheduler's
+    /// $SLURM_ARRAY_TASK_ID or $JOB_COMPLETION_INDEX). A finished task is skipped, a
+    /// stopped one resumes. Only the device flags (--adapter, --gpu-backend, --threads,
+    /// --autotune) and --quiet may be given beside it.
+    #[arg(long, value_name = "I", num_args = 0..=1, conflicts_with = "collect")]
+    pub task: Option<Option<usize>>,
+    /// Write the tables (as a local run's) from the plan's finished tasks in --out and list
+    /// the others; reads the run folders only.
+    #[arg(long)]
+    pub collect: bool,
 }
 
 /// `fergpu sweep`.
 #[derive(Args)]
 pub struct SweepArgs {
-    /// The grid file (TOML), e.g. assets/notebook_sweep.toml.
-    pub grid: PathBuf,
+    /// The grid file (TOML), e.g. assets/notebook_sweep.toml (not with --task or --collect,
+    /// which read the plan).
+    #[arg(required_unless_present_any = ["task", "collect"])]
+    pub grid: Option<PathBuf>,
     /// Settings shared by every run unless the grid sets them (--out: the sweep's folder,
     /// default runs/sweep-<grid name>; rerunning skips finished runs).
     #[command(flatten)]
@@ -312,6 +355,9 @@ pub struct SweepArgs {
     /// Run configurations side by side, one per adapter (e.g. `0,1`).
     #[arg(long, value_delimiter = ',')]
     pub adapters: Vec<String>,
+    /// Plan, run one task, or collect (for clusters).
+    #[command(flatten)]
+    pub stage: Stage,
 }
 
 fn parse_tta(s: &str) -> std::result::Result<Tta, String> {
