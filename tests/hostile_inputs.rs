@@ -11,7 +11,7 @@ use fergpu::checkpoint::Checkpoint;
 use fergpu::data::csv::{load, LoadOptions, MAX_BAD_ROWS_KEPT};
 use fergpu::data::synth;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 use support::{fergpu, fresh_dir, run, run_ok, text};
@@ -83,32 +83,10 @@ fn crc32(bytes: &[u8]) -> u32 {
     !c
 }
 
-/// Trains the MLP for one epoch into `dir/run`; returns the run folder.
-fn small_run(dir: &Path) -> PathBuf {
-    let out = dir.join("run");
-    run_ok(
-        fergpu([
-            "train",
-            "--synthetic",
-            "120",
-            "--model",
-            "mlp",
-            "--epochs",
-            "1",
-            "--adapter",
-            "cpu",
-            "--quiet",
-            "--out",
-        ])
-        .arg(&out),
-    );
-    out
-}
-
 #[test]
 fn photos_declaring_huge_sizes_are_refused_from_their_headers_at_once() {
     let dir = fresh_dir("hi-photos");
-    let run = small_run(&dir);
+    let run = support::train_small_mlp(&dir.join("run"));
     let ck = run.join("checkpoint-best.safetensors");
     let jpeg = dir.join("bomb.jpg");
     let bytes = jpeg_declaring(65500, 65500);
@@ -169,7 +147,7 @@ fn bad_csv_rows_are_counted_and_only_a_sample_is_kept() {
 #[test]
 fn generated_rows_and_profile_steps_are_checked_before_allocating() {
     let dir = fresh_dir("hi-sizes");
-    let run = small_run(&dir);
+    let run = support::train_small_mlp(&dir.join("run"));
     let ck = run.join("checkpoint-best.safetensors");
     let data = dir.join("d.csv");
     support::write_synth_csv(&data, 60, 2);
@@ -288,7 +266,7 @@ fn with_metadata(path: &Path, key: &str, value: &str) {
 #[test]
 fn counts_in_a_checkpoint_and_a_foreign_best_checkpoint_are_refused_before_training() {
     let dir = fresh_dir("hi-counts");
-    let run = small_run(&dir);
+    let run = support::train_small_mlp(&dir.join("run"));
     let last = run.join("checkpoint-last.safetensors");
     let kept = std::fs::read(&last).unwrap();
     with_metadata(&last, "fergpu.optimizer_step", &u64::MAX.to_string());

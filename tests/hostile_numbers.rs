@@ -12,29 +12,14 @@ use fergpu::eval::{evaluate_checkpoint, evaluate_checkpoint_with_tta, Tta};
 use fergpu::model::Plan;
 use fergpu::Error;
 use std::path::{Path, PathBuf};
-use support::{fergpu, fresh_dir, run, run_ok, text};
+use support::{fergpu, fresh_dir, run, text};
 
 /// Trains the MLP (Dense 120 → ReLU → Dense 84 → ReLU → Dense 7) for one epoch into `dir`
 /// and returns its best checkpoint with `tensor` set to ±3e38, alternating: every product
 /// overflows, so its layer gives ±∞ and NaN, which the ReLU after it turns into zeros.
 fn overflowing_checkpoint(dir: &Path, tensor: &str) -> PathBuf {
     let out = dir.join("run");
-    run_ok(
-        fergpu([
-            "train",
-            "--synthetic",
-            "120",
-            "--model",
-            "mlp",
-            "--epochs",
-            "1",
-            "--adapter",
-            "cpu",
-            "--quiet",
-            "--out",
-        ])
-        .arg(&out),
-    );
+    support::train_small_mlp(&out);
     let path = out.join("checkpoint-best.safetensors");
     let mut ck = Checkpoint::load(&path).unwrap();
     let plan = Plan::new(&ck.spec, 1).unwrap();
@@ -111,22 +96,7 @@ fn the_evaluator_names_the_first_op_that_overflows_with_and_without_tta() {
 fn training_stops_when_validation_sees_values_that_are_not_numbers() {
     let dir = fresh_dir("hn-train");
     let out = dir.join("run");
-    run_ok(
-        fergpu([
-            "train",
-            "--synthetic",
-            "120",
-            "--model",
-            "mlp",
-            "--epochs",
-            "1",
-            "--adapter",
-            "cpu",
-            "--quiet",
-            "--out",
-        ])
-        .arg(&out),
-    );
+    support::train_small_mlp(&out);
     let last = out.join("checkpoint-last.safetensors");
     let mut ck = Checkpoint::load(&last).unwrap();
     let plan = Plan::new(&ck.spec, 1).unwrap();

@@ -29,22 +29,7 @@ fn refused_up_front(cmd: &mut Command) -> String {
 /// A trained MLP's best checkpoint, a data file and a photo in `dir`.
 fn inputs(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     let out = dir.join("run");
-    run_ok(
-        fergpu([
-            "train",
-            "--synthetic",
-            "120",
-            "--model",
-            "mlp",
-            "--epochs",
-            "1",
-            "--adapter",
-            "cpu",
-            "--quiet",
-            "--out",
-        ])
-        .arg(&out),
-    );
+    support::train_small_mlp(&out);
     let data = dir.join("faces.csv");
     support::write_synth_csv(&data, 60, 3);
     let photo = dir.join("photos").join("face.png");

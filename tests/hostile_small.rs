@@ -8,7 +8,6 @@ mod support;
 use fergpu::checkpoint::Checkpoint;
 use fergpu::data::synth;
 use std::io::Write;
-use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 use support::{fergpu, fresh_dir, run, run_ok, text};
@@ -28,28 +27,6 @@ fn with_stdin(cmd: &mut Command, input: Vec<u8>) -> Output {
     });
     let out = child.wait_with_output().unwrap();
     writer.join().unwrap();
-    out
-}
-
-/// Trains the MLP for one epoch into `dir/run`; returns the run folder.
-fn small_run(dir: &Path) -> PathBuf {
-    let out = dir.join("run");
-    run_ok(
-        fergpu([
-            "train",
-            "--synthetic",
-            "120",
-            "--model",
-            "mlp",
-            "--epochs",
-            "1",
-            "--adapter",
-            "cpu",
-            "--quiet",
-            "--out",
-        ])
-        .arg(&out),
-    );
     out
 }
 
@@ -100,7 +77,7 @@ fn data_streams_through_a_pipe_plain_or_gzip() {
 #[cfg(unix)]
 fn a_fifo_among_the_photos_is_named_and_skipped_not_waited_for() {
     let dir = fresh_dir("hs-fifo");
-    let run = small_run(&dir);
+    let run = support::train_small_mlp(&dir.join("run"));
     let photos = dir.join("photos");
     std::fs::create_dir_all(&photos).unwrap();
     image::GrayImage::from_raw(48, 48, synth::generate(1, 1).pixels)
@@ -149,7 +126,7 @@ fn wait_at_most(mut child: std::process::Child, limit: Duration) -> Output {
 #[test]
 fn control_bytes_from_files_never_reach_the_terminal_raw() {
     let dir = fresh_dir("hs-escape");
-    let folder = small_run(&dir);
+    let folder = support::train_small_mlp(&dir.join("run"));
     let path = folder.join("checkpoint-best.safetensors");
     let mut ck = Checkpoint::load(&path).unwrap();
     ck.spec.name = "mlp\u{1b}[2J\u{7}".into();
@@ -194,7 +171,7 @@ fn control_bytes_from_files_never_reach_the_terminal_raw() {
 #[test]
 fn temporary_files_of_killed_writers_are_removed_when_the_folder_is_taken() {
     let dir = fresh_dir("hs-tmp");
-    let run = small_run(&dir);
+    let run = support::train_small_mlp(&dir.join("run"));
     // No process has id 4294967294 (pids are far smaller): the writer is gone.
     let stale = [
         "metrics.csv.4294967294.tmp",
@@ -245,7 +222,7 @@ fn sweep_run_names_stay_within_what_a_folder_name_may_be() {
 #[test]
 fn no_driver_noise_without_xdg_runtime_dir() {
     let dir = fresh_dir("hs-xdg");
-    let run_dir = small_run(&dir);
+    let run_dir = support::train_small_mlp(&dir.join("run"));
     let photo = dir.join("face.png");
     image::GrayImage::from_raw(48, 48, synth::generate(1, 1).pixels)
         .unwrap()

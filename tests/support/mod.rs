@@ -57,6 +57,28 @@ pub fn run_ok(cmd: &mut Command) -> (String, String) {
     (stdout, stderr)
 }
 
+/// Trains the MLP (Dense 120 → ReLU → Dense 84 → ReLU → Dense 7) for one epoch on 120
+/// generated faces into the run folder `out`, on the CPU backend; returns `out`.
+pub fn train_small_mlp(out: &Path) -> PathBuf {
+    run_ok(
+        fergpu([
+            "train",
+            "--synthetic",
+            "120",
+            "--model",
+            "mlp",
+            "--epochs",
+            "1",
+            "--adapter",
+            "cpu",
+            "--quiet",
+            "--out",
+        ])
+        .arg(out),
+    );
+    out.to_path_buf()
+}
+
 /// The lines of a CSV file, split into cells.
 pub fn csv_rows(path: &Path) -> Vec<Vec<String>> {
     let text = std::fs::read_to_string(path)
