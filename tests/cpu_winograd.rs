@@ -18,11 +18,12 @@ mod common;
 
 use common::random_vec;
 use fergpu::backend::cpu::{ConvAlgorithm, ConvPath, CpuBackend, CpuOptions, Tile};
-use fergpu::backend::{Activation, Backend};
+use fergpu::backend::{Activation, Backend, BatchNorm};
 use fergpu::data::synth;
+use fergpu::model::network::{Mode, Network};
 use fergpu::model::{ModelSpec, Op, Plan};
 use fergpu::settings::Settings;
-use fergpu::shape::{Conv2dShape, IMAGE_PIXELS};
+use fergpu::shape::{BatchNormShape, Conv2dShape, IMAGE_PIXELS};
 use fergpu::train::{Trainer, TrainerOptions};
 use std::path::Path;
 use std::time::Duration;
@@ -214,6 +215,84 @@ fn a_fused_activation_is_the_activation_of_the_convolution() {
             assert_eq!(fused, want, "{conv:?} {act:?}");
         }
     }
+}
+
+/// A batch norm of `c` channels: γ and β appended to `params`, then its
+/// running mean and variance in `running`, all random (variance positive, away from 0).
+fn random_batchnorm(c: usize, params: &mut Vec<f32>, seed: u64) -> (BatchNorm, Vec<f32>) {
+    let bn = BatchNorm {
+        w_off: params.len(),
+        b_off: params.len() + c,
+        mean_off: 0,
+        var_off: c,
+        momentum: 0.1,
+        eps: 1e-5,
+    };
+    params.extend(random_vec(c, 0.5, 1.5, seed));
+    params.extend(random_vec(c, -0.5, 0.5, seed + 1));
+    let mut running = random_vec(c, -0.5, 0.5, seed + 2);
+    running.extend(random_vec(c, 0.05, 2.0, seed + 3));
+    (bn, running)
+}
+
+#[test]
+fn a_batch_norm_with_its_activation_in_one_pass_is_the_two_ops_to_the_bit() {
+    let (batch, c, hw) = (3, 5, 37);
+    let bs = BatchNormShape { batch, c, hw };
+    let x = random_vec(bs.len(), -2.0, 2.0, 41);
+    let mut params = Vec::new();
+    let (bn, running) = random_batchnorm(c, &mut params, 42);
+    let be = backend(ConvAlgorithm::Winograd, 2);
+    for act in [Activation::Relu, Activation::Elu, Activation::Tanh] {
+        let (mut run_a, mut saved_a) = (running.clone(), vec![0.0; 2 * c]);
+        let mut normed = vec![0.0; bs.len()];
+        be.batchnorm_forward_train(&mut normed, &mut saved_a, &mut run_a, &x, &params, &bn, &bs);
+        let mut want = vec![0.0; bs.len()];
+        be.activation_forward(&mut want, &normed, act, bs.len());
+        let (mut run_b, mut saved_b) = (running.clone(), vec![0.0; 2 * c]);
+        let (mut got, mut pre) = (vec![f32::NAN; bs.len()], vec![f32::NAN; bs.len()]);
+        be.batchnorm_act_forward_train(
+            &mut got,
+            &mut pre,
+            &mut saved_b,
+            &mut run_b,
+            &x,
+            &params,
+            &bn,
+            &bs,
+            act,
+        );
+        assert_eq!(got, want, "{act:?}");
+        assert_eq!((saved_b, run_b), (saved_a, run_a), "{act:?}");
+    }
+}
+
+#[test]
+fn a_training_step_with_fused_batch_norms_gives_the_unfused_gradients_to_the_bit() {
+    let batch = 3;
+    let spec = ModelSpec::resolve("compact", Activation::Relu, Activation::Selu).unwrap();
+    let plan = Plan::new(&spec, batch).unwrap();
+    let be = backend(ConvAlgorithm::Winograd, 2);
+    let params = plan.init_params(23);
+    let ds = synth::generate(batch, 24);
+    let step = |fused: bool| {
+        let mut net = Network::new(&be, plan.clone(), &params);
+        be.write(&mut net.x, &faces(&ds.pixels));
+        let labels: Vec<u32> = ds.labels.iter().map(|&l| l as u32).collect();
+        be.write_indices(&mut net.labels, &labels);
+        let mode = Mode::Train { seed: 5, step: 0 };
+        if fused {
+            net.forward(&be, batch, mode);
+        } else {
+            net.forward_each(&be, batch, mode, &mut |_, _| {});
+        }
+        let mut stats = be.zeros(4);
+        let weights = be.upload(&[1.0; 7]);
+        net.loss_forward(&be, &mut stats, &weights, 0.1, batch);
+        net.backward(&be, &weights, 0.1, batch);
+        (be.download(&net.grads), be.download(&net.running), stats)
+    };
+    assert_eq!(step(true), step(false));
 }
 
 #[test]

@@ -784,6 +784,28 @@ pub trait Backend {
         self.activation_forward(out, pre, act, s.output_len());
     }
 
+    /// [`Backend::batchnorm_forward_train`] then [`Backend::activation_forward`] over its
+    /// output: `out = act(bn(input))`, `(batch, c, hw)`; `saved` and `running` as the batch
+    /// norm's. `pre` (the same shape) is scratch for the batch norm's output: what it holds
+    /// afterwards is unspecified, so nothing may read it (the batch norm's backward takes its
+    /// input and `saved`, the activation's takes `out`). By default the two ops, in order.
+    #[allow(clippy::too_many_arguments)]
+    fn batchnorm_act_forward_train(
+        &self,
+        out: &mut Self::Tensor,
+        pre: &mut Self::Tensor,
+        saved: &mut Self::Tensor,
+        running: &mut Self::Tensor,
+        input: &Self::Tensor,
+        params: &Self::Tensor,
+        bn: &BatchNorm,
+        s: &BatchNormShape,
+        act: Activation,
+    ) {
+        self.batchnorm_forward_train(pre, saved, running, input, params, bn, s);
+        self.activation_forward(out, pre, act, s.len());
+    }
+
     // ---- profiling ----------------------------------------------------------------------
 
     /// Says which op of the model's plan the calls that follow run (`None`: none, e.g. the

@@ -44,7 +44,9 @@ pub struct Network<B: Backend> {
     pub probs: B::Tensor,
     /// Each op's output, `outs[i]` of `plan.ops[i].output_len()` elements; the last is the
     /// logits `(batch, 7)`. A convolution followed by its activation runs both at once
-    /// (`Backend::conv2d_forward_act`): its own output is then scratch, read by nothing.
+    /// (`Backend::conv2d_forward_act`): its own output is then scratch, read by nothing; so
+    /// is a batch norm's followed by its activation in training
+    /// (`Backend::batchnorm_act_forward_train`).
     outs: Vec<B::Tensor>,
     /// Argmax of each pooling op `(batch, C, out_h, out_w)`; `None` for other ops.
     argmax: Vec<Option<B::Indices>>,
@@ -143,10 +145,11 @@ impl<B: Backend> Network<B> {
     ) {
         self.mode = mode;
         let ops = self.ops_at(batch);
-        // Set when a convolution ran the activation after it in its epilogue.
-        let mut fused = false;
+        // How many ops after this one a fused call has already run.
+        let mut fused = 0;
         for (i, op) in ops.iter().enumerate() {
-            if std::mem::take(&mut fused) {
+            if fused > 0 {
+                fused -= 1;
                 continue;
             }
             be.label_op(Some(i));
@@ -173,7 +176,7 @@ impl<B: Backend> Network<B> {
                             &shape,
                             act,
                         );
-                        fused = true;
+                        fused = 1;
                     }
                     _ => be.conv2d_forward(out, input, &self.params, w_off, b_off, &shape),
                 },
@@ -191,15 +194,34 @@ impl<B: Backend> Network<B> {
                     Mode::Train { .. } => {
                         let saved = self.saved[i].as_mut().expect("batch norm saves");
                         let running = &mut self.running;
-                        be.batchnorm_forward_train(
-                            out,
-                            saved,
-                            running,
-                            input,
-                            &self.params,
-                            &bn,
-                            &shape,
-                        )
+                        match ops.get(i + 1) {
+                            // As a convolution's activation: the batch norm's own output is
+                            // scratch, read by nothing.
+                            Some(&Op::Act { act, len }) if len == shape.len() && each.is_none() => {
+                                let (pre, post) = rest.split_at_mut(1);
+                                be.batchnorm_act_forward_train(
+                                    &mut post[0],
+                                    &mut pre[0],
+                                    saved,
+                                    running,
+                                    input,
+                                    &self.params,
+                                    &bn,
+                                    &shape,
+                                    act,
+                                );
+                                fused = 1;
+                            }
+                            _ => be.batchnorm_forward_train(
+                                out,
+                                saved,
+                                running,
+                                input,
+                                &self.params,
+                                &bn,
+                                &shape,
+                            ),
+                        }
                     }
                     Mode::Eval => be.batchnorm_forward_eval(
                         out,

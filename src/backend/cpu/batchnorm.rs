@@ -10,6 +10,7 @@
 
 use super::simd::multiversion_fn;
 use super::CHUNK;
+use crate::backend::Activation;
 use crate::shape::BatchNormShape;
 use rayon::prelude::*;
 
@@ -56,11 +57,16 @@ fn sum2(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f64) -> f64 {
 }
 
 multiversion_fn! {
-    /// `o = (x − μ)·a + b` element by element, `k = (μ, a, b)`.
-    fn normalize(o: &mut [f32], x: &[f32], k: (f32, f32, f32)) {
+    /// `o = act((x − μ)·a + b)` element by element, `k = (μ, a, b)` (no activation: `None`):
+    /// the same expressions as the batch norm then the activation on their own, relu
+    /// written out so that it vectorises.
+    fn normalize(o: &mut [f32], x: &[f32], k: (f32, f32, f32), act: Option<Activation>) {
         let (mu, a, b) = k;
-        for (o, &x) in o.iter_mut().zip(x) {
-            *o = (x - mu) * a + b;
+        let each = o.iter_mut().zip(x);
+        match act {
+            None => each.for_each(|(o, &x)| *o = (x - mu) * a + b),
+            Some(Activation::Relu) => each.for_each(|(o, &x)| *o = ((x - mu) * a + b).max(0.0)),
+            Some(act) => each.for_each(|(o, &x)| *o = act.apply((x - mu) * a + b)),
         }
     }
 }
@@ -112,7 +118,8 @@ fn per_plane(
 
 /// Training forward (see `Backend::batchnorm_forward_train`): `out (batch, c, hw)`,
 /// `saved (2, c)` = mean and 1/√(var + eps), running mean and variance `(c)` updated;
-/// γ, β `(c)`.
+/// γ, β `(c)`; with `act`, `out` is the activation of the batch norm's output
+/// (`Backend::batchnorm_act_forward_train`).
 #[allow(clippy::too_many_arguments)]
 pub fn batchnorm_forward_train(
     out: &mut [f32],
@@ -125,6 +132,7 @@ pub fn batchnorm_forward_train(
     momentum: f32,
     eps: f32,
     s: &BatchNormShape,
+    act: Option<Activation>,
 ) {
     let (n, hw) = (s.count(), s.hw);
     assert!(
@@ -152,7 +160,7 @@ pub fn batchnorm_forward_train(
     }
     let scale: Vec<f32> = (0..s.c).map(|c| gamma[c] * saved_r[c]).collect();
     per_plane(out, s, |p, c, o| {
-        normalize(o, plane(p), (mean[c], scale[c], beta[c]))
+        normalize(o, plane(p), (mean[c], scale[c], beta[c]), act)
     });
 }
 
@@ -174,7 +182,7 @@ pub fn batchnorm_forward_eval(
         .collect();
     per_plane(out, s, |p, c, o| {
         let k = (running_mean[c], scale[c], beta[c]);
-        normalize(o, &input[p * hw..(p + 1) * hw], k)
+        normalize(o, &input[p * hw..(p + 1) * hw], k, None)
     });
 }
 

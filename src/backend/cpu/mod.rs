@@ -365,24 +365,23 @@ impl CpuBackend {
         gemm::parallelism(self.workers.threads)
     }
 
-    /// [`Backend::conv2d_forward`] with `act` applied to the output in the same pass.
-    #[allow(clippy::too_many_arguments)]
+    /// [`Backend::conv2d_forward`] with `act` applied to the output in the same pass:
+    /// `weight (out_c, in_c, k, k)` and `bias (out_c)`.
     fn conv_forward(
         &self,
         out: &mut [f32],
         input: &[f32],
-        params: &[f32],
-        w_off: usize,
-        b_off: usize,
+        weight: &[f32],
+        bias: &[f32],
         s: &Conv2dShape,
         act: Option<Activation>,
     ) {
-        let weight = &params[w_off..w_off + s.weight_len()];
-        let bias = &params[b_off..b_off + s.bias_len()];
+        assert_eq!(weight.len(), s.weight_len(), "conv weight length");
+        assert_eq!(bias.len(), s.bias_len(), "conv bias length");
         let path = self.conv_path(s);
         let w = &self.workers;
         self.rec.time(
-            || record::conv("conv2d_forward", s, path.name(), act),
+            || record::conv("conv2d_forward", s, path.name()).with_act(act),
             || match path {
                 ConvPath::Winograd(tile) => {
                     winograd::conv2d_forward(w, self.isa, tile, out, input, weight, bias, act, s)
@@ -391,6 +390,48 @@ impl CpuBackend {
             },
         );
     }
+
+    /// [`Backend::batchnorm_forward_train`] with `act` applied to the output in the same pass.
+    #[allow(clippy::too_many_arguments)]
+    fn bn_forward_train(
+        &self,
+        out: &mut [f32],
+        saved: &mut [f32],
+        running: &mut [f32],
+        input: &[f32],
+        params: &[f32],
+        bn: &BatchNorm,
+        s: &BatchNormShape,
+        act: Option<Activation>,
+    ) {
+        let gamma = &params[bn.w_off..bn.w_off + s.c];
+        let beta = &params[bn.b_off..bn.b_off + s.c];
+        let (mean, var) = weight_and_bias(running, bn.mean_off, s.c, bn.var_off, s.c);
+        self.rec.time(
+            || record::batchnorm("batchnorm_forward_train", s, 3.0).with_act(act),
+            || {
+                self.install(|| {
+                    let (m, e) = (bn.momentum, bn.eps);
+                    batchnorm::batchnorm_forward_train(
+                        out, saved, mean, var, input, gamma, beta, m, e, s, act,
+                    )
+                })
+            },
+        );
+    }
+}
+
+/// Convolution `s`'s weight `(out_c, in_c, k, k)` and bias `(out_c)` in `params`.
+fn conv_params<'a>(
+    params: &'a [f32],
+    w_off: usize,
+    b_off: usize,
+    s: &Conv2dShape,
+) -> (&'a [f32], &'a [f32]) {
+    (
+        &params[w_off..w_off + s.weight_len()],
+        &params[b_off..b_off + s.bias_len()],
+    )
 }
 
 impl Default for CpuBackend {
@@ -541,7 +582,8 @@ impl Backend for CpuBackend {
         b_off: usize,
         s: &Conv2dShape,
     ) {
-        self.conv_forward(out, input, params, w_off, b_off, s, None);
+        let (weight, bias) = conv_params(params, w_off, b_off, s);
+        self.conv_forward(out, input, weight, bias, s, None);
     }
 
     fn conv2d_forward_act(
@@ -555,7 +597,8 @@ impl Backend for CpuBackend {
         s: &Conv2dShape,
         act: Activation,
     ) {
-        self.conv_forward(out, input, params, w_off, b_off, s, Some(act));
+        let (weight, bias) = conv_params(params, w_off, b_off, s);
+        self.conv_forward(out, input, weight, bias, s, Some(act));
     }
 
     fn conv2d_backward_input(
@@ -570,7 +613,7 @@ impl Backend for CpuBackend {
         let path = self.conv_path(s);
         let w = &self.workers;
         self.rec.time(
-            || record::conv("conv2d_backward_input", s, path.name(), None),
+            || record::conv("conv2d_backward_input", s, path.name()),
             || match path {
                 ConvPath::Winograd(tile) => {
                     winograd::conv2d_backward_input(w, self.isa, tile, d_input, d_out, weight, s)
@@ -593,7 +636,7 @@ impl Backend for CpuBackend {
         let path = self.conv_path(s);
         let w = &self.workers;
         self.rec.time(
-            || record::conv("conv2d_backward_weight", s, path.name(), None),
+            || record::conv("conv2d_backward_weight", s, path.name()),
             || match path {
                 ConvPath::Winograd(tile) => winograd::conv2d_backward_weight(
                     w, self.isa, tile, d_weight, d_bias, d_out, input, s,
@@ -815,28 +858,22 @@ impl Backend for CpuBackend {
         bn: &BatchNorm,
         s: &BatchNormShape,
     ) {
-        let gamma = &params[bn.w_off..bn.w_off + s.c];
-        let beta = &params[bn.b_off..bn.b_off + s.c];
-        let (mean, var) = weight_and_bias(running, bn.mean_off, s.c, bn.var_off, s.c);
-        self.rec.time(
-            || record::batchnorm("batchnorm_forward_train", s, 3.0),
-            || {
-                self.install(|| {
-                    batchnorm::batchnorm_forward_train(
-                        out,
-                        saved,
-                        mean,
-                        var,
-                        input,
-                        gamma,
-                        beta,
-                        bn.momentum,
-                        bn.eps,
-                        s,
-                    )
-                })
-            },
-        );
+        self.bn_forward_train(out, saved, running, input, params, bn, s, None);
+    }
+
+    fn batchnorm_act_forward_train(
+        &self,
+        out: &mut Vec<f32>,
+        _pre: &mut Vec<f32>,
+        saved: &mut Vec<f32>,
+        running: &mut Vec<f32>,
+        input: &Vec<f32>,
+        params: &Vec<f32>,
+        bn: &BatchNorm,
+        s: &BatchNormShape,
+        act: Activation,
+    ) {
+        self.bn_forward_train(out, saved, running, input, params, bn, s, Some(act));
     }
 
     fn batchnorm_forward_eval(

@@ -48,6 +48,16 @@ pub struct Work {
     pub floats: f64,
 }
 
+impl Work {
+    /// The same op with `act` run in its epilogue: its shape ends in `+relu` etc.
+    pub fn with_act(mut self, act: Option<Activation>) -> Work {
+        if let Some(a) = act.filter(|&a| a != Activation::Linear) {
+            self.shape.push_str(&format!(" +{}", a.name()));
+        }
+        self
+    }
+}
+
 /// The recorder a backend holds.
 #[derive(Debug, Default)]
 pub(super) struct Recorder {
@@ -97,21 +107,18 @@ impl Recorder {
     }
 }
 
-/// A convolution op: `conv2d_forward` (with `act` fused), `conv2d_backward_input` or
+/// A convolution op: `conv2d_forward`, `conv2d_backward_input` or
 /// `conv2d_backward_weight`.
-pub fn conv(op: &'static str, s: &Conv2dShape, algorithm: &str, act: Option<Activation>) -> Work {
+pub fn conv(op: &'static str, s: &Conv2dShape, algorithm: &str) -> Work {
     let pad = if s.pad > 0 {
         format!(" p{}", s.pad)
     } else {
         String::new()
     };
-    let mut shape = format!(
+    let shape = format!(
         "{}x{}x{}->{} k{}{pad} b{}",
         s.in_c, s.in_h, s.in_w, s.out_c, s.k, s.batch
     );
-    if let Some(a) = act.filter(|&a| a != Activation::Linear) {
-        shape.push_str(&format!(" +{}", a.name()));
-    }
     let (x, y) = (s.input_len() as f64, s.output_len() as f64);
     let params = (s.weight_len() + s.out_c) as f64;
     let macs = s.forward_macs() as f64;
