@@ -205,6 +205,18 @@ fn the_compact_preset_profiles_through_the_library_with_its_batch_norms() {
     // Eight convolutions and the dense layer are each followed by a batch norm.
     assert_eq!(bn.len(), 9);
     assert_eq!(bn[0].layer, "1 batchnorm 32×2304");
+    // Its relu runs with it (Backend::batchnorm_act_forward_train), in a kernel of its own
+    // here, named by its own op.
+    let after = p
+        .rows
+        .iter()
+        .position(|r| r.kernel == "batchnorm_forward_train")
+        .unwrap()
+        + 1;
+    assert_eq!(
+        (p.rows[after].kernel.as_str(), p.rows[after].layer.as_str()),
+        ("activation_forward", "2 relu")
+    );
     assert!(p.rows.iter().any(|r| r.kernel == "dropout_backward"));
     let text = profile::table(&p);
     assert!(

@@ -789,6 +789,8 @@ pub trait Backend {
     /// norm's. `pre` (the same shape) is scratch for the batch norm's output: what it holds
     /// afterwards is unspecified, so nothing may read it (the batch norm's backward takes its
     /// input and `saved`, the activation's takes `out`). By default the two ops, in order.
+    /// The network labels the call with the batch norm's op ([`Backend::label_op`]); the
+    /// activation is the op right after it, which a backend that runs two kernels names.
     #[allow(clippy::too_many_arguments)]
     fn batchnorm_act_forward_train(
         &self,
