@@ -9,7 +9,7 @@ use crate::checkpoint::Checkpoint;
 use crate::data::{Dataset, EMOTIONS};
 use crate::error::{Error, Result};
 use crate::metrics::{argmax, Confusion};
-use crate::model::network::{Mode, Network};
+use crate::model::network::{Mode, Network, OpVisitor};
 use crate::model::{ModelSpec, Plan};
 use crate::shape::{DenseShape, NUM_CLASSES};
 use std::fmt::Write as _;
@@ -396,10 +396,28 @@ impl<'b, B: Backend> Evaluator<'b, B> {
     }
 
     /// [`Evaluator::evaluate`] awaiting its read-backs, as a browser must.
+    ///
+    /// The pass folds each batch norm into the convolution before it
+    /// ([`Network::forward_watched`]); when its watch sees a value that is not a number, the
+    /// set runs again op by op, whose watch names the op that made it (and whose figures
+    /// stand, should the folded pass's rounding alone have overflowed).
     pub async fn evaluate_async(
         &mut self,
         set: &DeviceSet<B>,
         keep_probs: bool,
+    ) -> Result<EvalResult> {
+        match self.pass(set, keep_probs, true).await {
+            Err(Error::NonFinite(_)) => self.pass(set, keep_probs, false).await,
+            other => other,
+        }
+    }
+
+    /// One pass over `set`, batch norms folded into their convolutions when `fold`.
+    async fn pass(
+        &mut self,
+        set: &DeviceSet<B>,
+        keep_probs: bool,
+        fold: bool,
     ) -> Result<EvalResult> {
         let Evaluator {
             be,
@@ -448,9 +466,12 @@ impl<'b, B: Backend> Evaluator<'b, B> {
                     start,
                     batch,
                 );
-                net.forward_each(be, batch, Mode::Eval, &mut |i, out| {
-                    check.observe(be, i, out, batch)
-                });
+                let watch: OpVisitor<'_, B> = &mut |i, out| check.observe(be, i, out, batch);
+                if fold {
+                    net.forward_watched(be, batch, watch);
+                } else {
+                    net.forward_each(be, batch, Mode::Eval, watch);
+                }
                 if v == 0 {
                     net.loss_forward(be, stats, ones, 0.0, batch);
                     be.confusion_accumulate(confusion, &net.probs, &net.labels, batch, NUM_CLASSES);

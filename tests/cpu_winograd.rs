@@ -235,6 +235,104 @@ fn random_batchnorm(c: usize, params: &mut Vec<f32>, seed: u64) -> (BatchNorm, V
     (bn, running)
 }
 
+/// Folding a batch norm into the convolution changes only the rounding: the scaled weights
+/// `g·w` and the folded bias against scaling the convolution's output, a few ulps of each
+/// product. Bounds on the error relative to the output's largest magnitude, under either
+/// tile's own (see `bounds`).
+const FOLD_MAX: f64 = 1e-5;
+const FOLD_MEAN: f64 = 1e-6;
+
+#[test]
+fn a_batch_norm_folded_into_the_convolution_is_the_two_ops() {
+    // A Winograd shape and the one-channel first layer's (im2col) shape.
+    for s in [conv(2, 16, 12, 24, 1), conv(3, 1, 10, 8, 1)] {
+        let x = random_vec(s.input_len(), -1.0, 1.0, 11);
+        let mut params = random_vec(s.weight_len() + s.out_c, -0.3, 0.3, 12);
+        let (bn, running) = random_batchnorm(s.out_c, &mut params, 13);
+        let bs = BatchNormShape {
+            batch: s.batch,
+            c: s.out_c,
+            hw: s.out_h() * s.out_w(),
+        };
+        let (w_off, b_off) = (0, s.weight_len());
+        for conv in [ConvAlgorithm::Im2col, ConvAlgorithm::Winograd] {
+            let be = backend(conv, 2);
+            let mut pre = vec![0.0; s.output_len()];
+            be.conv2d_forward(&mut pre, &x, &params, w_off, b_off, &s);
+            let mut want = vec![0.0; s.output_len()];
+            be.batchnorm_forward_eval(&mut want, &pre, &params, &running, &bn, &bs);
+            // Scratch filled with NaN: the folded op does not read it.
+            let (mut got, mut scratch) = (
+                vec![f32::NAN; s.output_len()],
+                vec![f32::NAN; s.output_len()],
+            );
+            be.conv2d_bn_forward_eval(
+                &mut got,
+                &mut scratch,
+                &x,
+                &params,
+                &running,
+                w_off,
+                b_off,
+                &s,
+                &bn,
+                &bs,
+            );
+            assert!(got.iter().all(|v| v.is_finite()), "{conv:?}");
+            let (max, mean) = errors(&got, &want);
+            assert!(
+                max <= FOLD_MAX && mean <= FOLD_MEAN,
+                "{conv:?} {}→{}: max {max:.2e}, mean {mean:.2e}",
+                s.in_c,
+                s.out_c
+            );
+        }
+    }
+}
+
+#[test]
+fn a_watched_evaluation_pass_folds_the_batch_norms_and_sees_every_other_op() {
+    let batch = 3;
+    let spec = ModelSpec::resolve("compact", Activation::Relu, Activation::Selu).unwrap();
+    let plan = Plan::new(&spec, batch).unwrap();
+    let be = backend(ConvAlgorithm::Winograd, 2);
+    let mut params = plan.init_params(21);
+    // γ and β away from their initial 1 and 0, so that folding has something to fold.
+    for (i, op) in plan.ops.iter().enumerate() {
+        if let Op::BatchNorm { shape, bn } = op {
+            let g = random_vec(shape.c, 0.5, 1.5, 30 + i as u64);
+            let b = random_vec(shape.c, -0.3, 0.3, 60 + i as u64);
+            params[bn.w_off..bn.w_off + shape.c].copy_from_slice(&g);
+            params[bn.b_off..bn.b_off + shape.c].copy_from_slice(&b);
+        }
+    }
+    let convs: Vec<usize> = (0..plan.ops.len())
+        .filter(|&i| matches!(plan.ops[i], Op::Conv { .. }))
+        .collect();
+    let mut net = Network::new(&be, plan, &params);
+    be.write(&mut net.x, &faces(&synth::generate(batch, 22).pixels));
+    // Training passes move the running statistics away from 0 and 1.
+    for step in 0..3 {
+        net.forward(&be, batch, Mode::Train { seed: 1, step });
+    }
+    let mut seen = Vec::new();
+    net.forward_each(&be, batch, Mode::Eval, &mut |i, _| seen.push(i));
+    let unfolded = be.download(net.logits());
+    let all = seen.clone();
+    seen.clear();
+    net.forward_watched(&be, batch, &mut |i, _| seen.push(i));
+    let folded = be.download(net.logits());
+    // Every op but the convolutions before a batch norm (all of compact's), in order.
+    let want: Vec<usize> = all.into_iter().filter(|i| !convs.contains(i)).collect();
+    assert_eq!(seen, want);
+    let (max, mean) = errors(&folded, &unfolded);
+    // Eight folded layers, each within FOLD_MAX of its unfolded output.
+    assert!(
+        max <= 8.0 * FOLD_MAX && mean <= 8.0 * FOLD_MEAN,
+        "max {max:.2e}, mean {mean:.2e}"
+    );
+}
+
 #[test]
 fn a_batch_norm_with_its_activation_in_one_pass_is_the_two_ops_to_the_bit() {
     let (batch, c, hw) = (3, 5, 37);

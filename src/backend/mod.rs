@@ -808,6 +808,30 @@ pub trait Backend {
         self.activation_forward(out, pre, act, s.len());
     }
 
+    /// Evaluation mode's convolution and the batch norm after it at once:
+    /// `out = γ·(conv(input) + bias − mean)/√(var + eps) + β`, `(batch, out_c, out_h, out_w)`.
+    /// `pre` (the same shape) is scratch for the convolution's output: what it holds
+    /// afterwards is unspecified (a backend that folds the batch norm into the convolution's
+    /// weights never writes it). Weight and bias as [`Backend::conv2d_forward`]; γ, β, mean
+    /// and variance as [`Backend::batchnorm_forward_eval`]. By default the two ops, in order.
+    #[allow(clippy::too_many_arguments)]
+    fn conv2d_bn_forward_eval(
+        &self,
+        out: &mut Self::Tensor,
+        pre: &mut Self::Tensor,
+        input: &Self::Tensor,
+        params: &Self::Tensor,
+        running: &Self::Tensor,
+        w_off: usize,
+        b_off: usize,
+        s: &Conv2dShape,
+        bn: &BatchNorm,
+        bs: &BatchNormShape,
+    ) {
+        self.conv2d_forward(pre, input, params, w_off, b_off, s);
+        self.batchnorm_forward_eval(out, pre, params, running, bn, bs);
+    }
+
     // ---- profiling ----------------------------------------------------------------------
 
     /// Says which op of the model's plan the calls that follow run (`None`: none, e.g. the

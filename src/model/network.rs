@@ -46,7 +46,8 @@ pub struct Network<B: Backend> {
     /// logits `(batch, 7)`. A convolution followed by its activation runs both at once
     /// (`Backend::conv2d_forward_act`): its own output is then scratch, read by nothing; so
     /// is a batch norm's followed by its activation in training
-    /// (`Backend::batchnorm_act_forward_train`).
+    /// (`Backend::batchnorm_act_forward_train`), and a convolution's followed by a batch norm
+    /// in a watched evaluation pass (`Backend::conv2d_bn_forward_eval`).
     outs: Vec<B::Tensor>,
     /// Argmax of each pooling op `(batch, C, out_h, out_w)`; `None` for other ops.
     argmax: Vec<Option<B::Indices>>,
@@ -125,7 +126,7 @@ impl<B: Backend> Network<B> {
 
     /// Runs every op on `x` in `mode`, leaving each op's output in place for backward.
     pub fn forward(&mut self, be: &B, batch: usize, mode: Mode) {
-        self.forward_ops(be, batch, mode, None);
+        self.forward_ops(be, batch, mode, None, false);
     }
 
     /// [`Network::forward`] with every op run on its own (a convolution's activation too, so
@@ -133,7 +134,18 @@ impl<B: Backend> Network<B> {
     /// (`output (batch, per image)`): for checks that must see every value an op gives,
     /// such as NaN that a ReLU or a max pool after it would hide.
     pub fn forward_each(&mut self, be: &B, batch: usize, mode: Mode, each: OpVisitor<'_, B>) {
-        self.forward_ops(be, batch, mode, Some(each));
+        self.forward_ops(be, batch, mode, Some(each), false);
+    }
+
+    /// An evaluation pass for a watch that needs every non-finite value to reach an output
+    /// it sees: [`Network::forward_each`], except that each convolution followed by a batch
+    /// norm runs as one op ([`Backend::conv2d_bn_forward_eval`]) visited as the batch norm
+    /// (`each(i, output)` with `i` the batch norm's op), the convolution's own output never
+    /// written. The batch norm maps each channel by `x·g + c` with finite `g` and `c`, so a
+    /// NaN or infinity of the convolution is still one in what the visitor sees; which of the
+    /// two ops made it, only [`Network::forward_each`] can tell.
+    pub fn forward_watched(&mut self, be: &B, batch: usize, each: OpVisitor<'_, B>) {
+        self.forward_ops(be, batch, Mode::Eval, Some(each), true);
     }
 
     fn forward_ops(
@@ -142,6 +154,7 @@ impl<B: Backend> Network<B> {
         batch: usize,
         mode: Mode,
         mut each: Option<OpVisitor<'_, B>>,
+        fold_batchnorm: bool,
     ) {
         self.mode = mode;
         let ops = self.ops_at(batch);
@@ -162,6 +175,26 @@ impl<B: Backend> Network<B> {
                     w_off,
                     b_off,
                 } => match ops.get(i + 1) {
+                    Some(&Op::BatchNorm { shape: bs, bn })
+                        if fold_batchnorm
+                            && mode == Mode::Eval
+                            && bs.len() == shape.output_len() =>
+                    {
+                        let (pre, post) = rest.split_at_mut(1);
+                        be.conv2d_bn_forward_eval(
+                            &mut post[0],
+                            &mut pre[0],
+                            input,
+                            &self.params,
+                            &self.running,
+                            w_off,
+                            b_off,
+                            &shape,
+                            &bn,
+                            &bs,
+                        );
+                        fused = 1;
+                    }
                     // The activation's output is what backward reads; the convolution's own
                     // output buffer is scratch for backends that do not fuse the two.
                     Some(&Op::Act { act, len }) if len == shape.output_len() && each.is_none() => {
@@ -247,7 +280,8 @@ impl<B: Backend> Network<B> {
                 Op::GlobalAvgPool { shape } => be.globalavgpool_forward(out, input, &shape),
             }
             if let Some(each) = each.as_mut() {
-                each(i, &self.outs[i]);
+                // A fused call is visited as its last op, whose output it wrote.
+                each(i + fused, &self.outs[i + fused]);
             }
         }
         be.label_op(None);

@@ -434,6 +434,40 @@ fn conv_params<'a>(
     )
 }
 
+/// The evaluation-mode batch norm after a convolution, folded into its weights: with
+/// `g = γ/√(var + eps)` per output channel, `weight' = g·weight` `(out_c, in_c, k, k)` and
+/// `bias' = g·(bias − mean) + β` `(out_c)`, so that `conv'(x) = bn(conv(x))` up to rounding.
+fn fold_batchnorm(
+    params: &[f32],
+    running: &[f32],
+    w_off: usize,
+    b_off: usize,
+    s: &Conv2dShape,
+    bn: &BatchNorm,
+) -> (Vec<f32>, Vec<f32>) {
+    let c = s.out_c;
+    let gamma = &params[bn.w_off..bn.w_off + c];
+    let beta = &params[bn.b_off..bn.b_off + c];
+    let mean = &running[bn.mean_off..bn.mean_off + c];
+    let var = &running[bn.var_off..bn.var_off + c];
+    let g: Vec<f32> = (0..c)
+        .map(|o| gamma[o] * (1.0 / (var[o] + bn.eps).sqrt()))
+        .collect();
+    let (weight, bias) = conv_params(params, w_off, b_off, s);
+    let weight = weight
+        .chunks_exact(s.weight_len() / c)
+        .zip(&g)
+        .flat_map(|(row, &g)| row.iter().map(move |w| w * g))
+        .collect();
+    let bias = bias
+        .iter()
+        .zip(&g)
+        .zip(mean.iter().zip(beta))
+        .map(|((b, g), (m, beta))| g * (b - m) + beta)
+        .collect();
+    (weight, bias)
+}
+
 impl Default for CpuBackend {
     /// One thread per available core.
     fn default() -> CpuBackend {
@@ -599,6 +633,28 @@ impl Backend for CpuBackend {
     ) {
         let (weight, bias) = conv_params(params, w_off, b_off, s);
         self.conv_forward(out, input, weight, bias, s, Some(act));
+    }
+
+    fn conv2d_bn_forward_eval(
+        &self,
+        out: &mut Vec<f32>,
+        _pre: &mut Vec<f32>,
+        input: &Vec<f32>,
+        params: &Vec<f32>,
+        running: &Vec<f32>,
+        w_off: usize,
+        b_off: usize,
+        s: &Conv2dShape,
+        bn: &BatchNorm,
+        bs: &BatchNormShape,
+    ) {
+        assert_eq!(
+            (bs.c, bs.len()),
+            (s.out_c, s.output_len()),
+            "batch norm after conv"
+        );
+        let (weight, bias) = fold_batchnorm(params, running, w_off, b_off, s, bn);
+        self.conv_forward(out, input, &weight, &bias, s, None);
     }
 
     fn conv2d_backward_input(
