@@ -4,13 +4,13 @@
 
 use crate::augment;
 use crate::backend::gpu::context::block_on;
-use crate::backend::{stats, Backend};
+use crate::backend::{stats, Activation, Backend};
 use crate::checkpoint::Checkpoint;
 use crate::data::{Dataset, EMOTIONS};
 use crate::error::{Error, Result};
 use crate::metrics::{argmax, Confusion};
 use crate::model::network::{Mode, Network, OpVisitor};
-use crate::model::{ModelSpec, Plan};
+use crate::model::{ModelSpec, Op, Plan};
 use crate::shape::{DenseShape, NUM_CLASSES};
 use std::fmt::Write as _;
 use std::path::Path;
@@ -196,13 +196,17 @@ pub struct Evaluator<'b, B: Backend> {
 /// sum of zeros overflows). The results are added into one flag per op and batch position,
 /// which stays NaN once it is. Ops run one by one while watched (a convolution's ReLU
 /// apart from it), so a NaN that a ReLU or a max pool would drop is still seen where it
-/// arises.
+/// arises. Ops that give finite values from finite inputs on every backend (ReLU and
+/// linear activations, max pooling, evaluation's dropout, which copies) cannot be the
+/// first to give one, so their outputs are not read.
 struct FiniteCheck<B: Backend> {
     zeros: B::Tensor,      // (widest + 1) weights and bias, all 0
     product: B::Tensor,    // (batch) one op's products
     flags: Vec<B::Tensor>, // per op (batch): 0, or NaN once the op gave a non-finite value
     /// Per op: values per image, and the op described (`dense 120`).
     ops: Vec<(usize, String)>,
+    /// Per op: whether it can make a value that is not a number from inputs that are.
+    watched: Vec<bool>,
     /// The most values per image of any op.
     widest: usize,
     /// The largest batch.
@@ -219,7 +223,23 @@ impl<B: Backend> FiniteCheck<B> {
             .map(|op| (op.output_len() / plan.batch, op.describe()))
             .collect();
         let widest = ops.iter().map(|(n, _)| *n).max().unwrap_or(0);
+        let watched = plan
+            .ops
+            .iter()
+            .map(|op| {
+                !matches!(
+                    op,
+                    Op::Pool { .. }
+                        | Op::Dropout { .. }
+                        | Op::Act {
+                            act: Activation::Relu | Activation::Linear,
+                            ..
+                        }
+                )
+            })
+            .collect();
         FiniteCheck {
+            watched,
             zeros: be.zeros(widest + 1),
             product: be.zeros(plan.batch),
             flags: ops.iter().map(|_| be.zeros(plan.batch)).collect(),
@@ -240,6 +260,9 @@ impl<B: Backend> FiniteCheck<B> {
 
     /// Adds op `i`'s `output (batch, per image)` to its flags.
     fn observe(&mut self, be: &B, i: usize, output: &B::Tensor, batch: usize) {
+        if !self.watched[i] {
+            return;
+        }
         let shape = DenseShape {
             batch,
             in_f: self.ops[i].0,
