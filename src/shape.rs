@@ -29,6 +29,21 @@ pub struct Conv2dShape {
 }
 
 impl Conv2dShape {
+    /// The shape as a profile names it on every backend: `32x48x48->32 k3 p1 b64` (input
+    /// channels, rows and columns, output channels, kernel side, padding when there is any,
+    /// batch).
+    pub fn label(&self) -> String {
+        let pad = if self.pad > 0 {
+            format!(" p{}", self.pad)
+        } else {
+            String::new()
+        };
+        format!(
+            "{}x{}x{}->{} k{}{pad} b{}",
+            self.in_c, self.in_h, self.in_w, self.out_c, self.k, self.batch
+        )
+    }
+
     /// Output rows: `in_h + 2·pad − k + 1`. Panics if the kernel does not fit the padded
     /// input (a model bug).
     pub fn out_h(&self) -> usize {

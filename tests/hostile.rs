@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
-use support::{fergpu, fresh_dir, read_json, run_ok, text};
+use support::{fergpu, fresh_dir, read_json, run_ok, spawn_until, text};
 
 /// `fergpu train` with `args`, by default of the MLP for one epoch on 120 generated faces on
 /// the CPU, into `out`.
@@ -139,7 +139,7 @@ fn a_finished_run_survives_refused_runs_and_invalid_settings_then_resumes() {
 /// Starts the seed CNN (slow enough on one thread to still be running while others try the
 /// folder) into `out`, stderr into `log`; returns once it has taken the folder.
 fn start_slow_run(out: &Path, log: &Path) -> std::process::Child {
-    let child = fergpu([
+    let mut cmd = fergpu([
         "train",
         "--synthetic",
         "150",
@@ -156,22 +156,9 @@ fn start_slow_run(out: &Path, log: &Path) -> std::process::Child {
         "--seed",
         "4",
         "--quiet",
-    ])
-    .arg("--out")
-    .arg(out)
-    .stdout(Stdio::null())
-    .stderr(std::fs::File::create(log).unwrap())
-    .spawn()
-    .expect("the fergpu binary starts");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !std::fs::read_to_string(log)
-        .unwrap()
-        .contains("training cnn")
-    {
-        assert!(Instant::now() < deadline, "the first run never started");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child
+    ]);
+    cmd.arg("--out").arg(out);
+    spawn_until(&mut cmd, log, "training cnn", "the first run starting")
 }
 
 #[test]

@@ -9,9 +9,8 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
-use support::{fergpu, fresh_dir, read_json, run, run_ok, text, write_synth_csv};
+use std::process::{Command, Stdio};
+use support::{fergpu, fresh_dir, read_json, run, run_ok, spawn_until, text, write_synth_csv};
 
 /// Runs `cmd`, asserts it failed with an error message (no panic) and returns its stderr.
 fn refused(cmd: &mut Command) -> String {
@@ -219,7 +218,7 @@ fn resume_refuses_changed_data_and_names_the_counts() {
 
 /// A cross-validation of the seed CNN on one thread, slow enough to be stopped in fold 1.
 fn slow_cv(out: &Path, log: &Path) -> std::process::Child {
-    let child = fergpu([
+    let mut cmd = fergpu([
         "cv",
         "--folds",
         "2",
@@ -236,22 +235,9 @@ fn slow_cv(out: &Path, log: &Path) -> std::process::Child {
         "--threads",
         "1",
         "--quiet",
-    ])
-    .arg("--out")
-    .arg(out)
-    .stdout(Stdio::null())
-    .stderr(std::fs::File::create(log).unwrap())
-    .spawn()
-    .expect("the fergpu binary starts");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !std::fs::read_to_string(log)
-        .unwrap()
-        .contains("training cnn")
-    {
-        assert!(Instant::now() < deadline, "fold 1 never started");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child
+    ]);
+    cmd.arg("--out").arg(out);
+    spawn_until(&mut cmd, log, "training cnn", "fold 1 starting")
 }
 
 #[test]
@@ -310,6 +296,18 @@ fn train_in(cwd: &Path) -> Command {
     cmd
 }
 
+/// Waits for every process in `children` and asserts each succeeded, with its stderr.
+fn all_succeed(children: Vec<std::process::Child>) {
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
 #[test]
 fn runs_started_together_without_out_get_their_own_folders() {
     let dir = fresh_dir("hx-stamp");
@@ -322,14 +320,7 @@ fn runs_started_together_without_out_get_their_own_folders() {
                 .unwrap()
         })
         .collect();
-    for c in children {
-        let out: Output = c.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    all_succeed(children);
     let runs: Vec<PathBuf> = std::fs::read_dir(dir.join("runs"))
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -364,14 +355,7 @@ fn runs_started_together_without_out_get_their_own_folders() {
             cmd.spawn().unwrap()
         })
         .collect();
-    for c in cvs {
-        let out = c.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    all_succeed(cvs);
     let mut lrs: Vec<f64> = std::fs::read_dir(dir.join("runs"))
         .unwrap()
         .map(|e| e.unwrap().path())

@@ -93,29 +93,13 @@ mod tests {
     fn check_sizes(spec: &ModelSpec, batch: usize, limits: &ModelLimits) -> Result<()> {
         Plan::with_limits(spec, batch, limits).map(|_| ())
     }
-    fn flat_dense(units: usize) -> ModelSpec {
-        ModelSpec {
-            name: "x".into(),
-            layers: vec![
-                LayerSpec::Flatten,
-                LayerSpec::Dense {
-                    units,
-                    activation: Activation::Relu,
-                },
-                LayerSpec::Dense {
-                    units: NUM_CLASSES,
-                    activation: Activation::Linear,
-                },
-            ],
-        }
-    }
     #[test]
     fn oversized_layers_are_refused_naming_the_layer_and_the_limit() {
         let gib = ModelLimits::of_memory(1 << 30);
         // 1 GiB trains at most 2^30 / 48 parameters: 22,369,621.
         assert_eq!(gib.max_params, 22_369_621);
         for units in [1_000_000_000, 1 << 63, usize::MAX] {
-            let e = check_sizes(&flat_dense(units), 1, &gib)
+            let e = check_sizes(&ModelSpec::flat_dense(units), 1, &gib)
                 .unwrap_err()
                 .to_string();
             assert!(
@@ -123,10 +107,12 @@ mod tests {
                 "{e}"
             );
             // On this machine too, before anything is allocated (and without overflow).
-            let e = Plan::new(&flat_dense(units), 1).unwrap_err().to_string();
+            let e = Plan::new(&ModelSpec::flat_dense(units), 1)
+                .unwrap_err()
+                .to_string();
             assert!(e.contains("layer 2") && e.contains("parameters"), "{e}");
         }
-        check_sizes(&flat_dense(9000), 1, &gib).unwrap();
+        check_sizes(&ModelSpec::flat_dense(9000), 1, &gib).unwrap();
         // A wide output with few parameters: the per-image output is what is too large.
         let wide = |filters| ModelSpec {
             name: "w".into(),

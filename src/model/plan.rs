@@ -419,27 +419,10 @@ mod tests {
         assert!(Plan::new(&spec(vec![big, LayerSpec::Flatten, dense7]), 1).is_err());
     }
 
-    fn flat_dense(units: usize) -> ModelSpec {
-        ModelSpec {
-            name: "x".into(),
-            layers: vec![
-                LayerSpec::Flatten,
-                LayerSpec::Dense {
-                    units,
-                    activation: Activation::Relu,
-                },
-                LayerSpec::Dense {
-                    units: NUM_CLASSES,
-                    activation: Activation::Linear,
-                },
-            ],
-        }
-    }
-
     #[test]
     fn parameters_that_do_not_fit_the_device_are_named_with_its_limit() {
         use crate::backend::MemoryLimits;
-        let plan = Plan::new(&flat_dense(1000), 1).unwrap();
+        let plan = Plan::new(&ModelSpec::flat_dense(1000), 1).unwrap();
         let small = MemoryLimits {
             max_buffer_bytes: 4 << 20,
             total_bytes: None,

@@ -362,6 +362,22 @@ fn bn_stages(channels: &[usize], act: Activation) -> Vec<LayerSpec> {
 }
 
 #[cfg(test)]
+impl ModelSpec {
+    /// A flatten, a ReLU dense layer of `units` and the 7-way output: a model whose size is
+    /// one number, for the tests of size limits.
+    pub(crate) fn flat_dense(units: usize) -> ModelSpec {
+        ModelSpec {
+            name: "x".into(),
+            layers: vec![
+                LayerSpec::Flatten,
+                dense(units, Activation::Relu),
+                dense(NUM_CLASSES, Activation::Linear),
+            ],
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

@@ -4,7 +4,8 @@
 
 use fergpu::data::{csv, synth, Dataset};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 /// A fresh, empty folder under the system temp folder, unique to this test process.
 pub fn fresh_dir(name: &str) -> PathBuf {
@@ -30,6 +31,22 @@ where
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_fergpu"));
     cmd.args(args);
     cmd
+}
+
+/// Starts `cmd` with stdout dropped and stderr written to `log`, and returns once the log
+/// holds `text` (it panics after two minutes, saying `what` never happened).
+pub fn spawn_until(cmd: &mut Command, log: &Path, text: &str, what: &str) -> Child {
+    let child = cmd
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .expect("the fergpu binary starts");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !std::fs::read_to_string(log).unwrap().contains(text) {
+        assert!(Instant::now() < deadline, "{what} never happened");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
 }
 
 /// Runs `cmd` to the end; its status, stdout and stderr.

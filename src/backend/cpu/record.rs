@@ -110,15 +110,7 @@ impl Recorder {
 /// A convolution op: `conv2d_forward`, `conv2d_backward_input` or
 /// `conv2d_backward_weight`.
 pub fn conv(op: &'static str, s: &Conv2dShape, algorithm: &str) -> Work {
-    let pad = if s.pad > 0 {
-        format!(" p{}", s.pad)
-    } else {
-        String::new()
-    };
-    let shape = format!(
-        "{}x{}x{}->{} k{}{pad} b{}",
-        s.in_c, s.in_h, s.in_w, s.out_c, s.k, s.batch
-    );
+    let shape = s.label();
     let (x, y) = (s.input_len() as f64, s.output_len() as f64);
     let params = (s.weight_len() + s.out_c) as f64;
     let macs = s.forward_macs() as f64;

@@ -5,6 +5,7 @@
 
 use super::uniforms::{Accum, Act, Conv, Drop, Gap, Gather, Loss, Mm, Norm, Optim, Pool};
 use crate::backend::Activation;
+use crate::shape::Conv2dShape;
 
 /// What one dispatch computes (see the module docs).
 #[derive(Clone, Debug, PartialEq)]
@@ -34,15 +35,17 @@ fn work(shape: String, flop: Option<f64>, floats: f64) -> Work {
 /// A convolution's sizes: `(shape, x, y, grads, macs)` — input and output elements, weight
 /// and bias gradients, and the forward multiply-adds.
 fn conv_sizes(c: &Conv) -> (String, f64, f64, f64, f64) {
-    let pad = if c.pad > 0 {
-        format!(" p{}", c.pad)
-    } else {
-        String::new()
-    };
-    let shape = format!(
-        "{}x{}x{}->{} k{}{pad} b{}",
-        c.in_c, c.in_h, c.in_w, c.out_c, c.k, c.batch
-    );
+    let n = |v: u32| v as usize;
+    let shape = Conv2dShape {
+        batch: n(c.batch),
+        in_c: n(c.in_c),
+        in_h: n(c.in_h),
+        in_w: n(c.in_w),
+        out_c: n(c.out_c),
+        k: n(c.k),
+        pad: n(c.pad),
+    }
+    .label();
     let x = f(c.batch) * f(c.in_c) * f(c.in_h) * f(c.in_w);
     let y = f(c.batch) * f(c.out_c) * f(c.out_h) * f(c.out_w);
     let patch = f(c.in_c) * f(c.k) * f(c.k);
