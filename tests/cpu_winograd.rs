@@ -366,6 +366,64 @@ fn a_batch_norm_with_its_activation_in_one_pass_is_the_two_ops_to_the_bit() {
 }
 
 #[test]
+fn a_batch_norm_goes_back_with_its_activation_in_one_pass_as_the_two_ops_to_the_bit() {
+    // Planes of 37 (a vector and a tail) and of 1 (after a dense layer).
+    for (batch, c, hw) in [(3, 5, 37), (4, 6, 1)] {
+        let bs = BatchNormShape { batch, c, hw };
+        let x = random_vec(bs.len(), -2.0, 2.0, 51);
+        let dy = random_vec(bs.len(), -1.0, 1.0, 52);
+        let mut params = Vec::new();
+        let (bn, mut running) = random_batchnorm(c, &mut params, 53);
+        let be = backend(ConvAlgorithm::Winograd, 2);
+        for act in [Activation::Relu, Activation::Elu, Activation::Tanh] {
+            let (mut saved, mut pre, mut y) =
+                (vec![0.0; 2 * c], vec![0.0; bs.len()], vec![0.0; bs.len()]);
+            be.batchnorm_act_forward_train(
+                &mut y,
+                &mut pre,
+                &mut saved,
+                &mut running,
+                &x,
+                &params,
+                &bn,
+                &bs,
+                act,
+            );
+            assert!(y.contains(&0.0) || act != Activation::Relu);
+            let mut through_act = vec![0.0; bs.len()];
+            be.activation_backward(&mut through_act, &dy, &y, act, bs.len());
+            let mut want = (vec![0.0; bs.len()], vec![0.0; params.len()]);
+            be.batchnorm_backward(
+                &mut want.0,
+                &mut want.1,
+                &through_act,
+                &x,
+                &saved,
+                &params,
+                &bn,
+                &bs,
+            );
+            let mut got = (vec![f32::NAN; bs.len()], vec![0.0; params.len()]);
+            let mut scratch = vec![f32::NAN; bs.len()];
+            be.batchnorm_act_backward(
+                &mut got.0,
+                &mut scratch,
+                &mut got.1,
+                &dy,
+                &y,
+                &x,
+                &saved,
+                &params,
+                &bn,
+                &bs,
+                act,
+            );
+            assert_eq!(got, want, "{act:?} {bs:?}");
+        }
+    }
+}
+
+#[test]
 fn a_training_step_with_fused_batch_norms_gives_the_unfused_gradients_to_the_bit() {
     let batch = 3;
     let spec = ModelSpec::resolve("compact", Activation::Relu, Activation::Selu).unwrap();

@@ -808,6 +808,31 @@ pub trait Backend {
         self.activation_forward(out, pre, act, s.len());
     }
 
+    /// [`Backend::activation_backward`] then [`Backend::batchnorm_backward`]: the backward
+    /// of [`Backend::batchnorm_act_forward_train`]. `d_out` is the gradient of the
+    /// activation's output `y (batch, c, hw)`; `d_input`, `grads` as the batch norm's
+    /// backward; `scratch` (the same shape) holds the gradient between the two ops, and what
+    /// it holds afterwards is unspecified (the network passes the batch norm's own output,
+    /// which nothing reads after the forward). By default the two ops, in order.
+    #[allow(clippy::too_many_arguments)]
+    fn batchnorm_act_backward(
+        &self,
+        d_input: &mut Self::Tensor,
+        scratch: &mut Self::Tensor,
+        grads: &mut Self::Tensor,
+        d_out: &Self::Tensor,
+        y: &Self::Tensor,
+        input: &Self::Tensor,
+        saved: &Self::Tensor,
+        params: &Self::Tensor,
+        bn: &BatchNorm,
+        s: &BatchNormShape,
+        act: Activation,
+    ) {
+        self.activation_backward(scratch, d_out, y, act, s.len());
+        self.batchnorm_backward(d_input, grads, scratch, input, saved, params, bn, s);
+    }
+
     /// Evaluation mode's convolution and the batch norm after it at once:
     /// `out = γ·(conv(input) + bias − mean)/√(var + eps) + β`, `(batch, out_c, out_h, out_w)`.
     /// `pre` (the same shape) is scratch for the convolution's output: what it holds

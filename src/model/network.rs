@@ -329,6 +329,14 @@ impl<B: Backend> Network<B> {
             NUM_CLASSES,
         );
         for (i, op) in ops.iter().enumerate().rev() {
+            if let Op::Act { len, .. } = *op {
+                // An activation right after a batch norm goes back with it, on the batch
+                // norm's turn (next).
+                if i > 0 && matches!(ops[i - 1], Op::BatchNorm { shape, .. } if shape.len() == len)
+                {
+                    continue;
+                }
+            }
             be.label_op(Some(i));
             let input = if i == 0 { &self.x } else { &self.outs[i - 1] };
             // The first op's input is the image: it needs no gradient.
@@ -365,16 +373,38 @@ impl<B: Backend> Network<B> {
                     // γ and β need their gradients even for the first op, and the kernel
                     // writes d_in along with them.
                     let saved = self.saved[i].as_ref().expect("batch norm saves");
-                    be.batchnorm_backward(
-                        d_in,
-                        &mut self.grads,
-                        d_out,
-                        input,
-                        saved,
-                        &self.params,
-                        &bn,
-                        &shape,
-                    )
+                    match ops.get(i + 1) {
+                        Some(&Op::Act { act, len }) if len == shape.len() => {
+                            // The batch norm's own output (read by nothing after the
+                            // forward) is the scratch between the two.
+                            let (before, rest) = self.outs.split_at_mut(i);
+                            let (own, after) = rest.split_first_mut().expect("op i");
+                            let input = if i == 0 { &self.x } else { &before[i - 1] };
+                            be.batchnorm_act_backward(
+                                d_in,
+                                own,
+                                &mut self.grads,
+                                d_out,
+                                &after[0],
+                                input,
+                                saved,
+                                &self.params,
+                                &bn,
+                                &shape,
+                                act,
+                            )
+                        }
+                        _ => be.batchnorm_backward(
+                            d_in,
+                            &mut self.grads,
+                            d_out,
+                            input,
+                            saved,
+                            &self.params,
+                            &bn,
+                            &shape,
+                        ),
+                    }
                 }
                 Op::Dropout { rate, layer, len } if need_input_grad => {
                     let d = Dropout {

@@ -44,7 +44,7 @@ multiversion_fn! {
     /// One chunk of [`activation_backward`]; relu's derivative is 1 where `y > 0`, so the
     /// product is `g` or `g·0` (which keeps the sign of a zero and NaN as the definition
     /// does).
-    fn backward_chunk(d: &mut [f32], g: &[f32], y: &[f32], act: Activation) {
+    pub(super) fn backward_chunk(d: &mut [f32], g: &[f32], y: &[f32], act: Activation) {
         let each = d.iter_mut().zip(g).zip(y);
         match act {
             Activation::Relu => each.for_each(|((d, &g), &y)| {

@@ -8,6 +8,7 @@
 //! passes use per-channel constants, so both backends evaluate the same expressions:
 //! `out = (x − μ)·(γ·r) + β`, `d_input = γ·r·(dy − dβ/n − (x − μ)·r·dγ/n)`.
 
+use super::activation::backward_chunk as activation_backward_plane;
 use super::simd::multiversion_fn;
 use super::CHUNK;
 use crate::backend::Activation;
@@ -82,23 +83,26 @@ multiversion_fn! {
     }
 }
 
+multiversion_fn! {
+    /// [`backward_elem`] with `g` read from `d` and overwritten.
+    fn backward_elem_in_place(d: &mut [f32], x: &[f32], k: [f32; 4]) {
+        let [a, db, dg, mu] = k;
+        for (d, &x) in d.iter_mut().zip(x) {
+            *d = a * (*d - db - (x - mu) * dg);
+        }
+    }
+}
+
 /// Planes per parallel task: about [`CHUNK`] elements.
 fn planes_per_task(s: &BatchNormShape) -> usize {
     (CHUNK / s.hw.max(1)).max(1)
 }
 
-/// Per-channel sums `(c)` of `f(plane, channel)` over every plane of the batch.
-fn channel_sums(s: &BatchNormShape, f: impl Fn(usize, usize) -> f64 + Sync) -> Vec<f64> {
-    let planes: Vec<f64> = (0..s.batch * s.c)
-        .into_par_iter()
-        .with_min_len(planes_per_task(s))
-        .map(|p| f(p, p % s.c))
-        .collect();
-    let mut sums = vec![0f64; s.c];
-    for per_image in planes.chunks_exact(s.c) {
-        for (t, &v) in sums.iter_mut().zip(per_image) {
-            *t += v;
-        }
+/// Adds per-plane values `(batch·c)` into per-channel totals `(c)` in image order.
+fn add_planes(planes: impl Iterator<Item = f64>, c: usize) -> Vec<f64> {
+    let mut sums = vec![0f64; c];
+    for (p, v) in planes.enumerate() {
+        sums[p % c] += v;
     }
     sums
 }
@@ -114,6 +118,45 @@ fn per_plane(
         .with_min_len(planes_per_task(s))
         .enumerate()
         .for_each(|(p, o)| f(p, p % s.c, o));
+}
+
+/// Per-plane statistics: the plane's sum `Σx` (f64), the plane's own mean `c` rounded to
+/// f32, and `Σ (x − c)²`, from one read of the plane (the second loop finds it in cache).
+fn plane_moments(v: &[f32]) -> (f64, f32, f64) {
+    let total = sum(v);
+    let centre = (total / v.len() as f64) as f32;
+    (total, centre, sum_sq_dev(v, centre))
+}
+
+/// Mean and (biased) variance `(c)` of every channel, the batch read once: each plane's
+/// squared deviations are taken from its own mean (`c_p`, in cache), then moved to the
+/// channel's mean `μ` exactly, in f64:
+/// `Σ (x − μ)² = Σ_p [Σ (x − c_p)² + 2·(c_p − μ)·(Σx − hw·c_p) + hw·(c_p − μ)²]`.
+/// Deviations, never `E[x²] − μ²` (which cancels); a constant channel has exactly its
+/// value as mean and exactly zero variance.
+fn statistics<'a>(
+    s: &BatchNormShape,
+    plane: impl Fn(usize) -> &'a [f32] + Sync,
+) -> (Vec<f32>, Vec<f32>) {
+    let (n, hw) = (s.count() as f64, s.hw as f64);
+    let planes: Vec<(f64, f32, f64)> = (0..s.batch * s.c)
+        .into_par_iter()
+        .with_min_len(planes_per_task(s))
+        .map(|p| plane_moments(plane(p)))
+        .collect();
+    let mean: Vec<f64> = add_planes(planes.iter().map(|m| m.0), s.c)
+        .iter()
+        .map(|&t| ((t / n) as f32) as f64)
+        .collect();
+    let m2 = add_planes(
+        planes.iter().enumerate().map(|(p, &(total, centre, sq))| {
+            let (c, mu) = (centre as f64, mean[p % s.c]);
+            sq + 2.0 * (c - mu) * (total - hw * c) + hw * (c - mu) * (c - mu)
+        }),
+        s.c,
+    );
+    let var = m2.iter().map(|&t| (t.max(0.0) / n) as f32).collect();
+    (mean.iter().map(|&m| m as f32).collect(), var)
 }
 
 /// Training forward (see `Backend::batchnorm_forward_train`): `out (batch, c, hw)`,
@@ -140,15 +183,7 @@ pub fn batchnorm_forward_train(
         "batch norm needs at least 2 values per channel, got {n}"
     );
     let plane = |p: usize| &input[p * hw..(p + 1) * hw];
-    let mean: Vec<f32> = channel_sums(s, |p, _| sum(plane(p)))
-        .iter()
-        .map(|&t| (t / n as f64) as f32)
-        .collect();
-    // Two passes: the squared deviations from the mean, not E[x²] − μ², which cancels.
-    let var: Vec<f32> = channel_sums(s, |p, c| sum_sq_dev(plane(p), mean[c]))
-        .iter()
-        .map(|&t| (t / n as f64) as f32)
-        .collect();
+    let (mean, var) = statistics(s, plane);
     let (saved_mean, saved_r) = saved[..2 * s.c].split_at_mut(s.c);
     for c in 0..s.c {
         let r = 1.0 / (var[c] + eps).sqrt();
@@ -187,7 +222,14 @@ pub fn batchnorm_forward_eval(
 }
 
 /// Backward of the training forward: `d_input (batch, c, hw)`, `d_gamma`, `d_beta (c)`
-/// overwritten, from `d_out`, `input (batch, c, hw)`, `saved (2, c)` and γ `(c)`.
+/// overwritten, from `d_out`, `input (batch, c, hw)`, `saved (2, c)` and γ `(c)`. With
+/// `act = Some((act, y))` the batch norm's output went through `act` to give `y (batch, c,
+/// hw)` and `d_out` is the gradient of `y` (`Backend::batchnorm_act_backward`): each plane's
+/// gradient through the activation is taken first, into `d_input`, with the same
+/// expressions as the activation's own backward, so the results are those of the two ops.
+///
+/// Two passes over the batch: one for the per-channel sums `Σ dy` and `Σ dy·(x − μ)` (both
+/// from one read of each plane; the second loop finds it in cache), one for `d_input`.
 #[allow(clippy::too_many_arguments)]
 pub fn batchnorm_backward(
     d_input: &mut [f32],
@@ -198,16 +240,33 @@ pub fn batchnorm_backward(
     saved: &[f32],
     gamma: &[f32],
     s: &BatchNormShape,
+    act: Option<(Activation, &[f32])>,
 ) {
     let (n, hw) = (s.count(), s.hw);
     let (mean, r) = saved[..2 * s.c].split_at(s.c);
     fn plane(v: &[f32], p: usize, hw: usize) -> &[f32] {
         &v[p * hw..(p + 1) * hw]
     }
-    let sum_dy = channel_sums(s, |p, _| sum(plane(d_out, p, hw)));
-    let sum_dy_xc = channel_sums(s, |p, c| {
-        sum_prod_dev(plane(d_out, p, hw), plane(input, p, hw), mean[c])
-    });
+    // Per plane: (Σ dy, Σ dy·(x − μ)), dy being d_out or its gradient through the activation
+    // (then left in d_input).
+    let sums: Vec<(f64, f64)> = d_input[..s.len()]
+        .par_chunks_mut(hw)
+        .with_min_len(planes_per_task(s))
+        .enumerate()
+        .map(|(p, d)| {
+            let (x, c) = (plane(input, p, hw), p % s.c);
+            let dy = match act {
+                Some((act, y)) => {
+                    activation_backward_plane(d, plane(d_out, p, hw), plane(y, p, hw), act);
+                    &*d
+                }
+                None => plane(d_out, p, hw),
+            };
+            (sum(dy), sum_prod_dev(dy, x, mean[c]))
+        })
+        .collect();
+    let sum_dy = add_planes(sums.iter().map(|v| v.0), s.c);
+    let sum_dy_xc = add_planes(sums.iter().map(|v| v.1), s.c);
     for c in 0..s.c {
         d_beta[c] = sum_dy[c] as f32;
         d_gamma[c] = (sum_dy_xc[c] * r[c] as f64) as f32;
@@ -223,7 +282,8 @@ pub fn batchnorm_backward(
             ]
         })
         .collect();
-    per_plane(d_input, s, |p, c, d| {
-        backward_elem(d, plane(d_out, p, hw), plane(input, p, hw), k[c])
+    per_plane(d_input, s, |p, c, d| match act {
+        Some(_) => backward_elem_in_place(d, plane(input, p, hw), k[c]),
+        None => backward_elem(d, plane(d_out, p, hw), plane(input, p, hw), k[c]),
     });
 }

@@ -969,11 +969,40 @@ impl Backend for CpuBackend {
         let gamma = &params[bn.w_off..bn.w_off + s.c];
         let (d_gamma, d_beta) = weight_and_bias(grads, bn.w_off, s.c, bn.b_off, s.c);
         self.rec.time(
-            || record::batchnorm("batchnorm_backward", s, 4.0),
+            || record::batchnorm("batchnorm_backward", s, 5.0),
             || {
                 self.install(|| {
                     batchnorm::batchnorm_backward(
-                        d_input, d_gamma, d_beta, d_out, input, saved, gamma, s,
+                        d_input, d_gamma, d_beta, d_out, input, saved, gamma, s, None,
+                    )
+                })
+            },
+        );
+    }
+
+    fn batchnorm_act_backward(
+        &self,
+        d_input: &mut Vec<f32>,
+        _scratch: &mut Vec<f32>,
+        grads: &mut Vec<f32>,
+        d_out: &Vec<f32>,
+        y: &Vec<f32>,
+        input: &Vec<f32>,
+        saved: &Vec<f32>,
+        params: &Vec<f32>,
+        bn: &BatchNorm,
+        s: &BatchNormShape,
+        act: Activation,
+    ) {
+        let gamma = &params[bn.w_off..bn.w_off + s.c];
+        let (d_gamma, d_beta) = weight_and_bias(grads, bn.w_off, s.c, bn.b_off, s.c);
+        let act_y = Some((act, &y[..s.len()]));
+        self.rec.time(
+            || record::batchnorm("batchnorm_backward", s, 7.0).with_act(Some(act)),
+            || {
+                self.install(|| {
+                    batchnorm::batchnorm_backward(
+                        d_input, d_gamma, d_beta, d_out, input, saved, gamma, s, act_y,
                     )
                 })
             },

@@ -1181,6 +1181,31 @@ impl Backend for GpuBackend {
         self.activation_forward(out, pre, act, s.len());
     }
 
+    fn batchnorm_act_backward(
+        &self,
+        d_input: &mut GpuTensor,
+        scratch: &mut GpuTensor,
+        grads: &mut GpuTensor,
+        d_out: &GpuTensor,
+        y: &GpuTensor,
+        input: &GpuTensor,
+        saved: &GpuTensor,
+        params: &GpuTensor,
+        bn: &BatchNorm,
+        s: &BatchNormShape,
+        act: Activation,
+    ) {
+        // Two kernels, as by default, the activation's named by its own op (the one after
+        // the batch norm's, which labels the call) as in the forward.
+        let op = self.op.load(Ordering::Relaxed);
+        if op != usize::MAX {
+            self.op.store(op + 1, Ordering::Relaxed);
+        }
+        self.activation_backward(scratch, d_out, y, act, s.len());
+        self.op.store(op, Ordering::Relaxed);
+        self.batchnorm_backward(d_input, grads, scratch, input, saved, params, bn, s);
+    }
+
     fn label_op(&self, op: Option<usize>) {
         self.op.store(op.unwrap_or(usize::MAX), Ordering::Relaxed);
     }
