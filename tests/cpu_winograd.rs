@@ -309,6 +309,16 @@ fn a_watched_evaluation_pass_folds_the_batch_norms_and_sees_every_other_op() {
     let convs: Vec<usize> = (0..plan.ops.len())
         .filter(|&i| matches!(plan.ops[i], Op::Conv { .. }))
         .collect();
+    let relus_after_conv_bn: Vec<usize> = convs
+        .iter()
+        .map(|&i| i + 2)
+        .filter(|&i| matches!(plan.ops[i], Op::Act { .. }))
+        .collect();
+    assert_eq!(
+        relus_after_conv_bn.len(),
+        convs.len(),
+        "compact: conv, BN, ReLU"
+    );
     let mut net = Network::new(&be, plan, &params);
     be.write(&mut net.x, &faces(&synth::generate(batch, 22).pixels));
     // Training passes move the running statistics away from 0 and 1.
@@ -322,8 +332,12 @@ fn a_watched_evaluation_pass_folds_the_batch_norms_and_sees_every_other_op() {
     seen.clear();
     net.forward_watched(&be, batch, &mut |i, _| seen.push(i));
     let folded = be.download(net.logits());
-    // Every op but the convolutions before a batch norm (all of compact's), in order.
-    let want: Vec<usize> = all.into_iter().filter(|i| !convs.contains(i)).collect();
+    // Every op but the convolutions before a batch norm (all of compact's) and the ReLUs
+    // after those (one call, visited as the batch norm), in order.
+    let want: Vec<usize> = all
+        .into_iter()
+        .filter(|i| !convs.contains(i) && !relus_after_conv_bn.contains(i))
+        .collect();
     assert_eq!(seen, want);
     let (max, mean) = errors(&folded, &unfolded);
     // Eight folded layers, each within FOLD_MAX of its unfolded output.
@@ -331,6 +345,67 @@ fn a_watched_evaluation_pass_folds_the_batch_norms_and_sees_every_other_op() {
         max <= 8.0 * FOLD_MAX && mean <= 8.0 * FOLD_MEAN,
         "max {max:.2e}, mean {mean:.2e}"
     );
+}
+
+/// Evaluation's convolution + batch norm + activation in one call: the three ops' values to
+/// the bit where the batch norm's output is finite, and that output unchanged where it is
+/// not (the ReLU must not drop the NaN and −∞ that the watch looks for).
+#[test]
+fn a_folded_convolution_with_its_activation_is_the_three_ops_and_keeps_what_is_not_finite() {
+    // The first layer of compact (one channel: im2col) and a Winograd one.
+    for s in [conv(3, 1, 12, 8, 1), conv(3, 16, 12, 16, 1)] {
+        let bs = BatchNormShape {
+            batch: s.batch,
+            c: s.out_c,
+            hw: s.out_h() * s.out_w(),
+        };
+        let x = random_vec(s.input_len(), -1.0, 1.0, 71);
+        let mut params = random_vec(s.weight_len() + s.out_c, -0.3, 0.3, 72);
+        let (bn, running) = random_batchnorm(s.out_c, &mut params, 73);
+        let be = backend(ConvAlgorithm::Winograd, 2);
+        let at = (0, s.weight_len());
+        for huge in [false, true] {
+            let mut params = params.clone();
+            if huge {
+                // Channel 1's filter overflows: +∞, −∞ and, where they meet, NaN.
+                for (k, w) in params[9 * s.in_c..18 * s.in_c].iter_mut().enumerate() {
+                    *w = if k % 2 == 0 { 3e38 } else { -3e38 };
+                }
+            }
+            for act in [Activation::Relu, Activation::Tanh] {
+                let mut bn_out = vec![0.0; s.output_len()];
+                let mut pre = vec![0.0; s.output_len()];
+                be.conv2d_bn_forward_eval(
+                    &mut bn_out,
+                    &mut pre,
+                    &x,
+                    &params,
+                    &running,
+                    at.0,
+                    at.1,
+                    &s,
+                    &bn,
+                    &bs,
+                );
+                let mut want = vec![0.0; s.output_len()];
+                be.activation_forward(&mut want, &bn_out, act, s.output_len());
+                let mut got = vec![0.0; s.output_len()];
+                let ran = be.conv2d_bn_act_forward_eval(
+                    &mut got, &x, &params, &running, at, &s, &bn, &bs, act,
+                );
+                assert!(ran, "the CPU runs the three ops as one");
+                let odd = bn_out.iter().filter(|v| !v.is_finite()).count();
+                assert_eq!(odd > 0, huge, "{s:?}: {odd} values not finite");
+                for ((&g, &w), &b) in got.iter().zip(&want).zip(&bn_out) {
+                    if b.is_finite() {
+                        assert_eq!(g, w, "{s:?} {act:?}");
+                    } else {
+                        assert!(g == b || (g.is_nan() && b.is_nan()), "{s:?}: {g} for {b}");
+                    }
+                }
+            }
+        }
+    }
 }
 
 #[test]

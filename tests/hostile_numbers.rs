@@ -121,6 +121,33 @@ fn the_evaluator_names_an_overflowing_convolution_before_its_batch_norm() {
     assert!(r.loss.is_finite(), "{r:?}");
 }
 
+/// The same with a first convolution that overflows to −∞, which its ReLU would turn into
+/// zeros: evaluation runs convolution, batch norm and ReLU as one call, which keeps the −∞ for
+/// the watch, so the model is still named, never scored.
+#[test]
+fn the_evaluator_names_a_convolution_that_overflows_to_minus_infinity_before_its_relu() {
+    use fergpu::backend::Activation;
+    use fergpu::eval::{DeviceSet, Evaluator};
+    use fergpu::model::ModelSpec;
+    let spec = ModelSpec::resolve("compact", Activation::Relu, Activation::Selu).unwrap();
+    let plan = Plan::new(&spec, 1).unwrap();
+    let mut params = plan.init_params(4);
+    let t = plan
+        .params
+        .iter()
+        .find(|t| t.name == "conv1.weight")
+        .unwrap();
+    params[t.offset..t.offset + t.len()].fill(-3e38);
+    let ds = synth::generate(6, 5);
+    let be = fergpu::backend::cpu::CpuBackend::try_new(1).unwrap();
+    let mut ev = Evaluator::new(&be, &spec, &params, ds.len()).unwrap();
+    let set = DeviceSet::new(&be, &ds);
+    match ev.evaluate(&set, false) {
+        Err(Error::NonFinite(m)) => assert!(m.contains("layer op 1 (conv 32×48×48)"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+}
+
 /// Training validates every epoch with the same watch: a run resumed from weights whose
 /// first layer overflows to −∞ (which its ReLU turns into zeros, so the training loss stays
 /// finite) stops at that epoch's validation, naming the layer, with its last good weights

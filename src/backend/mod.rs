@@ -857,6 +857,30 @@ pub trait Backend {
         self.batchnorm_forward_eval(out, pre, params, running, bn, bs);
     }
 
+    /// Evaluation mode's convolution, the batch norm after it and the activation after that
+    /// at once, for a pass whose outputs are watched for values that are not numbers:
+    /// `out = act(bn(conv(input)))` where the batch norm's output is finite, and that output
+    /// itself where it is not (NaN and ±∞ pass the activation unchanged, where ReLU would turn
+    /// NaN and −∞ into 0), so that a watch over `out` sees every one the batch norm gave.
+    /// Arguments as [`Backend::conv2d_bn_forward_eval`], with no scratch. Returns whether it
+    /// ran: by default it does not, writing nothing (the activation kernels drop NaN), and the
+    /// caller runs [`Backend::conv2d_bn_forward_eval`] and the activation on their own.
+    #[allow(clippy::too_many_arguments)]
+    fn conv2d_bn_act_forward_eval(
+        &self,
+        _out: &mut Self::Tensor,
+        _input: &Self::Tensor,
+        _params: &Self::Tensor,
+        _running: &Self::Tensor,
+        _at: (usize, usize),
+        _s: &Conv2dShape,
+        _bn: &BatchNorm,
+        _bs: &BatchNormShape,
+        _act: Activation,
+    ) -> bool {
+        false
+    }
+
     // ---- profiling ----------------------------------------------------------------------
 
     /// Says which op of the model's plan the calls that follow run (`None`: none, e.g. the

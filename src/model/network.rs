@@ -165,6 +165,8 @@ impl<B: Backend> Network<B> {
                 fused -= 1;
                 continue;
             }
+            // The op a fused call is visited as, when not its last.
+            let mut visit_as = None;
             be.label_op(Some(i));
             let (before, rest) = self.outs.split_at_mut(i);
             let input = if i == 0 { &self.x } else { &before[i - 1] };
@@ -180,20 +182,45 @@ impl<B: Backend> Network<B> {
                             && mode == Mode::Eval
                             && bs.len() == shape.output_len() =>
                     {
-                        let (pre, post) = rest.split_at_mut(1);
-                        be.conv2d_bn_forward_eval(
-                            &mut post[0],
-                            &mut pre[0],
-                            input,
-                            &self.params,
-                            &self.running,
-                            w_off,
-                            b_off,
-                            &shape,
-                            &bn,
-                            &bs,
-                        );
-                        fused = 1;
+                        // With the activation after it too where the backend keeps the
+                        // values that are not numbers through it: visited as the batch norm,
+                        // whose such values the output still has.
+                        let act = match ops.get(i + 2) {
+                            Some(&Op::Act { act, len }) if len == bs.len() => Some(act),
+                            _ => None,
+                        };
+                        let three = act.is_some_and(|act| {
+                            be.conv2d_bn_act_forward_eval(
+                                &mut rest[2],
+                                input,
+                                &self.params,
+                                &self.running,
+                                (w_off, b_off),
+                                &shape,
+                                &bn,
+                                &bs,
+                                act,
+                            )
+                        });
+                        if three {
+                            fused = 2;
+                            visit_as = Some(i + 1);
+                        } else {
+                            let (pre, post) = rest.split_at_mut(1);
+                            be.conv2d_bn_forward_eval(
+                                &mut post[0],
+                                &mut pre[0],
+                                input,
+                                &self.params,
+                                &self.running,
+                                w_off,
+                                b_off,
+                                &shape,
+                                &bn,
+                                &bs,
+                            );
+                            fused = 1;
+                        }
                     }
                     // The activation's output is what backward reads; the convolution's own
                     // output buffer is scratch for backends that do not fuse the two.
@@ -280,8 +307,9 @@ impl<B: Backend> Network<B> {
                 Op::GlobalAvgPool { shape } => be.globalavgpool_forward(out, input, &shape),
             }
             if let Some(each) = each.as_mut() {
-                // A fused call is visited as its last op, whose output it wrote.
-                each(i + fused, &self.outs[i + fused]);
+                // A fused call is visited as its last op (or as `visit_as`) with the output it
+                // wrote, its last op's.
+                each(visit_as.unwrap_or(i + fused), &self.outs[i + fused]);
             }
         }
         be.label_op(None);

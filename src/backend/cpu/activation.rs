@@ -7,6 +7,48 @@ use super::CHUNK;
 use crate::backend::Activation;
 use rayon::prelude::*;
 
+/// An activation applied in a convolution's epilogue. A `watched` one leaves a value that is
+/// not finite as it is (NaN and ±∞ pass unchanged; every finite value gets `act`), so that a
+/// watch over the output still sees what the activation would have dropped (ReLU turns NaN
+/// and −∞ into 0).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Fused {
+    /// The activation.
+    pub act: Activation,
+    /// Whether values that are not finite pass unchanged.
+    pub watched: bool,
+}
+
+impl Fused {
+    /// `act` for finite values and for every value when not `watched`.
+    pub fn plain(act: Activation) -> Fused {
+        Fused {
+            act,
+            watched: false,
+        }
+    }
+
+    /// `act(v)`, or `v` when watched and `v` is not finite.
+    #[inline(always)]
+    pub fn apply(self, v: f32) -> f32 {
+        if self.watched && !v.is_finite() {
+            return v;
+        }
+        match self.act {
+            Activation::Linear => v,
+            Activation::Relu => v.max(0.0),
+            a => a.apply(v),
+        }
+    }
+}
+
+multiversion_fn! {
+    /// `v[i] = a.apply(v[i])` for every element.
+    pub(super) fn apply_in_place(v: &mut [f32], a: Fused) {
+        v.iter_mut().for_each(|x| *x = a.apply(*x));
+    }
+}
+
 /// `out[i] = act(input[i])` for `i < len`.
 pub fn activation_forward(out: &mut [f32], input: &[f32], act: Activation, len: usize) {
     out[..len]

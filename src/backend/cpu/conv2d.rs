@@ -9,9 +9,9 @@
 //! `d_cols = weightᵀ · d_out`, which col2im folds back onto the input (overlapping patches
 //! add up). The batch is split into one contiguous run of images per worker thread.
 
+use super::activation::Fused;
 use super::gemm::{matmul, MatRef};
 use super::{scratch, Workers};
-use crate::backend::Activation;
 use crate::shape::Conv2dShape;
 use std::ops::Range;
 
@@ -96,7 +96,7 @@ pub fn conv2d_forward(
     input: &[f32],
     weight: &[f32],
     bias: &[f32],
-    act: Option<Activation>,
+    act: Option<Fused>,
     s: &Conv2dShape,
 ) {
     let (hw, p) = (s.out_h() * s.out_w(), s.patch_len());

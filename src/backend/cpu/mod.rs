@@ -47,6 +47,8 @@ pub use microkernel::Isa;
 pub use record::OpRecord;
 pub use winograd::Tile;
 
+use activation::Fused;
+
 /// Elements per parallel task of the element-wise ops: large enough that task overhead is
 /// negligible.
 const CHUNK: usize = 1 << 14;
@@ -374,14 +376,14 @@ impl CpuBackend {
         weight: &[f32],
         bias: &[f32],
         s: &Conv2dShape,
-        act: Option<Activation>,
+        act: Option<Fused>,
     ) {
         assert_eq!(weight.len(), s.weight_len(), "conv weight length");
         assert_eq!(bias.len(), s.bias_len(), "conv bias length");
         let path = self.conv_path(s);
         let w = &self.workers;
         self.rec.time(
-            || record::conv("conv2d_forward", s, path.name()).with_act(act),
+            || record::conv("conv2d_forward", s, path.name()).with_act(act.map(|a| a.act)),
             || match path {
                 ConvPath::Winograd(tile) => {
                     winograd::conv2d_forward(w, self.isa, tile, out, input, weight, bias, act, s)
@@ -632,7 +634,7 @@ impl Backend for CpuBackend {
         act: Activation,
     ) {
         let (weight, bias) = conv_params(params, w_off, b_off, s);
-        self.conv_forward(out, input, weight, bias, s, Some(act));
+        self.conv_forward(out, input, weight, bias, s, Some(Fused::plain(act)));
     }
 
     fn conv2d_bn_forward_eval(
@@ -655,6 +657,29 @@ impl Backend for CpuBackend {
         );
         let (weight, bias) = fold_batchnorm(params, running, w_off, b_off, s, bn);
         self.conv_forward(out, input, &weight, &bias, s, None);
+    }
+
+    fn conv2d_bn_act_forward_eval(
+        &self,
+        out: &mut Vec<f32>,
+        input: &Vec<f32>,
+        params: &Vec<f32>,
+        running: &Vec<f32>,
+        (w_off, b_off): (usize, usize),
+        s: &Conv2dShape,
+        bn: &BatchNorm,
+        bs: &BatchNormShape,
+        act: Activation,
+    ) -> bool {
+        assert_eq!(
+            (bs.c, bs.len()),
+            (s.out_c, s.output_len()),
+            "batch norm after conv"
+        );
+        let (weight, bias) = fold_batchnorm(params, running, w_off, b_off, s, bn);
+        let watched = Fused { act, watched: true };
+        self.conv_forward(out, input, &weight, &bias, s, Some(watched));
+        true
     }
 
     fn conv2d_backward_input(
