@@ -88,64 +88,48 @@ fn the_evaluator_names_the_first_op_that_overflows_with_and_without_tta() {
     assert!(r.loss.is_finite() && r.probs.unwrap().iter().all(|p| p.is_finite()));
 }
 
+/// Evaluates `compact` (seed-4 weights, every weight of its first convolution set to
+/// `first_conv`, or as drawn when `None`) on 6 generated faces on the CPU.
+fn evaluate_compact(first_conv: Option<f32>) -> fergpu::Result<fergpu::eval::EvalResult> {
+    use fergpu::backend::Activation;
+    use fergpu::eval::{DeviceSet, Evaluator};
+    use fergpu::model::ModelSpec;
+    let spec = ModelSpec::resolve("compact", Activation::Relu, Activation::Selu).unwrap();
+    let plan = Plan::new(&spec, 1).unwrap();
+    let mut params = plan.init_params(4);
+    if let Some(w) = first_conv {
+        let t = plan
+            .params
+            .iter()
+            .find(|t| t.name == "conv1.weight")
+            .unwrap();
+        params[t.offset..t.offset + t.len()].fill(w);
+    }
+    let ds = synth::generate(6, 5);
+    let be = fergpu::backend::cpu::CpuBackend::try_new(1).unwrap();
+    let mut ev = Evaluator::new(&be, &spec, &params, ds.len()).unwrap();
+    ev.evaluate(&DeviceSet::new(&be, &ds), false)
+}
+
 /// Evaluation folds each batch norm into the convolution before it and watches what the
 /// pair gives; a first convolution that overflows to +∞ (its batch norm passes that on) is
 /// still named as the convolution, not the batch norm where the folded pass saw it, and the
 /// NaN it makes in the next convolution (which a ReLU turns into zeros) never becomes an
-/// accuracy.
+/// accuracy. The same with −∞, which the ReLU itself would turn into zeros: evaluation runs
+/// convolution, batch norm and ReLU as one call, which keeps the −∞ for the watch.
 #[test]
-fn the_evaluator_names_an_overflowing_convolution_before_its_batch_norm() {
-    use fergpu::backend::Activation;
-    use fergpu::eval::{DeviceSet, Evaluator};
-    use fergpu::model::ModelSpec;
-    let spec = ModelSpec::resolve("compact", Activation::Relu, Activation::Selu).unwrap();
-    let plan = Plan::new(&spec, 1).unwrap();
-    let mut params = plan.init_params(4);
-    let t = plan
-        .params
-        .iter()
-        .find(|t| t.name == "conv1.weight")
-        .unwrap();
-    params[t.offset..t.offset + t.len()].fill(3e38);
-    let ds = synth::generate(6, 5);
-    let be = fergpu::backend::cpu::CpuBackend::try_new(1).unwrap();
-    let mut ev = Evaluator::new(&be, &spec, &params, ds.len()).unwrap();
-    let set = DeviceSet::new(&be, &ds);
-    match ev.evaluate(&set, false) {
-        Err(Error::NonFinite(m)) => assert!(m.contains("layer op 1 (conv 32×48×48)"), "{m}"),
-        other => panic!("{other:?}"),
+fn the_evaluator_names_a_convolution_that_overflows_either_way_before_its_batch_norm() {
+    for w in [3e38, -3e38] {
+        match evaluate_compact(Some(w)) {
+            Err(Error::NonFinite(m)) => {
+                assert!(m.contains("layer op 1 (conv 32×48×48)"), "{w}: {m}")
+            }
+            other => panic!("{w}: {other:?}"),
+        }
     }
     // Sound weights evaluate to numbers.
-    let mut ev = Evaluator::new(&be, &spec, &plan.init_params(4), ds.len()).unwrap();
-    let r = ev.evaluate(&set, false).unwrap();
+    let r = evaluate_compact(None).unwrap();
     assert!(r.loss.is_finite(), "{r:?}");
-}
-
-/// The same with a first convolution that overflows to −∞, which its ReLU would turn into
-/// zeros: evaluation runs convolution, batch norm and ReLU as one call, which keeps the −∞ for
-/// the watch, so the model is still named, never scored.
-#[test]
-fn the_evaluator_names_a_convolution_that_overflows_to_minus_infinity_before_its_relu() {
-    use fergpu::backend::Activation;
-    use fergpu::eval::{DeviceSet, Evaluator};
-    use fergpu::model::ModelSpec;
-    let spec = ModelSpec::resolve("compact", Activation::Relu, Activation::Selu).unwrap();
-    let plan = Plan::new(&spec, 1).unwrap();
-    let mut params = plan.init_params(4);
-    let t = plan
-        .params
-        .iter()
-        .find(|t| t.name == "conv1.weight")
-        .unwrap();
-    params[t.offset..t.offset + t.len()].fill(-3e38);
-    let ds = synth::generate(6, 5);
-    let be = fergpu::backend::cpu::CpuBackend::try_new(1).unwrap();
-    let mut ev = Evaluator::new(&be, &spec, &params, ds.len()).unwrap();
-    let set = DeviceSet::new(&be, &ds);
-    match ev.evaluate(&set, false) {
-        Err(Error::NonFinite(m)) => assert!(m.contains("layer op 1 (conv 32×48×48)"), "{m}"),
-        other => panic!("{other:?}"),
-    }
 }
 
 /// Training validates every epoch with the same watch: a run resumed from weights whose
