@@ -61,6 +61,24 @@ pub struct Network<B: Backend> {
     d: [B::Tensor; 2],
 }
 
+/// The activation of op `i + 1` when it is one over `len` values (the whole output of op
+/// `i`, which it may then run with).
+fn activation_after(ops: &[Op], i: usize, len: usize) -> Option<crate::backend::Activation> {
+    match ops.get(i + 1) {
+        Some(&Op::Act { act, len: n }) if n == len => Some(act),
+        _ => None,
+    }
+}
+
+/// The activation that goes back with batch norm `i` in one call: the op after it, when it
+/// is an activation over the batch norm's whole output.
+fn batch_norm_activation(ops: &[Op], i: usize) -> Option<crate::backend::Activation> {
+    match ops[i] {
+        Op::BatchNorm { shape, .. } => activation_after(ops, i, shape.len()),
+        _ => None,
+    }
+}
+
 impl<B: Backend> Network<B> {
     /// Allocates buffers for `plan` and uploads `params` `(P)`; the running statistics start
     /// at [`Plan::init_running`] (write others into `running`).
@@ -185,10 +203,7 @@ impl<B: Backend> Network<B> {
                         // With the activation after it too where the backend keeps the
                         // values that are not numbers through it: visited as the batch norm,
                         // whose such values the output still has.
-                        let act = match ops.get(i + 2) {
-                            Some(&Op::Act { act, len }) if len == bs.len() => Some(act),
-                            _ => None,
-                        };
+                        let act = activation_after(&ops, i + 1, bs.len());
                         let three = act.is_some_and(|act| {
                             be.conv2d_bn_act_forward_eval(
                                 &mut rest[2],
@@ -357,13 +372,10 @@ impl<B: Backend> Network<B> {
             NUM_CLASSES,
         );
         for (i, op) in ops.iter().enumerate().rev() {
-            if let Op::Act { len, .. } = *op {
-                // An activation right after a batch norm goes back with it, on the batch
-                // norm's turn (next).
-                if i > 0 && matches!(ops[i - 1], Op::BatchNorm { shape, .. } if shape.len() == len)
-                {
-                    continue;
-                }
+            // An activation right after a batch norm goes back with it, on the batch norm's
+            // turn (next).
+            if i > 0 && batch_norm_activation(&ops, i - 1).is_some() {
+                continue;
             }
             be.label_op(Some(i));
             let input = if i == 0 { &self.x } else { &self.outs[i - 1] };
@@ -401,8 +413,8 @@ impl<B: Backend> Network<B> {
                     // γ and β need their gradients even for the first op, and the kernel
                     // writes d_in along with them.
                     let saved = self.saved[i].as_ref().expect("batch norm saves");
-                    match ops.get(i + 1) {
-                        Some(&Op::Act { act, len }) if len == shape.len() => {
+                    match batch_norm_activation(&ops, i) {
+                        Some(act) => {
                             // The batch norm's own output (read by nothing after the
                             // forward) is the scratch between the two.
                             let (before, rest) = self.outs.split_at_mut(i);
@@ -422,7 +434,7 @@ impl<B: Backend> Network<B> {
                                 act,
                             )
                         }
-                        _ => be.batchnorm_backward(
+                        None => be.batchnorm_backward(
                             d_in,
                             &mut self.grads,
                             d_out,

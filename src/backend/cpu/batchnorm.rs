@@ -9,8 +9,8 @@
 //! `out = (x − μ)·(γ·r) + β`, `d_input = γ·r·(dy − dβ/n − (x − μ)·r·dγ/n)`.
 
 use super::activation::backward_chunk as activation_backward_plane;
+use super::planes_per_task;
 use super::simd::multiversion_fn;
-use super::CHUNK;
 use crate::backend::Activation;
 use crate::shape::BatchNormShape;
 use rayon::prelude::*;
@@ -93,11 +93,6 @@ multiversion_fn! {
     }
 }
 
-/// Planes per parallel task: about [`CHUNK`] elements.
-fn planes_per_task(s: &BatchNormShape) -> usize {
-    (CHUNK / s.hw.max(1)).max(1)
-}
-
 /// Adds per-plane values `(batch·c)` into per-channel totals `(c)` in image order.
 fn add_planes(planes: impl Iterator<Item = f64>, c: usize) -> Vec<f64> {
     let mut sums = vec![0f64; c];
@@ -115,7 +110,7 @@ fn per_plane(
 ) {
     out[..s.len()]
         .par_chunks_mut(s.hw)
-        .with_min_len(planes_per_task(s))
+        .with_min_len(planes_per_task(s.hw))
         .enumerate()
         .for_each(|(p, o)| f(p, p % s.c, o));
 }
@@ -141,7 +136,7 @@ fn statistics<'a>(
     let (n, hw) = (s.count() as f64, s.hw as f64);
     let planes: Vec<(f64, f32, f64)> = (0..s.batch * s.c)
         .into_par_iter()
-        .with_min_len(planes_per_task(s))
+        .with_min_len(planes_per_task(s.hw))
         .map(|p| plane_moments(plane(p)))
         .collect();
     let mean: Vec<f64> = add_planes(planes.iter().map(|m| m.0), s.c)
@@ -251,7 +246,7 @@ pub fn batchnorm_backward(
     // (then left in d_input).
     let sums: Vec<(f64, f64)> = d_input[..s.len()]
         .par_chunks_mut(hw)
-        .with_min_len(planes_per_task(s))
+        .with_min_len(planes_per_task(s.hw))
         .enumerate()
         .map(|(p, d)| {
             let (x, c) = (plane(input, p, hw), p % s.c);

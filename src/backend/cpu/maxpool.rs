@@ -3,16 +3,10 @@
 //! argmax stores the flat index `row·in_w + col` inside the input plane; the first maximum
 //! in row-major window order wins ties (a later element must be strictly greater).
 
+use super::planes_per_task;
 use super::simd::multiversion_fn;
-use super::CHUNK;
 use crate::shape::PoolShape;
 use rayon::prelude::*;
-
-/// Planes per parallel task: about [`CHUNK`] input elements (the small planes of the deep
-/// layers would otherwise cost more to schedule than to pool).
-fn planes_per_task(in_plane: usize) -> usize {
-    (CHUNK / in_plane.max(1)).max(1)
-}
 
 /// `out, argmax (batch, c, out_h, out_w)` from `input (batch, c, in_h, in_w)`.
 pub fn maxpool_forward(out: &mut [f32], argmax: &mut [u32], input: &[f32], s: &PoolShape) {

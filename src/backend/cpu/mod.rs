@@ -53,6 +53,12 @@ use activation::Fused;
 /// negligible.
 const CHUNK: usize = 1 << 14;
 
+/// Planes of `plane_len` elements per parallel task: about [`CHUNK`] elements (small planes
+/// would otherwise cost more to schedule than to process).
+fn planes_per_task(plane_len: usize) -> usize {
+    (CHUNK / plane_len.max(1)).max(1)
+}
+
 use super::{Activation, Backend, BatchNorm, Dropout, MemoryLimits, OptimizerStep};
 use crate::shape::{
     BatchNormShape, Conv2dShape, DenseShape, GlobalAvgPoolShape, PoolShape, IMAGE_PIXELS,

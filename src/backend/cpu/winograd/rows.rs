@@ -6,6 +6,7 @@
 //! AVX-512 a block of 16 tiles is read as `m` (or `2m`) vectors and sorted with two-source
 //! permutes (`vpermt2ps`), several times fewer instructions. Both are exact copies.
 
+use super::super::activation::Fused;
 use super::super::microkernel::Isa;
 use crate::backend::Activation;
 
@@ -23,11 +24,7 @@ impl Epilogue {
     #[inline(always)]
     fn apply(self, v: f32) -> f32 {
         let v = v + self.bias;
-        match self.act {
-            None | Some(Activation::Linear) => v,
-            Some(Activation::Relu) => v.max(0.0),
-            Some(a) => a.apply(v),
-        }
+        self.act.map_or(v, |a| Fused::plain(a).apply(v))
     }
 }
 
