@@ -1,5 +1,5 @@
 //! The model in the box: the `compact` network trained on FER2013 by
-//! `assets/recipes/compact.toml`, stored as f16 weights in [`PATH`] and embedded in the
+//! `assets/recipes/compact.toml`, stored as f32 weights in [`PATH`] and embedded in the
 //! binary, so that `fergpu predict`, `eval` and `export` work before anything is trained.
 //! Its provenance (recipe, seed, commit, results) is in the file's metadata; what it is fit
 //! for is `docs/MODEL_CARD.md`.
@@ -14,7 +14,7 @@ pub const PATH: &str = "assets/model/fer2013-compact.safetensors";
 /// The shipped weights, compiled in.
 static BYTES: &[u8] = include_bytes!("../assets/model/fer2013-compact.safetensors");
 
-/// The shipped model's checkpoint (its f16 weights widened to `f32`).
+/// The shipped model's checkpoint.
 pub fn checkpoint() -> Result<Checkpoint> {
     Checkpoint::from_bytes(BYTES, Path::new(PATH))
 }

@@ -31,7 +31,7 @@ fn run_provenance() -> Value {
 }
 
 #[test]
-fn the_shipped_model_is_the_compact_network_in_f16_weights_alone() {
+fn the_shipped_model_is_the_compact_network_in_f32_weights_alone() {
     let ck = shipped::checkpoint().expect("the shipped model loads");
     assert_eq!(ck.spec.name, "compact");
     let plan = Plan::new(&ck.spec, 1).unwrap();
@@ -40,14 +40,16 @@ fn the_shipped_model_is_the_compact_network_in_f16_weights_alone() {
     assert!(ck.params.iter().chain(&ck.running).all(|v| v.is_finite()));
     // Weights to ship: no optimizer state, no training position.
     assert!(ck.optimizer.is_none() && ck.train_state.is_none());
-    assert_eq!(shipped::provenance()["storage"], "f16");
-    // f16 on disk: about two bytes a number, plus the header and provenance.
+    // f32, as trained: f16 storage changed one PublicTest answer of this model
+    // (docs/MODEL_CARD.md), more than the 0.01% its issue allows.
+    assert_eq!(shipped::provenance()["storage"], "f32");
+    // Four bytes a number, plus the header and provenance.
     let size = std::fs::metadata(Path::new(env!("CARGO_MANIFEST_DIR")).join(shipped::PATH))
         .unwrap()
         .len() as usize;
     let numbers = plan.num_params + plan.num_running;
     assert!(
-        size < 2 * numbers + 64 * 1024,
+        size < 4 * numbers + 64 * 1024,
         "{size} bytes for {numbers} numbers"
     );
 }
@@ -204,7 +206,7 @@ fn the_shipped_model_answers_the_same_on_the_gpu_as_on_the_cpu() {
 /// measured once when the model was shipped: a change to the model file, its loading or
 /// inference that changes its answers shows here. The generated faces are not FER2013's:
 /// the figure says nothing about its accuracy on photographs, only that it is unchanged.
-const GOLDEN_CORRECT: usize = 166;
+const GOLDEN_CORRECT: usize = 164;
 
 #[test]
 fn its_score_on_a_fixed_set_of_generated_faces_is_unchanged() {
