@@ -34,6 +34,8 @@
 //! measured error is in `docs/RESULTS.md` and the parity tests (`tests/cpu_winograd.rs`)
 //! bound it.
 
+#[cfg(target_arch = "x86_64")]
+mod avx512;
 mod rows;
 mod transform;
 
@@ -244,6 +246,20 @@ multiversion! {
         for ch in 0..ci {
             let planes = |img: usize| &input[(img * ci + ch) * h * w..][..h * w];
             gather_windows::<A, M>(isa, win, tp, planes, (h, w, pad), (g.th, g.tw), tiles);
+            #[cfg(target_arch = "x86_64")]
+            if A == 6 && isa == Isa::Avx512 {
+                assert!(win.len() >= 36 * tp && v.len() >= 36 * ci * tp, "buffers too short");
+                for t0 in (0..tp).step_by(L) {
+                    // SAFETY: AVX-512F is present (`isa`); vector (r, s) at `(r·6 + s)·tp + t0`
+                    // of `win` and (i, j) at `((i·6 + j)·ci + ch)·tp + t0` of `v` lie inside
+                    // them (assert above, `t0 + 16 ≤ tp`, `ch < ci`).
+                    unsafe {
+                        let dst = v.as_mut_ptr().add(ch * tp + t0);
+                        avx512::input_f4(win.as_ptr().add(t0), tp, dst, ci * tp)
+                    };
+                }
+                continue;
+            }
             for t0 in (0..tp).step_by(L) {
                 two_d!(
                     Tiles::<A, M>::bt,
@@ -273,8 +289,30 @@ multiversion! {
         let (co, co_pad, tiles) = dims;
         let tp = round_up(tiles, L);
         let plane = g.oh * g.ow;
+        #[cfg(target_arch = "x86_64")]
+        let fast = A == 6 && isa == Isa::Avx512;
+        #[cfg(not(target_arch = "x86_64"))]
+        let fast = false;
+        if fast {
+            assert!(m.len() >= 36 * co_pad * tp && y.len() >= 16 * tp && co <= co_pad);
+        }
         for o in 0..co {
+            #[cfg(target_arch = "x86_64")]
+            if fast {
+                for t0 in (0..tp).step_by(L) {
+                    // SAFETY: AVX-512F is present (`isa`); vector (r, s) at `((r·6 + s)·co_pad
+                    // + o)·tp + t0` of `m` and (i, j) at `(i·4 + j)·tp + t0` of `y` lie inside
+                    // them (assert above, `t0 + 16 ≤ tp`, `o < co`).
+                    unsafe {
+                        let src = m.as_ptr().add(o * tp + t0);
+                        avx512::output_f4(src, co_pad * tp, y.as_mut_ptr().add(t0), tp)
+                    };
+                }
+            }
             for t0 in (0..tp).step_by(L) {
+                if fast {
+                    break;
+                }
                 two_d!(
                     Tiles::<A, M>::at,
                     A,
@@ -624,6 +662,26 @@ fn transposed_transform<'a, const A: usize, const M: usize, const INPUT: bool>(
                 gather_windows::<A, M>(isa, win, tp, planes, geometry, grid, tiles);
             } else {
                 gather_windows::<M, M>(isa, win, tp, planes, geometry, grid, tiles);
+            }
+            #[cfg(target_arch = "x86_64")]
+            if A == 6 && isa == Isa::Avx512 {
+                let rows = if INPUT { 36 } else { 16 };
+                assert!(win.len() >= rows * tp && block.len() >= 36 * L * tp);
+                for t0 in (0..tp).step_by(L) {
+                    let (src, dst) = (win[t0..].as_ptr(), block[k * tp + t0..].as_mut_ptr());
+                    // SAFETY: AVX-512F is present (`isa`); vector (r, s) of the windows at
+                    // `(r·α + s)·tp` (or `(r·m + s)·tp`) after `src`, and (i, j) at
+                    // `(i·6 + j)·16·tp` after `dst` lie inside `win` and `block` (assert
+                    // above, `t0 + 16 ≤ tp`, `k < 16`).
+                    unsafe {
+                        if INPUT {
+                            avx512::input_f4(src, tp, dst, L * tp)
+                        } else {
+                            avx512::gradient_f4(src, tp, dst, L * tp)
+                        }
+                    };
+                }
+                continue;
             }
             for t0 in (0..tp).step_by(L) {
                 let out = |i: usize, j: usize| ((i * A + j) * L + k) * tp + t0;
