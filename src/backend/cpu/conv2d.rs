@@ -218,7 +218,8 @@ pub fn conv2d_backward_weight(
             for b in group {
                 let d_out_b = &d_out[b * out_img..(b + 1) * out_img]; // (out_c, out_h·out_w)
                 for (db, row) in acc_b.iter_mut().zip(d_out_b.chunks_exact(hw)) {
-                    *db += row.iter().sum::<f32>();
+                    // Vectorised, in f64: `iter().sum()` is one chain of scalar adds.
+                    *db += super::batchnorm::sum(row) as f32;
                 }
             }
         }

@@ -560,7 +560,7 @@ where
         let mut sums = std::mem::take(&mut scr.sums);
         let sums_len = A * A * pads.1 * pads.0;
         scratch(&mut sums, sums_len).fill(0.0); // (α², out_c, in_c) padded
-        let mut d_bias = vec![0f32; co];
+        let mut d_bias = vec![0f64; co];
         let per_group = g.group_images(images.len());
         for g0 in images.clone().step_by(per_group) {
             let n = per_group.min(images.end - g0);
@@ -568,13 +568,17 @@ where
             weight_group::<A, M>(isa, isa, &g, s, pads, group, (input, d_out), &mut sums, scr);
             let planes = d_out[g0 * out_img..(g0 + n) * out_img].chunks_exact(g.oh * g.ow);
             for (p, plane) in planes.enumerate() {
-                d_bias[p % co] += plane.iter().sum::<f32>();
+                // Vectorised, in f64 (a plain `iter().sum()` is one chain of scalar adds:
+                // 15% of the weight gradient of a 48×48 layer, measured).
+                d_bias[p % co] += super::batchnorm::sum(plane);
             }
         }
         let acc = scratch(&mut scr.acc, s.weight_len() + co);
         let (acc_w, acc_b) = acc.split_at_mut(s.weight_len());
         weight_transform::<A, M>(isa, acc_w, &sums[..sums_len], (ci, co, pads.0, pads.1));
-        acc_b.copy_from_slice(&d_bias);
+        for (a, &d) in acc_b.iter_mut().zip(&d_bias) {
+            *a = d as f32;
+        }
         scr.sums = sums;
     })
 }
