@@ -44,8 +44,10 @@ use super::microkernel::{gemm_tn, Isa, Strided, MR, NR_TAIL};
 use super::{scratch, Scratch, Workers};
 use crate::backend::Activation;
 use crate::shape::Conv2dShape;
+use rayon::prelude::*;
 use rows::transpose16;
 use rows::Epilogue;
+use std::ops::Range;
 use transform::{
     gather_windows, load, scatter_tiles, store, two_d, zero_tail, Tiles, Transforms, L, V,
 };
@@ -195,19 +197,24 @@ fn round_up(n: usize, to: usize) -> usize {
 multiversion! {
     /// The filter transform of a forward convolution (`flip`: false) of `weight (out_c,
     /// in_c, 3, 3)`, or of its input gradient (`flip`: true: the filter turned by 180° with
-    /// `in_c` and `out_c` swapped): `u (α², ci, co_pad)` where `ci`, `co` are the computed
-    /// convolution's input and output channels; padded columns are zero. Lanes over 16
+    /// `in_c` and `out_c` swapped), for the computed convolution's input channels `chans`
+    /// (of `ci`; `co` output channels, `co_pad` padded): `rows[ξ] (chans, co_pad)` is that
+    /// part of `u[ξ]`, where `u (α², ci, co_pad)`; padded columns are zeroed. Lanes over 16
     /// output channels.
     fn filter_transform<A, M>(
-        u: &mut [f32],
+        rows: &mut [&mut [f32]],
         weight: &[f32],
+        chans: Range<usize>,
         dims: (usize, usize, usize),
         flip: bool,
     ) {
         let (ci, co, co_pad) = dims;
-        u.fill(0.0);
         let mut taps = [V::default(); 9];
-        for c in 0..ci {
+        for c in chans.clone() {
+            let row = (c - chans.start) * co_pad;
+            for r in rows.iter_mut() {
+                r[row + co..row + co_pad].fill(0.0);
+            }
             for o0 in (0..co).step_by(L) {
                 for (l, o) in (o0..co.min(o0 + L)).enumerate() {
                     for (k, tap) in taps.iter_mut().enumerate() {
@@ -220,12 +227,45 @@ multiversion! {
                 }
                 let lanes = L.min(co - o0);
                 two_d!(Tiles::<A, M>::g, 3, A, |i, j| taps[i * 3 + j], |i, j, v| {
-                    let at = ((i * A + j) * ci + c) * co_pad + o0;
-                    u[at..at + lanes].copy_from_slice(&v.0[..lanes])
+                    let at = row + o0;
+                    rows[i * A + j][at..at + lanes].copy_from_slice(&v.0[..lanes])
                 });
             }
         }
     }
+}
+
+/// [`filter_transform`] into `u (α², ci, co_pad)` on every worker, each taking a run of
+/// input channels (its rows of every `u[ξ]`).
+fn filter_transform_parallel<const A: usize, const M: usize>(
+    w: &Workers,
+    isa: Isa,
+    u: &mut [f32],
+    weight: &[f32],
+    dims: (usize, usize, usize),
+    flip: bool,
+) where
+    Tiles<A, M>: Transforms<A, M>,
+{
+    let (ci, _, co_pad) = dims;
+    let per = ci.div_ceil(w.threads.clamp(1, ci.max(1))).max(1);
+    let parts = ci.div_ceil(per);
+    // parts[p][ξ]: rows p·per.. of u[ξ].
+    let mut parts: Vec<Vec<&mut [f32]>> = (0..parts).map(|_| Vec::with_capacity(A * A)).collect();
+    for mut rest in u.chunks_mut(ci * co_pad) {
+        for part in parts.iter_mut() {
+            let n = (per * co_pad).min(rest.len());
+            let (head, tail) = std::mem::take(&mut rest).split_at_mut(n);
+            part.push(head);
+            rest = tail;
+        }
+    }
+    w.pool.install(|| {
+        parts.into_par_iter().enumerate().for_each(|(p, mut rows)| {
+            let chans = p * per..((p + 1) * per).min(ci);
+            filter_transform::<A, M>(isa, &mut rows, weight, chans, dims, flip);
+        });
+    });
 }
 
 multiversion! {
@@ -433,7 +473,7 @@ fn run_conv_with<const A: usize, const M: usize>(
     let co_pad = round_up(co, MR.max(NR_TAIL));
     let mut u_buf = w.shared.lock().unwrap();
     let u = scratch(&mut u_buf, A * A * ci * co_pad); // (α², in_c, out_c padded)
-    filter_transform::<A, M>(job.isa, u, weight, (ci, co, co_pad), flip);
+    filter_transform_parallel::<A, M>(w, job.isa, u, weight, (ci, co, co_pad), flip);
     let u: &[f32] = u;
     let out_img = co * g.oh * g.ow;
     w.per_image(out, out_img, s.batch, |images, out, scr, _| {
