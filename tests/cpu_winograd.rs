@@ -442,8 +442,10 @@ fn a_batch_norm_with_its_activation_in_one_pass_is_the_two_ops_to_the_bit() {
 
 #[test]
 fn a_batch_norm_goes_back_with_its_activation_in_one_pass_as_the_two_ops_to_the_bit() {
-    // Planes of 37 (a vector and a tail) and of 1 (after a dense layer).
-    for (batch, c, hw) in [(3, 5, 37), (4, 6, 1)] {
+    // Planes of 37 (a vector and a tail), of 1 (after a dense layer) and of 300 (long
+    // enough for the relu's mask to be found from the input and for 32 partial sums, with
+    // a tail).
+    for (batch, c, hw) in [(3, 5, 37), (4, 6, 1), (2, 3, 300)] {
         let bs = BatchNormShape { batch, c, hw };
         let x = random_vec(bs.len(), -2.0, 2.0, 51);
         let dy = random_vec(bs.len(), -1.0, 1.0, 52);
