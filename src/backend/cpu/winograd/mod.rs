@@ -27,7 +27,10 @@
 //! [`GROUP_TILES`] tiles, so that its transformed tiles stay in the core's cache between the
 //! steps. The transforms ([`transform`]) run 16 tiles (or 16 channels) at a time as the
 //! lanes of fixed-size arrays, which the compiler turns into vector instructions; each
-//! per-group function is compiled once per instruction set ([`multiversion!`]).
+//! per-group function is compiled once per instruction set ([`multiversion!`]). With
+//! AVX-512, F(4×4)'s 6 × 6 transforms run in explicit intrinsics instead ([`avx512`]): the
+//! lane arrays' code spilled there in a way that stalled. The filter transform is shared by
+//! the workers, each transforming a run of input channels.
 //!
 //! Rounding: the transforms' coefficients (up to 8 in F(4×4)'s `Aᵀ`, 1/24 in its `G`) make
 //! the result differ from the direct sum by more than the direct sum's own rounding; the
