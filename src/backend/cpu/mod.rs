@@ -91,9 +91,10 @@ struct Scratch {
     group: Vec<f32>,
     /// Winograd weight gradient: the sums over tiles in the transformed domain.
     sums: Vec<f32>,
-    /// Winograd: one channel's windows (or output tiles), tile-major.
+    /// Winograd: one channel's windows, tile-major.
     win: Vec<f32>,
-    /// Winograd weight gradient: 16 channels' transformed tiles before their transposes.
+    /// Winograd weight gradient: the group's input, then its output gradient, channels
+    /// innermost `(n, h, w, c_pad)`.
     block: Vec<f32>,
 }
 

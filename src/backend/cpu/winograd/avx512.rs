@@ -1,4 +1,5 @@
-//! F(4×4, 3×3)'s 2-D transforms on 16 tiles at a time in explicit AVX-512 registers.
+//! F(4×4, 3×3)'s input and output transforms on 16 tiles at a time in explicit AVX-512
+//! registers.
 //!
 //! The portable lane arrays of [`super::transform`] compile to a mix of 256- and 512-bit
 //! operations here, and a 64-byte value stored in two halves then loaded whole cannot be
@@ -92,34 +93,6 @@ pub(super) unsafe fn output_f4(src: *const f32, ld: usize, dst: *mut f32, dst_ld
     two_d::<6, 4>(|x| unsafe { at(x) }, (src, ld), (dst, dst_ld))
 }
 
-/// `A·d` of F(4×4): `Tiles::<6, 4>::a`.
-#[inline(always)]
-unsafe fn a(d: [__m512; 4]) -> [__m512; 6] {
-    let (even1, odd1) = (_mm512_add_ps(d[0], d[2]), _mm512_add_ps(d[1], d[3]));
-    let even2 = _mm512_fmadd_ps(d[2], k(4.0), d[0]);
-    let odd2 = _mm512_fmadd_ps(d[3], k(8.0), _mm512_mul_ps(d[1], k(2.0)));
-    [
-        d[0],
-        _mm512_add_ps(even1, odd1),
-        _mm512_sub_ps(even1, odd1),
-        _mm512_add_ps(even2, odd2),
-        _mm512_sub_ps(even2, odd2),
-        d[3],
-    ]
-}
-
-/// `A·d·Aᵀ` of 16 output-gradient tiles: element `(r, s)` of the 4 × 4 tiles at
-/// `src + (r·4 + s)·ld`, element `(i, j)` of the 6 × 6 result to `dst + (i·6 + j)·dst_ld`.
-///
-/// # Safety
-/// The CPU has AVX-512F; the 16 vectors read and 36 written lie inside their buffers.
-#[inline]
-#[target_feature(enable = "avx512f")]
-pub(super) unsafe fn gradient_f4(src: *const f32, ld: usize, dst: *mut f32, dst_ld: usize) {
-    // SAFETY: the caller's.
-    two_d::<4, 6>(|x| unsafe { a(x) }, (src, ld), (dst, dst_ld))
-}
-
 #[cfg(test)]
 mod tests {
     use super::super::super::microkernel::Isa;
@@ -173,15 +146,5 @@ mod tests {
             |i, j, x| store(&mut want, (i * 4 + j) * out_ld, x)
         );
         close("Aᵀ·m·A", &got[..16 * out_ld], &want[..16 * out_ld]);
-        // SAFETY: as above; 16 vectors read, 36 written.
-        unsafe { super::gradient_f4(src.as_ptr(), ld, got.as_mut_ptr(), out_ld) };
-        two_d!(
-            T::a,
-            4,
-            6,
-            |r, s| load(&src, (r * 4 + s) * ld),
-            |i, j, x| store(&mut want, (i * 6 + j) * out_ld, x)
-        );
-        close("A·dy·Aᵀ", &got, &want);
     }
 }

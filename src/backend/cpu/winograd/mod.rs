@@ -629,8 +629,8 @@ where
 multiversion! {
     /// One group of `n` images from image `g0` of the weight gradient: pad the input and
     /// cut the output gradient to whole tiles, transform both (`X̂ (α², tp, ci_pad)`,
-    /// `Ŷ (α², tp, co_pad)`, [`transposed_transform`]) and add the `α²` products
-    /// `Ŷ[ξ]ᵀ·X̂[ξ]` into `sums (α², co_pad, ci_pad)`.
+    /// `Ŷ (α², tp, co_pad)`, [`channel_minor`]) and add the `α²` products `Ŷ[ξ]ᵀ·X̂[ξ]`
+    /// into `sums (α², co_pad, ci_pad)`.
     fn weight_group<A, M>(
         isa: Isa,
         g: &Grid,
@@ -645,21 +645,18 @@ multiversion! {
         let (ci, co) = (s.in_c, s.out_c);
         let tiles = n * g.tiles();
         let tp = round_up(tiles, L);
-        let win = scratch(&mut scr.win, A * A * tp); // (α², tiles padded)
-        zero_tail(win, A * A, tp, tiles);
-        let block = scratch(&mut scr.block, A * A * L * tp); // (α², 16 channels, tiles padded)
         let xt = scratch(&mut scr.cols, A * A * tp * ci_pad); // (α², tiles padded, in_c padded)
         let in_img = ci * s.in_h * s.in_w;
         let x = &input[g0 * in_img..(g0 + n) * in_img]; // (n, in_c, in_h, in_w)
-        let plane = |img: usize, ch: usize| &x[(img * ci + ch) * s.in_h * s.in_w..][..in_img / ci];
-        let geometry = (s.in_h, s.in_w, s.pad);
-        transposed_transform::<A, M, true>(isa, xt, (win, block), plane, (g, geometry), (ci, tiles));
+        let xn = scratch(&mut scr.block, n * s.in_h * s.in_w * ci_pad); // (n, in_h, in_w, ci_pad)
+        let geometry = (ci, s.in_h, s.in_w, s.pad);
+        channel_minor::<A, M, true>(isa, xt, xn, x, g, geometry, (n, tiles, ci_pad));
         let out_img = co * g.oh * g.ow;
         let dy = &d_out[g0 * out_img..(g0 + n) * out_img]; // (n, out_c, oh, ow)
         let yt = scratch(&mut scr.group, A * A * tp * co_pad); // (α², tiles padded, out_c padded)
-        let plane = |img: usize, ch: usize| &dy[(img * co + ch) * g.oh * g.ow..][..out_img / co];
-        let geometry = (g.oh, g.ow, 0);
-        transposed_transform::<A, M, false>(isa, yt, (win, block), plane, (g, geometry), (co, tiles));
+        let yn = scratch(&mut scr.block, n * g.oh * g.ow * co_pad); // (n, oh, ow, co_pad)
+        let geometry = (co, g.oh, g.ow, 0);
+        channel_minor::<A, M, false>(isa, yt, yn, dy, g, geometry, (n, tiles, co_pad));
         for xi in 0..A * A {
             let a_t = Strided {
                 data: &yt[xi * tp * co_pad..(xi + 1) * tp * co_pad],
@@ -675,86 +672,81 @@ multiversion! {
     }
 }
 
-/// The weight gradient's operands, tile-major with channels innermost: for every channel of
-/// `plane(img, ch)` (`(h, w)` padded by `pad`), the windows of every tile transformed —
-/// input windows (`INPUT`: `α × α` every `m`, `Bᵀ·d·B`) or output-gradient tiles (`m × m`,
-/// zero past the output's edge, `A·dy·Aᵀ`) —
-/// sixteen channels at a time into `block (α², 16, tp)`, then turned by 16 × 16 transposes
-/// into `dst (α², tp, c_pad)`; padded lanes and channels are zero.
+/// The weight gradient's operands, tile-major with channels innermost, by way of a
+/// channel-minor copy of the group's tensor `x (n, c, h, w)`: `xn (n, h, w, c_pad)`
+/// (padded channels zero), then for every tile and 16 channels the window's vectors (16
+/// channels each, zero outside the tensor) transformed and stored whole into `dst (α², tp,
+/// c_pad)` at `((ξ·tp + t)·c_pad + c0)`; tiles `tiles..tp` are zero. `INPUT`: input windows
+/// (`α × α` every `m`, padded by `pad`, `Bᵀ·d·B`), else output-gradient tiles (`m × m`,
+/// `A·dy·Aᵀ`).
 #[inline(always)]
-fn transposed_transform<'a, const A: usize, const M: usize, const INPUT: bool>(
+#[allow(clippy::too_many_arguments)]
+fn channel_minor<const A: usize, const M: usize, const INPUT: bool>(
     isa: Isa,
     dst: &mut [f32],
-    (win, block): (&mut [f32], &mut [f32]),
-    plane: impl Fn(usize, usize) -> &'a [f32],
-    (g, geometry): (&Grid, (usize, usize, usize)),
-    (c, tiles): (usize, usize),
+    xn: &mut [f32],
+    x: &[f32],
+    g: &Grid,
+    (c, h, w, pad): (usize, usize, usize, usize),
+    (n, tiles, c_pad): (usize, usize, usize),
 ) where
     Tiles<A, M>: Transforms<A, M>,
 {
-    let tp = round_up(tiles, L);
-    let c_pad = round_up(c, L);
-    for c0 in (0..c_pad).step_by(L) {
-        for k in 0..L {
-            let ch = c0 + k;
-            if ch >= c {
-                for xi in 0..A * A {
-                    block[(xi * L + k) * tp..(xi * L + k + 1) * tp].fill(0.0);
-                }
-                continue;
-            }
-            let planes = |img| plane(img, ch);
-            let grid = (g.th, g.tw);
-            if INPUT {
-                gather_windows::<A, M>(isa, win, tp, planes, geometry, grid, tiles);
-            } else {
-                gather_windows::<M, M>(isa, win, tp, planes, geometry, grid, tiles);
-            }
-            #[cfg(target_arch = "x86_64")]
-            if A == 6 && isa == Isa::Avx512 {
-                let rows = if INPUT { 36 } else { 16 };
-                assert!(win.len() >= rows * tp && block.len() >= 36 * L * tp);
-                for t0 in (0..tp).step_by(L) {
-                    let (src, dst) = (win[t0..].as_ptr(), block[k * tp + t0..].as_mut_ptr());
-                    // SAFETY: AVX-512F is present (`isa`); vector (r, s) of the windows at
-                    // `(r·α + s)·tp` (or `(r·m + s)·tp`) after `src`, and (i, j) at
-                    // `(i·6 + j)·16·tp` after `dst` lie inside `win` and `block` (assert
-                    // above, `t0 + 16 ≤ tp`, `k < 16`).
-                    unsafe {
-                        if INPUT {
-                            avx512::input_f4(src, tp, dst, L * tp)
-                        } else {
-                            avx512::gradient_f4(src, tp, dst, L * tp)
-                        }
-                    };
-                }
-                continue;
-            }
-            for t0 in (0..tp).step_by(L) {
-                let out = |i: usize, j: usize| ((i * A + j) * L + k) * tp + t0;
-                if INPUT {
-                    two_d!(
-                        Tiles::<A, M>::bt,
-                        A,
-                        A,
-                        |r, s| load(win, (r * A + s) * tp + t0),
-                        |i, j, x| store(block, out(i, j), x)
-                    );
-                } else {
-                    two_d!(
-                        Tiles::<A, M>::a,
-                        M,
-                        A,
-                        |r, s| load(win, (r * M + s) * tp + t0),
-                        |i, j, x| store(block, out(i, j), x)
-                    );
-                }
+    let hw = h * w;
+    // (c, hw) → (hw, c_pad) per image: 16 × 16 blocks, then the edges one by one.
+    for img in 0..n {
+        let src = &x[img * c * hw..(img + 1) * c * hw];
+        let out = &mut xn[img * hw * c_pad..(img + 1) * hw * c_pad];
+        let (c16, p16) = (c / L * L, hw / L * L);
+        for c0 in (0..c16).step_by(L) {
+            for p0 in (0..p16).step_by(L) {
+                transpose16(
+                    isa,
+                    &mut out[p0 * c_pad + c0..],
+                    c_pad,
+                    &src[c0 * hw + p0..],
+                    hw,
+                );
             }
         }
-        for xi in 0..A * A {
-            for t0 in (0..tp).step_by(L) {
-                let src = &block[xi * L * tp + t0..];
-                transpose16(isa, &mut dst[(xi * tp + t0) * c_pad + c0..], c_pad, src, tp);
+        for p in 0..hw {
+            let row = &mut out[p * c_pad..(p + 1) * c_pad];
+            let first = if p < p16 { c16 } else { 0 };
+            for (ch, v) in row.iter_mut().enumerate().skip(first) {
+                *v = if ch < c { src[ch * hw + p] } else { 0.0 };
+            }
+        }
+    }
+    let tp = round_up(tiles, L);
+    for xi in 0..A * A {
+        dst[(xi * tp + tiles) * c_pad..(xi + 1) * tp * c_pad].fill(0.0);
+    }
+    let zero = V::default();
+    for t in 0..tiles {
+        let (img, k) = (t / g.tiles(), t % g.tiles());
+        let (y0, x0) = ((k / g.tw) * M, (k % g.tw) * M);
+        let base = img * hw;
+        // Element (r, s) of the tile's window: its offset in `xn`, or None outside.
+        let at = |r: usize, s: usize| -> Option<usize> {
+            let y = (y0 + r).checked_sub(pad).filter(|&y| y < h)?;
+            let x = (x0 + s).checked_sub(pad).filter(|&x| x < w)?;
+            Some((base + y * w + x) * c_pad)
+        };
+        for c0 in (0..c_pad).step_by(L) {
+            let window = |r: usize, s: usize| at(r, s).map_or(zero, |p| load(xn, p + c0));
+            let to = |i: usize, j: usize| ((i * A + j) * tp + t) * c_pad + c0;
+            if INPUT {
+                two_d!(Tiles::<A, M>::bt, A, A, |r, s| window(r, s), |i, j, v| {
+                    store(dst, to(i, j), v)
+                });
+            } else {
+                two_d!(
+                    Tiles::<A, M>::a,
+                    M,
+                    A,
+                    |r, s| window(r, s),
+                    |i, j, v| store(dst, to(i, j), v)
+                );
             }
         }
     }
