@@ -251,7 +251,7 @@ fn filter_transform_parallel<const A: usize, const M: usize>(
     Tiles<A, M>: Transforms<A, M>,
 {
     let (ci, _, co_pad) = dims;
-    let per = ci.div_ceil(w.threads.clamp(1, ci.max(1))).max(1);
+    let per = ci.div_ceil(w.threads.min(ci).max(1)).max(1);
     let parts = ci.div_ceil(per);
     // parts[p][ξ]: rows p·per.. of u[ξ].
     let mut parts: Vec<Vec<&mut [f32]>> = (0..parts).map(|_| Vec::with_capacity(A * A)).collect();
@@ -340,8 +340,8 @@ multiversion! {
             assert!(m.len() >= 36 * co_pad * tp && y.len() >= 16 * tp && co <= co_pad);
         }
         for o in 0..co {
-            #[cfg(target_arch = "x86_64")]
             if fast {
+                #[cfg(target_arch = "x86_64")]
                 for t0 in (0..tp).step_by(L) {
                     // SAFETY: AVX-512F is present (`isa`); vector (r, s) at `((r·6 + s)·co_pad
                     // + o)·tp + t0` of `m` and (i, j) at `(i·4 + j)·tp + t0` of `y` lie inside
@@ -351,18 +351,16 @@ multiversion! {
                         avx512::output_f4(src, co_pad * tp, y.as_mut_ptr().add(t0), tp)
                     };
                 }
-            }
-            for t0 in (0..tp).step_by(L) {
-                if fast {
-                    break;
+            } else {
+                for t0 in (0..tp).step_by(L) {
+                    two_d!(
+                        Tiles::<A, M>::at,
+                        A,
+                        M,
+                        |r, s| load(m, ((r * A + s) * co_pad + o) * tp + t0),
+                        |i, j, x| store(y, (i * M + j) * tp + t0, x)
+                    );
                 }
-                two_d!(
-                    Tiles::<A, M>::at,
-                    A,
-                    M,
-                    |r, s| load(m, ((r * A + s) * co_pad + o) * tp + t0),
-                    |i, j, x| store(y, (i * M + j) * tp + t0, x)
-                );
             }
             let b = epilogue.0.map_or(0.0, |b| b[o]);
             let mut rest = &mut out[..];
