@@ -565,6 +565,47 @@ fn dense_forward_matches_loops() {
 }
 
 #[test]
+fn a_one_output_dense_layer_is_a_dot_product_per_image_that_keeps_non_finite_values() {
+    // One output takes the dot-product path: lengths around its 64-lane blocks, and a tail.
+    for in_f in [1, 63, 64, 65, 200, 1000] {
+        let s = DenseShape {
+            batch: 5,
+            in_f,
+            out_f: 1,
+        };
+        let (mut x, w, b) = dense_inputs(&s, 74 + in_f as u64);
+        let (params, b_off, w_off) = params_with(&b, &w, 75);
+        let want = dense_ref(&to_f64(&x), &to_f64(&w), &to_f64(&b), &s);
+        for threads in [1, 2] {
+            let cpu = CpuBackend::new(threads);
+            let mut out = vec![f32::NAN; s.output_len()];
+            cpu.dense_forward(&mut out, &x, &params, w_off, b_off, &s);
+            assert_close(
+                &format!("one output, in_f {in_f}"),
+                &out,
+                &to_f32(&want),
+                ATOL,
+                RTOL,
+            );
+        }
+        // Zero weights (the evaluation's watch for values that are not numbers): images 1
+        // and 3 hold an infinity and a NaN, at the end of a block or in the tail.
+        x[2 * in_f - 1] = f32::INFINITY;
+        x[3 * in_f + in_f / 2] = f32::NAN;
+        let zeros = vec![0.0; in_f + 1];
+        let mut out = vec![1.0; s.batch];
+        CpuBackend::new(2).dense_forward(&mut out, &x, &zeros, 0, in_f, &s);
+        let flagged: Vec<bool> = out.iter().map(|v| v.is_nan()).collect();
+        assert_eq!(
+            flagged,
+            [false, true, false, true, false],
+            "in_f {in_f}: {out:?}"
+        );
+        assert!(out.iter().all(|&v| v.is_nan() || v == 0.0), "{out:?}");
+    }
+}
+
+#[test]
 fn dense_backward_input_matches_finite_differences() {
     let s = DENSE;
     let cpu = CpuBackend::new(1);

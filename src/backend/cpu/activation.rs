@@ -42,13 +42,6 @@ impl Fused {
     }
 }
 
-multiversion_fn! {
-    /// `v[i] = a.apply(v[i])` for every element.
-    pub(super) fn apply_in_place(v: &mut [f32], a: Fused) {
-        v.iter_mut().for_each(|x| *x = a.apply(*x));
-    }
-}
-
 /// `out[i] = act(input[i])` for `i < len`.
 pub fn activation_forward(out: &mut [f32], input: &[f32], act: Activation, len: usize) {
     out[..len]

@@ -42,10 +42,9 @@ mod avx512;
 mod rows;
 mod transform;
 
-use super::activation::{apply_in_place, Fused};
+use super::activation::Fused;
 use super::microkernel::{gemm_tn, Isa, Strided, MR, NR_TAIL};
 use super::{scratch, Scratch, Workers};
-use crate::backend::Activation;
 use crate::shape::Conv2dShape;
 use rayon::prelude::*;
 use rows::transpose16;
@@ -327,7 +326,7 @@ multiversion! {
         m: &[f32],
         g: &Grid,
         dims: (usize, usize, usize),
-        epilogue: (Option<&[f32]>, Option<Activation>),
+        epilogue: (Option<&[f32]>, Option<Fused>),
     ) {
         let (co, co_pad, tiles) = dims;
         let tp = round_up(tiles, L);
@@ -526,10 +525,7 @@ fn forward_group<const A: usize, const M: usize>(
         let c = &mut m[xi * co_pad * tp..(xi + 1) * co_pad * tp];
         gemm_tn(job.isa, c, tp, a_t, b, (co_pad, tp, ci), false);
     }
-    // A watched activation runs over the group's output right after, while it is in cache,
-    // leaving the epilogue's vector code as it is for the rest.
-    let watched = job.act.filter(|a| a.watched);
-    let epilogue = (job.bias, job.act.filter(|a| !a.watched).map(|a| a.act));
+    let epilogue = (job.bias, job.act);
     output_transform::<A, M>(
         job.isa,
         job.isa,
@@ -540,9 +536,6 @@ fn forward_group<const A: usize, const M: usize>(
         (co, co_pad, tiles),
         epilogue,
     );
-    if let Some(a) = watched {
-        apply_in_place(dst, a);
-    }
 }
 
 /// `d_weight (out_c, in_c, 3, 3)` and `d_bias (out_c)` of a 3×3 stride-1 `s`, overwritten:
