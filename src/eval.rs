@@ -9,7 +9,7 @@ use crate::checkpoint::Checkpoint;
 use crate::data::{Dataset, EMOTIONS};
 use crate::error::{Error, Result};
 use crate::metrics::{argmax, Confusion};
-use crate::model::network::{Mode, Network, OpVisitor};
+use crate::model::network::{Mode, Network, OpVisitor, Watch};
 use crate::model::{ModelSpec, Op, Plan};
 use crate::shape::{DenseShape, NUM_CLASSES};
 use std::fmt::Write as _;
@@ -298,6 +298,22 @@ impl<B: Backend> FiniteCheck<B> {
     }
 }
 
+/// A [`FiniteCheck`] over a batch of `batch` images, as a folded pass's watch.
+struct Watching<'c, B: Backend> {
+    check: &'c mut FiniteCheck<B>,
+    batch: usize,
+}
+
+impl<B: Backend> Watch<B> for Watching<'_, B> {
+    fn observe(&mut self, be: &B, i: usize, output: &B::Tensor) {
+        self.check.observe(be, i, output, self.batch);
+    }
+
+    fn flags(&mut self, i: usize) -> &mut B::Tensor {
+        &mut self.check.flags[i]
+    }
+}
+
 impl<'b, B: Backend> Evaluator<'b, B> {
     /// Builds the network of `spec` with `params (P)` and the initial running statistics
     /// ([`Evaluator::set_params`] replaces both), in batches that fit the device, for sets of
@@ -489,10 +505,10 @@ impl<'b, B: Backend> Evaluator<'b, B> {
                     start,
                     batch,
                 );
-                let watch: OpVisitor<'_, B> = &mut |i, out| check.observe(be, i, out, batch);
                 if fold {
-                    net.forward_watched(be, batch, watch);
+                    net.forward_watched(be, batch, &mut Watching { check, batch });
                 } else {
+                    let watch: OpVisitor<'_, B> = &mut |i, out| check.observe(be, i, out, batch);
                     net.forward_each(be, batch, Mode::Eval, watch);
                 }
                 if v == 0 {

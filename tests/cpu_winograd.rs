@@ -20,7 +20,7 @@ use common::random_vec;
 use fergpu::backend::cpu::{ConvAlgorithm, ConvPath, CpuBackend, CpuOptions, Tile};
 use fergpu::backend::{Activation, Backend, BatchNorm};
 use fergpu::data::synth;
-use fergpu::model::network::{Mode, Network};
+use fergpu::model::network::{Mode, Network, Watch};
 use fergpu::model::{ModelSpec, Op, Plan};
 use fergpu::settings::Settings;
 use fergpu::shape::{BatchNormShape, Conv2dShape, IMAGE_PIXELS};
@@ -290,6 +290,24 @@ fn a_batch_norm_folded_into_the_convolution_is_the_two_ops() {
     }
 }
 
+/// A watch that records which ops it observed and which asked for their flags.
+struct Seen {
+    observed: Vec<usize>,
+    flagged: Vec<usize>,
+    flags: Vec<Vec<f32>>,
+}
+
+impl Watch<CpuBackend> for Seen {
+    fn observe(&mut self, _: &CpuBackend, i: usize, _: &Vec<f32>) {
+        self.observed.push(i);
+    }
+
+    fn flags(&mut self, i: usize) -> &mut Vec<f32> {
+        self.flagged.push(i);
+        &mut self.flags[i]
+    }
+}
+
 #[test]
 fn a_watched_evaluation_pass_folds_the_batch_norms_and_sees_every_other_op() {
     let batch = 3;
@@ -329,16 +347,27 @@ fn a_watched_evaluation_pass_folds_the_batch_norms_and_sees_every_other_op() {
     net.forward_each(&be, batch, Mode::Eval, &mut |i, _| seen.push(i));
     let unfolded = be.download(net.logits());
     let all = seen.clone();
-    seen.clear();
-    net.forward_watched(&be, batch, &mut |i, _| seen.push(i));
+    let mut watch = Seen {
+        observed: Vec::new(),
+        flagged: Vec::new(),
+        flags: vec![vec![0.0; batch]; all.len()],
+    };
+    net.forward_watched(&be, batch, &mut watch);
     let folded = be.download(net.logits());
-    // Every op but the convolutions before a batch norm (all of compact's) and the ReLUs
-    // after those (one call, visited as the batch norm), in order.
+    // Every op but the convolutions before a batch norm (all of compact's), those batch
+    // norms and the ReLUs after them, in order: the three are one call that watches its own
+    // output into the batch norm's flags.
+    let bns: Vec<usize> = convs.iter().map(|&i| i + 1).collect();
     let want: Vec<usize> = all
         .into_iter()
-        .filter(|i| !convs.contains(i) && !relus_after_conv_bn.contains(i))
+        .filter(|i| !convs.contains(i) && !bns.contains(i) && !relus_after_conv_bn.contains(i))
         .collect();
-    assert_eq!(seen, want);
+    assert_eq!(watch.observed, want);
+    assert_eq!(watch.flagged, bns);
+    assert!(
+        watch.flags.iter().flatten().all(|&f| f == 0.0),
+        "all finite"
+    );
     let (max, mean) = errors(&folded, &unfolded);
     // Eight folded layers, each within FOLD_MAX of its unfolded output.
     assert!(
@@ -390,12 +419,22 @@ fn a_folded_convolution_with_its_activation_is_the_three_ops_and_keeps_what_is_n
                 let mut want = vec![0.0; s.output_len()];
                 be.activation_forward(&mut want, &bn_out, act, s.output_len());
                 let mut got = vec![0.0; s.output_len()];
+                // Image 1's flag was set before; the call only ever sets flags.
+                let mut flags = vec![0.0, f32::NAN, 0.0];
                 let ran = be.conv2d_bn_act_forward_eval(
-                    &mut got, &x, &params, &running, at, &s, &bn, &bs, act,
+                    &mut got, &mut flags, &x, &params, &running, at, &s, &bn, &bs, act,
                 );
                 assert!(ran, "the CPU runs the three ops as one");
                 let odd = bn_out.iter().filter(|v| !v.is_finite()).count();
                 assert_eq!(odd > 0, huge, "{s:?}: {odd} values not finite");
+                // The flags name the images whose output has a value that is not finite.
+                let per_image = s.output_len() / s.batch;
+                for (img, f) in flags.iter().enumerate() {
+                    let out = &bn_out[img * per_image..(img + 1) * per_image];
+                    let bad = out.iter().any(|v| !v.is_finite()) || img == 1;
+                    assert_eq!(f.is_nan(), bad, "{s:?} image {img}: flag {f}");
+                    assert!(f.is_nan() || *f == 0.0, "{f}");
+                }
                 for ((&g, &w), &b) in got.iter().zip(&want).zip(&bn_out) {
                     if b.is_finite() {
                         assert_eq!(g, w, "{s:?} {act:?}");

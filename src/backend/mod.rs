@@ -862,6 +862,9 @@ pub trait Backend {
     /// `out = act(bn(conv(input)))` where the batch norm's output is finite, and that output
     /// itself where it is not (NaN and ±∞ pass the activation unchanged, where ReLU would turn
     /// NaN and −∞ into 0), so that a watch over `out` sees every one the batch norm gave.
+    /// The watch is done in the same pass, while the values are at hand: `flags (batch)`
+    /// gets NaN for every image whose `out` holds a value that is not finite, and keeps what
+    /// it held for the others, so that the caller need not read `out` again.
     /// Arguments as [`Backend::conv2d_bn_forward_eval`], with no scratch. Returns whether it
     /// ran: by default it does not, writing nothing (the activation kernels drop NaN), and the
     /// caller runs [`Backend::conv2d_bn_forward_eval`] and the activation on their own.
@@ -869,6 +872,7 @@ pub trait Backend {
     fn conv2d_bn_act_forward_eval(
         &self,
         _out: &mut Self::Tensor,
+        _flags: &mut Self::Tensor,
         _input: &Self::Tensor,
         _params: &Self::Tensor,
         _running: &Self::Tensor,

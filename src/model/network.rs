@@ -24,6 +24,17 @@ pub enum Mode {
 /// What [`Network::forward_each`] calls after each op: the op's index and its output.
 pub type OpVisitor<'a, B> = &'a mut dyn FnMut(usize, &<B as Backend>::Tensor);
 
+/// The watch of an evaluation pass over the ops' outputs ([`Network::forward_watched`]):
+/// per op, flags `(batch)` that become NaN for the images where the op gave a value that is
+/// not finite.
+pub trait Watch<B: Backend> {
+    /// Op `i` gave `output (batch, per image)`: adds it to op `i`'s flags.
+    fn observe(&mut self, be: &B, i: usize, output: &B::Tensor);
+    /// Op `i`'s flags `(batch)`, for a fused call that watches its own output as it writes
+    /// it ([`Backend::conv2d_bn_act_forward_eval`]).
+    fn flags(&mut self, i: usize) -> &mut B::Tensor;
+}
+
 /// A model's device buffers, sized for the plan's (largest) batch. Smaller batches reuse
 /// them: every op touches only the first `batch`-many elements.
 pub struct Network<B: Backend> {
@@ -144,7 +155,7 @@ impl<B: Backend> Network<B> {
 
     /// Runs every op on `x` in `mode`, leaving each op's output in place for backward.
     pub fn forward(&mut self, be: &B, batch: usize, mode: Mode) {
-        self.forward_ops(be, batch, mode, None, false);
+        self.forward_ops(be, batch, mode, None, None);
     }
 
     /// [`Network::forward`] with every op run on its own (a convolution's activation too, so
@@ -152,18 +163,21 @@ impl<B: Backend> Network<B> {
     /// (`output (batch, per image)`): for checks that must see every value an op gives,
     /// such as NaN that a ReLU or a max pool after it would hide.
     pub fn forward_each(&mut self, be: &B, batch: usize, mode: Mode, each: OpVisitor<'_, B>) {
-        self.forward_ops(be, batch, mode, Some(each), false);
+        self.forward_ops(be, batch, mode, Some(each), None);
     }
 
     /// An evaluation pass for a watch that needs every non-finite value to reach an output
-    /// it sees: [`Network::forward_each`], except that each convolution followed by a batch
+    /// it sees: [`Network::forward_each`] with [`Watch::observe`] as the visitor, except that each convolution followed by a batch
     /// norm runs as one op ([`Backend::conv2d_bn_forward_eval`]) visited as the batch norm
     /// (`each(i, output)` with `i` the batch norm's op), the convolution's own output never
     /// written. The batch norm maps each channel by `x·g + c` with finite `g` and `c`, so a
     /// NaN or infinity of the convolution is still one in what the visitor sees; which of the
-    /// two ops made it, only [`Network::forward_each`] can tell.
-    pub fn forward_watched(&mut self, be: &B, batch: usize, each: OpVisitor<'_, B>) {
-        self.forward_ops(be, batch, Mode::Eval, Some(each), true);
+    /// two ops made it, only [`Network::forward_each`] can tell. Where the backend runs the
+    /// convolution, batch norm and activation after it as one op
+    /// ([`Backend::conv2d_bn_act_forward_eval`]), that op watches its own output as it writes
+    /// it, into the batch norm's [`Watch::flags`], and is not observed.
+    pub fn forward_watched(&mut self, be: &B, batch: usize, watch: &mut dyn Watch<B>) {
+        self.forward_ops(be, batch, Mode::Eval, None, Some(watch));
     }
 
     fn forward_ops(
@@ -172,7 +186,7 @@ impl<B: Backend> Network<B> {
         batch: usize,
         mode: Mode,
         mut each: Option<OpVisitor<'_, B>>,
-        fold_batchnorm: bool,
+        mut watch: Option<&mut dyn Watch<B>>,
     ) {
         self.mode = mode;
         let ops = self.ops_at(batch);
@@ -183,8 +197,8 @@ impl<B: Backend> Network<B> {
                 fused -= 1;
                 continue;
             }
-            // The op a fused call is visited as, when not its last.
-            let mut visit_as = None;
+            // Whether a fused call watched its own output (and is not visited).
+            let mut watched_itself = false;
             be.label_op(Some(i));
             let (before, rest) = self.outs.split_at_mut(i);
             let input = if i == 0 { &self.x } else { &before[i - 1] };
@@ -196,17 +210,19 @@ impl<B: Backend> Network<B> {
                     b_off,
                 } => match ops.get(i + 1) {
                     Some(&Op::BatchNorm { shape: bs, bn })
-                        if fold_batchnorm
+                        if watch.is_some()
                             && mode == Mode::Eval
                             && bs.len() == shape.output_len() =>
                     {
+                        let flags = watch.as_deref_mut().expect("a watched pass").flags(i + 1);
                         // With the activation after it too where the backend keeps the
-                        // values that are not numbers through it: visited as the batch norm,
-                        // whose such values the output still has.
+                        // values that are not numbers through it, watching them itself into
+                        // the batch norm's flags, whose such values the output still has.
                         let act = activation_after(&ops, i + 1, bs.len());
                         let three = act.is_some_and(|act| {
                             be.conv2d_bn_act_forward_eval(
                                 &mut rest[2],
+                                flags,
                                 input,
                                 &self.params,
                                 &self.running,
@@ -219,7 +235,7 @@ impl<B: Backend> Network<B> {
                         });
                         if three {
                             fused = 2;
-                            visit_as = Some(i + 1);
+                            watched_itself = true;
                         } else {
                             let (pre, post) = rest.split_at_mut(1);
                             be.conv2d_bn_forward_eval(
@@ -321,10 +337,12 @@ impl<B: Backend> Network<B> {
                 },
                 Op::GlobalAvgPool { shape } => be.globalavgpool_forward(out, input, &shape),
             }
+            // A fused call is visited as its last op with the output it wrote, its last op's.
+            let (last, out) = (i + fused, &self.outs[i + fused]);
             if let Some(each) = each.as_mut() {
-                // A fused call is visited as its last op (or as `visit_as`) with the output it
-                // wrote, its last op's.
-                each(visit_as.unwrap_or(i + fused), &self.outs[i + fused]);
+                each(last, out);
+            } else if let Some(watch) = watch.as_deref_mut().filter(|_| !watched_itself) {
+                watch.observe(be, last, out);
             }
         }
         be.label_op(None);

@@ -6,6 +6,7 @@ use super::simd::multiversion_fn;
 use super::CHUNK;
 use crate::backend::Activation;
 use rayon::prelude::*;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// An activation applied in a convolution's epilogue. A `watched` one leaves a value that is
 /// not finite as it is (NaN and ±∞ pass unchanged; every finite value gets `act`), so that a
@@ -39,6 +40,38 @@ impl Fused {
             Activation::Relu => v.max(0.0),
             a => a.apply(v),
         }
+    }
+}
+
+/// Per image of a batch, whether a watched op's output holds a value that is not finite;
+/// each worker sets its own images'.
+pub type BadImages<'a> = Option<&'a [AtomicBool]>;
+
+/// Marks image `img` in `bad` when `out` (its output) holds a value that is not finite.
+pub(super) fn watch_image(bad: BadImages<'_>, img: usize, out: &[f32]) {
+    if let Some(bad) = bad {
+        if !all_finite(out) {
+            bad[img].store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Lanes of [`all_finite`]'s partial sums.
+const WATCH_LANES: usize = 64;
+
+multiversion_fn! {
+    /// Whether every value of `v` is finite: `x − x` is 0 for those and NaN for the others,
+    /// so a sum of them (in [`WATCH_LANES`] partial sums, which vectorise) is 0 or NaN.
+    fn all_finite(v: &[f32]) -> bool {
+        let mut acc = [0.0f32; WATCH_LANES];
+        let chunks = v.chunks_exact(WATCH_LANES);
+        let tail: f32 = chunks.remainder().iter().map(|x| x - x).sum();
+        for c in chunks {
+            for l in 0..WATCH_LANES {
+                acc[l] += c[l] - c[l];
+            }
+        }
+        acc.iter().sum::<f32>() + tail == 0.0
     }
 }
 

@@ -9,7 +9,7 @@
 //! `d_cols = weightᵀ · d_out`, which col2im folds back onto the input (overlapping patches
 //! add up). The batch is split into one contiguous run of images per worker thread.
 
-use super::activation::Fused;
+use super::activation::{watch_image, BadImages, Fused};
 use super::gemm::{matmul, MatRef};
 use super::{scratch, Workers};
 use crate::shape::Conv2dShape;
@@ -89,14 +89,15 @@ fn col2im(d_input: &mut [f32], cols: &[f32], ld: usize, s: &Conv2dShape) {
 
 /// `out (batch, out_c, out_h, out_w) = act(conv(input (batch, in_c, in_h, in_w), weight) +
 /// bias)`; weight `(out_c, patch_len)`, bias `(out_c)`; no activation when `act` is `None`.
-/// The activation runs on each image's output right after its product, while it is in cache.
+/// The activation runs on each image's output right after its product, while it is in cache,
+/// and so does the watch that marks in `bad` the images whose output is not all finite.
 pub fn conv2d_forward(
     w: &Workers,
     out: &mut [f32],
     input: &[f32],
     weight: &[f32],
     bias: &[f32],
-    act: Option<Fused>,
+    (act, bad): (Option<Fused>, BadImages<'_>),
     s: &Conv2dShape,
 ) {
     let (hw, p) = (s.out_h() * s.out_w(), s.patch_len());
@@ -113,6 +114,7 @@ pub fn conv2d_forward(
             if let Some(a) = act {
                 out_b.iter_mut().for_each(|v| *v = a.apply(*v));
             }
+            watch_image(bad, b, out_b);
         }
     });
 }

@@ -47,7 +47,8 @@ pub use microkernel::Isa;
 pub use record::OpRecord;
 pub use winograd::Tile;
 
-use activation::Fused;
+use activation::{BadImages, Fused};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Elements per parallel task of the element-wise ops: large enough that task overhead is
 /// negligible.
@@ -383,14 +384,14 @@ impl CpuBackend {
         weight: &[f32],
         bias: &[f32],
         s: &Conv2dShape,
-        act: Option<Fused>,
+        act: (Option<Fused>, BadImages<'_>),
     ) {
         assert_eq!(weight.len(), s.weight_len(), "conv weight length");
         assert_eq!(bias.len(), s.bias_len(), "conv bias length");
         let path = self.conv_path(s);
         let w = &self.workers;
         self.rec.time(
-            || record::conv("conv2d_forward", s, path.name()).with_act(act.map(|a| a.act)),
+            || record::conv("conv2d_forward", s, path.name()).with_act(act.0.map(|a| a.act)),
             || match path {
                 ConvPath::Winograd(tile) => {
                     winograd::conv2d_forward(w, self.isa, tile, out, input, weight, bias, act, s)
@@ -626,7 +627,7 @@ impl Backend for CpuBackend {
         s: &Conv2dShape,
     ) {
         let (weight, bias) = conv_params(params, w_off, b_off, s);
-        self.conv_forward(out, input, weight, bias, s, None);
+        self.conv_forward(out, input, weight, bias, s, (None, None));
     }
 
     fn conv2d_forward_act(
@@ -641,7 +642,7 @@ impl Backend for CpuBackend {
         act: Activation,
     ) {
         let (weight, bias) = conv_params(params, w_off, b_off, s);
-        self.conv_forward(out, input, weight, bias, s, Some(Fused::plain(act)));
+        self.conv_forward(out, input, weight, bias, s, (Some(Fused::plain(act)), None));
     }
 
     fn conv2d_bn_forward_eval(
@@ -663,12 +664,13 @@ impl Backend for CpuBackend {
             "batch norm after conv"
         );
         let (weight, bias) = fold_batchnorm(params, running, w_off, b_off, s, bn);
-        self.conv_forward(out, input, &weight, &bias, s, None);
+        self.conv_forward(out, input, &weight, &bias, s, (None, None));
     }
 
     fn conv2d_bn_act_forward_eval(
         &self,
         out: &mut Vec<f32>,
+        flags: &mut Vec<f32>,
         input: &Vec<f32>,
         params: &Vec<f32>,
         running: &Vec<f32>,
@@ -685,7 +687,13 @@ impl Backend for CpuBackend {
         );
         let (weight, bias) = fold_batchnorm(params, running, w_off, b_off, s, bn);
         let watched = Fused { act, watched: true };
-        self.conv_forward(out, input, &weight, &bias, s, Some(watched));
+        let bad: Vec<AtomicBool> = (0..s.batch).map(|_| AtomicBool::new(false)).collect();
+        self.conv_forward(out, input, &weight, &bias, s, (Some(watched), Some(&bad)));
+        for (f, b) in flags[..s.batch].iter_mut().zip(&bad) {
+            if b.load(Ordering::Relaxed) {
+                *f = f32::NAN;
+            }
+        }
         true
     }
 

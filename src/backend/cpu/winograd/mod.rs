@@ -42,7 +42,7 @@ mod avx512;
 mod rows;
 mod transform;
 
-use super::activation::Fused;
+use super::activation::{watch_image, BadImages, Fused};
 use super::microkernel::{gemm_tn, Isa, Strided, MR, NR_TAIL};
 use super::{scratch, Scratch, Workers};
 use crate::shape::Conv2dShape;
@@ -384,10 +384,13 @@ struct ConvJob<'a> {
     isa: Isa,
     bias: Option<&'a [f32]>,
     act: Option<Fused>,
+    /// Where a watched forward marks the images whose output is not all finite.
+    bad: BadImages<'a>,
 }
 
 /// `out (batch, out_c, out_h, out_w) = act(conv(input) + bias)` for a 3×3 stride-1 `s`
-/// with filter `weight (out_c, in_c, 3, 3)`, by `tile`.
+/// with filter `weight (out_c, in_c, 3, 3)`, by `tile`; the images whose output is not all
+/// finite marked in `bad`, each group's while it is in cache.
 #[allow(clippy::too_many_arguments)]
 pub fn conv2d_forward(
     w: &Workers,
@@ -397,7 +400,7 @@ pub fn conv2d_forward(
     input: &[f32],
     weight: &[f32],
     bias: &[f32],
-    act: Option<Fused>,
+    (act, bad): (Option<Fused>, BadImages<'_>),
     s: &Conv2dShape,
 ) {
     let job = ConvJob {
@@ -406,6 +409,7 @@ pub fn conv2d_forward(
         isa,
         bias: Some(bias),
         act,
+        bad,
     };
     run_conv(w, &job, out, input, weight, false);
 }
@@ -437,6 +441,7 @@ pub fn conv2d_backward_input(
         isa,
         bias: None,
         act: None,
+        bad: None,
     };
     run_conv(w, &job, d_input, d_out, weight, true);
 }
@@ -536,6 +541,10 @@ fn forward_group<const A: usize, const M: usize>(
         (co, co_pad, tiles),
         epilogue,
     );
+    let out_img = co * g.oh * g.ow;
+    for (k, img) in dst.chunks_exact(out_img).enumerate() {
+        watch_image(job.bad, g0 + k, img);
+    }
 }
 
 /// `d_weight (out_c, in_c, 3, 3)` and `d_bias (out_c)` of a 3×3 stride-1 `s`, overwritten:
