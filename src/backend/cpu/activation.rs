@@ -60,15 +60,15 @@ pub(super) fn watch_image(bad: BadImages<'_>, img: usize, out: &[f32]) {
 const WATCH_LANES: usize = 64;
 
 multiversion_fn! {
-    /// Whether every value of `v` is finite: `x − x` is 0 for those and NaN for the others,
+    /// Whether every value of `v` is finite: `x·0` is 0 for those and NaN for the others,
     /// so a sum of them (in [`WATCH_LANES`] partial sums, which vectorise) is 0 or NaN.
     fn all_finite(v: &[f32]) -> bool {
         let mut acc = [0.0f32; WATCH_LANES];
         let chunks = v.chunks_exact(WATCH_LANES);
-        let tail: f32 = chunks.remainder().iter().map(|x| x - x).sum();
+        let tail: f32 = chunks.remainder().iter().map(|x| x * 0.0).sum();
         for c in chunks {
             for l in 0..WATCH_LANES {
-                acc[l] += c[l] - c[l];
+                acc[l] += c[l] * 0.0;
             }
         }
         acc.iter().sum::<f32>() + tail == 0.0
