@@ -1,4 +1,4 @@
-//! The register-blocked matrix product behind the Winograd convolutions' batched products.
+//! The register-blocked matrix products behind the Winograd convolutions' batched products.
 //!
 //! A Winograd convolution spends its multiplications in many small products of shape
 //! `(out_c × in_c) · (in_c × tiles)`, with `in_c` as small as 32. The `gemm` crate packs
@@ -86,12 +86,43 @@ pub fn gemm_tn(
     ldc: usize,
     a_t: Strided<'_>,
     b: Strided<'_>,
+    mnk: (usize, usize, usize),
+    accumulate: bool,
+) {
+    gemm::<false>(isa, c, ldc, a_t, b, mnk, accumulate)
+}
+
+/// `c (m, n) = a (m, k) · b (k, n)`, or `c += a·b` when `accumulate`: [`gemm_tn`] with its
+/// left operand read by rows (each register block broadcasts one value from each of `MR`
+/// rows of `a` per step of `k`). Same padding and checks.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_nn(
+    isa: Isa,
+    c: &mut [f32],
+    ldc: usize,
+    a: Strided<'_>,
+    b: Strided<'_>,
+    mnk: (usize, usize, usize),
+    accumulate: bool,
+) {
+    gemm::<true>(isa, c, ldc, a, b, mnk, accumulate)
+}
+
+/// [`gemm_tn`] (`NN` false: `a` is `(k, m)`) or [`gemm_nn`] (`NN` true: `a` is `(m, k)`).
+#[allow(clippy::too_many_arguments)]
+fn gemm<const NN: bool>(
+    isa: Isa,
+    c: &mut [f32],
+    ldc: usize,
+    a: Strided<'_>,
+    b: Strided<'_>,
     (m, n, k): (usize, usize, usize),
     accumulate: bool,
 ) {
     assert!(m % MR == 0 && n % NR_TAIL == 0, "({m}, {n}) not padded");
+    let a_cols = if NN { k } else { m };
     assert!(
-        a_t.ld >= m && b.ld >= n && ldc >= n,
+        a.ld >= a_cols && b.ld >= n && ldc >= n,
         "row strides too small"
     );
     if m == 0 || n == 0 {
@@ -106,32 +137,38 @@ pub fn gemm_tn(
         }
         return;
     }
-    assert!(a_t.data.len() >= (k - 1) * a_t.ld + m, "a_t does not fit");
+    let a_rows = if NN { m } else { k };
+    assert!(
+        a.data.len() >= (a_rows - 1) * a.ld + a_cols,
+        "a does not fit"
+    );
     assert!(b.data.len() >= (k - 1) * b.ld + n, "b does not fit");
-    let (a, b_, c_) = (a_t.data.as_ptr(), b.data.as_ptr(), c.as_mut_ptr());
+    let (a_, b_, c_) = (a.data.as_ptr(), b.data.as_ptr(), c.as_mut_ptr());
     let dims = Dims {
         k,
-        lda: a_t.ld,
+        lda: a.ld,
         ldb: b.ld,
         ldc,
         accumulate,
     };
-    // SAFETY: every block reads rows < k of a_t (columns < m) and b (columns < n) and writes
-    // rows < m, columns < n of c, all checked against the slices above; c is a unique borrow
-    // and cannot alias the shared a_t and b. The target-feature functions run only when
-    // `Isa::detect` found their features.
+    // Where row i of c starts in a.
+    let a_row = |i: usize| if NN { i * a.ld } else { i };
+    // SAFETY: every block reads rows < k of b (columns < n) and of a_t (columns < m), or
+    // rows < m of a (columns < k), and writes rows < m, columns < n of c, all checked
+    // against the slices above; c is a unique borrow and cannot alias the shared a and b.
+    // The target-feature functions run only when `Isa::detect` found their features.
     unsafe {
         for j in (0..n - n % NR).step_by(NR) {
             for i in (0..m).step_by(MR) {
-                let at = (a.add(i), b_.add(j), c_.add(i * ldc + j));
-                block::<2>(isa, at, &dims);
+                let at = (a_.add(a_row(i)), b_.add(j), c_.add(i * ldc + j));
+                block::<2, NN>(isa, at, &dims);
             }
         }
         if n % NR != 0 {
             let j = n - NR_TAIL;
             for i in (0..m).step_by(MR) {
-                let at = (a.add(i), b_.add(j), c_.add(i * ldc + j));
-                block::<1>(isa, at, &dims);
+                let at = (a_.add(a_row(i)), b_.add(j), c_.add(i * ldc + j));
+                block::<1, NN>(isa, at, &dims);
             }
         }
     }
@@ -151,13 +188,30 @@ struct Dims {
 /// # Safety
 /// The block's reads and writes must lie inside the operands, and `isa`'s features present.
 #[inline(always)]
-unsafe fn block<const V: usize>(isa: Isa, at: (*const f32, *const f32, *mut f32), d: &Dims) {
+unsafe fn block<const V: usize, const NN: bool>(
+    isa: Isa,
+    at: (*const f32, *const f32, *mut f32),
+    d: &Dims,
+) {
     match isa {
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => avx512::block::<V>(at, d),
+        Isa::Avx512 => avx512::block::<V, NN>(at, d),
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => portable_avx2::<V>(at, d),
-        _ => portable::<V, false>(at, d),
+        Isa::Avx2 => portable_avx2::<V, NN>(at, d),
+        _ => portable::<V, NN, false>(at, d),
+    }
+}
+
+/// Element `(r, p)` of the block's left operand: `a_t[p][r]`, or `a[r][p]` when `NN`.
+///
+/// # Safety
+/// The element must lie inside the operand.
+#[inline(always)]
+unsafe fn a_at<const NN: bool>(a: *const f32, lda: usize, r: usize, p: usize) -> f32 {
+    if NN {
+        *a.add(r * lda + p)
+    } else {
+        *a.add(p * lda + r)
     }
 }
 
@@ -167,8 +221,11 @@ unsafe fn block<const V: usize>(isa: Isa, at: (*const f32, *const f32, *mut f32)
 /// As [`block`]; the CPU must have AVX2 and FMA.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn portable_avx2<const V: usize>(at: (*const f32, *const f32, *mut f32), d: &Dims) {
-    portable::<V, true>(at, d)
+unsafe fn portable_avx2<const V: usize, const NN: bool>(
+    at: (*const f32, *const f32, *mut f32),
+    d: &Dims,
+) {
+    portable::<V, NN, true>(at, d)
 }
 
 /// The block in portable Rust: `MR × 16·V` accumulators in an array, fused multiply-adds
@@ -177,16 +234,15 @@ unsafe fn portable_avx2<const V: usize>(at: (*const f32, *const f32, *mut f32), 
 /// # Safety
 /// As [`block`].
 #[inline(always)]
-unsafe fn portable<const V: usize, const FMA: bool>(
+unsafe fn portable<const V: usize, const NN: bool, const FMA: bool>(
     (a, b, c): (*const f32, *const f32, *mut f32),
     d: &Dims,
 ) {
     let mut acc = [[[0f32; NR_TAIL]; V]; MR];
     for p in 0..d.k {
         let brow = b.add(p * d.ldb);
-        let arow = a.add(p * d.lda);
         for (r, acc_r) in acc.iter_mut().enumerate() {
-            let av = *arow.add(r);
+            let av = a_at::<NN>(a, d.lda, r, p);
             for (v, acc_v) in acc_r.iter_mut().enumerate() {
                 for (l, x) in acc_v.iter_mut().enumerate() {
                     let bv = *brow.add(v * NR_TAIL + l);
@@ -212,7 +268,7 @@ unsafe fn portable<const V: usize, const FMA: bool>(
 
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
-    use super::{Dims, MR};
+    use super::{a_at, Dims, MR};
     use std::arch::x86_64::*;
 
     /// One `MR × 16·V` block with AVX-512 intrinsics: `MR·V` accumulator registers.
@@ -220,7 +276,7 @@ mod avx512 {
     /// # Safety
     /// As [`super::block`]; the CPU must have AVX-512F.
     #[target_feature(enable = "avx512f,fma")]
-    pub(super) unsafe fn block<const V: usize>(
+    pub(super) unsafe fn block<const V: usize, const NN: bool>(
         (a, b, c): (*const f32, *const f32, *mut f32),
         d: &Dims,
     ) {
@@ -231,9 +287,8 @@ mod avx512 {
             for (v, x) in bv.iter_mut().enumerate() {
                 *x = _mm512_loadu_ps(brow.add(16 * v));
             }
-            let arow = a.add(p * d.lda);
             for (r, acc_r) in acc.iter_mut().enumerate() {
-                let av = _mm512_set1_ps(*arow.add(r));
+                let av = _mm512_set1_ps(a_at::<NN>(a, d.lda, r, p));
                 for (x, &bv) in acc_r.iter_mut().zip(&bv) {
                     *x = _mm512_fmadd_ps(av, bv, *x);
                 }
@@ -321,6 +376,26 @@ mod tests {
             }
             gemm_tn(isa, &mut c, ldc, a, bb, (m, n, k), true);
             assert_eq!(c[ldc + 3] as f64, 2.0 * want[n + 3], "{isa:?}");
+        }
+    }
+
+    #[test]
+    fn gemm_nn_reads_its_left_operand_by_rows() {
+        let (m, n, k) = (24, 48, 19);
+        let lda = k + 2;
+        // a (m, k) with row stride lda; a_dense_t (k, m) the same values for the reference.
+        let a: Vec<f32> = (0..m * lda).map(|i| ((i * 3) % 17) as f32 - 8.0).collect();
+        let a_dense_t: Vec<f32> = (0..k * m).map(|x| a[(x % m) * lda + x / m]).collect();
+        let b: Vec<f32> = (0..k * n).map(|i| ((i * 5) % 13) as f32 - 6.0).collect();
+        let want = reference(&a_dense_t, &b, m, n, k);
+        for isa in isas() {
+            let mut c = vec![1.0f32; m * n];
+            let (av, bv) = (Strided { data: &a, ld: lda }, Strided { data: &b, ld: n });
+            gemm_nn(isa, &mut c, n, av, bv, (m, n, k), false);
+            let got: Vec<f64> = c.iter().map(|&x| x as f64).collect();
+            assert_eq!(got, want, "{isa:?}");
+            gemm_nn(isa, &mut c, n, av, bv, (m, n, k), true);
+            assert_eq!(c[n + 5] as f64, 2.0 * want[n + 5], "{isa:?}");
         }
     }
 

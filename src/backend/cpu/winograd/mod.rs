@@ -43,8 +43,9 @@ mod rows;
 mod transform;
 
 use super::activation::{watch_image, BadImages, Fused};
-use super::microkernel::{gemm_tn, Isa, Strided, MR, NR_TAIL};
+use super::microkernel::{gemm_nn, gemm_tn, Isa, Strided, MR, NR_TAIL};
 use super::{scratch, Scratch, Workers};
+use crate::backend::Activation;
 use crate::shape::Conv2dShape;
 use rayon::prelude::*;
 use rows::transpose16;
@@ -492,10 +493,48 @@ fn run_conv_with<const A: usize, const M: usize>(
     });
 }
 
+/// Whether a Winograd forward (or input gradient) runs channels innermost
+/// ([`forward_minor`]) rather than tiles innermost ([`forward_major`]). The first reads its
+/// input more cheaply and writes its output more dearly (an extra transposition), so it is
+/// faster where the input has more channels than the output, and with F(2×2)'s small tiles
+/// (measured per layer with `examples/conv_bench.rs`, docs/RESULTS.md).
+fn channels_innermost(tile: Tile, s: &Conv2dShape) -> bool {
+    tile == Tile::F2 || s.in_c > s.out_c
+}
+
 /// One group of `n` images from image `g0`: transform, `α²` products, transform back into
-/// `dst (n, co, oh, ow)`.
+/// `dst (n, co, oh, ow)`; then the watch of each image's output, while it is in cache.
 #[allow(clippy::too_many_arguments)]
 fn forward_group<const A: usize, const M: usize>(
+    job: &ConvJob<'_>,
+    g: &Grid,
+    u: &[f32],
+    co_pad: usize,
+    (g0, n): (usize, usize),
+    input: &[f32],
+    dst: &mut [f32],
+    scr: &mut Scratch,
+) where
+    Tiles<A, M>: Transforms<A, M>,
+{
+    let isa = job.isa;
+    if channels_innermost(job.tile, &job.s) {
+        forward_minor::<A, M>(isa, isa, job, g, u, co_pad, (g0, n), input, dst, scr);
+    } else {
+        forward_major::<A, M>(job, g, u, co_pad, (g0, n), input, dst, scr);
+    }
+    let out_img = job.s.out_c * g.oh * g.ow;
+    for (k, img) in dst.chunks_exact(out_img).enumerate() {
+        watch_image(job.bad, g0 + k, img);
+    }
+}
+
+/// [`forward_group`] with tiles innermost: each input channel's windows gathered
+/// tile-major and transformed 16 tiles per vector into `v (α², ci, tp)`, the `α²` products
+/// `m[ξ] (co_pad, tp) = u[ξ]ᵀ·v[ξ]` ([`gemm_tn`]), then per output channel the inverse
+/// transform of 16 tiles per vector scattered into the image rows.
+#[allow(clippy::too_many_arguments)]
+fn forward_major<const A: usize, const M: usize>(
     job: &ConvJob<'_>,
     g: &Grid,
     u: &[f32],
@@ -531,19 +570,173 @@ fn forward_group<const A: usize, const M: usize>(
         gemm_tn(job.isa, c, tp, a_t, b, (co_pad, tp, ci), false);
     }
     let epilogue = (job.bias, job.act);
-    output_transform::<A, M>(
-        job.isa,
-        job.isa,
-        dst,
-        win,
-        m,
-        g,
-        (co, co_pad, tiles),
-        epilogue,
-    );
-    let out_img = co * g.oh * g.ow;
-    for (k, img) in dst.chunks_exact(out_img).enumerate() {
-        watch_image(job.bad, g0 + k, img);
+    let dims = (co, co_pad, tiles);
+    output_transform::<A, M>(job.isa, job.isa, dst, win, m, g, dims, epilogue);
+}
+
+multiversion! {
+    /// [`forward_group`] with channels innermost: the group's input windows transformed 16 channels per
+    /// vector into `xt (α², tp, ci_pad)` ([`channel_minor`]), the `α²` products
+    /// `mt[ξ] (tp, co_pad) = xt[ξ]·u[ξ]` ([`gemm_nn`]), then per tile and 16 output
+    /// channels `act(Aᵀ·m·A + bias)` into `yn (n, oh, ow, co_pad)` ([`output_minor`]),
+    /// transposed into `dst (n, co, oh, ow)`.
+    fn forward_minor<A, M>(
+        isa: Isa,
+        job: &ConvJob<'_>,
+        g: &Grid,
+        u: &[f32],
+        co_pad: usize,
+        group: (usize, usize),
+        input: &[f32],
+        dst: &mut [f32],
+        scr: &mut Scratch,
+    ) {
+        let (s, (g0, n)) = (&job.s, group);
+        let (ci, co) = (s.in_c, s.out_c);
+        let ci_pad = round_up(ci, L);
+        let tiles = n * g.tiles();
+        let tp = round_up(tiles, L);
+        let in_img = ci * s.in_h * s.in_w;
+        let x = &input[g0 * in_img..(g0 + n) * in_img]; // (n, in_c, in_h, in_w)
+        let xt = scratch(&mut scr.cols, A * A * tp * ci_pad); // (α², tiles padded, in_c padded)
+        let xn = scratch(&mut scr.block, n * s.in_h * s.in_w * ci_pad); // (n, in_h, in_w, ci_pad)
+        let geometry = (ci, s.in_h, s.in_w, s.pad);
+        channel_minor::<A, M, true>(isa, xt, xn, x, g, geometry, (n, tiles, ci_pad));
+        let mt = scratch(&mut scr.group, A * A * tp * co_pad); // (α², tiles padded, out_c padded)
+        for xi in 0..A * A {
+            let a = Strided {
+                data: &xt[xi * tp * ci_pad..(xi + 1) * tp * ci_pad],
+                ld: ci_pad,
+            };
+            let b = Strided {
+                data: &u[xi * ci * co_pad..(xi + 1) * ci * co_pad],
+                ld: co_pad,
+            };
+            let c = &mut mt[xi * tp * co_pad..(xi + 1) * tp * co_pad];
+            gemm_nn(isa, c, co_pad, a, b, (tp, co_pad, ci), false);
+        }
+        let yn = scratch(&mut scr.block, n * g.oh * g.ow * co_pad); // (n, oh, ow, co_pad)
+        output_minor::<A, M>(isa, yn, mt, g, (co, co_pad, tiles), (job.bias, job.act));
+        channel_major(isa, dst, yn, (n, co, co_pad, g.oh * g.ow));
+    }
+}
+
+/// The output transform with channels as lanes: for every tile `t` and 16 channels,
+/// `act(Aᵀ·m·A + bias)` from `mt (α², tp, co_pad)` into the tile's pixels of `yn (n, oh,
+/// ow, co_pad)` (those inside the output). Lanes past `co` get bias 0.
+#[inline(always)]
+fn output_minor<const A: usize, const M: usize>(
+    isa: Isa,
+    yn: &mut [f32],
+    mt: &[f32],
+    g: &Grid,
+    (co, co_pad, tiles): (usize, usize, usize),
+    (bias, act): (Option<&[f32]>, Option<Fused>),
+) where
+    Tiles<A, M>: Transforms<A, M>,
+{
+    let tp = round_up(tiles, L);
+    #[cfg(target_arch = "x86_64")]
+    let fast = A == 6 && isa == Isa::Avx512;
+    #[cfg(not(target_arch = "x86_64"))]
+    let fast = {
+        let _ = isa;
+        false
+    };
+    if fast {
+        assert!(mt.len() >= 36 * tp * co_pad, "products too short");
+    }
+    let mut tile = [0f32; 16 * L]; // one tile's M × M outputs (M² ≤ 16), 16 channels each
+    for c0 in (0..co_pad).step_by(L) {
+        let mut b = V::default();
+        if let Some(bias) = bias {
+            for (l, x) in b.0.iter_mut().enumerate().take(co.saturating_sub(c0)) {
+                *x = bias[c0 + l];
+            }
+        }
+        for t in 0..tiles {
+            let src = t * co_pad + c0;
+            if fast {
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: AVX-512F is present (`isa`); vector (r, s) at `(r·6 + s)·tp·co_pad
+                // + src` lies inside `mt` (assert above, `t < tp`, `c0 + 16 ≤ co_pad`), and
+                // the 16 written inside `tile`.
+                unsafe {
+                    let dst = tile.as_mut_ptr();
+                    avx512::output_f4(mt.as_ptr().add(src), tp * co_pad, dst, L)
+                };
+            } else {
+                two_d!(
+                    Tiles::<A, M>::at,
+                    A,
+                    M,
+                    |r, s| load(mt, (r * A + s) * tp * co_pad + src),
+                    |i, j, v| store(&mut tile, (i * M + j) * L, v)
+                );
+            }
+            let (img, k) = (t / g.tiles(), t % g.tiles());
+            let (y0, x0) = ((k / g.tw) * M, (k % g.tw) * M);
+            for i in 0..M.min(g.oh - y0) {
+                for j in 0..M.min(g.ow - x0) {
+                    let v = finish(load(&tile, (i * M + j) * L), &b, act);
+                    let at = ((img * g.oh + y0 + i) * g.ow + x0 + j) * co_pad + c0;
+                    store(yn, at, &v);
+                }
+            }
+        }
+    }
+}
+
+/// `act(v + b)`, lane by lane, the activation chosen once for all 16 lanes.
+#[inline(always)]
+fn finish(mut v: V, b: &V, act: Option<Fused>) -> V {
+    for (x, &bl) in v.0.iter_mut().zip(&b.0) {
+        *x += bl;
+    }
+    match act {
+        None => {}
+        Some(Fused {
+            act: Activation::Relu,
+            watched,
+        }) => v.0.iter_mut().for_each(|x| {
+            let r = x.max(0.0);
+            *x = if watched && !x.is_finite() { *x } else { r };
+        }),
+        Some(a) => v.0.iter_mut().for_each(|x| *x = a.apply(*x)),
+    }
+    v
+}
+
+/// `dst (n, c, hw)` from `src (n, hw, c_pad)`: 16 × 16 blocks transposed, then the edges one
+/// by one.
+#[inline(always)]
+fn channel_major(
+    isa: Isa,
+    dst: &mut [f32],
+    src: &[f32],
+    (n, c, c_pad, hw): (usize, usize, usize, usize),
+) {
+    let (c16, p16) = (c / L * L, hw / L * L);
+    for img in 0..n {
+        let from = &src[img * hw * c_pad..(img + 1) * hw * c_pad];
+        let to = &mut dst[img * c * hw..(img + 1) * c * hw];
+        for c0 in (0..c16).step_by(L) {
+            for p0 in (0..p16).step_by(L) {
+                transpose16(
+                    isa,
+                    &mut to[c0 * hw + p0..],
+                    hw,
+                    &from[p0 * c_pad + c0..],
+                    c_pad,
+                );
+            }
+        }
+        for ch in 0..c {
+            let first = if ch < c16 { p16 } else { 0 };
+            for p in first..hw {
+                to[ch * hw + p] = from[p * c_pad + ch];
+            }
+        }
     }
 }
 
