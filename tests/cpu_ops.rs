@@ -309,6 +309,45 @@ fn conv_inputs(s: &Conv2dShape, seed: u64) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     )
 }
 
+/// Few input channels (the first layer's one, up to 4): the direct forward, with each
+/// padding, rows shorter than, as long as and longer than a 16-column vector, and the
+/// ReLU in the same pass; two threads, images split between them.
+#[test]
+fn the_direct_forward_of_few_channels_matches_the_loops_with_its_relu() {
+    for (in_c, side, pad) in [(1, 5, 1), (1, 18, 0), (3, 16, 1), (4, 35, 2), (2, 48, 1)] {
+        let s = Conv2dShape {
+            batch: 3,
+            in_c,
+            in_h: side,
+            in_w: side + 3,
+            out_c: 5,
+            k: 3,
+            pad,
+        };
+        let cpu = CpuBackend::new(2);
+        let (x, w, b) = conv_inputs(&s, 12 + side as u64);
+        let (params, w_off, b_off) = params_with(&w, &b, 13);
+        let want = conv_ref(&to_f64(&x), &to_f64(&w), &to_f64(&b), &s);
+        let name = format!("direct forward, {s:?}");
+        let mut out = cpu.zeros(s.output_len());
+        cpu.conv2d_forward(&mut out, &x, &params, w_off, b_off, &s);
+        assert_close(&name, &out, &to_f32(&want), ATOL, RTOL);
+        let mut act = vec![f32::NAN; s.output_len()];
+        cpu.conv2d_forward_act(
+            &mut act,
+            &mut out,
+            &x,
+            &params,
+            w_off,
+            b_off,
+            &s,
+            Activation::Relu,
+        );
+        let relu: Vec<f64> = want.iter().map(|v| v.max(0.0)).collect();
+        assert_close(&(name + " + relu"), &act, &to_f32(&relu), ATOL, RTOL);
+    }
+}
+
 #[test]
 fn conv2d_forward_matches_six_loops() {
     assert_eq!((CONV.out_h(), CONV.out_w()), (5, 7));

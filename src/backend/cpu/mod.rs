@@ -28,6 +28,7 @@ mod activation;
 mod conv2d;
 mod data;
 mod dense;
+mod direct;
 mod gemm;
 mod maxpool;
 mod optimizer;
@@ -230,7 +231,8 @@ impl ConvAlgorithm {
 /// How one convolution (all three of its ops) runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ConvPath {
-    /// im2col + GEMM ([`conv2d`]).
+    /// im2col + GEMM ([`conv2d`]); its forward directly ([`direct`]) where the input has at
+    /// most 4 channels and the CPU AVX-512.
     Im2col,
     /// Winograd with this tile.
     Winograd(Tile),
@@ -389,12 +391,18 @@ impl CpuBackend {
         assert_eq!(weight.len(), s.weight_len(), "conv weight length");
         assert_eq!(bias.len(), s.bias_len(), "conv bias length");
         let path = self.conv_path(s);
+        // The im2col path's forward runs directly where the input has few channels.
+        let direct = path == ConvPath::Im2col && direct::applies(s, self.isa);
+        let name = if direct { "direct" } else { path.name() };
         let w = &self.workers;
         self.rec.time(
-            || record::conv("conv2d_forward", s, path.name()).with_act(act.0.map(|a| a.act)),
+            || record::conv("conv2d_forward", s, name).with_act(act.0.map(|a| a.act)),
             || match path {
                 ConvPath::Winograd(tile) => {
                     winograd::conv2d_forward(w, self.isa, tile, out, input, weight, bias, act, s)
+                }
+                ConvPath::Im2col if direct => {
+                    direct::conv2d_forward(w, out, input, weight, bias, act, s)
                 }
                 ConvPath::Im2col => conv2d::conv2d_forward(w, out, input, weight, bias, act, s),
             },

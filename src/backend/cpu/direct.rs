@@ -1,0 +1,158 @@
+//! The forward of a 3×3 convolution with few input channels — the first layer of every
+//! preset, on one grey channel — computed directly, 16 output columns per vector, in
+//! AVX-512 intrinsics.
+//!
+//! As im2col + GEMM that layer is a product of inner dimension 9: the GEMM's packing and
+//! the passes over the output (bias first, activation after) cost more than its 9
+//! multiply-adds per output. Here every output channel's 16 values are built in one
+//! register: the bias plus `9·in_c` fused multiply-adds of input vectors (read from the
+//! padded image, in L1), activated and stored once (64×1×48×48 → 32: 1.2 → 0.82 ms on two
+//! cores, docs/RESULTS.md).
+
+use super::activation::{watch_image, BadImages, Fused};
+use super::microkernel::Isa;
+use super::{scratch, Workers};
+use crate::backend::Activation;
+use crate::shape::Conv2dShape;
+
+/// Output columns per vector.
+const L: usize = 16;
+/// The most input channels the direct forward takes (with more, im2col's product has a long
+/// enough inner dimension).
+const MAX_IN_C: usize = 4;
+
+/// Whether [`conv2d_forward`] runs `s` on `isa`: a 3×3 kernel, at most [`MAX_IN_C`] input
+/// channels, padding at most 2, and AVX-512 (written in its intrinsics: the same loops in
+/// portable lane arrays compiled to mixed-width code slower than im2col, measured).
+pub fn applies(s: &Conv2dShape, isa: Isa) -> bool {
+    cfg!(target_arch = "x86_64")
+        && isa == Isa::Avx512
+        && s.k == 3
+        && s.in_c <= MAX_IN_C
+        && s.pad <= 2
+}
+
+/// `out (batch, out_c, out_h, out_w) = act(conv(input (batch, in_c, in_h, in_w), weight
+/// (out_c, in_c, 3, 3)) + bias)`, each image by one worker, the images whose output is not
+/// all finite marked in `bad`. Needs [`applies`] with the CPU's instruction set.
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_forward(
+    w: &Workers,
+    out: &mut [f32],
+    input: &[f32],
+    weight: &[f32],
+    bias: &[f32],
+    (act, bad): (Option<Fused>, BadImages<'_>),
+    s: &Conv2dShape,
+) {
+    assert!(applies(s, Isa::detect()), "direct convolution of {s:?}");
+    let (oh, ow) = (s.out_h(), s.out_w());
+    let (hp, wp) = (s.in_h + 2 * s.pad, s.in_w + 2 * s.pad + L);
+    let in_img = s.in_c * s.in_h * s.in_w;
+    w.per_image(out, s.out_c * oh * ow, s.batch, |images, out, scr, _| {
+        // The image with its zero padding, and L more zeros on the right of every row, so
+        // that a vector of 16 columns never reads past its row: (in_c, hp, wp).
+        let padded = scratch(&mut scr.cols, s.in_c * hp * wp);
+        padded.fill(0.0);
+        for (b, out_b) in images.zip(out.chunks_exact_mut(s.out_c * oh * ow)) {
+            let x = &input[b * in_img..(b + 1) * in_img];
+            for (c, plane) in x.chunks_exact(s.in_h * s.in_w).enumerate() {
+                for (y, row) in plane.chunks_exact(s.in_w).enumerate() {
+                    let at = (c * hp + y + s.pad) * wp + s.pad;
+                    padded[at..at + s.in_w].copy_from_slice(row);
+                }
+            }
+            let dims = (s.in_c, s.out_c, oh, ow, wp, hp);
+            // SAFETY: `applies` found AVX-512F on this CPU; `image` checks its buffers.
+            #[cfg(target_arch = "x86_64")]
+            unsafe {
+                avx512::image(out_b, padded, weight, bias, dims, act)
+            };
+            #[cfg(not(target_arch = "x86_64"))]
+            let _ = (dims, act, &padded, weight, bias);
+            watch_image(bad, b, out_b);
+        }
+    });
+}
+
+/// `act` on every lane, chosen once for all of them.
+#[inline(always)]
+fn activate(v: &mut [f32; L], act: Option<Fused>) {
+    match act {
+        None => {}
+        Some(Fused {
+            act: Activation::Relu,
+            watched,
+        }) => v.iter_mut().for_each(|x| {
+            let r = x.max(0.0);
+            *x = if watched && !x.is_finite() { *x } else { r };
+        }),
+        Some(a) => v.iter_mut().for_each(|x| *x = a.apply(*x)),
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::{activate, Fused, L};
+    use crate::backend::Activation;
+    use std::arch::x86_64::*;
+
+    /// One image: `out (co, oh, ow)` from `padded (ci, hp, wp)`; per 16 output columns and output channel, one
+    /// accumulator of `9·ci` fused multiply-adds over input vectors read from `padded`
+    /// (L1-resident), a masked store for the row's last columns.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn image(
+        out: &mut [f32],
+        padded: &[f32],
+        weight: &[f32],
+        bias: &[f32],
+        (ci, co, oh, ow, wp, hp): (usize, usize, usize, usize, usize, usize),
+        act: Option<Fused>,
+    ) {
+        let taps = 9 * ci;
+        assert!(out.len() >= co * oh * ow && weight.len() >= co * taps && bias.len() >= co);
+        // The last vector read, (ci − 1, oh + 1, ow − 1 + 2 .. + 16), lies inside `padded`.
+        assert!(padded.len() >= ((ci - 1) * hp + oh + 1) * wp + ow + 1 + L);
+        let relu = act.filter(|a| a.act == Activation::Relu);
+        let other = act.filter(|a| a.act != Activation::Relu);
+        let zero = _mm512_setzero_ps();
+        for y in 0..oh {
+            for x0 in (0..ow).step_by(L) {
+                let n = L.min(ow - x0);
+                let mask: __mmask16 = if n == L { 0xffff } else { (1u16 << n) - 1 };
+                let src = padded.as_ptr().add(y * wp + x0);
+                for (o, &b) in bias.iter().enumerate().take(co) {
+                    let w = weight.as_ptr().add(o * taps);
+                    let mut acc = _mm512_set1_ps(b);
+                    for c in 0..ci {
+                        for t in 0..9 {
+                            let x = _mm512_loadu_ps(src.add((c * hp + t / 3) * wp + t % 3));
+                            acc = _mm512_fmadd_ps(_mm512_set1_ps(*w.add(c * 9 + t)), x, acc);
+                        }
+                    }
+                    if let Some(a) = relu {
+                        let r = _mm512_max_ps(acc, zero);
+                        acc = if a.watched {
+                            let d = _mm512_sub_ps(acc, acc);
+                            let not_finite = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(d, d);
+                            _mm512_mask_mov_ps(r, not_finite, acc)
+                        } else {
+                            r
+                        };
+                    }
+                    if other.is_some() {
+                        let mut lanes = [0f32; L];
+                        _mm512_storeu_ps(lanes.as_mut_ptr(), acc);
+                        activate(&mut lanes, other);
+                        acc = _mm512_loadu_ps(lanes.as_ptr());
+                    }
+                    let at = out.as_mut_ptr().add((o * oh + y) * ow + x0);
+                    _mm512_mask_storeu_ps(at, mask, acc);
+                }
+            }
+        }
+    }
+}
