@@ -311,9 +311,9 @@ fn conv_inputs(s: &Conv2dShape, seed: u64) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
 
 /// Few input channels (the first layer's one, up to 4): the direct forward, with each
 /// padding, rows shorter than, as long as and longer than a 16-column vector, and the
-/// ReLU in the same pass; two threads, images split between them.
+/// ReLU in the same pass, and the weight gradient; two threads, images split between them.
 #[test]
-fn the_direct_forward_of_few_channels_matches_the_loops_with_its_relu() {
+fn the_direct_forward_and_weight_gradient_of_few_channels_match_the_loops() {
     for (in_c, side, pad) in [(1, 5, 1), (1, 18, 0), (3, 16, 1), (4, 35, 2), (2, 48, 1)] {
         let s = Conv2dShape {
             batch: 3,
@@ -344,8 +344,60 @@ fn the_direct_forward_of_few_channels_matches_the_loops_with_its_relu() {
             Activation::Relu,
         );
         let relu: Vec<f64> = want.iter().map(|v| v.max(0.0)).collect();
-        assert_close(&(name + " + relu"), &act, &to_f32(&relu), ATOL, RTOL);
+        assert_close(
+            &(name.clone() + " + relu"),
+            &act,
+            &to_f32(&relu),
+            ATOL,
+            RTOL,
+        );
+        // The weight gradient, also direct: Σ dy·x per tap, and Σ dy per output channel.
+        let dy = random_vec(s.output_len(), -1.0, 1.0, 14);
+        let mut grads = vec![f32::NAN; params.len()];
+        cpu.conv2d_backward_weight(&mut grads, w_off, b_off, &dy, &x, &s);
+        let (want_w, want_b) = conv_weight_grad_ref(&to_f64(&x), &to_f64(&dy), &s);
+        let got_w = &grads[w_off..w_off + s.weight_len()];
+        assert_close(
+            &(name.clone() + " d_weight"),
+            got_w,
+            &to_f32(&want_w),
+            1e-4,
+            1e-4,
+        );
+        let got_b = &grads[b_off..b_off + s.out_c];
+        assert_close(&(name + " d_bias"), got_b, &to_f32(&want_b), 1e-4, 1e-4);
     }
+}
+
+/// `d_weight (out_c, in_c, k, k)` and `d_bias (out_c)` of a convolution for `d_out`, in f64
+/// loops: `Σ_{b,y,x} dy[b, o, y, x]·input[b, c, y + i − pad, x + j − pad]` and `Σ dy`.
+fn conv_weight_grad_ref(input: &[f64], dy: &[f64], s: &Conv2dShape) -> (Vec<f64>, Vec<f64>) {
+    let (k, oh, ow) = (s.k, s.out_h(), s.out_w());
+    let mut dw = vec![0.0; s.weight_len()];
+    let mut db = vec![0.0; s.out_c];
+    for b in 0..s.batch {
+        for o in 0..s.out_c {
+            for y in 0..oh {
+                for x in 0..ow {
+                    let g = dy[((b * s.out_c + o) * oh + y) * ow + x];
+                    db[o] += g;
+                    for c in 0..s.in_c {
+                        for i in 0..k {
+                            for j in 0..k {
+                                let iy = (y + i).wrapping_sub(s.pad);
+                                let ix = (x + j).wrapping_sub(s.pad);
+                                if iy < s.in_h && ix < s.in_w {
+                                    let xi = ((b * s.in_c + c) * s.in_h + iy) * s.in_w + ix;
+                                    dw[((o * s.in_c + c) * k + i) * k + j] += g * input[xi];
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    (dw, db)
 }
 
 #[test]

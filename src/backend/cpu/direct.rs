@@ -55,13 +55,7 @@ pub fn conv2d_forward(
         let padded = scratch(&mut scr.cols, s.in_c * hp * wp);
         padded.fill(0.0);
         for (b, out_b) in images.zip(out.chunks_exact_mut(s.out_c * oh * ow)) {
-            let x = &input[b * in_img..(b + 1) * in_img];
-            for (c, plane) in x.chunks_exact(s.in_h * s.in_w).enumerate() {
-                for (y, row) in plane.chunks_exact(s.in_w).enumerate() {
-                    let at = (c * hp + y + s.pad) * wp + s.pad;
-                    padded[at..at + s.in_w].copy_from_slice(row);
-                }
-            }
+            pad_image(padded, &input[b * in_img..(b + 1) * in_img], s, wp);
             let dims = (s.in_c, s.out_c, oh, ow, wp, hp);
             // SAFETY: `applies` found AVX-512F on this CPU; `image` checks its buffers.
             #[cfg(target_arch = "x86_64")]
@@ -88,6 +82,72 @@ fn activate(v: &mut [f32; L], act: Option<Fused>) {
             *x = if watched && !x.is_finite() { *x } else { r };
         }),
         Some(a) => v.iter_mut().for_each(|x| *x = a.apply(*x)),
+    }
+}
+
+/// `d_weight (out_c, in_c, 3, 3)` and `d_bias (out_c)` of `s`, overwritten: each worker
+/// adds its images' `Σ dy·x` into its `acc` scratch (per output and input channel, nine
+/// vector accumulators over the output plane, then summed across their lanes), and the
+/// workers' sums are added in worker order, so the result does not depend on scheduling.
+/// Needs [`applies`] with the CPU's instruction set.
+pub fn conv2d_backward_weight(
+    w: &Workers,
+    d_weight: &mut [f32],
+    d_bias: &mut [f32],
+    d_out: &[f32],
+    input: &[f32],
+    s: &Conv2dShape,
+) {
+    assert!(applies(s, Isa::detect()), "direct convolution of {s:?}");
+    let (oh, ow) = (s.out_h(), s.out_w());
+    let (hp, wp) = (s.in_h + 2 * s.pad, s.in_w + 2 * s.pad + L);
+    let (in_img, out_img) = (s.in_c * s.in_h * s.in_w, s.out_c * oh * ow);
+    let acc_len = s.weight_len() + s.out_c;
+    let workers = w.per_worker(s.batch, |images, scr, _| {
+        let acc = scratch(&mut scr.acc, acc_len); // d_weight (out_c, in_c·9) ++ d_bias (out_c)
+        acc.fill(0.0);
+        let (acc_w, acc_b) = acc.split_at_mut(s.weight_len());
+        let padded = scratch(&mut scr.cols, s.in_c * hp * wp); // as in the forward
+        padded.fill(0.0);
+        for b in images {
+            pad_image(padded, &input[b * in_img..(b + 1) * in_img], s, wp);
+            let dy = &d_out[b * out_img..(b + 1) * out_img]; // (out_c, oh·ow)
+            let dims = (s.in_c, s.out_c, oh, ow, wp, hp);
+            // SAFETY: `applies` found AVX-512F on this CPU; `weight_image` checks its buffers.
+            #[cfg(target_arch = "x86_64")]
+            unsafe {
+                avx512::weight_image(acc_w, padded, dy, dims)
+            };
+            #[cfg(not(target_arch = "x86_64"))]
+            let _ = (dims, &acc_w, dy);
+            for (db, plane) in acc_b.iter_mut().zip(dy.chunks_exact(oh * ow)) {
+                *db += super::batchnorm::sum(plane) as f32;
+            }
+        }
+    });
+    d_weight.fill(0.0);
+    d_bias.fill(0.0);
+    for scr in w.scratch.iter().take(workers) {
+        let scr = scr.lock().unwrap();
+        let (acc_w, acc_b) = scr.acc[..acc_len].split_at(s.weight_len());
+        for (d, &v) in d_weight.iter_mut().zip(acc_w) {
+            *d += v;
+        }
+        for (d, &v) in d_bias.iter_mut().zip(acc_b) {
+            *d += v;
+        }
+    }
+}
+
+/// Copies image `x (in_c, in_h, in_w)` into the inside of `padded (in_c, hp, wp)`, whose
+/// border (the padding, and the `L` columns past each row) stays zero.
+fn pad_image(padded: &mut [f32], x: &[f32], s: &Conv2dShape, wp: usize) {
+    let hp = s.in_h + 2 * s.pad;
+    for (c, plane) in x.chunks_exact(s.in_h * s.in_w).enumerate() {
+        for (y, row) in plane.chunks_exact(s.in_w).enumerate() {
+            let at = (c * hp + y + s.pad) * wp + s.pad;
+            padded[at..at + s.in_w].copy_from_slice(row);
+        }
     }
 }
 
@@ -151,6 +211,45 @@ mod avx512 {
                     }
                     let at = out.as_mut_ptr().add((o * oh + y) * ow + x0);
                     _mm512_mask_storeu_ps(at, mask, acc);
+                }
+            }
+        }
+    }
+
+    /// Adds one image's `Σ dy·x` to `acc (co, ci·9)`: per output channel `o` and input
+    /// channel `c`, nine accumulators, each the 16-column products of `dy[o]` with the input
+    /// under one tap, over every row (the row's last columns masked in both), then summed
+    /// across their lanes.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn weight_image(
+        acc: &mut [f32],
+        padded: &[f32],
+        dy: &[f32],
+        (ci, co, oh, ow, wp, hp): (usize, usize, usize, usize, usize, usize),
+    ) {
+        assert!(acc.len() >= co * ci * 9 && dy.len() >= co * oh * ow);
+        assert!(padded.len() >= ((ci - 1) * hp + oh + 1) * wp + ow + 1 + L);
+        for o in 0..co {
+            let d_plane = dy.as_ptr().add(o * oh * ow);
+            for c in 0..ci {
+                let mut sums = [_mm512_setzero_ps(); 9];
+                for y in 0..oh {
+                    for x0 in (0..ow).step_by(L) {
+                        let n = L.min(ow - x0);
+                        let mask: __mmask16 = if n == L { 0xffff } else { (1u16 << n) - 1 };
+                        let d = _mm512_maskz_loadu_ps(mask, d_plane.add(y * ow + x0));
+                        let src = padded.as_ptr().add((c * hp + y) * wp + x0);
+                        for (t, sum) in sums.iter_mut().enumerate() {
+                            let x = _mm512_maskz_loadu_ps(mask, src.add(t / 3 * wp + t % 3));
+                            *sum = _mm512_fmadd_ps(d, x, *sum);
+                        }
+                    }
+                }
+                for (t, sum) in sums.iter().enumerate() {
+                    acc[(o * ci + c) * 9 + t] += _mm512_reduce_add_ps(*sum);
                 }
             }
         }

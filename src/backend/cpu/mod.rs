@@ -231,8 +231,8 @@ impl ConvAlgorithm {
 /// How one convolution (all three of its ops) runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ConvPath {
-    /// im2col + GEMM ([`conv2d`]); its forward directly ([`direct`]) where the input has at
-    /// most 4 channels and the CPU AVX-512.
+    /// im2col + GEMM ([`conv2d`]); its forward and weight gradient directly ([`direct`])
+    /// where the input has at most 4 channels and the CPU AVX-512.
     Im2col,
     /// Winograd with this tile.
     Winograd(Tile),
@@ -738,13 +738,18 @@ impl Backend for CpuBackend {
     ) {
         let (d_weight, d_bias) = weight_and_bias(grads, w_off, s.weight_len(), b_off, s.out_c);
         let path = self.conv_path(s);
+        let direct = path == ConvPath::Im2col && direct::applies(s, self.isa);
+        let name = if direct { "direct" } else { path.name() };
         let w = &self.workers;
         self.rec.time(
-            || record::conv("conv2d_backward_weight", s, path.name()),
+            || record::conv("conv2d_backward_weight", s, name),
             || match path {
                 ConvPath::Winograd(tile) => winograd::conv2d_backward_weight(
                     w, self.isa, tile, d_weight, d_bias, d_out, input, s,
                 ),
+                ConvPath::Im2col if direct => {
+                    direct::conv2d_backward_weight(w, d_weight, d_bias, d_out, input, s)
+                }
                 ConvPath::Im2col => {
                     conv2d::conv2d_backward_weight(w, d_weight, d_bias, d_out, input, s)
                 }
