@@ -23,7 +23,7 @@ use fergpu::data::synth;
 use fergpu::model::network::{Mode, Network, Watch};
 use fergpu::model::{ModelSpec, Op, Plan};
 use fergpu::settings::Settings;
-use fergpu::shape::{BatchNormShape, Conv2dShape, IMAGE_PIXELS};
+use fergpu::shape::{BatchNormShape, Conv2dShape, PoolShape, IMAGE_PIXELS};
 use fergpu::train::{Trainer, TrainerOptions};
 use std::path::Path;
 use std::time::Duration;
@@ -337,6 +337,13 @@ fn a_watched_evaluation_pass_folds_the_batch_norms_and_sees_every_other_op() {
         convs.len(),
         "compact: conv, BN, ReLU"
     );
+    // A max pool right after such a ReLU is pooled in the same call, and not visited either.
+    let pools: Vec<usize> = relus_after_conv_bn
+        .iter()
+        .map(|&i| i + 1)
+        .filter(|&i| matches!(plan.ops[i], Op::Pool { .. }))
+        .collect();
+    assert_eq!(pools.len(), 4, "compact: four blocks end in a max pool");
     let mut net = Network::new(&be, plan, &params);
     be.write(&mut net.x, &faces(&synth::generate(batch, 22).pixels));
     // Training passes move the running statistics away from 0 and 1.
@@ -358,10 +365,10 @@ fn a_watched_evaluation_pass_folds_the_batch_norms_and_sees_every_other_op() {
     // norms and the ReLUs after them, in order: the three are one call that watches its own
     // output into the batch norm's flags.
     let bns: Vec<usize> = convs.iter().map(|&i| i + 1).collect();
-    let want: Vec<usize> = all
-        .into_iter()
-        .filter(|i| !convs.contains(i) && !bns.contains(i) && !relus_after_conv_bn.contains(i))
-        .collect();
+    let fused = |i: &usize| {
+        convs.contains(i) || bns.contains(i) || relus_after_conv_bn.contains(i) || pools.contains(i)
+    };
+    let want: Vec<usize> = all.into_iter().filter(|i| !fused(i)).collect();
     assert_eq!(watch.observed, want);
     assert_eq!(watch.flagged, bns);
     assert!(
@@ -442,6 +449,90 @@ fn a_folded_convolution_with_its_activation_is_the_three_ops_and_keeps_what_is_n
                         assert!(g == b || (g.is_nan() && b.is_nan()), "{s:?}: {g} for {b}");
                     }
                 }
+            }
+        }
+    }
+}
+
+/// Evaluation's convolution + batch norm + activation + 2×2 max pool in one call: the
+/// values of the three-op call and the pool after it, to the bit, the same flags, on both
+/// Winograd forwards, F(2×2) and odd sizes (the last row and column dropped by the pool).
+#[test]
+fn a_folded_convolution_pooled_in_the_same_call_is_the_ops_to_the_bit() {
+    let shapes = [
+        conv(3, 16, 12, 32, 1),
+        conv(3, 32, 12, 16, 1),
+        conv(5, 16, 6, 24, 1),
+        conv(2, 8, 7, 8, 1),
+        conv(3, 8, 11, 16, 1),
+    ];
+    for s in shapes {
+        let bs = BatchNormShape {
+            batch: s.batch,
+            c: s.out_c,
+            hw: s.out_h() * s.out_w(),
+        };
+        let ps = PoolShape {
+            batch: s.batch,
+            c: s.out_c,
+            in_h: s.out_h(),
+            in_w: s.out_w(),
+            size: 2,
+        };
+        let x = random_vec(s.input_len(), -1.0, 1.0, 91);
+        let mut params = random_vec(s.weight_len() + s.out_c, -0.3, 0.3, 92);
+        let (bn, running) = random_batchnorm(s.out_c, &mut params, 93);
+        let be = backend(ConvAlgorithm::Winograd, 2);
+        let at = (0, s.weight_len());
+        for huge in [false, true] {
+            let mut params = params.clone();
+            if huge {
+                // Channel 1's filter overflows, as in the unpooled test.
+                for (k, w) in params[9 * s.in_c..18 * s.in_c].iter_mut().enumerate() {
+                    *w = if k % 2 == 0 { 3e38 } else { -3e38 };
+                }
+            }
+            for act in [Activation::Relu, Activation::Tanh] {
+                let mut act_out = vec![0.0; s.output_len()];
+                let mut flags_a = vec![0.0; s.batch];
+                let ran = be.conv2d_bn_act_forward_eval(
+                    &mut act_out,
+                    &mut flags_a,
+                    &x,
+                    &params,
+                    &running,
+                    at,
+                    &s,
+                    &bn,
+                    &bs,
+                    act,
+                );
+                assert!(ran);
+                let mut want = vec![0.0; ps.output_len()];
+                let mut argmax = vec![0; ps.output_len()];
+                be.maxpool_forward(&mut want, &mut argmax, &act_out, &ps);
+                let mut got = vec![f32::NAN; ps.output_len()];
+                let mut flags_b = vec![0.0; s.batch];
+                let ran = be.conv2d_bn_act_pool_forward_eval(
+                    &mut got,
+                    &mut flags_b,
+                    &x,
+                    &params,
+                    &running,
+                    at,
+                    (&s, &bn, &bs, &ps),
+                    act,
+                );
+                assert!(ran, "{s:?}: the CPU pools Winograd outputs as it goes");
+                let same = |a: &[f32], b: &[f32]| {
+                    a.iter()
+                        .zip(b)
+                        .all(|(x, y)| x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan()))
+                };
+                assert!(same(&got, &want), "{s:?} {act:?} huge {huge}");
+                let nan = |f: &[f32]| f.iter().map(|v| v.is_nan()).collect::<Vec<_>>();
+                assert_eq!(nan(&flags_b), nan(&flags_a), "{s:?} flags");
+                assert_eq!(flags_a.iter().any(|f| f.is_nan()), huge, "{s:?}");
             }
         }
     }

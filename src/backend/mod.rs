@@ -885,6 +885,27 @@ pub trait Backend {
         false
     }
 
+    /// [`Backend::conv2d_bn_act_forward_eval`] and the max pool after it at once: `out` is
+    /// the pool's output `(batch, out_c, out_h / size, out_w / size)` over the activation's
+    /// output (which is never written), the values the two ops in order give; `flags` as
+    /// there, for the activation's output. For a watched evaluation pass, which reads
+    /// neither the activation's output nor the pool's argmax. Returns whether it ran: by
+    /// default it does not, writing nothing, and the caller runs the ops on their own.
+    #[allow(clippy::too_many_arguments)]
+    fn conv2d_bn_act_pool_forward_eval(
+        &self,
+        _out: &mut Self::Tensor,
+        _flags: &mut Self::Tensor,
+        _input: &Self::Tensor,
+        _params: &Self::Tensor,
+        _running: &Self::Tensor,
+        _at: (usize, usize),
+        _shapes: (&Conv2dShape, &BatchNorm, &BatchNormShape, &PoolShape),
+        _act: Activation,
+    ) -> bool {
+        false
+    }
+
     // ---- profiling ----------------------------------------------------------------------
 
     /// Says which op of the model's plan the calls that follow run (`None`: none, e.g. the

@@ -219,22 +219,41 @@ impl<B: Backend> Network<B> {
                         // values that are not numbers through it, watching them itself into
                         // the batch norm's flags, whose such values the output still has.
                         let act = activation_after(&ops, i + 1, bs.len());
-                        let three = act.is_some_and(|act| {
-                            be.conv2d_bn_act_forward_eval(
-                                &mut rest[2],
+                        // And with the max pool after the activation, where the backend
+                        // pools as it goes (the activation's output is then never written).
+                        let pool = match ops.get(i + 3) {
+                            Some(&Op::Pool { shape: ps }) if ps.input_len() == bs.len() => Some(ps),
+                            _ => None,
+                        };
+                        let four = act.zip(pool).is_some_and(|(act, ps)| {
+                            be.conv2d_bn_act_pool_forward_eval(
+                                &mut rest[3],
                                 flags,
                                 input,
                                 &self.params,
                                 &self.running,
                                 (w_off, b_off),
-                                &shape,
-                                &bn,
-                                &bs,
+                                (&shape, &bn, &bs, &ps),
                                 act,
                             )
                         });
+                        let three = four
+                            || act.is_some_and(|act| {
+                                be.conv2d_bn_act_forward_eval(
+                                    &mut rest[2],
+                                    flags,
+                                    input,
+                                    &self.params,
+                                    &self.running,
+                                    (w_off, b_off),
+                                    &shape,
+                                    &bn,
+                                    &bs,
+                                    act,
+                                )
+                            });
                         if three {
-                            fused = 2;
+                            fused = if four { 3 } else { 2 };
                             watched_itself = true;
                         } else {
                             let (pre, post) = rest.split_at_mut(1);

@@ -98,6 +98,8 @@ struct Scratch {
     /// Winograd weight gradient: the group's input, then its output gradient, channels
     /// innermost `(n, h, w, c_pad)`.
     block: Vec<f32>,
+    /// A forward that pools its output: the group's convolution output `(n, c, h, w)`.
+    pooled: Vec<f32>,
 }
 
 /// The first `len` elements of `buf`, growing it (zero-filled) when it is shorter.
@@ -697,6 +699,49 @@ impl Backend for CpuBackend {
         let watched = Fused { act, watched: true };
         let bad: Vec<AtomicBool> = (0..s.batch).map(|_| AtomicBool::new(false)).collect();
         self.conv_forward(out, input, &weight, &bias, s, (Some(watched), Some(&bad)));
+        for (f, b) in flags[..s.batch].iter_mut().zip(&bad) {
+            if b.load(Ordering::Relaxed) {
+                *f = f32::NAN;
+            }
+        }
+        true
+    }
+
+    fn conv2d_bn_act_pool_forward_eval(
+        &self,
+        out: &mut Vec<f32>,
+        flags: &mut Vec<f32>,
+        input: &Vec<f32>,
+        params: &Vec<f32>,
+        running: &Vec<f32>,
+        (w_off, b_off): (usize, usize),
+        (s, bn, bs, ps): (&Conv2dShape, &BatchNorm, &BatchNormShape, &PoolShape),
+        act: Activation,
+    ) -> bool {
+        assert_eq!(
+            (bs.c, bs.len(), ps.input_len()),
+            (s.out_c, s.output_len(), s.output_len()),
+            "batch norm and pool after conv"
+        );
+        let ConvPath::Winograd(tile) = self.conv_path(s) else {
+            return false;
+        };
+        if ps.size != 2 {
+            return false;
+        }
+        let (weight, bias) = fold_batchnorm(params, running, w_off, b_off, s, bn);
+        let watched = Fused { act, watched: true };
+        let bad: Vec<AtomicBool> = (0..s.batch).map(|_| AtomicBool::new(false)).collect();
+        let w = &self.workers;
+        let with = (Some(watched), Some(&bad[..]));
+        self.rec.time(
+            || record::conv("conv2d_forward", s, tile.name()).with_act(Some(act)),
+            || {
+                winograd::conv2d_forward_pool(
+                    w, self.isa, tile, out, input, &weight, &bias, with, s,
+                )
+            },
+        );
         for (f, b) in flags[..s.batch].iter_mut().zip(&bad) {
             if b.load(Ordering::Relaxed) {
                 *f = f32::NAN;

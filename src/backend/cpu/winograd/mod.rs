@@ -387,6 +387,9 @@ struct ConvJob<'a> {
     act: Option<Fused>,
     /// Where a watched forward marks the images whose output is not all finite.
     bad: BadImages<'a>,
+    /// Whether `out` is the 2×2 max pool of the convolution's output (which is then only
+    /// ever in scratch, a group at a time).
+    pool: bool,
 }
 
 /// `out (batch, out_c, out_h, out_w) = act(conv(input) + bias)` for a 3×3 stride-1 `s`
@@ -411,6 +414,34 @@ pub fn conv2d_forward(
         bias: Some(bias),
         act,
         bad,
+        pool: false,
+    };
+    run_conv(w, &job, out, input, weight, false);
+}
+
+/// [`conv2d_forward`] followed by a 2×2 max pool: `out (batch, out_c, out_h / 2, out_w /
+/// 2)`, each group of images pooled from scratch while it is in cache (the watch, if any,
+/// sees the convolution's whole output first).
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_forward_pool(
+    w: &Workers,
+    isa: Isa,
+    tile: Tile,
+    out: &mut [f32],
+    input: &[f32],
+    weight: &[f32],
+    bias: &[f32],
+    (act, bad): (Option<Fused>, BadImages<'_>),
+    s: &Conv2dShape,
+) {
+    let job = ConvJob {
+        s: *s,
+        tile,
+        isa,
+        bias: Some(bias),
+        act,
+        bad,
+        pool: true,
     };
     run_conv(w, &job, out, input, weight, false);
 }
@@ -443,6 +474,7 @@ pub fn conv2d_backward_input(
         bias: None,
         act: None,
         bad: None,
+        pool: false,
     };
     run_conv(w, &job, d_input, d_out, weight, true);
 }
@@ -481,16 +513,36 @@ fn run_conv_with<const A: usize, const M: usize>(
     let u = scratch(&mut u_buf, A * A * ci * co_pad); // (α², in_c, out_c padded)
     filter_transform_parallel::<A, M>(w, job.isa, u, weight, (ci, co, co_pad), flip);
     let u: &[f32] = u;
-    let out_img = co * g.oh * g.ow;
+    let full_img = co * g.oh * g.ow;
+    let (ph, pw) = (g.oh / 2, g.ow / 2);
+    let out_img = if job.pool { co * ph * pw } else { full_img };
     w.per_image(out, out_img, s.batch, |images, out, scr, _| {
         let first = images.start;
         let per_group = g.group_images(images.len());
         for g0 in images.clone().step_by(per_group) {
             let n = per_group.min(images.end - g0);
             let dst = &mut out[(g0 - first) * out_img..(g0 - first + n) * out_img];
-            forward_group::<A, M>(job, &g, u, co_pad, (g0, n), input, dst, scr);
+            if !job.pool {
+                forward_group::<A, M>(job, &g, u, co_pad, (g0, n), input, dst, scr);
+                continue;
+            }
+            let mut full = std::mem::take(&mut scr.pooled);
+            let conv = scratch(&mut full, n * full_img); // (n, co, oh, ow)
+            forward_group::<A, M>(job, &g, u, co_pad, (g0, n), input, conv, scr);
+            pool_2x2(dst, conv, (g.oh, g.ow));
+            scr.pooled = full;
         }
     });
+}
+
+/// `out (planes, h / 2, w / 2)`: the 2×2 max of `x (planes, h, w)` (odd last rows and
+/// columns dropped), compared in the order and way `maxpool::maxpool_forward` does, so the
+/// two give the same values.
+fn pool_2x2(out: &mut [f32], x: &[f32], (h, w): (usize, usize)) {
+    let (ph, pw) = (h / 2, w / 2);
+    for (o, plane) in out.chunks_exact_mut(ph * pw).zip(x.chunks_exact(h * w)) {
+        super::maxpool::pool_plane_2x2(o, plane, (h, w));
+    }
 }
 
 /// Whether a Winograd forward (or input gradient) runs channels innermost
