@@ -454,11 +454,13 @@ fn a_folded_convolution_with_its_activation_is_the_three_ops_and_keeps_what_is_n
     }
 }
 
-/// Evaluation's convolution + batch norm + activation + 2×2 max pool in one call: the
-/// values of the three-op call and the pool after it, to the bit, the same flags, on both
-/// Winograd forwards, F(2×2) and odd sizes (the last row and column dropped by the pool).
+/// Evaluation's convolution + batch norm + activation + 2×2 max pool in one call (always
+/// channels innermost, pooling 16 channels per vector): the values of the three-op call and
+/// the pool after it, to the bit where that call runs channels innermost too and within the
+/// tile's rounding where it does not, the same flags; F(2×2) and odd sizes (the last row and
+/// column dropped by the pool).
 #[test]
-fn a_folded_convolution_pooled_in_the_same_call_is_the_ops_to_the_bit() {
+fn a_folded_convolution_pooled_in_the_same_call_is_the_ops_and_the_pool() {
     let shapes = [
         conv(3, 16, 12, 32, 1),
         conv(3, 32, 12, 16, 1),
@@ -479,6 +481,9 @@ fn a_folded_convolution_pooled_in_the_same_call_is_the_ops_to_the_bit() {
             in_w: s.out_w(),
             size: 2,
         };
+        // Whether the unpooled forward runs channels innermost too (F(2×2), or more input
+        // channels than output channels).
+        let minor = s.in_c > s.out_c || Tile::for_output(s.out_h(), s.out_w()) == Tile::F2;
         let x = random_vec(s.input_len(), -1.0, 1.0, 91);
         let mut params = random_vec(s.weight_len() + s.out_c, -0.3, 0.3, 92);
         let (bn, running) = random_batchnorm(s.out_c, &mut params, 93);
@@ -529,7 +534,19 @@ fn a_folded_convolution_pooled_in_the_same_call_is_the_ops_to_the_bit() {
                         .zip(b)
                         .all(|(x, y)| x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan()))
                 };
-                assert!(same(&got, &want), "{s:?} {act:?} huge {huge}");
+                if minor {
+                    assert!(same(&got, &want), "{s:?} {act:?} huge {huge}");
+                } else if !huge {
+                    // Tiles-innermost unpooled, channels-innermost pooled: the same sums in
+                    // another order, so within the tile's rounding of each other (with
+                    // overflow, the flags below say the same images are not finite).
+                    let (max, mean) = errors(&got, &want);
+                    let (b_max, b_mean) = bounds(Tile::F4);
+                    assert!(
+                        max <= b_max && mean <= b_mean,
+                        "{s:?}: {max:.2e}, {mean:.2e}"
+                    );
+                }
                 let nan = |f: &[f32]| f.iter().map(|v| v.is_nan()).collect::<Vec<_>>();
                 assert_eq!(nan(&flags_b), nan(&flags_a), "{s:?} flags");
                 assert_eq!(flags_a.iter().any(|f| f.is_nan()), huge, "{s:?}");

@@ -59,34 +59,6 @@ multiversion_fn! {
     }
 }
 
-multiversion_fn! {
-    /// One plane's 2×2 max pool without the argmax, for a pass that reads none: `out (h / 2,
-    /// w / 2)` from `plane (h, w)` by the comparisons of [`pool_row_2x2`], so the same
-    /// values.
-    pub(super) fn pool_plane_2x2(out: &mut [f32], plane: &[f32], dims: (usize, usize)) {
-        let (h, w) = dims;
-        let (oh, ow) = (h / 2, w / 2);
-        for (oy, cells) in out.chunks_exact_mut(ow).take(oh).enumerate() {
-            let top = 2 * oy * w;
-            let rows = (&plane[top..top + 2 * ow], &plane[top + w..][..2 * ow]);
-            let windows = rows.0.chunks_exact(2).zip(rows.1.chunks_exact(2));
-            for (o, (t, b)) in cells.iter_mut().zip(windows) {
-                let mut best = t[0];
-                if t[1] > best {
-                    best = t[1];
-                }
-                if b[0] > best {
-                    best = b[0];
-                }
-                if b[1] > best {
-                    best = b[1];
-                }
-                *o = best;
-            }
-        }
-    }
-}
-
 /// One output row of 2×2 windows, `out, arg (ow)`, from the two image rows under it,
 /// `rows = (top, bottom)` (`2·ow` values each; `top` starts at flat index `first` of the
 /// plane, `bottom` one row of `in_w` later). [`window_max`]'s comparisons in its order (a

@@ -98,8 +98,6 @@ struct Scratch {
     /// Winograd weight gradient: the group's input, then its output gradient, channels
     /// innermost `(n, h, w, c_pad)`.
     block: Vec<f32>,
-    /// A forward that pools its output: the group's convolution output `(n, c, h, w)`.
-    pooled: Vec<f32>,
 }
 
 /// The first `len` elements of `buf`, growing it (zero-filled) when it is shorter.

@@ -513,36 +513,20 @@ fn run_conv_with<const A: usize, const M: usize>(
     let u = scratch(&mut u_buf, A * A * ci * co_pad); // (α², in_c, out_c padded)
     filter_transform_parallel::<A, M>(w, job.isa, u, weight, (ci, co, co_pad), flip);
     let u: &[f32] = u;
-    let full_img = co * g.oh * g.ow;
-    let (ph, pw) = (g.oh / 2, g.ow / 2);
-    let out_img = if job.pool { co * ph * pw } else { full_img };
+    let out_img = if job.pool {
+        co * (g.oh / 2) * (g.ow / 2)
+    } else {
+        co * g.oh * g.ow
+    };
     w.per_image(out, out_img, s.batch, |images, out, scr, _| {
         let first = images.start;
         let per_group = g.group_images(images.len());
         for g0 in images.clone().step_by(per_group) {
             let n = per_group.min(images.end - g0);
             let dst = &mut out[(g0 - first) * out_img..(g0 - first + n) * out_img];
-            if !job.pool {
-                forward_group::<A, M>(job, &g, u, co_pad, (g0, n), input, dst, scr);
-                continue;
-            }
-            let mut full = std::mem::take(&mut scr.pooled);
-            let conv = scratch(&mut full, n * full_img); // (n, co, oh, ow)
-            forward_group::<A, M>(job, &g, u, co_pad, (g0, n), input, conv, scr);
-            pool_2x2(dst, conv, (g.oh, g.ow));
-            scr.pooled = full;
+            forward_group::<A, M>(job, &g, u, co_pad, (g0, n), input, dst, scr);
         }
     });
-}
-
-/// `out (planes, h / 2, w / 2)`: the 2×2 max of `x (planes, h, w)` (odd last rows and
-/// columns dropped), compared in the order and way `maxpool::maxpool_forward` does, so the
-/// two give the same values.
-fn pool_2x2(out: &mut [f32], x: &[f32], (h, w): (usize, usize)) {
-    let (ph, pw) = (h / 2, w / 2);
-    for (o, plane) in out.chunks_exact_mut(ph * pw).zip(x.chunks_exact(h * w)) {
-        super::maxpool::pool_plane_2x2(o, plane, (h, w));
-    }
 }
 
 /// Whether a Winograd forward (or input gradient) runs channels innermost
@@ -570,14 +554,17 @@ fn forward_group<const A: usize, const M: usize>(
     Tiles<A, M>: Transforms<A, M>,
 {
     let isa = job.isa;
-    if channels_innermost(job.tile, &job.s) {
+    // A pooled forward pools in the channel-minor layout (then transposes a quarter).
+    if job.pool || channels_innermost(job.tile, &job.s) {
         forward_minor::<A, M>(isa, isa, job, g, u, co_pad, (g0, n), input, dst, scr);
     } else {
         forward_major::<A, M>(job, g, u, co_pad, (g0, n), input, dst, scr);
     }
-    let out_img = job.s.out_c * g.oh * g.ow;
-    for (k, img) in dst.chunks_exact(out_img).enumerate() {
-        watch_image(job.bad, g0 + k, img);
+    if !job.pool {
+        let out_img = job.s.out_c * g.oh * g.ow;
+        for (k, img) in dst.chunks_exact(out_img).enumerate() {
+            watch_image(job.bad, g0 + k, img);
+        }
     }
 }
 
@@ -669,7 +656,48 @@ multiversion! {
         }
         let yn = scratch(&mut scr.block, n * g.oh * g.ow * co_pad); // (n, oh, ow, co_pad)
         output_minor::<A, M>(isa, yn, mt, g, (co, co_pad, tiles), (job.bias, job.act));
-        channel_major(isa, dst, yn, (n, co, co_pad, g.oh * g.ow));
+        if !job.pool {
+            channel_major(isa, dst, yn, (n, co, co_pad, g.oh * g.ow));
+            return;
+        }
+        // The watch sees the whole output (padded channels hold act(0), finite), then the
+        // 2×2 max pool of 16 channels per vector, then a quarter of the transposition.
+        for (k, img) in yn.chunks_exact(g.oh * g.ow * co_pad).enumerate() {
+            watch_image(job.bad, g0 + k, img);
+        }
+        let (ph, pw) = (g.oh / 2, g.ow / 2);
+        let yp = scratch(&mut scr.cols, n * ph * pw * co_pad); // (n, ph, pw, co_pad)
+        pool_minor(yp, yn, (n, g.oh, g.ow, co_pad));
+        channel_major(isa, dst, yp, (n, co, co_pad, ph * pw));
+    }
+}
+
+/// `yp (n, h / 2, w / 2, c_pad)`: the 2×2 max pool of `yn (n, h, w, c_pad)` (odd last rows
+/// and columns dropped), 16 channels per vector, each lane by the comparisons of
+/// `maxpool::maxpool_forward` in its order (a later value must be strictly greater), so the
+/// two give the same values.
+#[inline(always)]
+fn pool_minor(yp: &mut [f32], yn: &[f32], (n, h, w, c_pad): (usize, usize, usize, usize)) {
+    let (ph, pw) = (h / 2, w / 2);
+    for img in 0..n {
+        for py in 0..ph {
+            for px in 0..pw {
+                let at = |dy: usize, dx: usize| ((img * h + 2 * py + dy) * w + 2 * px + dx) * c_pad;
+                let to = ((img * ph + py) * pw + px) * c_pad;
+                for c0 in (0..c_pad).step_by(L) {
+                    let mut best = load(yn, at(0, 0) + c0);
+                    for (dy, dx) in [(0, 1), (1, 0), (1, 1)] {
+                        let v = load(yn, at(dy, dx) + c0);
+                        for (b, &x) in best.0.iter_mut().zip(&v.0) {
+                            if x > *b {
+                                *b = x;
+                            }
+                        }
+                    }
+                    store(yp, to + c0, &best);
+                }
+            }
+        }
     }
 }
 
