@@ -1,13 +1,13 @@
-//! The forward of a 3×3 convolution with few input channels — the first layer of every
-//! preset, on one grey channel — computed directly, 16 output columns per vector, in
-//! AVX-512 intrinsics.
+//! The forward and weight gradient of a 3×3 convolution with few input channels — the first
+//! layer of every preset, on one grey channel — computed directly, 16 output columns per
+//! vector, in AVX-512 intrinsics.
 //!
 //! As im2col + GEMM that layer is a product of inner dimension 9: the GEMM's packing and
 //! the passes over the output (bias first, activation after) cost more than its 9
 //! multiply-adds per output. Here every output channel's 16 values are built in one
 //! register: the bias plus `9·in_c` fused multiply-adds of input vectors (read from the
-//! padded image, in L1), activated and stored once (64×1×48×48 → 32: 1.2 → 0.82 ms on two
-//! cores, docs/RESULTS.md).
+//! padded image, in L1), activated and stored once, one output plane after another
+//! (64×1×48×48 → 32: 1.2 → 0.92 ms on two cores; → 128: 3.1 → 2.0 ms; docs/RESULTS.md).
 
 use super::activation::{watch_image, BadImages, Fused};
 use super::microkernel::Isa;
@@ -179,13 +179,15 @@ mod avx512 {
         let relu = act.filter(|a| a.act == Activation::Relu);
         let other = act.filter(|a| a.act != Activation::Relu);
         let zero = _mm512_setzero_ps();
-        for y in 0..oh {
-            for x0 in (0..ow).step_by(L) {
-                let n = L.min(ow - x0);
-                let mask: __mmask16 = if n == L { 0xffff } else { (1u16 << n) - 1 };
-                let src = padded.as_ptr().add(y * wp + x0);
-                for (o, &b) in bias.iter().enumerate().take(co) {
-                    let w = weight.as_ptr().add(o * taps);
+        // Channel by channel, so that each output plane is written in order (row by row
+        // over all channels wrote to `co` planes at once: 2.5× slower with 128 of them).
+        for (o, &b) in bias.iter().enumerate().take(co) {
+            let w = weight.as_ptr().add(o * taps);
+            for y in 0..oh {
+                for x0 in (0..ow).step_by(L) {
+                    let n = L.min(ow - x0);
+                    let mask: __mmask16 = if n == L { 0xffff } else { (1u16 << n) - 1 };
+                    let src = padded.as_ptr().add(y * wp + x0);
                     let mut acc = _mm512_set1_ps(b);
                     for c in 0..ci {
                         for t in 0..9 {
