@@ -167,15 +167,17 @@ impl<B: Backend> Network<B> {
     }
 
     /// An evaluation pass for a watch that needs every non-finite value to reach an output
-    /// it sees: [`Network::forward_each`] with [`Watch::observe`] as the visitor, except that each convolution followed by a batch
-    /// norm runs as one op ([`Backend::conv2d_bn_forward_eval`]) visited as the batch norm
-    /// (`each(i, output)` with `i` the batch norm's op), the convolution's own output never
-    /// written. The batch norm maps each channel by `x·g + c` with finite `g` and `c`, so a
-    /// NaN or infinity of the convolution is still one in what the visitor sees; which of the
-    /// two ops made it, only [`Network::forward_each`] can tell. Where the backend runs the
-    /// convolution, batch norm and activation after it as one op
-    /// ([`Backend::conv2d_bn_act_forward_eval`]), that op watches its own output as it writes
-    /// it, into the batch norm's [`Watch::flags`], and is not observed.
+    /// it sees: [`Network::forward_each`] with [`Watch::observe`] as the visitor, except
+    /// that each convolution followed by a batch norm runs as one op
+    /// ([`Backend::conv2d_bn_forward_eval`]) visited as the batch norm (`observe(i, output)`
+    /// with `i` the batch norm's op), the convolution's own output never written. The batch
+    /// norm maps each channel by `x·g + c` with finite `g` and `c`, so a NaN or infinity of
+    /// the convolution is still one in what the watch sees; which of the two ops made it,
+    /// only [`Network::forward_each`] can tell. Where the backend runs the convolution, batch
+    /// norm and activation after it as one op ([`Backend::conv2d_bn_act_forward_eval`]), and
+    /// the 2×2 max pool after those too ([`Backend::conv2d_bn_act_pool_forward_eval`]), that
+    /// op watches its own output as it writes it, into the batch norm's [`Watch::flags`], and
+    /// is not observed.
     pub fn forward_watched(&mut self, be: &B, batch: usize, watch: &mut dyn Watch<B>) {
         self.forward_ops(be, batch, Mode::Eval, None, Some(watch));
     }

@@ -56,6 +56,23 @@ pub(super) fn watch_image(bad: BadImages<'_>, img: usize, out: &[f32]) {
     }
 }
 
+/// `act` on each of 16 lanes, the activation chosen once for all of them (a watched ReLU
+/// keeps the values that are not finite, as [`Fused::apply`]).
+#[inline(always)]
+pub(super) fn act_lanes(v: &mut [f32; 16], act: Option<Fused>) {
+    match act {
+        None => {}
+        Some(Fused {
+            act: Activation::Relu,
+            watched,
+        }) => v.iter_mut().for_each(|x| {
+            let r = x.max(0.0);
+            *x = if watched && !x.is_finite() { *x } else { r };
+        }),
+        Some(a) => v.iter_mut().for_each(|x| *x = a.apply(*x)),
+    }
+}
+
 /// Lanes of [`all_finite`]'s partial sums.
 const WATCH_LANES: usize = 64;
 

@@ -226,19 +226,9 @@ pub fn conv2d_backward_weight(
             }
         }
     });
-    d_weight.fill(0.0);
-    d_bias.fill(0.0);
-    for scr in w.scratch.iter().take(workers) {
-        let scr = scr.lock().unwrap();
-        let (acc_w, acc_b) = scr.acc[..acc_len].split_at(s.out_c * p);
-        add_into(d_weight, acc_w);
-        add_into(d_bias, acc_b);
-    }
-}
-
-/// `dst += src` element-wise.
-fn add_into(dst: &mut [f32], src: &[f32]) {
-    for (d, &v) in dst.iter_mut().zip(src) {
-        *d += v;
-    }
+    w.sum_weight_grads(
+        workers,
+        &mut d_weight[..s.out_c * p],
+        &mut d_bias[..s.out_c],
+    );
 }

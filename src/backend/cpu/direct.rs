@@ -12,7 +12,6 @@
 use super::activation::{watch_image, BadImages, Fused};
 use super::microkernel::Isa;
 use super::{scratch, Workers};
-use crate::backend::Activation;
 use crate::shape::Conv2dShape;
 
 /// Output columns per vector.
@@ -69,22 +68,6 @@ pub fn conv2d_forward(
     });
 }
 
-/// `act` on every lane, chosen once for all of them.
-#[inline(always)]
-fn activate(v: &mut [f32; L], act: Option<Fused>) {
-    match act {
-        None => {}
-        Some(Fused {
-            act: Activation::Relu,
-            watched,
-        }) => v.iter_mut().for_each(|x| {
-            let r = x.max(0.0);
-            *x = if watched && !x.is_finite() { *x } else { r };
-        }),
-        Some(a) => v.iter_mut().for_each(|x| *x = a.apply(*x)),
-    }
-}
-
 /// `d_weight (out_c, in_c, 3, 3)` and `d_bias (out_c)` of `s`, overwritten: each worker
 /// adds its images' `Σ dy·x` into its `acc` scratch (per output and input channel, nine
 /// vector accumulators over the output plane, then summed across their lanes), and the
@@ -125,18 +108,7 @@ pub fn conv2d_backward_weight(
             }
         }
     });
-    d_weight.fill(0.0);
-    d_bias.fill(0.0);
-    for scr in w.scratch.iter().take(workers) {
-        let scr = scr.lock().unwrap();
-        let (acc_w, acc_b) = scr.acc[..acc_len].split_at(s.weight_len());
-        for (d, &v) in d_weight.iter_mut().zip(acc_w) {
-            *d += v;
-        }
-        for (d, &v) in d_bias.iter_mut().zip(acc_b) {
-            *d += v;
-        }
-    }
+    w.sum_weight_grads(workers, d_weight, d_bias);
 }
 
 /// Copies image `x (in_c, in_h, in_w)` into the inside of `padded (in_c, hp, wp)`, whose
@@ -153,7 +125,8 @@ fn pad_image(padded: &mut [f32], x: &[f32], s: &Conv2dShape, wp: usize) {
 
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
-    use super::{activate, Fused, L};
+    use super::super::activation::act_lanes;
+    use super::{Fused, L};
     use crate::backend::Activation;
     use std::arch::x86_64::*;
 
@@ -208,7 +181,7 @@ mod avx512 {
                     if other.is_some() {
                         let mut lanes = [0f32; L];
                         _mm512_storeu_ps(lanes.as_mut_ptr(), acc);
-                        activate(&mut lanes, other);
+                        act_lanes(&mut lanes, other);
                         acc = _mm512_loadu_ps(lanes.as_ptr());
                     }
                     let at = out.as_mut_ptr().add((o * oh + y) * ow + x0);

@@ -145,6 +145,24 @@ impl Workers {
         });
     }
 
+    /// Overwrites `d_weight` and `d_bias` with the sum of the first `workers` workers' `acc`
+    /// scratch (`d_weight ++ d_bias`, as a weight gradient leaves it), added in worker order
+    /// so that the result does not depend on scheduling.
+    fn sum_weight_grads(&self, workers: usize, d_weight: &mut [f32], d_bias: &mut [f32]) {
+        d_weight.fill(0.0);
+        d_bias.fill(0.0);
+        for scr in self.scratch.iter().take(workers) {
+            let scr = scr.lock().unwrap();
+            let (acc_w, acc_b) = scr.acc[..d_weight.len() + d_bias.len()].split_at(d_weight.len());
+            for (d, &v) in d_weight.iter_mut().zip(acc_w) {
+                *d += v;
+            }
+            for (d, &v) in d_bias.iter_mut().zip(acc_b) {
+                *d += v;
+            }
+        }
+    }
+
     /// Runs `f(images, scratch, parallelism)` on each worker; returns how many workers ran
     /// (their scratch slots `0..workers` hold the results).
     fn per_worker<F>(&self, batch: usize, f: F) -> usize
@@ -377,8 +395,10 @@ impl CpuBackend {
         gemm::parallelism(self.workers.threads)
     }
 
-    /// [`Backend::conv2d_forward`] with `act` applied to the output in the same pass:
-    /// `weight (out_c, in_c, k, k)` and `bias (out_c)`.
+    /// [`Backend::conv2d_forward`] with `act` applied to the output in the same pass (and
+    /// the watch's marks of images not all finite): `weight (out_c, in_c, k, k)` and `bias
+    /// (out_c)`. With `pool` (Winograd paths only), `out` is the output's 2×2 max pool.
+    #[allow(clippy::too_many_arguments)]
     fn conv_forward(
         &self,
         out: &mut [f32],
@@ -387,6 +407,7 @@ impl CpuBackend {
         bias: &[f32],
         s: &Conv2dShape,
         act: (Option<Fused>, BadImages<'_>),
+        pool: bool,
     ) {
         assert_eq!(weight.len(), s.weight_len(), "conv weight length");
         assert_eq!(bias.len(), s.bias_len(), "conv bias length");
@@ -398,15 +419,52 @@ impl CpuBackend {
         self.rec.time(
             || record::conv("conv2d_forward", s, name).with_act(act.0.map(|a| a.act)),
             || match path {
-                ConvPath::Winograd(tile) => {
-                    winograd::conv2d_forward(w, self.isa, tile, out, input, weight, bias, act, s)
-                }
+                ConvPath::Winograd(tile) => winograd::conv2d_forward(
+                    w, self.isa, tile, out, input, weight, bias, act, pool, s,
+                ),
                 ConvPath::Im2col if direct => {
+                    assert!(!pool, "pooled by the Winograd forward only");
                     direct::conv2d_forward(w, out, input, weight, bias, act, s)
                 }
-                ConvPath::Im2col => conv2d::conv2d_forward(w, out, input, weight, bias, act, s),
+                ConvPath::Im2col => {
+                    assert!(!pool, "pooled by the Winograd forward only");
+                    conv2d::conv2d_forward(w, out, input, weight, bias, act, s)
+                }
             },
         );
+    }
+
+    /// Evaluation's convolution with the batch norm after it folded in and the watched
+    /// `act` in its epilogue (then its 2×2 max pool when `pool`), the images whose output is
+    /// not all finite set to NaN in `flags (batch)`.
+    #[allow(clippy::too_many_arguments)]
+    fn watched_forward(
+        &self,
+        (out, flags): (&mut [f32], &mut [f32]),
+        input: &[f32],
+        (params, running): (&[f32], &[f32]),
+        (w_off, b_off): (usize, usize),
+        (s, bn): (&Conv2dShape, &BatchNorm),
+        act: Activation,
+        pool: bool,
+    ) {
+        let (weight, bias) = fold_batchnorm(params, running, w_off, b_off, s, bn);
+        let watched = Fused { act, watched: true };
+        let bad: Vec<AtomicBool> = (0..s.batch).map(|_| AtomicBool::new(false)).collect();
+        self.conv_forward(
+            out,
+            input,
+            &weight,
+            &bias,
+            s,
+            (Some(watched), Some(&bad)),
+            pool,
+        );
+        for (f, b) in flags[..s.batch].iter_mut().zip(&bad) {
+            if b.load(Ordering::Relaxed) {
+                *f = f32::NAN;
+            }
+        }
     }
 
     /// [`Backend::batchnorm_forward_train`] with `act` applied to the output in the same pass.
@@ -635,7 +693,7 @@ impl Backend for CpuBackend {
         s: &Conv2dShape,
     ) {
         let (weight, bias) = conv_params(params, w_off, b_off, s);
-        self.conv_forward(out, input, weight, bias, s, (None, None));
+        self.conv_forward(out, input, weight, bias, s, (None, None), false);
     }
 
     fn conv2d_forward_act(
@@ -650,7 +708,15 @@ impl Backend for CpuBackend {
         act: Activation,
     ) {
         let (weight, bias) = conv_params(params, w_off, b_off, s);
-        self.conv_forward(out, input, weight, bias, s, (Some(Fused::plain(act)), None));
+        self.conv_forward(
+            out,
+            input,
+            weight,
+            bias,
+            s,
+            (Some(Fused::plain(act)), None),
+            false,
+        );
     }
 
     fn conv2d_bn_forward_eval(
@@ -672,7 +738,7 @@ impl Backend for CpuBackend {
             "batch norm after conv"
         );
         let (weight, bias) = fold_batchnorm(params, running, w_off, b_off, s, bn);
-        self.conv_forward(out, input, &weight, &bias, s, (None, None));
+        self.conv_forward(out, input, &weight, &bias, s, (None, None), false);
     }
 
     fn conv2d_bn_act_forward_eval(
@@ -682,7 +748,7 @@ impl Backend for CpuBackend {
         input: &Vec<f32>,
         params: &Vec<f32>,
         running: &Vec<f32>,
-        (w_off, b_off): (usize, usize),
+        at: (usize, usize),
         s: &Conv2dShape,
         bn: &BatchNorm,
         bs: &BatchNormShape,
@@ -693,15 +759,15 @@ impl Backend for CpuBackend {
             (s.out_c, s.output_len()),
             "batch norm after conv"
         );
-        let (weight, bias) = fold_batchnorm(params, running, w_off, b_off, s, bn);
-        let watched = Fused { act, watched: true };
-        let bad: Vec<AtomicBool> = (0..s.batch).map(|_| AtomicBool::new(false)).collect();
-        self.conv_forward(out, input, &weight, &bias, s, (Some(watched), Some(&bad)));
-        for (f, b) in flags[..s.batch].iter_mut().zip(&bad) {
-            if b.load(Ordering::Relaxed) {
-                *f = f32::NAN;
-            }
-        }
+        self.watched_forward(
+            (out, flags),
+            input,
+            (params, running),
+            at,
+            (s, bn),
+            act,
+            false,
+        );
         true
     }
 
@@ -712,7 +778,7 @@ impl Backend for CpuBackend {
         input: &Vec<f32>,
         params: &Vec<f32>,
         running: &Vec<f32>,
-        (w_off, b_off): (usize, usize),
+        at: (usize, usize),
         (s, bn, bs, ps): (&Conv2dShape, &BatchNorm, &BatchNormShape, &PoolShape),
         act: Activation,
     ) -> bool {
@@ -721,30 +787,19 @@ impl Backend for CpuBackend {
             (s.out_c, s.output_len(), s.output_len()),
             "batch norm and pool after conv"
         );
-        let ConvPath::Winograd(tile) = self.conv_path(s) else {
-            return false;
-        };
-        if ps.size != 2 {
+        // Pooled as it goes by the Winograd forward only.
+        if !matches!(self.conv_path(s), ConvPath::Winograd(_)) || ps.size != 2 {
             return false;
         }
-        let (weight, bias) = fold_batchnorm(params, running, w_off, b_off, s, bn);
-        let watched = Fused { act, watched: true };
-        let bad: Vec<AtomicBool> = (0..s.batch).map(|_| AtomicBool::new(false)).collect();
-        let w = &self.workers;
-        let with = (Some(watched), Some(&bad[..]));
-        self.rec.time(
-            || record::conv("conv2d_forward", s, tile.name()).with_act(Some(act)),
-            || {
-                winograd::conv2d_forward_pool(
-                    w, self.isa, tile, out, input, &weight, &bias, with, s,
-                )
-            },
+        self.watched_forward(
+            (out, flags),
+            input,
+            (params, running),
+            at,
+            (s, bn),
+            act,
+            true,
         );
-        for (f, b) in flags[..s.batch].iter_mut().zip(&bad) {
-            if b.load(Ordering::Relaxed) {
-                *f = f32::NAN;
-            }
-        }
         true
     }
 

@@ -42,10 +42,9 @@ mod avx512;
 mod rows;
 mod transform;
 
-use super::activation::{watch_image, BadImages, Fused};
+use super::activation::{act_lanes, watch_image, BadImages, Fused};
 use super::microkernel::{gemm_nn, gemm_tn, Isa, Strided, MR, NR_TAIL};
 use super::{scratch, Scratch, Workers};
-use crate::backend::Activation;
 use crate::shape::Conv2dShape;
 use rayon::prelude::*;
 use rows::transpose16;
@@ -394,7 +393,9 @@ struct ConvJob<'a> {
 
 /// `out (batch, out_c, out_h, out_w) = act(conv(input) + bias)` for a 3×3 stride-1 `s`
 /// with filter `weight (out_c, in_c, 3, 3)`, by `tile`; the images whose output is not all
-/// finite marked in `bad`, each group's while it is in cache.
+/// finite marked in `bad`, each group's while it is in cache. With `pool`, `out (batch,
+/// out_c, out_h / 2, out_w / 2)` is its 2×2 max pool instead, each group pooled in scratch
+/// (after the watch has seen it whole).
 #[allow(clippy::too_many_arguments)]
 pub fn conv2d_forward(
     w: &Workers,
@@ -405,6 +406,7 @@ pub fn conv2d_forward(
     weight: &[f32],
     bias: &[f32],
     (act, bad): (Option<Fused>, BadImages<'_>),
+    pool: bool,
     s: &Conv2dShape,
 ) {
     let job = ConvJob {
@@ -414,34 +416,7 @@ pub fn conv2d_forward(
         bias: Some(bias),
         act,
         bad,
-        pool: false,
-    };
-    run_conv(w, &job, out, input, weight, false);
-}
-
-/// [`conv2d_forward`] followed by a 2×2 max pool: `out (batch, out_c, out_h / 2, out_w /
-/// 2)`, each group of images pooled from scratch while it is in cache (the watch, if any,
-/// sees the convolution's whole output first).
-#[allow(clippy::too_many_arguments)]
-pub fn conv2d_forward_pool(
-    w: &Workers,
-    isa: Isa,
-    tile: Tile,
-    out: &mut [f32],
-    input: &[f32],
-    weight: &[f32],
-    bias: &[f32],
-    (act, bad): (Option<Fused>, BadImages<'_>),
-    s: &Conv2dShape,
-) {
-    let job = ConvJob {
-        s: *s,
-        tile,
-        isa,
-        bias: Some(bias),
-        act,
-        bad,
-        pool: true,
+        pool,
     };
     run_conv(w, &job, out, input, weight, false);
 }
@@ -767,23 +742,13 @@ fn output_minor<const A: usize, const M: usize>(
     }
 }
 
-/// `act(v + b)`, lane by lane, the activation chosen once for all 16 lanes.
+/// `act(v + b)`, lane by lane ([`act_lanes`]).
 #[inline(always)]
 fn finish(mut v: V, b: &V, act: Option<Fused>) -> V {
     for (x, &bl) in v.0.iter_mut().zip(&b.0) {
         *x += bl;
     }
-    match act {
-        None => {}
-        Some(Fused {
-            act: Activation::Relu,
-            watched,
-        }) => v.0.iter_mut().for_each(|x| {
-            let r = x.max(0.0);
-            *x = if watched && !x.is_finite() { *x } else { r };
-        }),
-        Some(a) => v.0.iter_mut().for_each(|x| *x = a.apply(*x)),
-    }
+    act_lanes(&mut v.0, act);
     v
 }
 
@@ -835,23 +800,11 @@ pub fn conv2d_backward_weight(
     input: &[f32],
     s: &Conv2dShape,
 ) {
-    let acc_len = s.weight_len() + s.out_c;
     let workers = match tile {
         Tile::F2 => weight_workers::<4, 2>(w, isa, tile, d_out, input, s),
         Tile::F4 => weight_workers::<6, 4>(w, isa, tile, d_out, input, s),
     };
-    d_weight.fill(0.0);
-    d_bias.fill(0.0);
-    for scr in w.scratch.iter().take(workers) {
-        let scr = scr.lock().unwrap();
-        let (acc_w, acc_b) = scr.acc[..acc_len].split_at(s.weight_len());
-        for (d, &v) in d_weight.iter_mut().zip(acc_w) {
-            *d += v;
-        }
-        for (d, &v) in d_bias.iter_mut().zip(acc_b) {
-            *d += v;
-        }
-    }
+    w.sum_weight_grads(workers, d_weight, d_bias);
 }
 
 /// Each worker's share of [`conv2d_backward_weight`], left in its `acc` scratch as
