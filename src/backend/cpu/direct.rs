@@ -46,16 +46,14 @@ pub fn conv2d_forward(
 ) {
     assert!(applies(s, Isa::detect()), "direct convolution of {s:?}");
     let (oh, ow) = (s.out_h(), s.out_w());
-    let (hp, wp) = (s.in_h + 2 * s.pad, s.in_w + 2 * s.pad + L);
+    let (hp, wp) = padded_sides(s);
+    let dims = (s.in_c, s.out_c, oh, ow, wp, hp);
     let in_img = s.in_c * s.in_h * s.in_w;
     w.per_image(out, s.out_c * oh * ow, s.batch, |images, out, scr, _| {
-        // The image with its zero padding, and L more zeros on the right of every row, so
-        // that a vector of 16 columns never reads past its row: (in_c, hp, wp).
-        let padded = scratch(&mut scr.cols, s.in_c * hp * wp);
+        let padded = scratch(&mut scr.cols, s.in_c * hp * wp); // (in_c, hp, wp)
         padded.fill(0.0);
         for (b, out_b) in images.zip(out.chunks_exact_mut(s.out_c * oh * ow)) {
-            pad_image(padded, &input[b * in_img..(b + 1) * in_img], s, wp);
-            let dims = (s.in_c, s.out_c, oh, ow, wp, hp);
+            pad_image(padded, &input[b * in_img..(b + 1) * in_img], s);
             // SAFETY: `applies` found AVX-512F on this CPU; `image` checks its buffers.
             #[cfg(target_arch = "x86_64")]
             unsafe {
@@ -83,20 +81,20 @@ pub fn conv2d_backward_weight(
 ) {
     assert!(applies(s, Isa::detect()), "direct convolution of {s:?}");
     let (oh, ow) = (s.out_h(), s.out_w());
-    let (hp, wp) = (s.in_h + 2 * s.pad, s.in_w + 2 * s.pad + L);
+    let (hp, wp) = padded_sides(s);
+    let dims = (s.in_c, s.out_c, oh, ow, wp, hp);
     let (in_img, out_img) = (s.in_c * s.in_h * s.in_w, s.out_c * oh * ow);
     let acc_len = s.weight_len() + s.out_c;
     let workers = w.per_worker(s.batch, |images, scr, _| {
         let acc = scratch(&mut scr.acc, acc_len); // d_weight (out_c, in_c·9) ++ d_bias (out_c)
         acc.fill(0.0);
         let (acc_w, acc_b) = acc.split_at_mut(s.weight_len());
-        let padded = scratch(&mut scr.cols, s.in_c * hp * wp); // as in the forward
+        let padded = scratch(&mut scr.cols, s.in_c * hp * wp); // (in_c, hp, wp)
         padded.fill(0.0);
         for b in images {
-            pad_image(padded, &input[b * in_img..(b + 1) * in_img], s, wp);
+            pad_image(padded, &input[b * in_img..(b + 1) * in_img], s);
             let dy = &d_out[b * out_img..(b + 1) * out_img]; // (out_c, oh·ow)
-            let dims = (s.in_c, s.out_c, oh, ow, wp, hp);
-            // SAFETY: `applies` found AVX-512F on this CPU; `weight_image` checks its buffers.
+                                                             // SAFETY: `applies` found AVX-512F on this CPU; `weight_image` checks its buffers.
             #[cfg(target_arch = "x86_64")]
             unsafe {
                 avx512::weight_image(acc_w, padded, dy, dims)
@@ -111,10 +109,16 @@ pub fn conv2d_backward_weight(
     w.sum_weight_grads(workers, d_weight, d_bias);
 }
 
-/// Copies image `x (in_c, in_h, in_w)` into the inside of `padded (in_c, hp, wp)`, whose
-/// border (the padding, and the `L` columns past each row) stays zero.
-fn pad_image(padded: &mut [f32], x: &[f32], s: &Conv2dShape, wp: usize) {
-    let hp = s.in_h + 2 * s.pad;
+/// The sides `(hp, wp)` of an image with its zero padding and `L` more zeros on the right of
+/// every row, so that a vector of 16 columns never reads past its row.
+fn padded_sides(s: &Conv2dShape) -> (usize, usize) {
+    (s.in_h + 2 * s.pad, s.in_w + 2 * s.pad + L)
+}
+
+/// Copies image `x (in_c, in_h, in_w)` into the inside of `padded (in_c, hp, wp)`
+/// ([`padded_sides`]), whose border stays zero.
+fn pad_image(padded: &mut [f32], x: &[f32], s: &Conv2dShape) {
+    let (hp, wp) = padded_sides(s);
     for (c, plane) in x.chunks_exact(s.in_h * s.in_w).enumerate() {
         for (y, row) in plane.chunks_exact(s.in_w).enumerate() {
             let at = (c * hp + y + s.pad) * wp + s.pad;
@@ -130,9 +134,9 @@ mod avx512 {
     use crate::backend::Activation;
     use std::arch::x86_64::*;
 
-    /// One image: `out (co, oh, ow)` from `padded (ci, hp, wp)`; per 16 output columns and output channel, one
-    /// accumulator of `9·ci` fused multiply-adds over input vectors read from `padded`
-    /// (L1-resident), a masked store for the row's last columns.
+    /// One image: `out (co, oh, ow)` from `padded (ci, hp, wp)`; per 16 output columns and
+    /// output channel, one accumulator of `9·ci` fused multiply-adds over input vectors
+    /// read from `padded` (L1-resident), a masked store for the row's last columns.
     ///
     /// # Safety
     /// The CPU has AVX-512F.

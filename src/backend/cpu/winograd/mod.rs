@@ -47,7 +47,7 @@ use super::microkernel::{gemm_nn, gemm_tn, Isa, Strided, MR, NR_TAIL};
 use super::{scratch, Scratch, Workers};
 use crate::shape::Conv2dShape;
 use rayon::prelude::*;
-use rows::transpose16;
+use rows::transpose;
 use rows::Epilogue;
 use std::ops::Range;
 use transform::{
@@ -514,7 +514,7 @@ fn channels_innermost(tile: Tile, s: &Conv2dShape) -> bool {
 }
 
 /// One group of `n` images from image `g0`: transform, `α²` products, transform back into
-/// `dst (n, co, oh, ow)`; then the watch of each image's output, while it is in cache.
+/// `dst (n, co, oh, ow)`, each image's output watched while it is in cache.
 #[allow(clippy::too_many_arguments)]
 fn forward_group<const A: usize, const M: usize>(
     job: &ConvJob<'_>,
@@ -534,12 +534,6 @@ fn forward_group<const A: usize, const M: usize>(
         forward_minor::<A, M>(isa, isa, job, g, u, co_pad, (g0, n), input, dst, scr);
     } else {
         forward_major::<A, M>(job, g, u, co_pad, (g0, n), input, dst, scr);
-    }
-    if !job.pool {
-        let out_img = job.s.out_c * g.oh * g.ow;
-        for (k, img) in dst.chunks_exact(out_img).enumerate() {
-            watch_image(job.bad, g0 + k, img);
-        }
     }
 }
 
@@ -586,14 +580,17 @@ fn forward_major<const A: usize, const M: usize>(
     let epilogue = (job.bias, job.act);
     let dims = (co, co_pad, tiles);
     output_transform::<A, M>(job.isa, job.isa, dst, win, m, g, dims, epilogue);
+    for (k, img) in dst.chunks_exact(co * g.oh * g.ow).enumerate() {
+        watch_image(job.bad, g0 + k, img);
+    }
 }
 
 multiversion! {
-    /// [`forward_group`] with channels innermost: the group's input windows transformed 16 channels per
-    /// vector into `xt (α², tp, ci_pad)` ([`channel_minor`]), the `α²` products
-    /// `mt[ξ] (tp, co_pad) = xt[ξ]·u[ξ]` ([`gemm_nn`]), then per tile and 16 output
-    /// channels `act(Aᵀ·m·A + bias)` into `yn (n, oh, ow, co_pad)` ([`output_minor`]),
-    /// transposed into `dst (n, co, oh, ow)`.
+    /// [`forward_group`] with channels innermost: the group's input windows transformed 16
+    /// channels per vector into `xt (α², tp, ci_pad)` ([`channel_minor`]), the `α²`
+    /// products `mt[ξ] (tp, co_pad) = xt[ξ]·u[ξ]` ([`gemm_nn`]), then per tile and 16
+    /// output channels `act(Aᵀ·m·A + bias)` into `yn (n, oh, ow, co_pad)`
+    /// ([`output_minor`]), watched, pooled when `job.pool`, transposed into `dst`.
     fn forward_minor<A, M>(
         isa: Isa,
         job: &ConvJob<'_>,
@@ -631,17 +628,17 @@ multiversion! {
         }
         let yn = scratch(&mut scr.block, n * g.oh * g.ow * co_pad); // (n, oh, ow, co_pad)
         output_minor::<A, M>(isa, yn, mt, g, (co, co_pad, tiles), (job.bias, job.act));
+        // The watch sees the whole output (padded channels hold act(0), finite).
+        for (k, img) in yn.chunks_exact(g.oh * g.ow * co_pad).enumerate() {
+            watch_image(job.bad, g0 + k, img);
+        }
         if !job.pool {
             channel_major(isa, dst, yn, (n, co, co_pad, g.oh * g.ow));
             return;
         }
-        // The watch sees the whole output (padded channels hold act(0), finite), then the
-        // 2×2 max pool of 16 channels per vector, then a quarter of the transposition.
-        for (k, img) in yn.chunks_exact(g.oh * g.ow * co_pad).enumerate() {
-            watch_image(job.bad, g0 + k, img);
-        }
+        // The 2×2 max pool of 16 channels per vector, then a quarter of the transposition.
         let (ph, pw) = (g.oh / 2, g.ow / 2);
-        let yp = scratch(&mut scr.cols, n * ph * pw * co_pad); // (n, ph, pw, co_pad)
+        let yp = scratch(&mut scr.cols, n * ph * pw * co_pad); // (n, ph, pw, co_pad), in xt's place
         pool_minor(yp, yn, (n, g.oh, g.ow, co_pad));
         channel_major(isa, dst, yp, (n, co, co_pad, ph * pw));
     }
@@ -752,8 +749,7 @@ fn finish(mut v: V, b: &V, act: Option<Fused>) -> V {
     v
 }
 
-/// `dst (n, c, hw)` from `src (n, hw, c_pad)`: 16 × 16 blocks transposed, then the edges one
-/// by one.
+/// `dst (n, c, hw)` from `src (n, hw, c_pad)` ([`transpose`] per image).
 #[inline(always)]
 fn channel_major(
     isa: Isa,
@@ -761,27 +757,10 @@ fn channel_major(
     src: &[f32],
     (n, c, c_pad, hw): (usize, usize, usize, usize),
 ) {
-    let (c16, p16) = (c / L * L, hw / L * L);
     for img in 0..n {
         let from = &src[img * hw * c_pad..(img + 1) * hw * c_pad];
         let to = &mut dst[img * c * hw..(img + 1) * c * hw];
-        for c0 in (0..c16).step_by(L) {
-            for p0 in (0..p16).step_by(L) {
-                transpose16(
-                    isa,
-                    &mut to[c0 * hw + p0..],
-                    hw,
-                    &from[p0 * c_pad + c0..],
-                    c_pad,
-                );
-            }
-        }
-        for ch in 0..c {
-            let first = if ch < c16 { p16 } else { 0 };
-            for p in first..hw {
-                to[ch * hw + p] = from[p * c_pad + ch];
-            }
-        }
+        transpose(isa, to, hw, from, c_pad, (hw, c));
     }
 }
 
@@ -919,27 +898,14 @@ fn channel_minor<const A: usize, const M: usize, const INPUT: bool>(
     Tiles<A, M>: Transforms<A, M>,
 {
     let hw = h * w;
-    // (c, hw) → (hw, c_pad) per image: 16 × 16 blocks, then the edges one by one.
+    // (c, hw) → (hw, c_pad) per image, the padded channels zero.
     for img in 0..n {
         let src = &x[img * c * hw..(img + 1) * c * hw];
         let out = &mut xn[img * hw * c_pad..(img + 1) * hw * c_pad];
-        let (c16, p16) = (c / L * L, hw / L * L);
-        for c0 in (0..c16).step_by(L) {
-            for p0 in (0..p16).step_by(L) {
-                transpose16(
-                    isa,
-                    &mut out[p0 * c_pad + c0..],
-                    c_pad,
-                    &src[c0 * hw + p0..],
-                    hw,
-                );
-            }
-        }
-        for p in 0..hw {
-            let row = &mut out[p * c_pad..(p + 1) * c_pad];
-            let first = if p < p16 { c16 } else { 0 };
-            for (ch, v) in row.iter_mut().enumerate().skip(first) {
-                *v = if ch < c { src[ch * hw + p] } else { 0.0 };
+        transpose(isa, out, c_pad, src, hw, (c, hw));
+        if c < c_pad {
+            for row in out.chunks_exact_mut(c_pad) {
+                row[c..].fill(0.0);
             }
         }
     }

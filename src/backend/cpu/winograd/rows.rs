@@ -103,6 +103,36 @@ pub fn join_row<const M: usize>(isa: Isa, row: &mut [f32], src: &[f32], ld: usiz
     }
 }
 
+/// `dst[j·ldd + i] = src[i·lds + j]` for `i < rows`, `j < cols`: 16 × 16 blocks by
+/// [`transpose16`] (row blocks of `src` outermost), then the edges one by one.
+pub fn transpose(
+    isa: Isa,
+    dst: &mut [f32],
+    ldd: usize,
+    src: &[f32],
+    lds: usize,
+    (rows, cols): (usize, usize),
+) {
+    let (r16, c16) = (rows / 16 * 16, cols / 16 * 16);
+    for i0 in (0..r16).step_by(16) {
+        for j0 in (0..c16).step_by(16) {
+            transpose16(
+                isa,
+                &mut dst[j0 * ldd + i0..],
+                ldd,
+                &src[i0 * lds + j0..],
+                lds,
+            );
+        }
+    }
+    for i in 0..rows {
+        let first = if i < r16 { c16 } else { 0 };
+        for j in first..cols {
+            dst[j * ldd + i] = src[i * lds + j];
+        }
+    }
+}
+
 /// `dst[j·ldd + i] = src[i·lds + j]` for `i, j < 16`: one 16 × 16 block transposed.
 #[inline(always)]
 pub fn transpose16(isa: Isa, dst: &mut [f32], ldd: usize, src: &[f32], lds: usize) {
@@ -447,6 +477,24 @@ mod tests {
                 row[len..].iter().all(|v| v.is_nan()),
                 "{isa:?} wrote past the row"
             );
+        }
+    }
+
+    #[test]
+    fn transpose_covers_the_blocks_and_the_edges() {
+        for (rows, cols) in [(16, 16), (35, 20), (3, 40), (32, 7)] {
+            let (lds, ldd) = (cols + 3, rows + 5);
+            let src: Vec<f32> = (0..rows * lds).map(|x| x as f32).collect();
+            for isa in isas() {
+                let mut dst = vec![-1.0; cols * ldd];
+                transpose(isa, &mut dst, ldd, &src, lds, (rows, cols));
+                for j in 0..cols {
+                    for i in 0..ldd {
+                        let want = if i < rows { src[i * lds + j] } else { -1.0 };
+                        assert_eq!(dst[j * ldd + i], want, "{isa:?} {rows}×{cols} ({j}, {i})");
+                    }
+                }
+            }
         }
     }
 
