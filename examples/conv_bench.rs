@@ -1,9 +1,9 @@
-//! Times the CPU backend's three ops of one 3×3 same convolution, each the best of `reps`
+//! Times the CPU backend's three ops of one 3×3 convolution (padding 1 unless `PAD` is given), each the best of `reps`
 //! runs on warm caches (the per-op table of `fergpu profile --adapter cpu` times them inside
 //! a training step instead, caches as the step leaves them):
 //!
 //! ```sh
-//! cargo run --release --example conv_bench -- BATCH IN_C SIDE OUT_C REPS   # 64 32 48 32 15
+//! cargo run --release --example conv_bench -- BATCH IN_C SIDE OUT_C REPS [PAD]   # 64 32 48 32 15
 //! FERGPU_CPU_CONV=f2 cargo run --release --example conv_bench -- 64 256 6 256 15
 //! ```
 //!
@@ -19,6 +19,7 @@ fn main() {
         .map(|v| v.parse().unwrap())
         .collect();
     let (batch, in_c, side, out_c, reps) = (a[0], a[1], a[2], a[3], a[4]);
+    let pad = a.get(5).copied().unwrap_or(1);
     let s = Conv2dShape {
         batch,
         in_c,
@@ -26,7 +27,7 @@ fn main() {
         in_w: side,
         out_c,
         k: 3,
-        pad: 1,
+        pad,
     };
     let be = CpuBackend::with_options(CpuOptions {
         threads: 2,

@@ -217,16 +217,17 @@ pub enum ConvAlgorithm {
 pub const WINOGRAD_MIN_CHANNELS: usize = 8;
 
 /// The environment variable that overrides the default [`ConvAlgorithm`]:
-/// `im2col | winograd | f2 | f4`.
+/// `im2col | winograd | f2 | f3 | f4`.
 pub const CONV_ENV: &str = "FERGPU_CPU_CONV";
 
 impl ConvAlgorithm {
-    /// Parses `im2col`, `winograd`, `f2` or `f4`.
+    /// Parses `im2col`, `winograd`, `f2`, `f3` or `f4`.
     pub fn parse(s: &str) -> Option<ConvAlgorithm> {
         match s.trim().to_ascii_lowercase().as_str() {
             "im2col" => Some(ConvAlgorithm::Im2col),
             "winograd" => Some(ConvAlgorithm::Winograd),
             "f2" => Some(ConvAlgorithm::WinogradTile(Tile::F2)),
+            "f3" => Some(ConvAlgorithm::WinogradTile(Tile::F3)),
             "f4" => Some(ConvAlgorithm::WinogradTile(Tile::F4)),
             _ => None,
         }
@@ -239,7 +240,7 @@ impl ConvAlgorithm {
             Err(_) => Ok(ConvAlgorithm::Winograd),
             Ok(v) => ConvAlgorithm::parse(&v).ok_or_else(|| {
                 crate::Error::Config(format!(
-                    "{CONV_ENV}={v}: expected im2col, winograd, f2 or f4"
+                    "{CONV_ENV}={v}: expected im2col, winograd, f2, f3 or f4"
                 ))
             }),
         }

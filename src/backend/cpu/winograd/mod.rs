@@ -14,7 +14,7 @@
 //! ```
 //!
 //! A tile of `m × m` outputs costs `α²` multiplications per channel pair instead of `9·m²`:
-//! 2.25× fewer for F(2×2, 3×3), 4× fewer for F(4×4, 3×3). The input gradient is the same
+//! 2.25× fewer for F(2×2, 3×3), 3.24× for F(3×3, 3×3), 4× for F(4×4, 3×3). The input gradient is the same
 //! convolution of the output gradient with the filter turned by 180° and its channels
 //! swapped, padded by `2 − pad`. The weight gradient is the adjoint: for every tile,
 //! `dw_{o,c} += Gᵀ·((A·dy_{o,t}·Aᵀ) ⊙ (Bᵀ·d_{c,t}·B))·G`, and since `G` does not depend on the
@@ -111,6 +111,8 @@ macro_rules! multiversion {
 pub enum Tile {
     /// F(2×2, 3×3): 4×4 input tiles, 2.25× fewer multiplications, transforms of 0 and ±1.
     F2,
+    /// F(3×3, 3×3): 5×5 input tiles, 3.24× fewer multiplications, coefficients up to 4.
+    F3,
     /// F(4×4, 3×3): 6×6 input tiles, 4× fewer multiplications, coefficients up to 8.
     F4,
 }
@@ -120,6 +122,7 @@ impl Tile {
     pub fn m(self) -> usize {
         match self {
             Tile::F2 => 2,
+            Tile::F3 => 3,
             Tile::F4 => 4,
         }
     }
@@ -133,6 +136,7 @@ impl Tile {
     pub fn name(self) -> &'static str {
         match self {
             Tile::F2 => "winograd F(2x2,3x3)",
+            Tile::F3 => "winograd F(3x3,3x3)",
             Tile::F4 => "winograd F(4x4,3x3)",
         }
     }
@@ -143,13 +147,22 @@ impl Tile {
         oh.div_ceil(self.m()) * ow.div_ceil(self.m()) * self.alpha() * self.alpha()
     }
 
-    /// The tile for an `oh × ow` output: the one with fewer multiplications, F(2×2) on a tie
-    /// (it rounds less).
+    /// The tile for an `oh × ow` output: of F(2×2) and F(4×4) the one with fewer
+    /// multiplications (F(2×2) on a tie: it rounds less), unless F(3×3) needs at least a
+    /// fifth fewer than it. F(3×3)'s transforms are portable lane arrays, dearer per
+    /// multiplication than F(4×4)'s AVX-512 ones: on a 21×21 output, where it needs 5% fewer,
+    /// it measured 6% slower; on 6×6 (31% fewer) 10–20% faster (`examples/conv_bench.rs`,
+    /// docs/RESULTS.md).
     pub fn for_output(oh: usize, ow: usize) -> Tile {
-        if Tile::F4.cost(oh, ow) < Tile::F2.cost(oh, ow) {
+        let best = if Tile::F4.cost(oh, ow) < Tile::F2.cost(oh, ow) {
             Tile::F4
         } else {
             Tile::F2
+        };
+        if 5 * Tile::F3.cost(oh, ow) <= 4 * best.cost(oh, ow) {
+            Tile::F3
+        } else {
+            best
         }
     }
 }
@@ -465,6 +478,7 @@ fn run_conv(
 ) {
     match job.tile {
         Tile::F2 => run_conv_with::<4, 2>(w, job, out, input, weight, flip),
+        Tile::F3 => run_conv_with::<5, 3>(w, job, out, input, weight, flip),
         Tile::F4 => run_conv_with::<6, 4>(w, job, out, input, weight, flip),
     }
 }
@@ -510,7 +524,7 @@ fn run_conv_with<const A: usize, const M: usize>(
 /// faster where the input has more channels than the output, and with F(2×2)'s small tiles
 /// (measured per layer with `examples/conv_bench.rs`, docs/RESULTS.md).
 fn channels_innermost(tile: Tile, s: &Conv2dShape) -> bool {
-    tile == Tile::F2 || s.in_c > s.out_c
+    tile != Tile::F4 || s.in_c > s.out_c
 }
 
 /// One group of `n` images from image `g0`: transform, `α²` products, transform back into
@@ -781,6 +795,7 @@ pub fn conv2d_backward_weight(
 ) {
     let workers = match tile {
         Tile::F2 => weight_workers::<4, 2>(w, isa, tile, d_out, input, s),
+        Tile::F3 => weight_workers::<5, 3>(w, isa, tile, d_out, input, s),
         Tile::F4 => weight_workers::<6, 4>(w, isa, tile, d_out, input, s),
     };
     w.sum_weight_grads(workers, d_weight, d_bias);

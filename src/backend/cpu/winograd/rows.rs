@@ -33,7 +33,7 @@ impl Epilogue {
 /// preceded by `lead` zeros and followed by as many as needed: the rows of `tw` windows of
 /// width `W` every `S` pixels (`S` 2 or 4, `W` from `S` to `S + 2`) that lie on one image
 /// row, tile-major, the convolution's zero padding included (an empty `row` is a row of
-/// padding).
+/// padding). `S` 3 (F(3×3)'s tiles, which run channels innermost) takes the portable loop.
 #[inline(always)]
 pub fn split_row<const W: usize, const S: usize>(
     isa: Isa,
@@ -42,7 +42,7 @@ pub fn split_row<const W: usize, const S: usize>(
     (row, lead): (&[f32], usize),
     tw: usize,
 ) {
-    const { assert!((S == 2 || S == 4) && W >= S && W <= S + 2) };
+    const { assert!((S >= 2 && S <= 4) && W >= S && W <= S + 2) };
     if tw == 0 {
         return;
     }
@@ -51,7 +51,7 @@ pub fn split_row<const W: usize, const S: usize>(
         "tile-major buffer too short"
     );
     #[cfg(target_arch = "x86_64")]
-    if isa == Isa::Avx512 {
+    if isa == Isa::Avx512 && S != 3 {
         // SAFETY: the CPU has AVX-512F (`Isa::detect`); reads are masked to `row`, writes to
         // `dst[j·ld..j·ld + tw]`, inside `dst` by the assert above.
         unsafe { avx512::split_row::<W, S>(dst.as_mut_ptr(), ld, (row, lead), tw) };
@@ -71,6 +71,8 @@ pub fn split_row<const W: usize, const S: usize>(
 
 /// `row[tx·M + j] = e(src[j·ld + tx])` for `j < M` and every column of `row` (the last
 /// tile may be cut off by the row's end): `M × 1` output tiles back into an image row.
+/// With AVX-512 for `M` 2 and 4; `M` 3 (F(3×3)'s tiles, which run channels innermost) takes
+/// the portable loop.
 #[inline(always)]
 pub fn join_row<const M: usize>(isa: Isa, row: &mut [f32], src: &[f32], ld: usize, e: Epilogue) {
     let tw = row.len().div_ceil(M);
@@ -85,7 +87,7 @@ pub fn join_row<const M: usize>(isa: Isa, row: &mut [f32], src: &[f32], ld: usiz
         .act
         .is_none_or(|a| matches!(a.act, Activation::Relu | Activation::Linear));
     #[cfg(target_arch = "x86_64")]
-    if isa == Isa::Avx512 && simple {
+    if isa == Isa::Avx512 && simple && M != 3 {
         // SAFETY: the CPU has AVX-512F; reads are masked to `src[j·ld..j·ld + tw]`, writes
         // to `row`. The watched ReLU is its own copy, so that the others' code is as it was
         // (a branch on it inside the loop cost training ~2%, measured).
@@ -445,6 +447,7 @@ mod tests {
             for (lead, len) in [(1, tw * 2), (0, tw * 4), (2, tw * 4 + 3), (1, 0), (0, 70)] {
                 split_case::<4, 2>(tw, lead, len);
                 split_case::<6, 4>(tw, lead, len);
+                split_case::<5, 3>(tw, lead, len);
                 split_case::<2, 2>(tw, lead, len);
                 split_case::<4, 4>(tw, lead, len);
             }
@@ -524,6 +527,7 @@ mod tests {
             for act in fused.chain([None]) {
                 let e = Epilogue { bias: 0.5, act };
                 join_case::<2>(len, e);
+                join_case::<3>(len, e);
                 join_case::<4>(len, e);
             }
         }

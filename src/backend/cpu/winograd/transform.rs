@@ -58,6 +58,43 @@ pub const F2: Mats<4, 2> = Mats {
     ],
 };
 
+/// F(3×3, 3×3), interpolation points 0, ±1, 2 (Toom-Cook as in Lavin & Gray's `wincnn`:
+/// the normalisation in `G`, so that `Bᵀ` is of integers).
+#[cfg_attr(not(test), allow(dead_code))]
+pub const F3: Mats<5, 3> = Mats {
+    bt: [
+        [2.0, -1.0, -2.0, 1.0, 0.0],
+        [0.0, -2.0, -1.0, 1.0, 0.0],
+        [0.0, 2.0, -3.0, 1.0, 0.0],
+        [0.0, -1.0, 0.0, 1.0, 0.0],
+        [0.0, 2.0, -1.0, -2.0, 1.0],
+    ],
+    g: [
+        [0.5, 0.0, 0.0],
+        [-0.5, -0.5, -0.5],
+        [-1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0],
+        [1.0 / 6.0, 1.0 / 3.0, 2.0 / 3.0],
+        [0.0, 0.0, 1.0],
+    ],
+    at: [
+        [1.0, 1.0, 1.0, 1.0, 0.0],
+        [0.0, 1.0, -1.0, 2.0, 0.0],
+        [0.0, 1.0, 1.0, 4.0, 1.0],
+    ],
+    a: [
+        [1.0, 0.0, 0.0],
+        [1.0, 1.0, 1.0],
+        [1.0, -1.0, 1.0],
+        [1.0, 2.0, 4.0],
+        [0.0, 0.0, 1.0],
+    ],
+    gt: [
+        [0.5, -0.5, -1.0 / 6.0, 1.0 / 6.0, 0.0],
+        [0.0, -0.5, 1.0 / 6.0, 1.0 / 3.0, 0.0],
+        [0.0, -0.5, -1.0 / 6.0, 2.0 / 3.0, 1.0],
+    ],
+};
+
 /// F(4×4, 3×3), interpolation points 0, ±1, ±2 (Lavin & Gray's matrices).
 #[cfg_attr(not(test), allow(dead_code))]
 pub const F4: Mats<6, 4> = Mats {
@@ -155,6 +192,68 @@ impl Transforms<4, 2> for Tiles<4, 2> {
     fn gt(m: &[V; 4]) -> [V; 3] {
         let (sum, diff) = ((m[1] + m[2]) * 0.5, (m[1] - m[2]) * 0.5);
         [m[0] + sum, diff, sum + m[3]]
+    }
+}
+
+impl Transforms<5, 3> for Tiles<5, 3> {
+    const MATS: Mats<5, 3> = F3;
+
+    #[inline(always)]
+    fn bt(d: &[V; 5]) -> [V; 5] {
+        let p = d[3] - d[1];
+        let q = d[3] - d[2];
+        [
+            (d[0] - d[2]) * 2.0 + p,
+            q - d[1] * 2.0,
+            q + (d[1] - d[2]) * 2.0,
+            p,
+            (d[4] - d[2]) - p * 2.0,
+        ]
+    }
+
+    #[inline(always)]
+    fn at(m: &[V; 5]) -> [V; 3] {
+        let (sum, diff) = (m[1] + m[2], m[1] - m[2]);
+        [
+            m[0] + sum + m[3],
+            diff + m[3] * 2.0,
+            sum + m[3] * 4.0 + m[4],
+        ]
+    }
+
+    #[inline(always)]
+    fn a(d: &[V; 3]) -> [V; 5] {
+        let even = d[0] + d[2];
+        [
+            d[0],
+            even + d[1],
+            even - d[1],
+            d[0] + d[1] * 2.0 + d[2] * 4.0,
+            d[2],
+        ]
+    }
+
+    #[inline(always)]
+    fn g(w: &[V; 3]) -> [V; 5] {
+        let sum = w[0] + w[2];
+        [
+            w[0] * 0.5,
+            (sum + w[1]) * -0.5,
+            (sum - w[1]) * (-1.0 / 6.0),
+            (w[0] + w[1] * 2.0 + w[2] * 4.0) * (1.0 / 6.0),
+            w[2],
+        ]
+    }
+
+    #[inline(always)]
+    fn gt(m: &[V; 5]) -> [V; 3] {
+        let half = m[1] * 0.5;
+        let (sixth2, sixth3) = (m[2] * (1.0 / 6.0), m[3] * (1.0 / 6.0));
+        [
+            m[0] * 0.5 - half - sixth2 + sixth3,
+            sixth2 - half + m[3] * (1.0 / 3.0),
+            m[3] * (2.0 / 3.0) - half - sixth2 + m[4],
+        ]
     }
 }
 
@@ -450,6 +549,7 @@ mod tests {
     #[test]
     fn the_written_out_formulas_are_the_matrices() {
         formulas_match_matrices::<4, 2>();
+        formulas_match_matrices::<5, 3>();
         formulas_match_matrices::<6, 4>();
     }
 
@@ -479,6 +579,7 @@ mod tests {
     #[test]
     fn each_tile_computes_the_correlation_it_stands_for() {
         minimal_filtering::<4, 2>();
+        minimal_filtering::<5, 3>();
         minimal_filtering::<6, 4>();
     }
 }
