@@ -255,6 +255,82 @@ const FOLD_MAX: f64 = 1e-5;
 const FOLD_MEAN: f64 = 1e-6;
 
 #[test]
+fn evaluation_keeps_transformed_filters_only_for_the_same_weights() {
+    // F(4×4) and F(3×3) shapes; the same shape twice with other weights (two layers alike);
+    // a weight, a batch norm scale, a running variance changed between batches.
+    let s = conv(2, 16, 12, 24, 1);
+    let s6 = conv(3, 16, 6, 16, 1);
+    let eval = |be: &CpuBackend, s: &Conv2dShape, params: &Vec<f32>, running: &Vec<f32>| {
+        // params: weight, bias, then the batch norm's scale and shift; running: mean, var.
+        let at = (0, s.weight_len());
+        let bn = BatchNorm {
+            w_off: s.weight_len() + s.out_c,
+            b_off: s.weight_len() + 2 * s.out_c,
+            mean_off: 0,
+            var_off: s.out_c,
+            momentum: 0.1,
+            eps: 1e-5,
+        };
+        let bs = BatchNormShape {
+            batch: s.batch,
+            c: s.out_c,
+            hw: s.out_h() * s.out_w(),
+        };
+        let x = random_vec(s.input_len(), -1.0, 1.0, 3);
+        let (mut out, mut flags) = (vec![f32::NAN; s.output_len()], vec![0.0; s.batch]);
+        let ran = be.conv2d_bn_act_forward_eval(
+            &mut out,
+            &mut flags,
+            &x,
+            params,
+            running,
+            at,
+            s,
+            &bn,
+            &bs,
+            Activation::Relu,
+        );
+        assert!(ran);
+        out
+    };
+    let memo = backend(ConvAlgorithm::Winograd, 2);
+    for s in [s, s6] {
+        let n = s.weight_len() + 3 * s.out_c;
+        let a = random_vec(n, -0.3, 0.3, 40);
+        let b = random_vec(n, -0.3, 0.3, 41);
+        let mut a_w = a.clone();
+        a_w[5] += 0.25;
+        let mut a_g = a.clone();
+        a_g[s.weight_len() + s.out_c + 1] *= 2.0;
+        let run_a = random_vec(2 * s.out_c, 0.1, 1.0, 42);
+        let mut run_v = run_a.clone();
+        run_v[s.out_c + 2] *= 3.0;
+        let cases = [
+            (&a, &run_a),
+            (&b, &run_a),
+            (&a, &run_a),
+            (&a_w, &run_a),
+            (&a_g, &run_a),
+            (&a, &run_v),
+            (&a, &run_a),
+        ];
+        for (k, (params, running)) in cases.into_iter().enumerate() {
+            let fresh = backend(ConvAlgorithm::Winograd, 2);
+            let want = eval(&fresh, &s, params, running);
+            let got = eval(&memo, &s, params, running);
+            let same = got
+                .iter()
+                .zip(&want)
+                .all(|(g, w)| g.to_bits() == w.to_bits());
+            assert!(
+                same,
+                "{s:?} case {k}: a kept transform was used for other weights"
+            );
+        }
+    }
+}
+
+#[test]
 fn a_batch_norm_folded_into_the_convolution_is_the_two_ops() {
     // A Winograd shape and the one-channel first layer's (im2col) shape.
     for s in [conv(2, 16, 12, 24, 1), conv(3, 1, 10, 8, 1)] {

@@ -115,6 +115,8 @@ struct Workers {
     scratch: Vec<Mutex<Scratch>>,
     /// Written before the workers start and read by all (Winograd's transformed filters).
     shared: Mutex<Vec<f32>>,
+    /// Evaluation's transformed filters, kept between batches ([`winograd::FilterMemo`]).
+    memo: Mutex<winograd::FilterMemo>,
 }
 
 impl Workers {
@@ -342,6 +344,7 @@ impl CpuBackend {
                 threads,
                 scratch,
                 shared: Mutex::default(),
+                memo: Mutex::default(),
             },
             conv: opts.conv,
             isa: Isa::detect(),

@@ -39,6 +39,7 @@
 
 #[cfg(target_arch = "x86_64")]
 mod avx512;
+mod memo;
 mod rows;
 mod transform;
 
@@ -46,6 +47,8 @@ use super::activation::{act_lanes, watch_image, BadImages, Fused};
 use super::microkernel::{gemm_nn, gemm_tn, Isa, Strided, MR, NR_TAIL};
 use super::{scratch, Scratch, Workers};
 use crate::shape::Conv2dShape;
+pub use memo::FilterMemo;
+use memo::MemoKey;
 use rayon::prelude::*;
 use rows::transpose;
 use rows::Epilogue;
@@ -241,9 +244,15 @@ multiversion! {
                     }
                 }
                 let lanes = L.min(co - o0);
+                // Whole vectors by a fixed-size copy (a copy of `lanes` values is a call to
+                // `memcpy` per element, most of this function's time where it was one).
                 two_d!(Tiles::<A, M>::g, 3, A, |i, j| taps[i * 3 + j], |i, j, v| {
                     let at = row + o0;
-                    rows[i * A + j][at..at + lanes].copy_from_slice(&v.0[..lanes])
+                    if lanes == L {
+                        store(rows[i * A + j], at, v)
+                    } else {
+                        rows[i * A + j][at..at + lanes].copy_from_slice(&v.0[..lanes])
+                    }
                 });
             }
         }
@@ -498,10 +507,24 @@ fn run_conv_with<const A: usize, const M: usize>(
     let g = Grid::new(job.tile, s);
     let (ci, co) = (s.in_c, s.out_c);
     let co_pad = round_up(co, MR.max(NR_TAIL));
-    let mut u_buf = w.shared.lock().unwrap();
-    let u = scratch(&mut u_buf, A * A * ci * co_pad); // (α², in_c, out_c padded)
-    filter_transform_parallel::<A, M>(w, job.isa, u, weight, (ci, co, co_pad), flip);
-    let u: &[f32] = u;
+    let (dims, len) = ((ci, co, co_pad), A * A * ci * co_pad);
+    let fill = |u: &mut [f32]| filter_transform_parallel::<A, M>(w, job.isa, u, weight, dims, flip);
+    let (mut u_buf, mut memo) = (w.shared.lock().unwrap(), w.memo.lock().unwrap());
+    // u (α², in_c, out_c padded). A watched forward is evaluation's: its weights are the
+    // same every batch, so their transform is memoised (exactly: see `memo`).
+    let u: &[f32] = if job.bad.is_some() {
+        let key = MemoKey {
+            alpha: A,
+            ci,
+            co,
+            flip,
+        };
+        memo.get_or_fill(key, weight, len, fill)
+    } else {
+        let u = scratch(&mut u_buf, len);
+        fill(u);
+        u
+    };
     let out_img = if job.pool {
         co * (g.oh / 2) * (g.ow / 2)
     } else {
