@@ -534,18 +534,22 @@ fn fold_batchnorm(
         .map(|o| gamma[o] * (1.0 / (var[o] + bn.eps).sqrt()))
         .collect();
     let (weight, bias) = conv_params(params, w_off, b_off, s);
-    let weight = weight
-        .chunks_exact(s.weight_len() / c)
-        .zip(&g)
-        .flat_map(|(row, &g)| row.iter().map(move |w| w * g))
-        .collect();
+    // Filled row by row into one allocation (a `flat_map` collect grows the vector as it
+    // goes, element by element).
+    let mut scaled = vec![0.0; weight.len()];
+    let rows = scaled.chunks_exact_mut(s.weight_len() / c);
+    for ((dst, row), &g) in rows.zip(weight.chunks_exact(s.weight_len() / c)).zip(&g) {
+        for (d, &w) in dst.iter_mut().zip(row) {
+            *d = w * g;
+        }
+    }
     let bias = bias
         .iter()
         .zip(&g)
         .zip(mean.iter().zip(beta))
         .map(|((b, g), (m, beta))| g * (b - m) + beta)
         .collect();
-    (weight, bias)
+    (scaled, bias)
 }
 
 impl Default for CpuBackend {
