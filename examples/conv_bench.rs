@@ -1,6 +1,7 @@
-//! Times the CPU backend's three ops of one 3×3 convolution (padding 1 unless `PAD` is given), each the best of `reps`
-//! runs on warm caches (the per-op table of `fergpu profile --adapter cpu` times them inside
-//! a training step instead, caches as the step leaves them):
+//! Times the CPU backend's three ops of one 3×3 convolution (padding 1 unless `PAD` is
+//! given), each the best of `reps` runs on warm caches (the per-op table of `fergpu profile
+//! --adapter cpu` times them inside a training step instead, caches as the step leaves
+//! them):
 //!
 //! ```sh
 //! cargo run --release --example conv_bench -- BATCH IN_C SIDE OUT_C REPS [PAD]   # 64 32 48 32 15

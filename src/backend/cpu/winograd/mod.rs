@@ -14,12 +14,13 @@
 //! ```
 //!
 //! A tile of `m × m` outputs costs `α²` multiplications per channel pair instead of `9·m²`:
-//! 2.25× fewer for F(2×2, 3×3), 3.24× for F(3×3, 3×3), 4× for F(4×4, 3×3). The input gradient is the same
-//! convolution of the output gradient with the filter turned by 180° and its channels
-//! swapped, padded by `2 − pad`. The weight gradient is the adjoint: for every tile,
-//! `dw_{o,c} += Gᵀ·((A·dy_{o,t}·Aᵀ) ⊙ (Bᵀ·d_{c,t}·B))·G`, and since `G` does not depend on the
-//! tile, the `α²` element-wise products are summed over tiles first, which is again `α²`
-//! matrix products `Ŷ[ξ] (out_c, tiles) · X̂[ξ]ᵀ (tiles, in_c)`, then transformed once.
+//! 2.25× fewer for F(2×2, 3×3), 3.24× for F(3×3, 3×3), 4× for F(4×4, 3×3). The input
+//! gradient is the same convolution of the output gradient with the filter turned by 180°
+//! and its channels swapped, padded by `2 − pad`. The weight gradient is the adjoint: for
+//! every tile, `dw_{o,c} += Gᵀ·((A·dy_{o,t}·Aᵀ) ⊙ (Bᵀ·d_{c,t}·B))·G`, and since `G` does not
+//! depend on the tile, the `α²` element-wise products are summed over tiles first, which is
+//! again `α²` matrix products `Ŷ[ξ] (out_c, tiles) · X̂[ξ]ᵀ (tiles, in_c)`, then
+//! transformed once.
 //!
 //! The transforms, the batched products ([`super::microkernel`]) and the inverse transforms
 //! are separate steps over per-worker scratch buffers. Each worker takes a contiguous run of
@@ -29,8 +30,10 @@
 //! lanes of fixed-size arrays, which the compiler turns into vector instructions; each
 //! per-group function is compiled once per instruction set ([`multiversion!`]). With
 //! AVX-512, F(4×4)'s 6 × 6 transforms run in explicit intrinsics instead ([`avx512`]): the
-//! lane arrays' code spilled there in a way that stalled. The filter transform is shared by
-//! the workers, each transforming a run of input channels.
+//! lane arrays' code spilled there in a way that stalled; F(3×3) runs channels innermost
+//! only, where its 5 × 5 transforms need no intrinsics. The filter transform is shared by
+//! the workers, each transforming a run of input channels; evaluation keeps it from one
+//! batch to the next ([`memo`]).
 //!
 //! Rounding: the transforms' coefficients (up to 8 in F(4×4)'s `Aᵀ`, 1/24 in its `G`) make
 //! the result differ from the direct sum by more than the direct sum's own rounding; the
@@ -244,8 +247,8 @@ multiversion! {
                     }
                 }
                 let lanes = L.min(co - o0);
-                // Whole vectors by a fixed-size copy (a copy of `lanes` values is a call to
-                // `memcpy` per element, most of this function's time where it was one).
+                // Whole vectors by a fixed-size copy (a copy of a run-time number of values
+                // is a call to `memcpy` per element).
                 two_d!(Tiles::<A, M>::g, 3, A, |i, j| taps[i * 3 + j], |i, j, v| {
                     let at = row + o0;
                     if lanes == L {
