@@ -247,64 +247,49 @@ fn random_batchnorm(c: usize, params: &mut Vec<f32>, seed: u64) -> (BatchNorm, V
     (bn, running)
 }
 
-/// Folding a batch norm into the convolution changes only the rounding: the scaled weights
-/// `g·w` and the folded bias against scaling the convolution's output, a few ulps of each
-/// product. Bounds on the error relative to the output's largest magnitude, under either
-/// tile's own (see `bounds`).
-const FOLD_MAX: f64 = 1e-5;
-const FOLD_MEAN: f64 = 1e-6;
+/// The batch norm's shape after the convolution `s`.
+fn bn_shape(s: &Conv2dShape) -> BatchNormShape {
+    BatchNormShape {
+        batch: s.batch,
+        c: s.out_c,
+        hw: s.out_h() * s.out_w(),
+    }
+}
 
 #[test]
 fn evaluation_keeps_transformed_filters_only_for_the_same_weights() {
-    // F(4×4) and F(3×3) shapes; the same shape twice with other weights (two layers alike);
-    // a weight, a batch norm scale, a running variance changed between batches.
-    let s = conv(2, 16, 12, 24, 1);
-    let s6 = conv(3, 16, 6, 16, 1);
-    let eval = |be: &CpuBackend, s: &Conv2dShape, params: &Vec<f32>, running: &Vec<f32>| {
-        // params: weight, bias, then the batch norm's scale and shift; running: mean, var.
-        let at = (0, s.weight_len());
-        let bn = BatchNorm {
-            w_off: s.weight_len() + s.out_c,
-            b_off: s.weight_len() + 2 * s.out_c,
-            mean_off: 0,
-            var_off: s.out_c,
-            momentum: 0.1,
-            eps: 1e-5,
-        };
-        let bs = BatchNormShape {
-            batch: s.batch,
-            c: s.out_c,
-            hw: s.out_h() * s.out_w(),
-        };
-        let x = random_vec(s.input_len(), -1.0, 1.0, 3);
-        let (mut out, mut flags) = (vec![f32::NAN; s.output_len()], vec![0.0; s.batch]);
-        let ran = be.conv2d_bn_act_forward_eval(
-            &mut out,
-            &mut flags,
-            &x,
-            params,
-            running,
-            at,
-            s,
-            &bn,
-            &bs,
-            Activation::Relu,
-        );
-        assert!(ran);
-        out
-    };
+    // An F(4×4) and an F(3×3) shape. Between batches: other weights of the same shape (two
+    // layers alike), then one weight, one batch norm scale, one running variance changed.
     let memo = backend(ConvAlgorithm::Winograd, 2);
-    for s in [s, s6] {
-        let n = s.weight_len() + 3 * s.out_c;
-        let a = random_vec(n, -0.3, 0.3, 40);
-        let b = random_vec(n, -0.3, 0.3, 41);
+    for s in [conv(2, 16, 12, 24, 1), conv(3, 16, 6, 16, 1)] {
+        let x = random_vec(s.input_len(), -1.0, 1.0, 3);
+        let mut a = random_vec(s.weight_len() + s.out_c, -0.3, 0.3, 40);
+        let (bn, run_a) = random_batchnorm(s.out_c, &mut a, 41);
+        let b = random_vec(a.len(), -0.3, 0.3, 44);
         let mut a_w = a.clone();
         a_w[5] += 0.25;
         let mut a_g = a.clone();
-        a_g[s.weight_len() + s.out_c + 1] *= 2.0;
-        let run_a = random_vec(2 * s.out_c, 0.1, 1.0, 42);
+        a_g[bn.w_off + 1] *= 2.0;
         let mut run_v = run_a.clone();
-        run_v[s.out_c + 2] *= 3.0;
+        run_v[bn.var_off + 2] *= 3.0;
+        let eval = |be: &CpuBackend, params: &Vec<f32>, running: &Vec<f32>| {
+            let (mut out, mut flags) = (vec![f32::NAN; s.output_len()], vec![0.0; s.batch]);
+            let at = (0, s.weight_len());
+            let ran = be.conv2d_bn_act_forward_eval(
+                &mut out,
+                &mut flags,
+                &x,
+                params,
+                running,
+                at,
+                &s,
+                &bn,
+                &bn_shape(&s),
+                Activation::Relu,
+            );
+            assert!(ran);
+            out
+        };
         let cases = [
             (&a, &run_a),
             (&b, &run_a),
@@ -315,9 +300,8 @@ fn evaluation_keeps_transformed_filters_only_for_the_same_weights() {
             (&a, &run_a),
         ];
         for (k, (params, running)) in cases.into_iter().enumerate() {
-            let fresh = backend(ConvAlgorithm::Winograd, 2);
-            let want = eval(&fresh, &s, params, running);
-            let got = eval(&memo, &s, params, running);
+            let want = eval(&backend(ConvAlgorithm::Winograd, 2), params, running);
+            let got = eval(&memo, params, running);
             let same = got
                 .iter()
                 .zip(&want)
@@ -330,6 +314,13 @@ fn evaluation_keeps_transformed_filters_only_for_the_same_weights() {
     }
 }
 
+/// Folding a batch norm into the convolution changes only the rounding: the scaled weights
+/// `g·w` and the folded bias against scaling the convolution's output, a few ulps of each
+/// product. Bounds on the error relative to the output's largest magnitude, under either
+/// tile's own (see `bounds`).
+const FOLD_MAX: f64 = 1e-5;
+const FOLD_MEAN: f64 = 1e-6;
+
 #[test]
 fn a_batch_norm_folded_into_the_convolution_is_the_two_ops() {
     // A Winograd shape and the one-channel first layer's (im2col) shape.
@@ -337,11 +328,7 @@ fn a_batch_norm_folded_into_the_convolution_is_the_two_ops() {
         let x = random_vec(s.input_len(), -1.0, 1.0, 11);
         let mut params = random_vec(s.weight_len() + s.out_c, -0.3, 0.3, 12);
         let (bn, running) = random_batchnorm(s.out_c, &mut params, 13);
-        let bs = BatchNormShape {
-            batch: s.batch,
-            c: s.out_c,
-            hw: s.out_h() * s.out_w(),
-        };
+        let bs = bn_shape(&s);
         let (w_off, b_off) = (0, s.weight_len());
         for conv in [ConvAlgorithm::Im2col, ConvAlgorithm::Winograd] {
             let be = backend(conv, 2);
@@ -478,11 +465,7 @@ fn a_watched_evaluation_pass_folds_the_batch_norms_and_sees_every_other_op() {
 fn a_folded_convolution_with_its_activation_is_the_three_ops_and_keeps_what_is_not_finite() {
     // The first layer of compact (one channel: im2col) and a Winograd one.
     for s in [conv(3, 1, 12, 8, 1), conv(3, 16, 12, 16, 1)] {
-        let bs = BatchNormShape {
-            batch: s.batch,
-            c: s.out_c,
-            hw: s.out_h() * s.out_w(),
-        };
+        let bs = bn_shape(&s);
         let x = random_vec(s.input_len(), -1.0, 1.0, 71);
         let mut params = random_vec(s.weight_len() + s.out_c, -0.3, 0.3, 72);
         let (bn, running) = random_batchnorm(s.out_c, &mut params, 73);
@@ -557,11 +540,7 @@ fn a_folded_convolution_pooled_in_the_same_call_is_the_ops_and_the_pool() {
         conv(3, 8, 11, 16, 1),
     ];
     for s in shapes {
-        let bs = BatchNormShape {
-            batch: s.batch,
-            c: s.out_c,
-            hw: s.out_h() * s.out_w(),
-        };
+        let bs = bn_shape(&s);
         let ps = PoolShape {
             batch: s.batch,
             c: s.out_c,

@@ -548,7 +548,8 @@ fn run_conv_with<const A: usize, const M: usize>(
 /// ([`forward_minor`]) rather than tiles innermost ([`forward_major`]). The first reads its
 /// input more cheaply and writes its output more dearly (an extra transposition), so it is
 /// faster where the input has more channels than the output, and with F(2×2)'s small tiles
-/// (measured per layer with `examples/conv_bench.rs`, docs/RESULTS.md).
+/// (measured per layer with `examples/conv_bench.rs`, docs/RESULTS.md). F(3×3) always runs
+/// channels innermost: its 5 × 5 transforms have no intrinsics for the tiles-innermost path.
 fn channels_innermost(tile: Tile, s: &Conv2dShape) -> bool {
     tile != Tile::F4 || s.in_c > s.out_c
 }
